@@ -1,0 +1,67 @@
+"""``suture``: the one command. Parse, call one library function, print, map errors to exit codes.
+
+Exit codes (also in README.md):
+    0   success
+    1   the guest command or the check ran and said "no" (``lab run`` passes the
+        guest command's own status through)
+    10  other Suture error
+    20  lab: fetching a kernel or running a guest failed
+    30  kernel: talking to the running kernel failed
+    31  pre-flight refused the patch (nothing loaded)
+    32  the kernel refused to load or remove the module
+    33  the transition did not finish and was backed out
+    34  no such live patch
+    64  bad command line or input
+    130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from suture import __version__
+from suture.cli import kernel_cmds, lab_cmds
+from suture.cli.output import Output
+from suture.errors import SutureError
+
+Handler = Callable[[argparse.Namespace, Output], int]
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --json is accepted before and after the sub-command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON on stdout"
+    )
+    parser = argparse.ArgumentParser(
+        prog="suture",
+        description="Rebootless live patching for Linux fleets.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"suture {__version__}")
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    kernel_cmds.register(subs, common)
+    lab_cmds.register(subs, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    out = Output(json_mode=getattr(args, "json", False))
+    handler: Handler = args.handler
+    try:
+        return handler(args, out)
+    except SutureError as e:
+        out.error(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        out.message("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

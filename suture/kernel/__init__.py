@@ -1,0 +1,1 @@
+"""The livepatch engine: facts about the running kernel and its livepatch core."""

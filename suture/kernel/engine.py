@@ -1,0 +1,215 @@
+"""Apply and remove live patches: pre-flight, load, bounded transition, back-out.
+
+The kernel switches each task to the new code only when the task is not
+running a patched function, so a transition can wait on a task that sleeps
+inside one. We wait a bounded time, signal the laggards halfway, and when the
+transition still does not finish we reverse it, wait for the reversal, and
+remove the module: the kernel is left as it was before the call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suture.errors import KernelError, NotLoadedError, TransitionError
+from suture.kernel import module, preflight
+from suture.kernel.identity import read_identity
+from suture.kernel.livepatch import LivepatchSysfs
+from suture.kernel.modinfo import read_modinfo
+from suture.kernel.preflight import PatchCandidate
+
+POLL_SECONDS = 0.005  # the core re-checks blocked tasks every second; we just watch
+
+
+@dataclass(frozen=True)
+class TransitionPolicy:
+    """How long to wait for a transition, and when to nudge it.
+
+    Attributes:
+        timeout: seconds until the transition is backed out.
+        signal_after: share of ``timeout`` after which blocking tasks are signalled.
+        backout_timeout: seconds allowed for the reversal itself.
+    """
+
+    timeout: float = 30.0
+    signal_after: float = 0.5
+    backout_timeout: float = 30.0
+
+
+@dataclass
+class ApplyResult:
+    """What :func:`apply` did."""
+
+    name: str
+    seconds: float  # load to transition complete
+    signalled: bool = False
+    superseded: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "seconds": round(self.seconds, 4),
+            "signalled": self.signalled,
+            "superseded": self.superseded,
+        }
+
+
+def _wait_transition(
+    lp: LivepatchSysfs, name: str, timeout: float, signal_at: float | None
+) -> tuple[bool, bool]:
+    """Wait until ``name`` leaves its transition; returns (finished, signalled)."""
+    start = time.monotonic()
+    signalled = False
+    while lp.in_transition(name):
+        elapsed = time.monotonic() - start
+        if elapsed >= timeout:
+            return False, signalled
+        if signal_at is not None and not signalled and elapsed >= signal_at:
+            lp.signal(name)
+            signalled = True
+        time.sleep(POLL_SECONDS)
+    return True, signalled
+
+
+def _blockers(lp: LivepatchSysfs, target_patched: bool) -> str:
+    tasks = lp.blocking_tasks(target_patched)
+    if not tasks:
+        return ""
+    shown = ", ".join(t.describe() for t in tasks[:5])
+    more = f" and {len(tasks) - 5} more" if len(tasks) > 5 else ""
+    return f"; blocked by {shown}{more}"
+
+
+def apply(
+    path: Path,
+    policy: TransitionPolicy | None = None,
+    *,
+    build_id: str = "",
+    functions: tuple[str, ...] = (),
+    sysroot: Path = Path("/"),
+) -> ApplyResult:
+    """Load the live patch module at ``path`` and wait until every task runs the new code.
+
+    Args:
+        path: the livepatch ``.ko``.
+        policy: transition time limits.
+        build_id: the vmlinux build id the patch was made for (from its manifest).
+        functions: the functions it replaces (from its manifest), for the ftrace check.
+        sysroot: where /proc and /sys are (tests point it elsewhere).
+
+    Raises:
+        PreflightError: a check refused; nothing was loaded.
+        LoadError: the kernel refused the module; nothing was loaded.
+        TransitionError: the transition did not finish and was backed out.
+    """
+    policy = policy or TransitionPolicy()
+    lp = LivepatchSysfs(sysroot)
+    cand = PatchCandidate(path, read_modinfo(path), build_id, functions)
+    preflight.run_all(cand, read_identity(sysroot), lp)
+    before = set(lp.names())
+
+    start = time.monotonic()
+    module.load(path)
+    name = cand.name
+    finished, signalled = _wait_transition(
+        lp, name, policy.timeout, policy.timeout * policy.signal_after
+    )
+    if not finished:
+        blockers = _blockers(lp, target_patched=True)
+        _back_out(lp, name, policy)
+        raise TransitionError(
+            f"the transition to {name} did not finish within {policy.timeout:g} s{blockers}; "
+            "it was reversed and the module removed, the kernel runs as before",
+            hint="apply again when the system is less busy, or raise --timeout",
+        )
+    seconds = time.monotonic() - start
+    # An atomic-replace patch retires the patches it supersedes; their
+    # modules stay loaded (unused) until removed.
+    superseded = sorted(before - set(lp.names()))
+    for old in superseded:
+        module.unload(old)
+    return ApplyResult(name=name, seconds=seconds, signalled=signalled, superseded=superseded)
+
+
+def _back_out(lp: LivepatchSysfs, name: str, policy: TransitionPolicy) -> None:
+    """Reverse the running transition of ``name`` and remove its module."""
+    lp.set_enabled(name, False)
+    finished, _ = _wait_transition(
+        lp, name, policy.backout_timeout, policy.backout_timeout * policy.signal_after
+    )
+    if not finished:
+        raise TransitionError(
+            f"backing out {name} did not finish within {policy.backout_timeout:g} s"
+            f"{_blockers(lp, target_patched=False)}",
+            hint="the kernel keeps trying; watch 'suture status' and retry 'suture unload'",
+        )
+    _wait_gone(lp, name)
+    module.unload(name)
+
+
+def _wait_gone(lp: LivepatchSysfs, name: str, timeout: float = 5.0) -> None:
+    # A disabled patch is freed by a work item shortly after its transition.
+    deadline = time.monotonic() + timeout
+    while lp.exists(name) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+
+
+def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Path("/")) -> None:
+    """Disable live patch ``name``, wait for the transition, and remove its module.
+
+    If the disabling transition does not finish in time it is reversed, so the
+    patch stays fully applied: never half.
+
+    Raises:
+        NotLoadedError: no such live patch.
+        TransitionError: the disable was reversed; the patch is still applied.
+    """
+    policy = policy or TransitionPolicy()
+    lp = LivepatchSysfs(sysroot)
+    state = lp.state(name)
+    if state is None:
+        if module.is_loaded(name, sysroot) and "K" in module.taint(name, sysroot):
+            module.unload(name)  # a disabled or superseded patch's leftover module
+            return
+        raise NotLoadedError(f"no live patch named {name} is loaded", hint="see 'suture status'")
+    if state.enabled:
+        lp.set_enabled(name, False)
+    finished, _ = _wait_transition(lp, name, policy.timeout, policy.timeout * policy.signal_after)
+    if not finished:
+        blockers = _blockers(lp, target_patched=False)
+        lp.set_enabled(name, True)  # reverse: back to fully patched
+        _wait_transition(lp, name, policy.backout_timeout, None)
+        raise TransitionError(
+            f"disabling {name} did not finish within {policy.timeout:g} s{blockers}; "
+            "it was reversed and the patch stays applied",
+            hint="retry 'suture unload' later, or raise --timeout",
+        )
+    _wait_gone(lp, name)
+    module.unload(name)
+
+
+def unload_all(policy: TransitionPolicy | None = None, sysroot: Path = Path("/")) -> list[str]:
+    """Remove every live patch, newest first; returns their names."""
+    lp = LivepatchSysfs(sysroot)
+    removed = []
+    for name in reversed(lp.names()):
+        unload(name, policy, sysroot)
+        removed.append(name)
+    return removed
+
+
+def status(sysroot: Path = Path("/")) -> dict[str, object]:
+    """The running kernel and its live patches, JSON-ready (``format`` versioned)."""
+    lp = LivepatchSysfs(sysroot)
+    try:
+        ident = read_identity(sysroot)
+    except OSError as e:  # pragma: no cover - /proc unreadable
+        raise KernelError(f"cannot read the kernel's identity: {e}") from e
+    return {
+        "format": 1,
+        "kernel": ident.to_dict(),
+        "patches": [s.to_dict() for s in lp.states()],
+    }

@@ -1,0 +1,1 @@
+"""The kernel lab: fetch Debian kernels, boot them under QEMU, run commands inside."""

@@ -1,0 +1,228 @@
+"""Boot a fetched kernel under QEMU and run one command in it as root.
+
+The guest sees the host's root file system (read-only 9p under a tmpfs
+overlay: writes stay in the guest), so the project's own virtualenv and code
+run inside. The command's output streams back on a second serial port; its
+exit status comes back through a small read-write exchange folder. The
+harness fails fast (``-no-reboot``, ``panic=-1 oops=panic``) and turns a
+panic, an oops or a timeout into a :class:`GuestError` with the console tail.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from suture.errors import GuestError, LabError, GuestTimeoutError, ToolMissingError, UsageError
+from suture.fsutil import cache_dir
+from suture.lab import initramfs, vmlinux
+from suture.lab.kernels import KernelTree
+
+QEMU = "qemu-system-x86_64"
+
+# Host variables the guest command inherits (with the host's values).
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TERM", "VIRTUAL_ENV", "PYTHONPATH", "SUTURE_CACHE", "CI")
+
+# Signs in the console that the guest kernel died rather than the command failing.
+_FATAL_MARKERS = ("Kernel panic", "Oops:", "BUG:", "general protection fault", "suture-init:")
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    """How to boot the guest.
+
+    Attributes:
+        memory_mb: guest RAM in MiB.
+        cpus: virtual CPUs.
+        timeout: seconds from QEMU's start until the command must have ended.
+        accel: ``tcg`` (software emulation, works everywhere) or ``kvm``
+            (only where nested KVM is shown to work; it hangs on these machines).
+        extra_cmdline: appended to the kernel command line.
+        env: extra variables for the guest command.
+    """
+
+    memory_mb: int = 1024
+    cpus: int = 2
+    timeout: float = 300.0
+    accel: str = "tcg"
+    extra_cmdline: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GuestResult:
+    """What a finished guest run gave back."""
+
+    returncode: int
+    seconds: float
+    console: str
+
+
+def _qemu_argv(kernel: Path, initrd: Path, exchange: Path, cfg: GuestConfig) -> list[str]:
+    cmdline = " ".join(
+        [
+            "console=ttyS0",
+            "rdinit=/init",
+            "panic=-1",
+            "oops=panic",
+            "quiet",
+            "loglevel=4",
+            # No probing for hardware the guest does not have.
+            "i8042.noaux",
+            "i8042.nomux",
+            "i8042.nopnp",
+            "8250.nr_uarts=2",
+            # Under software emulation time runs unevenly: no lockup watchdogs.
+            "nowatchdog",
+            "nosoftlockup",
+            cfg.extra_cmdline,
+        ]
+    ).strip()
+    accel = "kvm" if cfg.accel == "kvm" else "tcg,thread=multi"
+    return [
+        QEMU,
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-no-reboot",
+        "-accel",
+        accel,
+        "-cpu",
+        "max",
+        "-smp",
+        str(cfg.cpus),
+        "-m",
+        str(cfg.memory_mb),
+        "-kernel",
+        str(kernel),
+        "-initrd",
+        str(initrd),
+        "-append",
+        cmdline,
+        "-chardev",
+        f"file,id=console,path={exchange / 'console.log'}",
+        "-serial",
+        "chardev:console",
+        "-chardev",
+        "stdio,id=out,signal=off",
+        "-serial",
+        "chardev:out",
+        "-fsdev",
+        "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device",
+        "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
+        "-fsdev",
+        f"local,id=exchange,path={exchange},security_model=none",
+        "-device",
+        "virtio-9p-pci,fsdev=exchange,mount_tag=exchange",
+    ]
+
+
+def _bootable(tree: KernelTree) -> Path:
+    """The uncompressed vmlinux (PVH boot, seconds faster under TCG), else the bzImage."""
+    try:
+        return vmlinux.ensure(tree.vmlinuz, tree.vmlinux)
+    except LabError:
+        return tree.vmlinuz
+
+
+def _command_script(argv: list[str], cwd: Path, cfg: GuestConfig) -> str:
+    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    env.update({"HOME": "/root", "SUTURE_IN_GUEST": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(cfg.env)
+    lines = ["#!/bin/sh"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    lines.append(f"cd {shlex.quote(str(cwd))} || exit 125")
+    lines.append("exec " + shlex.join(argv))
+    return "\n".join(lines) + "\n"
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def run(
+    tree: KernelTree,
+    argv: list[str],
+    cfg: GuestConfig | None = None,
+    *,
+    cwd: Path | None = None,
+    stdout: IO[bytes] | int | None = None,
+) -> GuestResult:
+    """Boot ``tree`` and run ``argv`` as root in the guest, in ``cwd`` (default: ours).
+
+    The command's stdout and stderr go to ``stdout`` (default: inherited).
+
+    Returns:
+        The command's exit status and the guest's console.
+
+    Raises:
+        GuestTimeoutError: the command did not end within ``cfg.timeout``.
+        GuestError: the guest panicked, oopsed or never ran the command.
+    """
+    cfg = cfg or GuestConfig()
+    if not argv:
+        raise UsageError("no command to run in the guest", hint="give one after '--'")
+    if shutil.which(QEMU) is None:
+        raise ToolMissingError(f"{QEMU} is not installed", hint="apt-get install qemu-system-x86")
+    initrd = initramfs.build(tree, cache_dir() / "initramfs")
+    cwd = cwd or Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="suture-lab-") as tmp:
+        exchange = Path(tmp)
+        (exchange / "cmd.sh").write_text(_command_script(argv, cwd, cfg))
+        (exchange / "boot.env").write_text(
+            f"SUTURE_MODULES_DIR={shlex.quote(str(tree.modules_dir))}\n"
+        )
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            _qemu_argv(_bootable(tree), initrd, exchange, cfg),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            _, err = proc.communicate(timeout=cfg.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            console = _read(exchange / "console.log")
+            raise GuestTimeoutError(
+                f"the guest command did not finish within {cfg.timeout:g} s",
+                hint="raise --timeout, or look at the console tail for where it hung",
+                console_tail=_tail(console),
+            ) from None
+        seconds = time.monotonic() - start
+        console = _read(exchange / "console.log")
+        rc_text = _read(exchange / "rc").strip()
+    return _result(proc.returncode, err.decode(errors="replace"), console, rc_text, seconds)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _result(qemu_rc: int, qemu_err: str, console: str, rc_text: str, seconds: float) -> GuestResult:
+    fatal = next((m for m in _FATAL_MARKERS if m in console), None)
+    if fatal is not None:
+        raise GuestError(
+            f"the guest kernel failed ({fatal.rstrip(':')})",
+            hint="the console tail shows the kernel's report",
+            console_tail=_tail(console),
+        )
+    if not rc_text.isdigit():
+        raise GuestError(
+            f"the guest stopped before the command ended (qemu exit {qemu_rc}) {qemu_err.strip()}",
+            hint="the console tail shows how far the guest came",
+            console_tail=_tail(console),
+        )
+    return GuestResult(returncode=int(rc_text), seconds=seconds, console=console)

@@ -1,0 +1,60 @@
+"""Take the uncompressed ``vmlinux`` out of a ``vmlinuz`` (bzImage).
+
+QEMU boots an uncompressed ELF kernel through its PVH entry point
+(CONFIG_PVH=y in Debian's config), which skips the firmware and the
+decompressor: under software emulation that saves seconds on every boot.
+The same bytes are what a patch's expected code is checked against.
+"""
+
+from __future__ import annotations
+
+import lzma
+import zlib
+from pathlib import Path
+
+from suture.errors import LabError
+from suture.fsutil import atomic_write
+
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+_ELF_MAGIC = b"\x7fELF"
+
+
+def extract(image: bytes) -> bytes:
+    """The ELF vmlinux inside a bzImage.
+
+    Raises:
+        LabError: no xz or gzip payload that decompresses to ELF (other
+            compressions are not read; the caller can boot the bzImage).
+    """
+    for magic, unpack in ((_XZ_MAGIC, _unxz), (_GZIP_MAGIC, _gunzip)):
+        start = image.find(magic)
+        while start != -1:
+            try:
+                out = unpack(image[start:])
+            except (lzma.LZMAError, zlib.error, OSError, EOFError):
+                out = b""
+            if out.startswith(_ELF_MAGIC):
+                return out
+            start = image.find(magic, start + 1)
+    raise LabError(
+        "no xz or gzip compressed ELF kernel in the image",
+        hint="this kernel uses another compression; the lab boots the bzImage instead",
+    )
+
+
+def _unxz(data: bytes) -> bytes:
+    # A decompressor object stops at the end of the first stream and ignores
+    # what follows (the bzImage's trailer).
+    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
+
+
+def _gunzip(data: bytes) -> bytes:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)  # 16+: gzip header
+
+
+def ensure(vmlinuz: Path, dest: Path) -> Path:
+    """``dest`` holding the vmlinux of ``vmlinuz``, extracted once."""
+    if not dest.exists():
+        atomic_write(dest, extract(vmlinuz.read_bytes()))
+    return dest
