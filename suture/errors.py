@@ -83,6 +83,19 @@ class GuestTimeoutError(GuestError):
     """The guest command did not finish in time."""
 
 
+# --- the builder --------------------------------------------------------------
+
+
+class BuildError(SutureError):
+    """Turning a source fix into a live patch failed."""
+
+    exit_code = 40
+
+
+class KbuildError(BuildError):
+    """kbuild failed to compile or link a module."""
+
+
 # --- the livepatch engine ---------------------------------------------------
 
 

@@ -60,7 +60,7 @@ class ApplyResult:
 def _wait_transition(
     lp: LivepatchSysfs, name: str, timeout: float, signal_at: float | None
 ) -> tuple[bool, bool]:
-    """Wait until ``name`` leaves its transition; returns (finished, signalled)."""
+    """Wait until ``name`` leaves its transition; returns (finished, signalled by us)."""
     start = time.monotonic()
     signalled = False
     while lp.in_transition(name):
@@ -68,8 +68,8 @@ def _wait_transition(
         if elapsed >= timeout:
             return False, signalled
         if signal_at is not None and not signalled and elapsed >= signal_at:
-            lp.signal(name)
-            signalled = True
+            signalled = lp.signal(name)
+            signal_at = None
         time.sleep(POLL_SECONDS)
     return True, signalled
 

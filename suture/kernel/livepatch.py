@@ -1,7 +1,7 @@
 """The livepatch core's sysfs interface (Documentation/ABI/testing/sysfs-kernel-livepatch).
 
 ``/sys/kernel/livepatch/<patch>/`` holds ``enabled``, ``transition``,
-``signal``, ``force`` and (since v5.1? only where present) ``replace``; one
+``force``, on newer kernels ``replace``, on older ones ``signal``; one
 folder per patched object (``vmlinux`` or a module name) with ``patched``;
 and in it one folder per function named ``<function>,<sympos>``.
 ``/proc/<pid>/task/<tid>/patch_state`` says which side of a transition a
@@ -127,9 +127,20 @@ class LivepatchSysfs:
         """Write ``enabled``: 0 disables, or reverses a running transition."""
         (self.base / name / "enabled").write_text("1" if enabled else "0")
 
-    def signal(self, name: str) -> None:
-        """Write ``signal``: wake the tasks that block the transition (fake signal, kthreads)."""
-        (self.base / name / "signal").write_text("1")
+    def signal(self, name: str) -> bool:
+        """Write ``signal`` to wake the tasks that block the transition; False where absent.
+
+        Older kernels have the file; Debian's 6.1 does not (seen in the lab):
+        there the core itself sends the fake signal to blocking tasks once a
+        transition has run for a while (klp_send_signals, every
+        SIGNALS_TIMEOUT retries, about 15 s), so a long enough timeout is how
+        to nudge it.
+        """
+        path = self.base / name / "signal"
+        if not path.exists():
+            return False
+        path.write_text("1")
+        return True
 
     def blocking_tasks(self, target_patched: bool) -> list[BlockingTask]:
         """Tasks not yet switched to the transition's target side, with their kernel stacks."""
@@ -157,7 +168,7 @@ class BlockingTask:
 
     def describe(self) -> str:
         """``pid 42 (cat) in suture_sleep_read`` style, for error messages."""
-        where = f" in {self.stack[0]}" if self.stack else ""
+        where = f" in {' < '.join(self.stack[:3])}" if self.stack else ""
         return f"pid {self.pid} ({self.comm}){where}"
 
 

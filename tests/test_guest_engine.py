@@ -1,0 +1,46 @@
+"""Boot the real Debian kernel and run tests/kernel inside it (the engine on a real kernel).
+
+The modules are built here on the host (kbuild under software emulation is
+slow) against the fetched headers; the guest sees them through the host root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from suture.lab import guest, kernels
+from tests import kmod
+
+ROOT = Path(__file__).resolve().parent.parent
+# A second, older build that is still in the archive: "a module built for another build".
+OTHER_RELEASE = os.environ.get("SUTURE_TEST_OTHER_KERNEL", "6.1.0-47-amd64")
+
+pytestmark = pytest.mark.guest
+
+
+def _require_qemu() -> None:
+    if shutil.which(guest.QEMU) is None:
+        if os.environ.get("CI") or os.environ.get("SUTURE_REQUIRE_GUEST"):
+            pytest.fail(f"{guest.QEMU} is missing: CI must run the guest tests")
+        pytest.skip(f"{guest.QEMU} is not installed")
+
+
+def test_engine_in_guest(tmp_path: Path) -> None:
+    _require_qemu()
+    tree = kernels.fetch(None)
+    built = kmod.build(tree, tmp_path)
+    other = kernels.fetch(OTHER_RELEASE)
+    kmod.build(other, tmp_path / "other", ("suture_test_v1",))
+    assert set(built) == set(kmod.MODULES)
+    result = guest.run(
+        tree,
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/kernel"],
+        guest.GuestConfig(timeout=900, env={"SUTURE_TEST_MODULES": str(tmp_path)}),
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, "the in-guest tests failed (their output is above)"
