@@ -9,7 +9,9 @@ from typing import Any
 
 from suture.cli.output import Output
 from suture.errors import UsageError
-from suture.lab import guest, kernels
+
+# The lab's modules are imported inside the handlers: `suture apply` on a
+# production host should not pay for QEMU plumbing it never uses.
 
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
@@ -36,6 +38,8 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
     """Download and unpack a kernel."""
+    from suture.lab import kernels
+
     tree = kernels.fetch(args.kernel)
     out.result(
         {"ok": True, **tree.to_dict()},
@@ -56,6 +60,8 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
     """Boot and run; exit with the guest command's status."""
+    from suture.lab import guest, kernels
+
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise UsageError("no command given", hint="suture lab run -- COMMAND [ARG...]")

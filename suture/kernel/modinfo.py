@@ -7,13 +7,19 @@ The section is a run of NUL-terminated ``key=value`` strings written by
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from suture.errors import ModuleFormatError
+
+# This module is on the agent's path, which runs on every host: it reads the
+# one section it needs with struct instead of importing pyelftools (whose
+# import alone took 1.5 s of a 4 s `suture apply` in the TCG guest). The
+# builder, which needs a full ELF model, uses pyelftools.
+_ELF64_LE = b"\x7fELF\x02\x01"
+_EHDR = struct.Struct("<16xHHIQQQIHHHHHH")  # e_type .. e_shstrndx
+_SHDR = struct.Struct("<IIQQQQIIQQ")  # sh_name sh_type sh_flags sh_addr sh_offset sh_size ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,21 @@ class ModInfo:
         return self.get("livepatch") == "Y"
 
 
+def _section(data: bytes, wanted: bytes) -> bytes | None:
+    """The contents of section ``wanted`` of an ELF64 little-endian file, or None."""
+    if not data.startswith(_ELF64_LE):
+        raise ValueError("not a 64-bit little-endian ELF file")
+    fields = _EHDR.unpack_from(data)
+    shoff, shentsize, shnum, shstrndx = fields[5], fields[10], fields[11], fields[12]
+    headers = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+    strtab = headers[shstrndx]
+    names = data[strtab[4] : strtab[4] + strtab[5]]
+    for sh in headers:
+        if names[sh[0] : names.index(b"\0", sh[0])] == wanted:
+            return data[sh[4] : sh[4] + sh[5]]
+    return None
+
+
 def read_modinfo(path: Path) -> ModInfo:
     """Parse ``path``'s ``.modinfo``.
 
@@ -61,12 +82,10 @@ def read_modinfo(path: Path) -> ModInfo:
         ModuleFormatError: the file is missing, not ELF, or has no ``.modinfo``.
     """
     try:
-        with path.open("rb") as f:
-            section = ELFFile(f).get_section_by_name(".modinfo")
-            raw: bytes = section.data() if section is not None else b""
+        raw = _section(path.read_bytes(), b".modinfo") or b""
     except FileNotFoundError as e:
         raise ModuleFormatError(f"{path}: no such file", hint="check the path") from e
-    except (ELFError, OSError) as e:
+    except (OSError, ValueError, struct.error, IndexError) as e:
         raise ModuleFormatError(
             f"{path}: not a kernel module ({e})", hint="pass a .ko file or a Suture bundle"
         ) from e

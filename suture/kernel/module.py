@@ -78,7 +78,6 @@ def unload(name: str, timeout: float = 5.0) -> None:
     while True:
         try:
             _syscall("delete_module", name.encode(), os.O_NONBLOCK)
-            return
         except OSError as e:
             if e.errno in (errno.EBUSY, errno.EAGAIN) and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -87,6 +86,8 @@ def unload(name: str, timeout: float = 5.0) -> None:
                 f"cannot remove module {name}: {e.strerror}",
                 hint="a live patch must be disabled before its module can go: 'suture unload'",
             ) from e
+        else:
+            return
 
 
 def is_loaded(name: str, sysroot: Path = Path("/")) -> bool:

@@ -19,7 +19,10 @@ from suture.kernel.modinfo import ModInfo
 SIGNATURE_MAGIC = b"~Module signature appended~\n"
 
 # Where the kernel lists ftrace users and kprobes (tracefs, or under debugfs).
-_ENABLED_FUNCTIONS = ("sys/kernel/tracing/enabled_functions", "sys/kernel/debug/tracing/enabled_functions")
+_ENABLED_FUNCTIONS = (
+    "sys/kernel/tracing/enabled_functions",
+    "sys/kernel/debug/tracing/enabled_functions",
+)
 _KPROBES_LIST = "sys/kernel/debug/kprobes/list"
 
 
@@ -79,7 +82,7 @@ def check_build(cand: PatchCandidate, ident: KernelIdentity) -> None:
             f"{cand.path.name} was built for kernel {_kernel_label(built_for, build_id)}, "
             f"but this host runs {running}",
             check="kernel-build",
-            hint=f"get the patch built for {ident.release}: 'suture build --kernel {ident.release}'",
+            hint=f"use the patch built for {ident.release} (suture build --kernel {ident.release})",
         )
     if build_id and ident.build_id and build_id != ident.build_id:
         raise PreflightError(

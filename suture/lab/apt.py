@@ -81,7 +81,9 @@ def download(specs: list[str], dest: Path) -> list[Path]:
     before = set(dest.glob("*.deb"))
     # APT::Sandbox::User=root: the cache folder may not be readable by _apt.
     argv = ["apt-get", "-o", "APT::Sandbox::User=root", "download", *specs]
-    proc = subprocess.run(argv, cwd=dest, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        argv, cwd=dest, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, check=False
+    )
     if proc.returncode != 0:
         raise DownloadError(
             f"apt-get download {' '.join(specs)} failed: {proc.stderr.strip()}",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from suture.errors import GuestError, LabError, GuestTimeoutError, ToolMissingError, UsageError
+from suture.errors import GuestError, GuestTimeoutError, LabError, ToolMissingError, UsageError
 from suture.fsutil import cache_dir
 from suture.lab import initramfs, vmlinux
 from suture.lab.kernels import KernelTree

@@ -72,7 +72,9 @@ class _Cpio:
         self._out = io.BytesIO()
         self._ino = 1
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+    def _entry(
+        self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)
+    ) -> None:
         # ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
         fields = (self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(name) + 1, 0)
         self._ino += 1

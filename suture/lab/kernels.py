@@ -154,7 +154,12 @@ def _fetch_locked(release: str) -> KernelTree:
         atomic_write(
             work / "kernel.json",
             json.dumps(
-                {"format": FORMAT_VERSION, "release": release, "version": version, "packages": specs},
+                {
+                    "format": FORMAT_VERSION,
+                    "release": release,
+                    "version": version,
+                    "packages": specs,
+                },
                 indent=2,
             ).encode(),
         )
