@@ -151,9 +151,15 @@ def _back_out(lp: LivepatchSysfs, name: str, policy: TransitionPolicy) -> None:
 
 
 def _wait_gone(lp: LivepatchSysfs, name: str, timeout: float = 5.0) -> None:
-    # A disabled patch is freed by a work item shortly after its transition.
+    """Wait for the core to free a disabled patch (a work item does it after the transition)."""
     deadline = time.monotonic() + timeout
-    while lp.exists(name) and time.monotonic() < deadline:
+    while lp.exists(name):
+        if time.monotonic() >= deadline:
+            raise TransitionError(
+                f"{name} is disabled but the livepatch core has not released it "
+                f"after {timeout:g} s; its module stays loaded",
+                hint=f"retry 'suture unload {name}' in a moment",
+            )
         time.sleep(POLL_SECONDS)
 
 
@@ -181,10 +187,14 @@ def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Pa
     if not finished:
         blockers = _blockers(lp, target_patched=False)
         lp.set_enabled(name, True)  # reverse: back to fully patched
-        _wait_transition(lp, name, policy.backout_timeout, None)
+        reversed_, _ = _wait_transition(lp, name, policy.backout_timeout, None)
+        outcome = (
+            "it was reversed and the patch stays applied"
+            if reversed_
+            else "its reversal is still running; the kernel finishes it by itself"
+        )
         raise TransitionError(
-            f"disabling {name} did not finish within {policy.timeout:g} s{blockers}; "
-            "it was reversed and the patch stays applied",
+            f"disabling {name} did not finish within {policy.timeout:g} s{blockers}; {outcome}",
             hint="retry 'suture unload' later, or raise --timeout",
         )
     _wait_gone(lp, name)

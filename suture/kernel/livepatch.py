@@ -160,9 +160,9 @@ class LivepatchSysfs:
 
 @dataclass(frozen=True)
 class BlockingTask:
-    """A task that has not switched yet, and where it sleeps."""
+    """A task (thread) that has not switched yet, and where it sleeps."""
 
-    pid: int
+    pid: int  # the thread id: /proc/<pid>/task/<tid>
     comm: str
     stack: tuple[str, ...]
 

@@ -98,7 +98,8 @@ def check_signature(cand: PatchCandidate, ident: KernelIdentity) -> None:
     if not ident.needs_signed_modules:
         return
     with cand.path.open("rb") as f:
-        f.seek(-len(SIGNATURE_MAGIC), 2)
+        size = f.seek(0, 2)
+        f.seek(max(0, size - len(SIGNATURE_MAGIC)))
         signed = f.read() == SIGNATURE_MAGIC
     if not signed:
         why = f"lockdown={ident.lockdown}" if ident.lockdown not in ("", "none") else "sig_enforce"
@@ -129,10 +130,11 @@ def ftrace_conflicts(functions: Iterable[str], sysroot: Path) -> dict[str, str]:
         except OSError:
             continue
         for line in lines:
-            # "cmdline_proc_show (1) R I   \ttramp: ..." : I marks IPMODIFY.
-            words = line.split()
-            if words and words[0] in wanted and "I" in words[2:4]:
-                found[words[0]] = "an ftrace user that modifies the instruction pointer"
+            # "cmdline_proc_show (1) R I   \ttramp: ..." or, for a module's
+            # function, "ext4_file_open [ext4] (1) R I ...": flags follow "(N)".
+            head, _, tail = line.partition(")")
+            if head.split()[:1] and head.split()[0] in wanted and "I" in tail.split()[:3]:
+                found[head.split()[0]] = "an ftrace user that modifies the instruction pointer"
         break
     try:
         kprobes = (sysroot / _KPROBES_LIST).read_text().splitlines()

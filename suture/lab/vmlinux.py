@@ -45,12 +45,16 @@ def extract(image: bytes) -> bytes:
 
 def _unxz(data: bytes) -> bytes:
     # A decompressor object stops at the end of the first stream and ignores
-    # what follows (the bzImage's trailer).
-    return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data)
+    # what follows (the bzImage's trailer); a cut-off stream is no kernel.
+    d = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    out = d.decompress(data)
+    return out if d.eof else b""
 
 
 def _gunzip(data: bytes) -> bytes:
-    return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)  # 16+: gzip header
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: gzip header
+    out = d.decompress(data)
+    return out if d.eof else b""
 
 
 def ensure(vmlinuz: Path, dest: Path) -> Path:

@@ -182,11 +182,6 @@ def test_ftrace_conflicts_nothing_visible(tmp_path: Path) -> None:
     assert preflight.ftrace_conflicts(("cmdline_proc_show",), tmp_path) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: enabled_functions names module functions as 'func [mod] (1) R I'; "
-    "the parser looks for I in words[2:4] only",
-)
 def test_ftrace_conflicts_on_a_module_function(tmp_path: Path) -> None:
     root = tmp_path / "root"
     put(
