@@ -23,7 +23,7 @@ OTHER_RELEASE = os.environ.get("SUTURE_TEST_OTHER_KERNEL", "6.1.0-47-amd64")
 pytestmark = pytest.mark.guest
 
 
-def _require_qemu() -> None:
+def require_qemu() -> None:
     if shutil.which(guest.QEMU) is None:
         if os.environ.get("CI") or os.environ.get("SUTURE_REQUIRE_GUEST"):
             pytest.fail(f"{guest.QEMU} is missing: CI must run the guest tests")
@@ -31,7 +31,7 @@ def _require_qemu() -> None:
 
 
 def test_engine_in_guest(tmp_path: Path) -> None:
-    _require_qemu()
+    require_qemu()
     tree = kernels.fetch(None)
     built = kmod.build(tree, tmp_path)
     other = kernels.fetch(OTHER_RELEASE)
