@@ -126,10 +126,12 @@ def apply(
             hint="apply again when the system is less busy, or raise --timeout",
         )
     seconds = time.monotonic() - start
-    # An atomic-replace patch retires the patches it supersedes; their
-    # modules stay loaded (unused) until removed.
-    superseded = sorted(before - set(lp.names()))
+    # An atomic-replace patch retires the patches it supersedes: the core
+    # disables them before it ends the transition and frees them a moment
+    # later; their modules stay loaded (unused) until removed.
+    superseded = sorted(n for n in before if not ((s := lp.state(n)) and s.enabled))
     for old in superseded:
+        _wait_gone(lp, old)
         module.unload(old)
     return ApplyResult(name=name, seconds=seconds, signalled=signalled, superseded=superseded)
 

@@ -145,7 +145,14 @@ def _command_script(argv: list[str], cwd: Path, cfg: GuestConfig) -> str:
 
 
 def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+    """The console's last lines, or from the kernel's first report of failure on."""
+    all_lines = text.splitlines()
+    first = next(
+        (i for i, line in enumerate(all_lines) if any(m in line for m in _FATAL_MARKERS)), None
+    )
+    if first is not None:
+        return "\n".join(all_lines[first : first + lines])
+    return "\n".join(all_lines[-lines:])
 
 
 def run(

@@ -92,14 +92,16 @@ def test_result_returncode() -> None:
     ],
 )
 def test_result_fatal_console(marker: str, shown: str) -> None:
-    console = "".join(f"[    {i}.0] line {i}\n" for i in range(100)) + marker + "\n"
+    before = "".join(f"[    {i}.0] line {i}\n" for i in range(100))
+    after = "".join(f"[  100.0] trace {i}\n" for i in range(100))
     with pytest.raises(GuestError) as e:
-        guest._result(0, "", console, "0", 2.0)  # even a clean rc does not hide a panic
+        # even a clean rc does not hide a panic
+        guest._result(0, "", before + marker + "\n" + after, "0", 2.0)
     assert f"({shown})" in e.value.message
     tail = e.value.console_tail.splitlines()
     assert len(tail) == 40
-    assert tail[-1] == marker
-    assert "line 0" not in e.value.console_tail
+    assert tail[0] == marker  # the report starts where the kernel first said so
+    assert "line 99" not in e.value.console_tail
     assert e.value.to_dict()["console_tail"] == e.value.console_tail
     assert isinstance(e.value, LabError)
     assert e.value.exit_code == 20
