@@ -205,6 +205,10 @@ def run(
                 hint="raise --timeout, or look at the console tail for where it hung",
                 console_tail=_tail(console),
             ) from None
+        except BaseException:  # Ctrl-C: never leave a QEMU behind
+            proc.kill()
+            proc.wait()
+            raise
         seconds = time.monotonic() - start
         console = _read(exchange / "console.log")
         rc_text = _read(exchange / "rc").strip()
