@@ -28,7 +28,7 @@ BARE_INIT = b"#!/bin/busybox sh\n/bin/busybox reboot -f\n"
 
 
 def bare_initrd(dest: Path) -> Path:
-    cpio = initramfs._Cpio()
+    cpio = initramfs.CpioWriter()
     for d in ("bin", "dev"):
         cpio.directory(d)
     cpio.chardev("dev/console", 5, 1)

@@ -65,7 +65,7 @@ def module_load_order(tree: KernelTree, wanted: tuple[str, ...] = NEEDED_MODULES
     return order
 
 
-class _Cpio:
+class CpioWriter:
     """A writer for the ``newc`` cpio format the kernel unpacks as initramfs."""
 
     def __init__(self) -> None:
@@ -88,15 +88,19 @@ class _Cpio:
         self._out.write(b"\0" * (-self._out.tell() % 4))
 
     def directory(self, name: str) -> None:
+        """Add a folder (mode 0755)."""
         self._entry(name, stat.S_IFDIR | 0o755)
 
     def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        """Add a regular file with ``data``."""
         self._entry(name, stat.S_IFREG | mode, data)
 
     def chardev(self, name: str, major: int, minor: int) -> None:
+        """Add a character device node (e.g. ``dev/console``, 5:1)."""
         self._entry(name, stat.S_IFCHR | 0o600, rdev=(major, minor))
 
     def finish(self) -> bytes:
+        """Close the archive with its trailer and return its bytes."""
         self._entry("TRAILER!!!", 0)
         return self._out.getvalue()
 
@@ -116,7 +120,7 @@ def build(tree: KernelTree, dest_dir: Path) -> Path:
     path = dest_dir / f"initramfs-{tree.release}-{digest.hexdigest()[:16]}.cpio"
     if path.exists():
         return path
-    cpio = _Cpio()
+    cpio = CpioWriter()
     for d in ("bin", "dev", "proc", "sys", "modules", "run", "tmp"):
         cpio.directory(d)
     cpio.chardev("dev/console", 5, 1)  # the kernel opens it for init's stdio

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from suture.lab.initramfs import _Cpio
+from suture.lab.initramfs import CpioWriter
 
 HEADER = 110  # "070701" and 13 fields of 8 hex digits
 FIELDS = (
@@ -21,7 +21,7 @@ INIT = b"#!/bin/sh\necho hello from init\n"
 
 
 def archive() -> bytes:
-    cpio = _Cpio()
+    cpio = CpioWriter()
     cpio.directory("bin")
     cpio.directory("dev")
     cpio.chardev("dev/console", 5, 1)
