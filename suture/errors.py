@@ -96,6 +96,15 @@ class KbuildError(BuildError):
     """kbuild failed to compile or link a module."""
 
 
+# --- bundles ------------------------------------------------------------------
+
+
+class BundleError(SutureError):
+    """A patch bundle is malformed, incomplete or does not match its manifest."""
+
+    exit_code = 50
+
+
 # --- the livepatch engine ---------------------------------------------------
 
 

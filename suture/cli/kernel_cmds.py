@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from suture.agent.local import apply_file
 from suture.cli.output import Output
 from suture.errors import UsageError
 from suture.kernel import engine
@@ -13,8 +14,8 @@ from suture.kernel import engine
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add the engine's sub-commands."""
-    p = subs.add_parser("apply", parents=[common], help="apply a live patch module to this kernel")
-    p.add_argument("module", type=Path, help="the livepatch .ko")
+    p = subs.add_parser("apply", parents=[common], help="apply a live patch to this kernel")
+    p.add_argument("module", type=Path, help="a bundle from 'suture build', or a livepatch .ko")
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
     p.set_defaults(handler=cmd_apply)
 
@@ -38,7 +39,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     """Apply one live patch."""
     policy = _policy(args)
     out.message(f"applying {args.module}")
-    result = engine.apply(args.module, policy)
+    result = apply_file(args.module, policy)
     text = f"applied {result.name}: transition complete in {result.seconds:.3f} s"
     if result.superseded:
         text += f"; replaced {', '.join(result.superseded)}"

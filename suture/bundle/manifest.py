@@ -1,0 +1,183 @@
+"""The bundle manifest: what a live patch is for and what it expects to replace.
+
+Format 1, JSON::
+
+    {"format": 1, "name": "...", "level": 1, "replace": true,
+     "kernel": {"release": "6.1.0-56-amd64", "build_id": "<hex>"},
+     "objects": [{"name": "vmlinux", "functions": [
+         {"name": "cmdline_proc_show", "sympos": 0, "size": 43, "old_sha256": "<hex>"}]}],
+     "module": {"file": "x.ko", "sha256": "<hex>", "size": 12345},
+     "cves": ["CVE-2024-1"], "description": "...", "fix_sha256": "<hex>",
+     "builder": "suture 0.1.0", "created": "2026-11-25T19:00:00Z"}
+
+``old_sha256`` is the hash of the code each function has in the target build
+(relocation targets zeroed), so builder and agent can check it before loading.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from suture.errors import BundleError
+
+FORMAT_VERSION = 1
+
+_NAME = re.compile(r"^[a-z0-9_]{1,55}$")  # a module name the kernel accepts (MODULE_NAME_LEN)
+_HEX = re.compile(r"^[0-9a-f]*$")
+
+
+@dataclass(frozen=True)
+class Function:
+    """One function a patch replaces."""
+
+    name: str
+    sympos: int = 0  # position among same-named local symbols (0: unique)
+    size: int = 0  # bytes of the old function in the target build (0: unknown)
+    old_sha256: str = ""  # hash of the old code, relocations zeroed ("" : not checked)
+
+
+@dataclass(frozen=True)
+class PatchedObject:
+    """``vmlinux`` or a module, with the functions replaced in it."""
+
+    name: str
+    functions: tuple[Function, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything about a bundle but the module's bytes."""
+
+    name: str
+    release: str
+    build_id: str
+    level: int
+    module_file: str
+    module_sha256: str
+    module_size: int
+    objects: tuple[PatchedObject, ...] = ()
+    replace: bool = True
+    cves: tuple[str, ...] = ()
+    description: str = ""
+    fix_sha256: str = ""
+    builder: str = ""
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """Every replaced function's name, for the ftrace pre-flight."""
+        return tuple(f.name for o in self.objects for f in o.functions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (format 1)."""
+        return {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "level": self.level,
+            "replace": self.replace,
+            "kernel": {"release": self.release, "build_id": self.build_id},
+            "objects": [
+                {"name": o.name, "functions": [asdict(f) for f in o.functions]}
+                for o in self.objects
+            ],
+            "module": {
+                "file": self.module_file,
+                "sha256": self.module_sha256,
+                "size": self.module_size,
+            },
+            "cves": list(self.cves),
+            "description": self.description,
+            "fix_sha256": self.fix_sha256,
+            "builder": self.builder,
+            "created": self.created,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    def to_json(self) -> bytes:
+        """Canonical bytes: sorted keys, so the same manifest hashes the same."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        """Parse and validate manifest bytes.
+
+        Raises:
+            BundleError: not JSON, another format version, or a field is missing or wrong.
+        """
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BundleError(f"the manifest is not JSON: {e}") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            got = data.get("format") if isinstance(data, dict) else None
+            raise BundleError(
+                f"manifest format {got!r} is not supported (this Suture reads {FORMAT_VERSION})",
+                hint="upgrade Suture or rebuild the bundle",
+            )
+        try:
+            manifest = cls._from_dict(data)
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"the manifest is incomplete or malformed: {e!r}") from e
+        manifest.validate()
+        return manifest
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, Any]) -> Manifest:
+        kernel, module = data["kernel"], data["module"]
+        return cls(
+            name=str(data["name"]),
+            release=str(kernel["release"]),
+            build_id=str(kernel["build_id"]),
+            level=int(data["level"]),
+            replace=bool(data.get("replace", True)),
+            module_file=str(module["file"]),
+            module_sha256=str(module["sha256"]),
+            module_size=int(module["size"]),
+            objects=tuple(
+                PatchedObject(
+                    name=str(o["name"]),
+                    functions=tuple(
+                        Function(
+                            name=str(f["name"]),
+                            sympos=int(f.get("sympos", 0)),
+                            size=int(f.get("size", 0)),
+                            old_sha256=str(f.get("old_sha256", "")),
+                        )
+                        for f in o["functions"]
+                    ),
+                )
+                for o in data.get("objects", [])
+            ),
+            cves=tuple(str(c) for c in data.get("cves", [])),
+            description=str(data.get("description", "")),
+            fix_sha256=str(data.get("fix_sha256", "")),
+            builder=str(data.get("builder", "")),
+            created=str(data.get("created", "")),
+            extra=dict(data.get("extra", {})),
+        )
+
+    def validate(self) -> None:
+        """Check the fields a loader relies on.
+
+        Raises:
+            BundleError: naming the first field that is wrong.
+        """
+        problems = []
+        if not _NAME.match(self.name):
+            problems.append(f"name {self.name!r} is not a kernel module name")
+        if self.module_file != f"{self.name}.ko":
+            problems.append(f"module file {self.module_file!r} is not {self.name}.ko")
+        if len(self.module_sha256) != 64 or not _HEX.match(self.module_sha256):
+            problems.append("module sha256 is not 64 hex digits")
+        if not _HEX.match(self.build_id):
+            problems.append("build id is not hex")
+        if self.level < 1:
+            problems.append(f"level {self.level} is below 1")
+        if not self.release:
+            problems.append("kernel release is empty")
+        if problems:
+            raise BundleError("invalid manifest: " + "; ".join(problems))
