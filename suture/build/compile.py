@@ -1,0 +1,92 @@
+"""Compile the files a fix touches, before and after the fix, with one section per function.
+
+Only the touched translation units are compiled, in the prepared distro tree,
+with the kernel's own flags plus ``-ffunction-sections -fdata-sections`` so
+that the differ can compare and pick functions one by one. The tree is put
+back as it was whatever happens (the fix is applied to copies of the files
+that are restored afterwards), under a lock so two builds never interleave.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from suture.build.fix import Fix
+from suture.build.source import SourceTree
+from suture.errors import BuildError
+from suture.fsutil import locked
+
+SECTION_FLAGS = "KCFLAGS=-ffunction-sections -fdata-sections"
+
+
+@dataclass(frozen=True)
+class ObjectPair:
+    """One translation unit compiled before and after the fix."""
+
+    source: str  # path in the tree, e.g. fs/proc/cmdline.c
+    original: Path
+    patched: Path
+
+
+def _patch(tree: SourceTree, fix: Path, *extra: str) -> None:
+    proc = subprocess.run(
+        ["patch", "-p1", "-F0", "--no-backup-if-mismatch", "-s", "-d", str(tree.path), "-i",
+         str(fix), *extra],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise BuildError(
+            f"the fix does not apply to the source of {tree.release}:\n"
+            f"{(proc.stdout + proc.stderr).strip()[-2000:]}",
+            hint=f"rebase the fix on Debian's linux-source at {tree.version}",
+        )
+
+
+def _compile(tree: SourceTree, source: str, dest: Path) -> None:
+    obj = source.removesuffix(".c") + ".o"
+    (tree.path / obj).unlink(missing_ok=True)  # make must compile, whatever mtimes say
+    proc = subprocess.run(
+        tree.make_argv(SECTION_FLAGS, obj), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise BuildError(
+            f"compiling {source} failed:\n{proc.stderr.strip()[-3000:]}",
+            hint="fix the compile error in the patch",
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tree.path / obj, dest)
+    # The tree's object is the patched or the original one depending on the
+    # step; never let make take it for up to date in the next build.
+    (tree.path / obj).unlink()
+
+
+def compile_pair(tree: SourceTree, fix: Path, work: Path) -> list[ObjectPair]:
+    """Compile every file ``fix`` touches, original and patched, into ``work``.
+
+    Raises:
+        BuildError: the fix does not apply or does not compile; the tree is unchanged.
+    """
+    sources = sorted(Fix.parse(fix.read_text(errors="replace")).files)
+    pristine = work / "pristine"
+    with locked(tree.path.parent / ".build.lock"):
+        _patch(tree, fix, "--dry-run")
+        for src in sources:
+            if not (tree.path / src).exists():
+                raise BuildError(f"{src} is not in the source of {tree.release}")
+            _compile(tree, src, work / "orig" / (src + ".o"))
+            (pristine / src).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(tree.path / src, pristine / src)
+        try:
+            _patch(tree, fix)
+            for src in sources:
+                _compile(tree, src, work / "patched" / (src + ".o"))
+        finally:
+            for src in sources:
+                shutil.copyfile(pristine / src, tree.path / src)
+    return [
+        ObjectPair(src, work / "orig" / (src + ".o"), work / "patched" / (src + ".o"))
+        for src in sources
+    ]

@@ -1,0 +1,313 @@
+"""Compare an original and a patched object function by function.
+
+What counts as "the same" follows the kernel's needs, not byte equality:
+
+- names are correlated across GCC's renames: numbered clones and static
+  locals (``foo.isra.0`` ~ ``foo.isra.1``, ``__key.264`` ~ ``__key.301``)
+  and line-numbered identifiers (``__UNIQUE_ID_ddebug123``, ``__BTF_ID__*``);
+- relocations compare by what they point at: a string by its text (with
+  ``file.c:LINE`` normalised), a symbol by its correlated name and offset;
+- a function whose only change is a ``__LINE__`` immediate passed to a
+  warning or might_sleep helper is unchanged.
+
+A caller into which a changed static function was inlined changes too, so
+it shows up here on its own. The result names changed and new functions,
+functions that cannot be patched (no fentry, ``__init``), and changed data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from suture.build.elfobj import (
+    PC_RELATIVE,
+    ObjectFile,
+    Rela,
+    RelocType,
+    Section,
+    Symbol,
+    SymType,
+)
+from suture.build.fix import LineMap
+
+# Static objects the compiler makes per use site; never correlated as data.
+_SPECIAL_STATIC = re.compile(
+    r"^(__key|__warned|__already_done|__func__|__FUNCTION__|_rs|CSWTCH|_entry|__print_once"
+    r"|__UNIQUE_ID_ddebug|descriptor)\b"
+)
+_MAX_LINE = 1 << 20
+_LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")
+_LINE_NAMED = re.compile(r"^(__UNIQUE_ID_\w*?|__BTF_ID__\w*?__)\d+$")
+_INIT_SECTIONS = (".init.text", ".exit.text", ".head.text")
+
+
+def mangle(name: str) -> str:
+    """The name with compiler counters removed, for correlation.
+
+    ``foo.isra.0`` -> ``foo.isra``; ``__key.264`` -> ``__key``;
+    ``__UNIQUE_ID_ddebug372`` -> ``__UNIQUE_ID_ddebug``.
+    """
+    name = _LINE_NAMED.sub(r"\1", name)
+    return re.sub(r"\.\d+", "", name)
+
+
+@dataclass(frozen=True)
+class FunctionChange:
+    """One function the patch must carry."""
+
+    name: str  # the original's name (what the running kernel's kallsyms has)
+    status: str  # "changed" or "new"
+    section: str
+    size: int
+    has_fentry: bool  # an ftrace entry: the livepatch core can redirect it
+    reason: str = ""
+
+
+@dataclass
+class DiffResult:
+    """What changed between two objects."""
+
+    changed: list[FunctionChange] = field(default_factory=list)
+    new: list[FunctionChange] = field(default_factory=list)
+    line_only: list[str] = field(default_factory=list)
+    unpatchable: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    changed_data: list[str] = field(default_factory=list)
+    new_data: list[str] = field(default_factory=list)
+
+    @property
+    def no_change(self) -> bool:
+        """True when the fix changes no code or data in this object."""
+        return not (self.changed or self.new or self.unpatchable or self.changed_data)
+
+
+def _pairs(
+    orig: dict[str, Section], patched: dict[str, Section]
+) -> Iterator[tuple[str, Section | None, Section | None]]:
+    """Correlate by exact name first, then clones by mangled name in order."""
+    left = dict(orig)
+    right = dict(patched)
+    for name in list(left):
+        if name in right:
+            yield name, left.pop(name), right.pop(name)
+    by_key: dict[str, list[str]] = {}
+    for name in sorted(right):
+        by_key.setdefault(mangle(name), []).append(name)
+    for name in sorted(left):
+        candidates = by_key.get(mangle(name))
+        if candidates:
+            yield name, left.pop(name), right.pop(candidates.pop(0))
+    for name in sorted(left):
+        yield name, left[name], None
+    for name in sorted(right):
+        yield name, None, right[name]
+
+
+class _Side:
+    """One object plus the helpers to describe what its relocations point at."""
+
+    def __init__(self, obj: ObjectFile, lines: LineMap) -> None:
+        self.obj = obj
+        self.lines = lines
+
+    def target(self, rela: Rela) -> tuple[object, ...]:
+        sym = self.obj.symbols[rela.sym]
+        offset = rela.addend + PC_RELATIVE.get(rela.type, 0)
+        sec = self.obj.symbol_section(sym)
+        # A string is compared by its text, whether reached through the section
+        # symbol or a local label (.LC0) in it: offsets move when strings change.
+        if sec is not None and sec.is_strings:
+            text = self.obj.string_at(sec, offset + sym.value)
+            return ("str", _LINE_IN_STRING.sub(r"\1:LINE", text))
+        if sym.type != SymType.SECTION:
+            return ("sym", mangle(sym.name), rela.addend)
+        if sec is None:
+            return ("sec", sym.name, rela.addend)
+        if sec.symbol is not None:
+            return ("sym", mangle(sec.symbol.name), rela.addend)
+        inner = self._containing(sec, offset)
+        if inner is not None:
+            return ("sym", mangle(inner.name), rela.addend - inner.value)
+        return ("sec", mangle(sec.name), rela.addend)
+
+    def _containing(self, sec: Section, offset: int) -> Symbol | None:
+        for s in self.obj.symbols:
+            if (
+                s.shndx == sec.index
+                and s.type in (SymType.FUNC, SymType.OBJECT)
+                and s.value <= offset < s.value + max(s.size, 1)
+            ):
+                return s
+        return None
+
+    def target_name(self, rela: Rela) -> str:
+        kind, *rest = self.target(rela)
+        return str(rest[0]) if kind == "sym" else ""
+
+    def has_fentry(self, relas: list[Rela], start: int = 0) -> bool:
+        return any(
+            start <= r.offset <= start + 4 and self.target_name(r) == "__fentry__" for r in relas
+        )
+
+
+def _masked(data: bytes, relas: list[Rela]) -> bytearray:
+    """The code with relocated fields zeroed (their values come from the linker)."""
+    out = bytearray(data)
+    for r in relas:
+        width = 8 if r.type in (RelocType.R_64, RelocType.PC64) else 4
+        out[r.offset : r.offset + width] = bytes(width)
+    return out
+
+
+@dataclass(frozen=True)
+class _Code:
+    """Bytes and relocations of one function or object, offsets relative to its start."""
+
+    data: bytes
+    relas: list[Rela]
+
+
+def _compare_code(a: _Side, code_a: _Code, b: _Side, code_b: _Code) -> str:
+    """Empty when the code is the same, "line" when only __LINE__ moved, else a reason."""
+    a_data, a_relas, b_data, b_relas = code_a.data, code_a.relas, code_b.data, code_b.relas
+    if len(a_data) != len(b_data):
+        return f"size {len(a_data)} -> {len(b_data)}"
+    if len(a_relas) != len(b_relas):
+        return "different references"
+    for ra, rb in zip(a_relas, b_relas, strict=True):
+        if ra.offset != rb.offset or ra.type != rb.type or a.target(ra) != b.target(rb):
+            return f"reference at +{ra.offset:#x} differs"
+    ma, mb = _masked(a_data, a_relas), _masked(b_data, b_relas)
+    if ma == mb:
+        return ""
+    diffs = [i for i in range(len(ma)) if ma[i] != mb[i]]
+    if all(_is_line_immediate(ma, mb, i, a.lines) for i in diffs):
+        return "line"
+    return f"code differs at +{diffs[0]:#x}"
+
+
+def _is_line_immediate(ma: bytearray, mb: bytearray, pos: int, lines: LineMap) -> bool:
+    """``pos`` lies in a 32-bit constant that moved exactly as the fix moved that line.
+
+    ``__LINE__`` passed to WARN, might_sleep or a filesystem's error helper
+    changes when code above it moves; the fix's own line map says where each
+    old line went, so ``L -> new_line(L)`` is a moved line number, and any
+    other change of a constant is a real change.
+    """
+    for start in range(max(0, pos - 3), min(pos, len(ma) - 4) + 1):
+        old = int.from_bytes(ma[start : start + 4], "little")
+        new = int.from_bytes(mb[start : start + 4], "little")
+        if old != new and 0 < old < _MAX_LINE and lines.new_line(old) == new:
+            return True
+    return False
+
+
+def _function_result(
+    result: DiffResult, name: str, pair: tuple[_Side, Section | None, _Side, Section | None]
+) -> None:
+    a, sa, b, sb = pair
+    if sb is None:
+        return  # removed: nothing calls it in the new code, the old copy stays
+    if sa is None:
+        result.new.append(
+            FunctionChange(name, "new", sb.name, len(sb.data), has_fentry=True, reason="new")
+        )
+        return
+    verdict = _compare_code(a, _Code(sa.data, sa.relas), b, _Code(sb.data, sb.relas))
+    if verdict == "line":
+        result.line_only.append(name)
+    elif verdict:
+        result.changed.append(
+            FunctionChange(
+                name, "changed", sa.name, len(sa.data), a.has_fentry(sa.relas), reason=verdict
+            )
+        )
+
+
+def _unbundled_functions(obj: ObjectFile) -> dict[str, tuple[Section, Symbol]]:
+    """Functions that share a section (``.init.text`` and friends), by name."""
+    found = {}
+    for sym in obj.symbols:
+        sec = obj.symbol_section(sym)
+        if sym.type == SymType.FUNC and sec is not None and sec.symbol is not sym:
+            found[sym.name] = (sec, sym)
+    return found
+
+
+def _slice(sec: Section, sym: Symbol) -> _Code:
+    """One function of a shared section, offsets made relative to its start."""
+    end = sym.value + sym.size
+    relas = [
+        Rela(r.offset - sym.value, r.type, r.sym, r.addend)
+        for r in sec.relas
+        if sym.value <= r.offset < end
+    ]
+    return _Code(sec.data[sym.value : end], relas)
+
+
+def _compare_unbundled(a: _Side, b: _Side, result: DiffResult) -> None:
+    ua, ub = _unbundled_functions(a.obj), _unbundled_functions(b.obj)
+    for name, (sec, sym) in ua.items():
+        if name not in ub:
+            continue
+        verdict = _compare_code(a, _slice(sec, sym), b, _slice(*ub[name]))
+        if verdict and verdict != "line":
+            why = (
+                "__init/__exit code runs once and is freed; it cannot be live patched"
+                if sec.name.startswith(_INIT_SECTIONS)
+                else f"it is not in a section of its own ({sec.name})"
+            )
+            result.unpatchable.append((name, why))
+
+
+def _data_objects(obj: ObjectFile) -> dict[str, Section]:
+    return {
+        sec.symbol.name: sec
+        for sec in obj.sections
+        if sec.symbol is not None
+        and sec.symbol.type == SymType.OBJECT
+        and not _SPECIAL_STATIC.match(sec.symbol.name)
+    }
+
+
+def _compare_data(a: _Side, b: _Side, result: DiffResult) -> None:
+    for name, da, db in _pairs(_data_objects(a.obj), _data_objects(b.obj)):
+        if da is None:
+            result.new_data.append(name)
+        elif db is not None and _compare_code(
+            a, _Code(da.data, da.relas), b, _Code(db.data, db.relas)
+        ):
+            result.changed_data.append(name)
+
+
+def _fold_cold_parts(result: DiffResult, a: _Side, functions: dict[str, Section]) -> None:
+    """A changed ``foo.cold`` (no fentry: only jumped to from ``foo``) makes ``foo`` changed."""
+    names = {c.name for c in result.changed}
+    for cold in [c for c in result.changed if c.name.endswith(".cold")]:
+        result.changed.remove(cold)
+        parent = cold.name.removesuffix(".cold")
+        sec = functions.get(parent)
+        if parent not in names and sec is not None:
+            names.add(parent)
+            result.changed.append(
+                FunctionChange(
+                    parent, "changed", sec.name, len(sec.data), a.has_fentry(sec.relas),
+                    reason=f"its cold part changed ({cold.reason})",
+                )
+            )  # fmt: skip
+    result.new = [n for n in result.new if not n.name.endswith(".cold")]
+
+
+def diff_objects(orig: ObjectFile, patched: ObjectFile, lines: LineMap | None = None) -> DiffResult:
+    """Compare two compilations of one translation unit; ``lines`` is the fix's line map."""
+    lines = lines or LineMap()
+    a, b = _Side(orig, lines), _Side(patched, lines)
+    result = DiffResult()
+    functions = orig.functions()
+    for name, sa, sb in _pairs(functions, patched.functions()):
+        _function_result(result, name, (a, sa, b, sb))
+    _fold_cold_parts(result, a, functions)
+    _compare_unbundled(a, b, result)
+    _compare_data(a, b, result)
+    return result

@@ -1,0 +1,134 @@
+"""The object differ on small objects compiled here with gcc (flags as kbuild's, in short).
+
+Each case is a C source before and after a change; the objects come from
+``gcc -O2 -fno-pie -pg -mfentry -ffunction-sections -fdata-sections -c``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from suture.build.differ import DiffResult, diff_objects, mangle
+from suture.build.elfobj import ObjectFile
+from suture.build.fix import Fix
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+CFLAGS = ["-O2", "-fno-pie", "-pg", "-mfentry", "-ffunction-sections", "-fdata-sections", "-c"]
+
+BASE = """\
+extern void report(const char *func, int line, int value);
+extern int sink(const char *s);
+#define __init __attribute__((section(".init.text")))
+
+static int helper(int x)
+{
+	return x * 3;
+}
+
+int user(int x)
+{
+	return helper(x) + 1;
+}
+
+int show(void)
+{
+	return sink("original");
+}
+
+int warner(int v)
+{
+	report(__func__, __LINE__, v);
+	return v;
+}
+
+int flags(void)
+{
+	report("flags", 3, 0);
+	return 0;
+}
+
+int __init setup(void)
+{
+	return sink("setup");
+}
+"""
+
+
+def _diff(tmp_path: Path, before: str, after: str) -> DiffResult:
+    objs = []
+    for name, text in (("orig", before), ("patched", after)):
+        src = tmp_path / name / "x.c"
+        src.parent.mkdir()
+        src.write_text(text)
+        subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(src.with_suffix(".o"))], check=True)
+        objs.append(ObjectFile.load(src.with_suffix(".o")))
+    udiff = "".join(
+        difflib.unified_diff(before.splitlines(True), after.splitlines(True), "a/x.c", "b/x.c", n=3)
+    )
+    return diff_objects(objs[0], objs[1], Fix.parse(udiff).files["x.c"])
+
+
+def changed(result: DiffResult) -> list[str]:
+    return sorted(c.name for c in result.changed)
+
+
+def test_string_change(tmp_path: Path) -> None:
+    result = _diff(tmp_path, BASE, BASE.replace('"original"', '"patched"'))
+    assert changed(result) == ["show"]
+    assert result.changed[0].has_fentry
+
+
+def test_identical(tmp_path: Path) -> None:
+    result = _diff(tmp_path, BASE, BASE + "\n")
+    assert result.no_change
+
+
+def test_inlined_static_changes_its_caller(tmp_path: Path) -> None:
+    result = _diff(tmp_path, BASE, BASE.replace("x * 3", "x * 5"))
+    assert "user" in changed(result)
+
+
+def test_new_function(tmp_path: Path) -> None:
+    after = BASE + '\nint added(void)\n{\n\treturn sink("new");\n}\n'
+    result = _diff(tmp_path, BASE, after)
+    assert [n.name for n in result.new] == ["added"]
+    assert result.changed == []
+
+
+def test_moved_line_is_not_a_change(tmp_path: Path) -> None:
+    after = BASE.replace("int user(int x)", "/* a comment\n * two lines */\nint user(int x)")
+    result = _diff(tmp_path, BASE, after)
+    assert result.changed == []
+    assert result.line_only == ["warner"]
+
+
+def test_changed_constant_is_a_change(tmp_path: Path) -> None:
+    # Same instruction shape as a __LINE__ argument, but the fix did not move line 3.
+    result = _diff(tmp_path, BASE, BASE.replace('report("flags", 3, 0)', 'report("flags", 4, 0)'))
+    assert changed(result) == ["flags"]
+
+
+def test_init_code_is_unpatchable(tmp_path: Path) -> None:
+    result = _diff(tmp_path, BASE, BASE.replace('"setup"', '"setup2"'))
+    assert [name for name, _ in result.unpatchable] == ["setup"]
+    assert "__init" in result.unpatchable[0][1]
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("foo.isra.0", "foo.isra"),
+        ("foo.isra.35.part.36", "foo.isra.part"),
+        ("__key.264", "__key"),
+        ("__UNIQUE_ID_ddebug372", "__UNIQUE_ID_ddebug"),
+        ("plain", "plain"),
+    ],
+)
+def test_mangle(name: str, key: str) -> None:
+    assert mangle(name) == key
