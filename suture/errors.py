@@ -152,3 +152,127 @@ class NotLoadedError(KernelError):
     """The named live patch is not loaded."""
 
     exit_code = 34
+
+
+# --- the repository: publishing bundles (suture.repo) -------------------------
+
+
+class RepoError(SutureError):
+    """A patch repository could not be created, read or changed."""
+
+    exit_code = 60
+
+
+class RepoExistsError(RepoError):
+    """``repo init`` refused to overwrite a repository or a non-empty folder."""
+
+
+class NotARepoError(RepoError):
+    """The folder is not a Suture repository, or its metadata cannot be read."""
+
+
+class LevelError(RepoError):
+    """A bundle's level is not above every level published for its build and channel.
+
+    Attributes:
+        level: the level that was refused.
+        published: the highest level ever published there (yanked ones count).
+    """
+
+    exit_code = 61
+
+    def __init__(self, message: str, *, level: int, published: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.level = level
+        self.published = published
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the refused and the published level to the JSON form."""
+        return {**super().to_dict(), "level": str(self.level), "published": str(self.published)}
+
+
+class NotPublishedError(RepoError):
+    """No such level is published for that build and channel (nothing to yank)."""
+
+
+class SigningKeyError(RepoError):
+    """A role's private keys are missing, unusable, or fewer than its threshold."""
+
+
+# --- updates: fetching and verifying bundles (suture.agent.update) ------------
+
+
+class UpdateError(SutureError):
+    """Finding or fetching a bundle in a repository failed; nothing was installed."""
+
+    exit_code = 70
+
+
+class FetchError(UpdateError):
+    """The repository could not be reached or did not serve a file (retry later)."""
+
+    exit_code = 71
+
+
+class VerificationError(UpdateError):
+    """The repository's metadata or a bundle failed verification: do not apply, alert.
+
+    Attributes:
+        check: which check refused (``rollback``, ``expired``, ``signature``,
+            ``integrity``, ``build``, ``metadata``, ``manifest``).
+    """
+
+    exit_code = 72
+    check = "metadata"
+
+    def __init__(self, message: str, *, hint: str = "", check: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.check = check or type(self).check
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the failed check to the JSON form."""
+        return {**super().to_dict(), "check": self.check}
+
+
+class RollbackError(VerificationError):
+    """A metadata version went backwards, or is not the one its signer pinned."""
+
+    check = "rollback"
+
+
+class MetadataExpiredError(VerificationError):
+    """Trusted metadata has expired: the repository is frozen or this host's clock is wrong."""
+
+    check = "expired"
+
+
+class SignatureError(VerificationError):
+    """Metadata is not signed by a threshold of the keys this host's root trusts."""
+
+    check = "signature"
+
+
+class IntegrityError(VerificationError):
+    """Bytes do not match the length and hashes signed for them (tampering, mix-and-match)."""
+
+    check = "integrity"
+
+
+class WrongBuildError(VerificationError):
+    """A signed bundle is for another kernel build than the one asked for.
+
+    Attributes:
+        expected: ``release/build_id`` that was asked for.
+        found: ``release/build_id`` the bundle or its metadata names.
+    """
+
+    check = "build"
+
+    def __init__(self, message: str, *, expected: str, found: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.expected = expected
+        self.found = found
+
+    def to_dict(self) -> dict[str, str]:
+        """Add both builds to the JSON form."""
+        return {**super().to_dict(), "expected": self.expected, "found": self.found}

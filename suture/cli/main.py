@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from suture import __version__
-from suture.cli import kernel_cmds, lab_cmds
+from suture.cli import kernel_cmds, lab_cmds, repo_cmds
 from suture.cli.output import Output
 from suture.errors import SutureError
 
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kernel_cmds.register(subs, common)
     lab_cmds.register(subs, common)
+    repo_cmds.register(subs, common)
     return parser
 
 

@@ -1,0 +1,130 @@
+"""``suture repo ...`` and ``suture publish``: the publisher's TUF repository of bundles."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from suture.cli.output import Output
+from suture.repo.layout import CHANNELS, ONLINE_ROLES
+
+# The signing modules are imported inside the handlers: `suture apply` on a
+# production host should not load them.
+
+
+def register(subs: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``publish`` and ``repo`` with its sub-commands."""
+    p = subs.add_parser("publish", parents=[common], help="sign a bundle into a repository")
+    p.add_argument("bundle", type=Path, help="a bundle from 'suture build'")
+    _repo_option(p)
+    _channel_option(p)
+    p.set_defaults(handler=cmd_publish)
+
+    repo = subs.add_parser("repo", parents=[common], help="create and maintain a repository")
+    repo_subs = repo.add_subparsers(dest="repo_command", required=True, metavar="COMMAND")
+
+    p = repo_subs.add_parser("init", parents=[common], help="create a repository with new keys")
+    p.add_argument("dir", type=Path, help="a new or empty folder")
+    p.add_argument(
+        "--root-threshold", type=int, default=1, metavar="N", help="root keys to make, all needed"
+    )
+    p.set_defaults(handler=cmd_init)
+
+    p = repo_subs.add_parser("yank", parents=[common], help="withdraw a published level")
+    _repo_option(p)
+    p.add_argument("--kernel", required=True, metavar="RELEASE", help="e.g. 6.1.0-56-amd64")
+    p.add_argument("--build-id", required=True, metavar="ID", help="the kernel's GNU build id")
+    p.add_argument("--level", required=True, type=int, metavar="N", help="the level to withdraw")
+    _channel_option(p)
+    p.set_defaults(handler=cmd_yank)
+
+    p = repo_subs.add_parser("refresh", parents=[common], help="re-sign snapshot and timestamp")
+    _repo_option(p)
+    p.set_defaults(handler=cmd_refresh)
+
+    p = repo_subs.add_parser("rotate-key", parents=[common], help="replace an online role's key")
+    _repo_option(p)
+    p.add_argument("role", choices=ONLINE_ROLES, help="the role whose key is replaced")
+    p.add_argument("--offline-keys", type=Path, metavar="DIR", help="root keys (REPO/keys-offline)")
+    p.set_defaults(handler=cmd_rotate_key)
+
+
+def _repo_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo", required=True, type=Path, metavar="DIR", help="the repository folder")
+
+
+def _channel_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--channel", choices=CHANNELS, default="stable", help="(stable)")
+
+
+def cmd_init(args: argparse.Namespace, out: Output) -> int:
+    """Create a repository."""
+    from suture.repo.create import init
+
+    result = init(args.dir, root_threshold=args.root_threshold)
+    root = result.root
+    text = "\n".join(
+        [
+            f"created a repository in {root}",
+            f"root key(s), kept apart for offline use: {', '.join(map(str, result.root_keys))}",
+            "  move them to offline storage now; they are needed again only for "
+            "'suture repo rotate-key'",
+            f"online keys (targets, snapshot, timestamp, mode 0600): {root / 'keys'}",
+            f"install {result.trusted_root} on every agent as its trusted root",
+            f"serve {root / 'metadata'} and {root / 'targets'} only, never the key folders",
+            "run 'suture repo refresh' at least daily (cron): timestamp expires after one day",
+        ]
+    )
+    out.result({"format": 1, "ok": True, **result.to_dict()}, text)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace, out: Output) -> int:
+    """Sign a bundle into the repository."""
+    from suture.repo.publish import publish
+
+    result = publish(args.repo, args.bundle, args.channel)
+    text = f"published level {result.manifest.level} as {result.path}"
+    out.result({"format": 1, "ok": True, **result.to_dict()}, text)
+    return 0
+
+
+def cmd_yank(args: argparse.Namespace, out: Output) -> int:
+    """Withdraw a level."""
+    from suture.repo.publish import yank
+
+    result = yank(args.repo, args.kernel, args.build_id, args.level, args.channel)
+    now = f"level {result.latest}" if result.latest is not None else "no level"
+    text = f"yanked level {result.level} ({result.path}); agents now find {now}"
+    out.result({"format": 1, "ok": True, **result.to_dict()}, text)
+    return 0
+
+
+def cmd_refresh(args: argparse.Namespace, out: Output) -> int:
+    """Renew snapshot and timestamp."""
+    from suture.repo.maintain import refresh
+
+    result = refresh(args.repo)
+    for warning in result.warnings:
+        out.message(f"warning: {warning}")
+    stamp = result.expires["timestamp"]
+    text = f"timestamp v{result.versions['timestamp']} is valid until {stamp:%Y-%m-%d %H:%M} UTC"
+    out.result({"format": 1, "ok": True, **result.to_dict()}, text)
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace, out: Output) -> int:
+    """Replace an online role's key."""
+    from suture.repo.keys import Keyring
+    from suture.repo.layout import Layout
+    from suture.repo.maintain import rotate_key
+
+    keys = Keyring(Layout(args.repo), offline_keys=args.offline_keys)
+    result = rotate_key(args.repo, args.role, keys=keys)
+    text = (
+        f"{result.role} now signs with key {result.keyid[:16]}…; root v{result.root_version} "
+        "says so; the old key file is deleted"
+    )
+    out.result({"format": 1, "ok": True, **result.to_dict()}, text)
+    return 0

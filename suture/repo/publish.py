@@ -1,0 +1,224 @@
+"""``publish`` and ``yank``: add a level's bundle to a kernel build's channel, or withdraw it."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuf.api.exceptions import LengthOrHashMismatchError
+from tuf.api.metadata import TargetFile, Targets
+
+from suture import bundle
+from suture.bundle import Manifest
+from suture.errors import LevelError, NotARepoError, NotPublishedError, UsageError
+from suture.fsutil import atomic_write, locked
+from suture.repo import layout as paths
+from suture.repo.index import BuildIndex
+from suture.repo.keys import Keyring, SignerSource
+from suture.repo.layout import Layout
+from suture.repo.metadata import HASH_ALGORITHMS, commit, load, read_config
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """The target that ``publish`` added."""
+
+    path: str
+    manifest: Manifest
+    channel: str
+    length: int
+    sha256: str
+    targets_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        m = self.manifest
+        return {
+            "path": self.path,
+            "release": m.release,
+            "build_id": m.build_id,
+            "channel": self.channel,
+            "level": m.level,
+            "name": m.name,
+            "cves": list(m.cves),
+            "length": self.length,
+            "sha256": self.sha256,
+            "targets_version": self.targets_version,
+        }
+
+
+@dataclass(frozen=True)
+class YankResult:
+    """The target that ``yank`` withdrew and what agents are offered instead."""
+
+    path: str
+    level: int
+    latest: int | None  # the level agents now find, None: no level left
+    targets_version: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "path": self.path,
+            "level": self.level,
+            "latest": self.latest,
+            "targets_version": self.targets_version,
+        }
+
+
+def publish(
+    directory: Path,
+    bundle_path: Path,
+    channel: str = "stable",
+    *,
+    keys: SignerSource | None = None,
+) -> PublishResult:
+    """Sign ``bundle_path`` into the repository for its kernel build and ``channel``.
+
+    The target path comes from the bundle's verified manifest:
+    ``<release>/<build_id>/<channel>/<name>-L<level>.bundle``. Levels are
+    cumulative, so the level must be above every level ever published for
+    that build and channel, yanked ones included.
+
+    Raises:
+        BundleError: the bundle is malformed or its module does not match its manifest.
+        UsageError: the channel is unknown or the manifest names no build id.
+        LevelError: the level is not above the published ones.
+        NotARepoError, SigningKeyError: the repository or its keys cannot be used.
+    """
+    layout = Layout(directory)
+    expiry = read_config(layout)
+    data, manifest = _read_bundle(bundle_path)
+    if not manifest.build_id:
+        raise UsageError(
+            f"{bundle_path}: the manifest names no build id",
+            hint="a patch is published for one exact kernel build: rebuild it with its build id",
+        )
+    path = paths.bundle_path(
+        manifest.release, manifest.build_id, channel, manifest.name, manifest.level
+    )
+    index_path = paths.index_path(manifest.release, manifest.build_id, channel)
+    with locked(layout.lock):
+        state = load(layout)
+        targets = state.targets.signed
+        index = _read_index(layout, targets, manifest.release, manifest.build_id, channel)
+        if manifest.level <= index.highest_ever:
+            raise LevelError(
+                f"level {manifest.level} is not above level {index.highest_ever}, already "
+                f"published for {manifest.release} ({manifest.build_id[:12]}…) on {channel}",
+                level=manifest.level,
+                published=index.highest_ever,
+                hint=f"levels are cumulative: build level {index.highest_ever + 1} or higher",
+            )
+        custom = {
+            "release": manifest.release,
+            "build_id": manifest.build_id,
+            "channel": channel,
+            "level": manifest.level,
+            "name": manifest.name,
+            "cves": list(manifest.cves),
+        }
+        target = _store(layout, path, data, custom)
+        targets.targets[path] = target
+        new_index = index.with_level(manifest.level, path)
+        targets.targets[index_path] = _store(layout, index_path, new_index.to_json())
+        commit(layout, state, keys or Keyring(layout), expiry)
+    return PublishResult(
+        path=path,
+        manifest=manifest,
+        channel=channel,
+        length=target.length,
+        sha256=target.hashes["sha256"],
+        targets_version=targets.version,
+    )
+
+
+def yank(
+    directory: Path,
+    release: str,
+    build_id: str,
+    level: int,
+    channel: str = "stable",
+    *,
+    keys: SignerSource | None = None,
+) -> YankResult:
+    """Withdraw one level: agents no longer find it; its file stays for the record.
+
+    The level moves to the index's ``yanked`` list, so its number is never
+    published again.
+
+    Raises:
+        NotPublishedError: that level is not live for that build and channel.
+        UsageError: the release, build id or channel cannot name a target.
+        NotARepoError, SigningKeyError: the repository or its keys cannot be used.
+    """
+    layout = Layout(directory)
+    expiry = read_config(layout)
+    index_path = paths.index_path(release, build_id, channel)
+    with locked(layout.lock):
+        state = load(layout)
+        targets = state.targets.signed
+        index = _read_index(layout, targets, release, build_id, channel)
+        entry = index.find(level)
+        if entry is None:
+            live = ", ".join(str(lv.level) for lv in index.levels) or "none"
+            why = "was yanked already" if level in index.yanked else "is not published"
+            raise NotPublishedError(
+                f"level {level} {why} for {release} ({build_id[:12]}…) on {channel}",
+                hint=f"live levels there: {live}",
+            )
+        del targets.targets[entry.path]
+        new_index = index.without_level(level)
+        targets.targets[index_path] = _store(layout, index_path, new_index.to_json())
+        commit(layout, state, keys or Keyring(layout), expiry)
+    latest = new_index.latest()
+    return YankResult(
+        path=entry.path,
+        level=level,
+        latest=latest.level if latest else None,
+        targets_version=targets.version,
+    )
+
+
+def _read_bundle(bundle_path: Path) -> tuple[bytes, Manifest]:
+    # The manifest is read from the very bytes that get signed, not from a
+    # file that could change between the check and the copy.
+    try:
+        data = bundle_path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {bundle_path}: {e.strerror}") from e
+    with tempfile.NamedTemporaryFile(prefix="suture-publish-", suffix=".bundle") as f:
+        f.write(data)
+        f.flush()
+        return data, bundle.read_manifest(Path(f.name))
+
+
+def _read_index(
+    layout: Layout, targets: Targets, release: str, build_id: str, channel: str
+) -> BuildIndex:
+    path = paths.index_path(release, build_id, channel)
+    target = targets.targets.get(path)
+    if target is None:
+        return BuildIndex(release, build_id, channel)
+    stored = layout.targets / target.get_prefixed_paths()[0]
+    try:
+        data = stored.read_bytes()
+        target.verify_length_and_hashes(data)
+        return BuildIndex.from_json(data)
+    except (OSError, ValueError, LengthOrHashMismatchError) as e:
+        raise NotARepoError(
+            f"the level index {stored} is missing or altered: {e}",
+            hint="restore the targets folder from a backup",
+        ) from e
+
+
+def _store(layout: Layout, path: str, data: bytes, custom: Any = None) -> TargetFile:
+    """Write ``data`` under its hash-prefixed name(s) and return its signed description."""
+    target = TargetFile.from_data(path, data, HASH_ALGORITHMS)
+    if custom is not None:
+        target.unrecognized_fields["custom"] = custom
+    for prefixed in target.get_prefixed_paths():
+        atomic_write(layout.targets / prefixed, data)
+    return target

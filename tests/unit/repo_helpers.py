@@ -1,0 +1,97 @@
+"""Helpers for the repository and update tests (no tests here).
+
+Bundles are made from fake module bytes (the repository never looks inside
+the module), repositories are real ones on disk, and agents reach them
+through :class:`ServingFetcher`: python-tuf's fetcher interface over the
+repository folder, where a test can replace or remove any file it serves,
+the way a hostile mirror would (python-tuf's tests/repository_simulator.py
+idea, on top of the real files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata
+
+from suture import bundle
+from suture.agent import trust
+from suture.bundle import Manifest
+from suture.repo.keys import Keyring
+from suture.repo.layout import Layout
+from suture.repo.metadata import load, sign
+
+RELEASE = "6.1.0-56-amd64"
+BUILD_A = "0123456789abcdef0123456789abcdef01234567"
+BUILD_B = "fedcba9876543210fedcba9876543210fedcba98"
+NAME = "suture_fix_1"
+
+
+def make_bundle(
+    folder: Path,
+    level: int,
+    *,
+    build_id: str = BUILD_A,
+    release: str = RELEASE,
+    name: str = NAME,
+) -> Path:
+    """A valid bundle of ``level`` for that build, around a fake module."""
+    module = f"fake module {name} L{level} for {release}/{build_id}".encode()
+    manifest = Manifest(
+        name=name,
+        release=release,
+        build_id=build_id,
+        level=level,
+        module_file=f"{name}.ko",
+        module_sha256=hashlib.sha256(module).hexdigest(),
+        module_size=len(module),
+        cves=(f"CVE-2026-{1000 + level}",),
+    )
+    path = folder / f"{name}-{release}-{build_id[:8]}-L{level}.bundle"
+    bundle.write(path, manifest, module)
+    return path
+
+
+def signed_as(repo: Path, md: Metadata[Any], role: str) -> bytes:
+    """``md`` re-signed with the repository's own key for ``role`` (an insider's forgery)."""
+    layout = Layout(repo)
+    return sign(md, role, load(layout).root.signed, Keyring(layout))
+
+
+def metadata_file(repo: Path, role: str, version: int | None = None) -> Path:
+    """A metadata file of the repository."""
+    return Layout(repo).role_file(role, version)
+
+
+def remote(repo: Path, root_version: int = 1) -> trust.Remote:
+    """The repository as an agent knows it: a URL and its trusted root of that version."""
+    return trust.Remote(
+        url=repo.as_uri(), trusted_root=metadata_file(repo, "root", root_version).read_bytes()
+    )
+
+
+class ServingFetcher(trust.FileFetcher):
+    """Serves the repository folder; ``replace`` substitutes files, None answers 404.
+
+    Keys of ``replace`` are paths relative to the repository, e.g.
+    ``metadata/timestamp.json``. Every URL asked for is kept in ``asked``.
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.replace: dict[str, bytes | None] = {}
+        self.asked: list[str] = []
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        rel = url.removeprefix(self.repo.as_uri() + "/")
+        self.asked.append(rel)
+        if rel in self.replace:
+            data = self.replace[rel]
+            if data is None:
+                raise tuf_errors.DownloadHTTPError(f"{rel} withheld", 404)
+            return iter([data])
+        return super()._fetch(url)
