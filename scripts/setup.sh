@@ -11,8 +11,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # qemu + busybox + kmod: the lab guest; make/gcc/libelf: kbuild for modules;
+# flex/bison/bc/dwarves/libssl-dev/patch/xz-utils: preparing distro source trees;
 # cpio: unit tests read the lab's initramfs back; python3-venv: the virtualenv.
-PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-venv)
+PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-venv
+	flex bison bc dwarves libssl-dev patch xz-utils)
 
 echo "setup: refreshing apt's package lists (the lab resolves kernels from them)" >&2
 $SUDO apt-get update -qq
