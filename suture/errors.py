@@ -96,6 +96,12 @@ class KbuildError(BuildError):
     """kbuild failed to compile or link a module."""
 
 
+class NoChangeError(BuildError):
+    """The fix changes no code in this kernel build: nothing to patch (not a failure)."""
+
+    exit_code = 3
+
+
 # --- bundles ------------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from suture.build.elfobj import (
 from suture.build.fix import LineMap
 
 # Static objects the compiler makes per use site; never correlated as data.
-_SPECIAL_STATIC = re.compile(
+SPECIAL_STATIC = re.compile(
     r"^(__key|__warned|__already_done|__func__|__FUNCTION__|_rs|CSWTCH|_entry|__print_once"
     r"|__UNIQUE_ID_ddebug|descriptor)\b"
 )
@@ -75,6 +75,7 @@ class DiffResult:
     unpatchable: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
     changed_data: list[str] = field(default_factory=list)
     new_data: list[str] = field(default_factory=list)
+    renames: dict[str, str] = field(default_factory=dict)  # patched name -> original name
 
     @property
     def no_change(self) -> bool:
@@ -261,18 +262,24 @@ def _compare_unbundled(a: _Side, b: _Side, result: DiffResult) -> None:
             result.unpatchable.append((name, why))
 
 
+def _note_rename(result: DiffResult, sa: Section | None, sb: Section | None) -> None:
+    if sa and sb and sa.symbol and sb.symbol and sa.symbol.name != sb.symbol.name:
+        result.renames[sb.symbol.name] = sa.symbol.name
+
+
 def _data_objects(obj: ObjectFile) -> dict[str, Section]:
     return {
         sec.symbol.name: sec
         for sec in obj.sections
         if sec.symbol is not None
         and sec.symbol.type == SymType.OBJECT
-        and not _SPECIAL_STATIC.match(sec.symbol.name)
+        and not SPECIAL_STATIC.match(sec.symbol.name)
     }
 
 
 def _compare_data(a: _Side, b: _Side, result: DiffResult) -> None:
     for name, da, db in _pairs(_data_objects(a.obj), _data_objects(b.obj)):
+        _note_rename(result, da, db)
         if da is None:
             result.new_data.append(name)
         elif db is not None and _compare_code(
@@ -307,6 +314,7 @@ def diff_objects(orig: ObjectFile, patched: ObjectFile, lines: LineMap | None = 
     functions = orig.functions()
     for name, sa, sb in _pairs(functions, patched.functions()):
         _function_result(result, name, (a, sa, b, sb))
+        _note_rename(result, sa, sb)
     _fold_cold_parts(result, a, functions)
     _compare_unbundled(a, b, result)
     _compare_data(a, b, result)

@@ -95,6 +95,10 @@ class Section:
     type: str
     flags: int
     data: bytes
+    type_num: int = 0  # sh_type as a number
+    addralign: int = 1
+    entsize: int = 0
+    size: int = 0  # sh_size (for NOBITS, the size in memory)
     relas: list[Rela] = field(default_factory=list)
     symbol: Symbol | None = None  # the FUNC/OBJECT bundled with it, when one is
 
@@ -136,7 +140,13 @@ class ObjectFile:
         sections = []
         for i, sec in enumerate(elf.iter_sections()):
             data = b"" if sec["sh_type"] == "SHT_NOBITS" else sec.data()
-            sections.append(Section(i, sec.name, sec["sh_type"], sec["sh_flags"], data))
+            sections.append(
+                Section(
+                    i, sec.name, sec["sh_type"], sec["sh_flags"], data,
+                    type_num=_SHT_NUMBER.get(sec["sh_type"], 1), addralign=sec["sh_addralign"],
+                    entsize=sec["sh_entsize"], size=sec["sh_size"],
+                )
+            )  # fmt: skip
         symtab = elf.get_section_by_name(".symtab")
         symbols = []
         entries = symtab.iter_symbols() if isinstance(symtab, SymbolTableSection) else []
@@ -193,6 +203,8 @@ class ObjectFile:
         return None
 
 
+_SHT_NUMBER = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4,
+               "SHT_NOBITS": 8}  # fmt: skip
 _INFO_TYPE = {
     "STT_NOTYPE": SymType.NOTYPE,
     "STT_OBJECT": SymType.OBJECT,

@@ -2,6 +2,7 @@
 
 Exit codes (also in README.md):
     0   success
+    3   build: the fix changes no code in this kernel build (nothing to patch)
     1   the guest command or the check ran and said "no" (``lab run`` passes the
         guest command's own status through)
     10  other Suture error
@@ -11,6 +12,7 @@ Exit codes (also in README.md):
     32  the kernel refused to load or remove the module
     33  the transition did not finish and was backed out
     34  no such live patch
+    40  build failed or refused (the message says why and what to do)
     64  bad command line or input
     130 interrupted
 """
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from suture import __version__
-from suture.cli import kernel_cmds, lab_cmds, repo_cmds
+from suture.cli import build_cmds, kernel_cmds, lab_cmds, repo_cmds
 from suture.cli.output import Output
 from suture.errors import SutureError
 
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"suture {__version__}")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kernel_cmds.register(subs, common)
+    build_cmds.register(subs, common)
     lab_cmds.register(subs, common)
     repo_cmds.register(subs, common)
     return parser

@@ -60,7 +60,7 @@ class ModInfo:
         return self.get("livepatch") == "Y"
 
 
-def _section(data: bytes, wanted: bytes) -> bytes | None:
+def section_data(data: bytes, wanted: bytes) -> bytes | None:
     """The contents of section ``wanted`` of an ELF64 little-endian file, or None."""
     if not data.startswith(_ELF64_LE):
         raise ValueError("not a 64-bit little-endian ELF file")
@@ -82,7 +82,7 @@ def read_modinfo(path: Path) -> ModInfo:
         ModuleFormatError: the file is missing, not ELF, or has no ``.modinfo``.
     """
     try:
-        raw = _section(path.read_bytes(), b".modinfo") or b""
+        raw = section_data(path.read_bytes(), b".modinfo") or b""
     except FileNotFoundError as e:
         raise ModuleFormatError(f"{path}: no such file", hint="check the path") from e
     except (OSError, ValueError, struct.error, IndexError) as e:

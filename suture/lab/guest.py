@@ -46,6 +46,8 @@ class GuestConfig:
             (only where nested KVM is shown to work; it hangs on these machines).
         extra_cmdline: appended to the kernel command line.
         env: extra variables for the guest command.
+        output_dir: where files the command writes to ``$SUTURE_OUT`` (in the
+            guest: /run/suture-lab/out) are copied when it ends; None: dropped.
     """
 
     memory_mb: int = 1024
@@ -54,6 +56,7 @@ class GuestConfig:
     accel: str = "tcg"
     extra_cmdline: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    output_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,14 @@ def _bootable(tree: KernelTree) -> Path:
 
 def _command_script(argv: list[str], cwd: Path, cfg: GuestConfig) -> str:
     env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-    env.update({"HOME": "/root", "SUTURE_IN_GUEST": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(
+        {
+            "HOME": "/root",
+            "SUTURE_IN_GUEST": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SUTURE_OUT": "/run/suture-lab/out",
+        }
+    )
     env.update(cfg.env)
     lines = ["#!/bin/sh"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
@@ -184,6 +194,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="suture-lab-") as tmp:
         exchange = Path(tmp)
         (exchange / "cmd.sh").write_text(_command_script(argv, cwd, cfg))
+        (exchange / "out").mkdir()
         (exchange / "boot.env").write_text(
             f"SUTURE_MODULES_DIR={shlex.quote(str(tree.modules_dir))}\n"
         )
@@ -212,6 +223,8 @@ def run(
         seconds = time.monotonic() - start
         console = _read(exchange / "console.log")
         rc_text = _read(exchange / "rc").strip()
+        if cfg.output_dir is not None:
+            shutil.copytree(exchange / "out", cfg.output_dir, dirs_exist_ok=True)
     return _result(proc.returncode, err.decode(errors="replace"), console, rc_text, seconds)
 
 

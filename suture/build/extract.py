@@ -1,0 +1,340 @@
+"""Make the patch object: the changed functions of a patched object and what they need.
+
+Included: the sections of the changed and new functions; the string literals,
+compiler-private tables (switch jump tables) and per-site statics
+(``__func__``, ``__warned``, ratelimit states) they use; new data; and the
+entries of the x86-64 special sections that describe included code (bug
+table, exception table, ORC unwind, alternatives, return/retpoline sites,
+smp locks, mcount). Everything else they reference (unchanged functions,
+existing data) becomes an undefined symbol resolved against the running
+kernel: by the module loader when exported, by the livepatch core (klp
+relocations, written after the final link) when not.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from suture.build import elfwrite as ew
+from suture.build.differ import SPECIAL_STATIC
+from suture.build.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType
+from suture.errors import BuildError
+
+# Special sections whose entries point at code: entry size, offset of the
+# relocation that says which function an entry belongs to.
+_TABLES: dict[str, tuple[int, int]] = {
+    "__bug_table": (12, 0),
+    "__ex_table": (12, 0),
+    ".orc_unwind_ip": (4, 0),
+    ".altinstructions": (12, 0),
+    ".return_sites": (4, 0),
+    ".retpoline_sites": (4, 0),
+    ".call_sites": (4, 0),
+    ".smp_locks": (4, 0),
+    "__mcount_loc": (8, 0),
+    ".parainstructions": (16, 0),
+    "__jump_table": (16, 0),
+    ".static_call_sites": (8, 0),
+}
+# Parallel tables: entry i of the first describes entry i of the second.
+_PARALLEL = {".orc_unwind_ip": (".orc_unwind", 6)}
+# Referenced as a whole when a kept entry points into them.
+_WHOLE = (".altinstr_replacement", ".altinstr_aux")
+# Tables whose keys live in the kernel: the loader reads them before the
+# livepatch core resolves anything, so a key must be an exported symbol.
+_KEYED = {"__jump_table": 8, ".static_call_sites": 4}
+
+NEW_PREFIX = "__suture_new_"
+
+
+def new_symbol_name(function: str) -> str:
+    """The module's global name for the new code of ``function`` (dots are not C)."""
+    return NEW_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", function)
+
+
+@dataclass
+class PatchObject:
+    """The extracted object and what the rest of the build needs to know about it."""
+
+    data: bytes
+    functions: dict[str, str]  # kernel function name -> global symbol of its new code
+    klp_symbols: set[str] = field(default_factory=set)  # resolved by the livepatch core
+    exported: set[str] = field(default_factory=set)  # resolved by the module loader
+
+
+class _Extractor:
+    def __init__(
+        self,
+        obj: ObjectFile,
+        functions: dict[str, str],
+        renames: dict[str, str],
+        exported: set[str],
+    ) -> None:
+        self.obj = obj
+        self.functions = functions  # name in this object -> kernel name
+        self.renames = renames
+        self.exported = exported
+        self.included: set[int] = set()
+        self.externals: dict[str, int] = {}  # kernel name -> output symbol slot
+        self.klp: set[str] = set()
+        self.used_exports: set[str] = set()
+
+    # -- what to include ---------------------------------------------------
+
+    def run(self) -> None:
+        funcs = self.obj.functions()
+        for name in self.functions:
+            sec = funcs.get(name)
+            if sec is None:
+                raise BuildError(f"{name} has no section of its own in {self.obj.path.name}")
+            self._include(sec)
+            cold = funcs.get(name + ".cold")
+            if cold is not None:
+                self._include(cold)
+
+    def _include(self, sec: Section) -> None:
+        if sec.index in self.included:
+            return
+        self.included.add(sec.index)
+        for rela in sec.relas:
+            self._classify(rela)
+
+    def _classify(self, rela: Rela) -> None:
+        sym = self.obj.symbols[rela.sym]
+        sec = self.obj.symbol_section(sym)
+        if sec is None or sec.index in self.included:
+            return
+        named = self._named(sym, sec, rela)
+        if self._carried(sec, named):
+            self._include(sec)
+
+    def _carried(self, sec: Section, named: Symbol | None) -> bool:
+        """True when the referenced section is copied into the patch rather than linked."""
+        if sec.is_strings or sec.name.startswith(_WHOLE):
+            return True
+        if named is None:
+            return not sec.is_text  # compiler-private data (switch tables, anonymous consts)
+        if named.type == SymType.OBJECT and SPECIAL_STATIC.match(named.name):
+            return True
+        return named.name in self.functions
+
+    def _named(self, sym: Symbol, sec: Section, rela: Rela) -> Symbol | None:
+        """The function or object a relocation points at (through a section symbol too)."""
+        if sym.type != SymType.SECTION:
+            return sym
+        if sec.symbol is not None:
+            return sec.symbol
+        target = rela.addend + (4 if rela.type in (2, 4) else 0)
+        for s in self.obj.symbols:
+            if (
+                s.shndx == sec.index
+                and s.type in (SymType.FUNC, SymType.OBJECT)
+                and s.value <= target < s.value + max(s.size, 1)
+            ):
+                return s
+        return None
+
+    # -- writing -------------------------------------------------------------
+
+    def build(self) -> bytes:
+        tables = self._filtered_tables()
+        order = sorted(self.included)
+        out_index = {idx: pos + 1 for pos, idx in enumerate(order)}
+        sections: list[ew.OutSection] = []
+        for idx in order:
+            sec = self.obj.sections[idx]
+            data, _ = tables.get(idx, (sec.data, None))
+            nobits = sec.type_num == ew.SHT.NOBITS
+            sections.append(
+                ew.OutSection(
+                    sec.name, sec.type_num, sec.flags, data, sec.addralign, sec.entsize,
+                    size=sec.size if nobits else None,
+                )
+            )  # fmt: skip
+        local_syms, global_syms = self._symbols(order, out_index)
+        symbols = local_syms + global_syms
+        slot = {id(s): i + 1 for i, s in enumerate(symbols)}
+        strtab = ew.StringTable()
+        symtab_index = len(sections) + 1
+        rela_sections = []
+        for idx in order:
+            relas = self._out_relas(idx, tables, slot, out_index)
+            if relas:
+                sec = self.obj.sections[idx]
+                rela_sections.append(
+                    ew.OutSection(
+                        ".rela" + sec.name, ew.SHT.RELA, ew.SHF.INFO_LINK, ew.pack_relas(relas),
+                        8, 24, link=symtab_index, info=out_index[idx],
+                    )
+                )  # fmt: skip
+        symdata = ew.pack_symbols(symbols, strtab)
+        sections.append(
+            ew.OutSection(".symtab", ew.SHT.SYMTAB, 0, symdata, 8, 24,
+                          link=symtab_index + 1, info=len(local_syms) + 1)
+        )  # fmt: skip
+        sections.append(ew.OutSection(".strtab", ew.SHT.STRTAB, 0, bytes(strtab.data)))
+        sections.extend(rela_sections)
+        return ew.write(sections)
+
+    def _symbols(
+        self, order: list[int], out_index: dict[int, int]
+    ) -> tuple[list[ew.OutSymbol], list[ew.OutSymbol]]:
+        self._section_syms = {
+            idx: ew.OutSymbol("", SymType.SECTION, out_index[idx]) for idx in order
+        }
+        local_syms = list(self._section_syms.values())
+        global_syms = []
+        for sym in self.obj.symbols:
+            if sym.shndx not in out_index or sym.type not in (SymType.FUNC, SymType.OBJECT):
+                continue
+            if sym.name in self.functions and sym.value == 0:
+                kernel = self.functions[sym.name]
+                global_syms.append(
+                    ew.OutSymbol(new_symbol_name(kernel), (SymBind.GLOBAL << 4) | SymType.FUNC,
+                                 out_index[sym.shndx], 0, sym.size)
+                )  # fmt: skip
+            else:
+                local_syms.append(
+                    ew.OutSymbol(sym.name, sym.type, out_index[sym.shndx], sym.value, sym.size)
+                )
+        self._external_syms: dict[str, ew.OutSymbol] = {}
+        return local_syms, global_syms + self._collect_externals()
+
+    def _collect_externals(self) -> list[ew.OutSymbol]:
+        for idx in sorted(self.included):
+            for rela in self._relas_of(idx):
+                target = self._external_name(rela)
+                if target and target not in self._external_syms:
+                    self._external_syms[target] = ew.OutSymbol(
+                        target, (SymBind.GLOBAL << 4) | SymType.NOTYPE, ew.SHN_UNDEF
+                    )
+                    if target in self.exported:
+                        self.used_exports.add(target)
+                    else:
+                        self.klp.add(target)
+        return list(self._external_syms.values())
+
+    def _relas_of(self, idx: int) -> list[Rela]:
+        return self._kept_relas.get(idx, self.obj.sections[idx].relas)
+
+    def _external_name(self, rela: Rela) -> str:
+        sym = self.obj.symbols[rela.sym]
+        sec = self.obj.symbol_section(sym)
+        if sec is not None and sec.index in self.included:
+            return ""
+        named = sym if sec is None else self._named(sym, sec, rela)
+        if named is None:
+            raise BuildError(
+                f"a reference from the patched code into {sec.name if sec else '?'} "
+                "has no symbol to resolve against the kernel",
+            )
+        return self.renames.get(named.name, named.name)
+
+    def _out_relas(
+        self,
+        idx: int,
+        tables: dict[int, tuple[bytes, int | None]],
+        slot: dict[int, int],
+        out_index: dict[int, int],
+    ) -> list[ew.OutRela]:
+        out = []
+        for rela in self._relas_of(idx):
+            sym = self.obj.symbols[rela.sym]
+            sec = self.obj.symbol_section(sym)
+            if sec is not None and sec.index in self.included:
+                target = self._section_syms[sec.index]
+                addend = rela.addend + (0 if sym.type == SymType.SECTION else sym.value)
+                out.append(ew.OutRela(rela.offset, rela.type, slot[id(target)], addend))
+                continue
+            named = sym if sec is None else self._named(sym, sec, rela)
+            assert named is not None  # _external_name raised otherwise  # noqa: S101
+            ext = self._external_syms[self.renames.get(named.name, named.name)]
+            addend = rela.addend - (named.value if sym.type == SymType.SECTION else 0)
+            out.append(ew.OutRela(rela.offset, rela.type, slot[id(ext)], addend))
+        return out
+
+    def _filtered_tables(self) -> dict[int, tuple[bytes, int | None]]:
+        """Entries of special sections that describe included code, and their relocations."""
+        self._kept_relas: dict[int, list[Rela]] = {}
+        result: dict[int, tuple[bytes, int | None]] = {}
+        code = set(self.included)
+        for sec in self.obj.sections:
+            if sec.name not in _TABLES or not sec.relas:
+                continue
+            size, anchor = _TABLES[sec.name]
+            by_offset = {r.offset: r for r in sec.relas}
+            keep = []
+            for i in range(len(sec.data) // size):
+                rela = by_offset.get(i * size + anchor)
+                target = self.obj.symbols[rela.sym] if rela else None
+                if target is not None and target.shndx in code:
+                    keep.append(i)
+            if not keep:
+                continue
+            self._check_keys(sec, keep, size, by_offset)
+            result[sec.index] = (b"".join(sec.data[i * size : (i + 1) * size] for i in keep), None)
+            relas = []
+            for new_i, old_i in enumerate(keep):
+                for off in range(size):
+                    r = by_offset.get(old_i * size + off)
+                    if r is not None:
+                        relas.append(Rela(new_i * size + off, r.type, r.sym, r.addend))
+            self._kept_relas[sec.index] = relas
+            self.included.add(sec.index)
+            for r in relas:
+                self._classify(r)
+            parallel = _PARALLEL.get(sec.name)
+            if parallel is not None:
+                other = self.obj.by_name[parallel[0]]
+                psize = parallel[1]
+                data = b"".join(other.data[i * psize : (i + 1) * psize] for i in keep)
+                result[other.index] = (data, None)
+                self._kept_relas[other.index] = []
+                self.included.add(other.index)
+        return result
+
+    def _check_keys(
+        self, sec: Section, keep: list[int], size: int, by_offset: dict[int, Rela]
+    ) -> None:
+        key_at = _KEYED.get(sec.name)
+        if key_at is None:
+            return
+        for i in keep:
+            rela = by_offset.get(i * size + key_at)
+            sym = self.obj.symbols[rela.sym] if rela else None
+            ksec = self.obj.symbol_section(sym) if sym else None
+            named = self._named(sym, ksec, rela) if sym and ksec and rela else sym
+            name = named.name if named else "?"
+            if name not in self.exported:
+                raise BuildError(
+                    f"the patched code uses the static key or call {name}, which the kernel does "
+                    "not export; the module loader would need it before the livepatch core "
+                    "can resolve it",
+                    hint="rewrite the fix without the static branch, or use a callback",
+                )
+
+
+def extract(
+    obj: ObjectFile,
+    functions: dict[str, str],
+    renames: dict[str, str],
+    exported: set[str],
+) -> PatchObject:
+    """Build the patch object from ``obj``.
+
+    Args:
+        obj: the patched object.
+        functions: its changed and new functions -> their names in the kernel.
+        renames: patched-object names -> the original object's names (clones).
+        exported: symbols the target kernel exports (Module.symvers).
+    """
+    ex = _Extractor(obj, functions, renames, exported)
+    ex.run()
+    data = ex.build()
+    return PatchObject(
+        data=data,
+        functions={k: new_symbol_name(k) for k in functions.values()},
+        klp_symbols=ex.klp,
+        exported=ex.used_exports,
+    )

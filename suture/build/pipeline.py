@@ -1,0 +1,249 @@
+"""``suture build``: a source fix in, a bundle for one exact kernel build out.
+
+source (prepared once per build) -> compile the touched units twice ->
+diff -> refuse what cannot be patched safely -> extract the changed code ->
+link a livepatch module with kbuild -> klp relocations -> bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suture import __version__, bundle
+from suture.build import module, source, symbols
+from suture.build.compile import ObjectPair, compile_pair
+from suture.build.differ import DiffResult, FunctionChange, diff_objects
+from suture.build.elfobj import ObjectFile, RelocType, Section
+from suture.build.extract import extract
+from suture.build.fix import Fix
+from suture.errors import BuildError, NoChangeError
+from suture.kernel.identity import parse_build_id
+from suture.kernel.modinfo import section_data
+from suture.lab import kernels, vmlinux
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build."""
+
+    release: str | None
+    fix: Path
+    out_dir: Path
+    name: str = ""
+    cves: tuple[str, ...] = ()
+    description: str = ""
+    level: int = 1
+
+
+@dataclass
+class BuildReport:
+    """What a build did, for ``--json`` and people."""
+
+    release: str
+    bundle: Path | None
+    name: str
+    objects: dict[str, list[str]] = field(default_factory=dict)  # object -> functions
+    new_functions: list[str] = field(default_factory=list)
+    line_only: list[str] = field(default_factory=list)
+    klp_symbols: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form."""
+        return {
+            "format": 1,
+            "release": self.release,
+            "bundle": str(self.bundle) if self.bundle else None,
+            "name": self.name,
+            "objects": self.objects,
+            "new_functions": self.new_functions,
+            "line_only": self.line_only,
+            "klp_symbols": self.klp_symbols,
+        }
+
+
+def _progress(text: str) -> None:
+    print(f"suture: {text}", file=sys.stderr)
+
+
+def default_name(fix: Path) -> str:
+    """A module name from the fix's file name: ``007-fs-x.patch`` -> ``suture_007_fs_x``."""
+    stem = re.sub(r"[^a-z0-9_]", "_", fix.name.lower().removesuffix(".patch").removesuffix(".diff"))
+    return ("suture_" + stem)[:55].rstrip("_")
+
+
+def _objname(tree: source.SourceTree, pair: ObjectPair) -> str:
+    """``vmlinux``, or the module a unit is linked into (read from kbuild's .cmd file)."""
+    cmd = tree.path / Path(pair.source).parent / f".{Path(pair.source).stem}.o.cmd"
+    text = cmd.read_text(errors="replace") if cmd.exists() else ""
+    if "-DMODULE" not in text:
+        return "vmlinux"
+    match = re.search(r"-DKBUILD_MODNAME='\"(\w+)\"'", text)
+    if match is None:
+        raise BuildError(f"cannot tell which module {pair.source} belongs to")
+    return match.group(1)
+
+
+def _refuse(pair: ObjectPair, diff: DiffResult) -> None:
+    if diff.unpatchable:
+        what, why = diff.unpatchable[0]
+        raise BuildError(f"{pair.source}: {what} changed, but {why}")
+    if diff.changed_data:
+        raise BuildError(
+            f"{pair.source}: the fix changes existing data ({', '.join(diff.changed_data)}); "
+            "a live patch cannot change data the running kernel already uses",
+            hint="keep the data as it is and attach new state with shadow variables "
+            "(klp_shadow_*), or set it up in a pre-patch callback",
+        )
+    no_fentry = [c.name for c in diff.changed if not c.has_fentry]
+    if no_fentry:
+        raise BuildError(
+            f"{pair.source}: {', '.join(no_fentry)} changed but has no ftrace entry "
+            "(its file is built without ftrace), so the livepatch core cannot redirect it",
+            hint="patching its callers instead is not supported yet",
+        )
+
+
+def _old_sha256(sec: Section) -> str:
+    data = bytearray(sec.data)
+    for r in sec.relas:
+        width = 8 if r.type in (RelocType.R_64, RelocType.PC64) else 4
+        data[r.offset : r.offset + width] = bytes(width)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _build_id(tree: kernels.KernelTree) -> str:
+    image = vmlinux.ensure(tree.vmlinuz, tree.vmlinux)
+    return parse_build_id(section_data(image.read_bytes(), b".notes") or b"")
+
+
+def build(req: BuildRequest) -> BuildReport:
+    """Run the whole build. Raises :class:`BuildError` (or :class:`NoChangeError`)."""
+    fix = Fix.parse(req.fix.read_text(errors="replace"))
+    name = req.name or default_name(req.fix)
+    image = kernels.fetch(req.release)
+    _progress(f"preparing the source of {image.release} (once per build)")
+    tree = source.prepare(image.release)
+    with tempfile.TemporaryDirectory(prefix="suture-build-") as tmp:
+        work = Path(tmp)
+        _progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
+        pairs = compile_pair(tree, req.fix, work / "objects")
+        diffs = []
+        for pair in pairs:
+            orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
+            diff = diff_objects(orig, patched, fix.files[pair.source])
+            _refuse(pair, diff)
+            diffs.append((pair, orig, patched, diff))
+        changed = [d for d in diffs if d[3].changed or d[3].new]
+        if not changed:
+            raise NoChangeError(
+                f"the fix changes no code in {image.release}: the objects it touches compile "
+                "the same (or this configuration does not build the changed code)",
+            )
+        if len(changed) > 1:
+            raise BuildError("fixes that change code in several files are not supported yet")
+        pair, orig, patched, diff = changed[0]
+        return _generate(
+            req, name=name, image=image, tree=tree, unit=(pair, orig, patched, diff), work=work
+        )
+
+
+def _generate(
+    req: BuildRequest,
+    *,
+    name: str,
+    image: kernels.KernelTree,
+    tree: source.SourceTree,
+    unit: tuple[ObjectPair, ObjectFile, ObjectFile, DiffResult],
+    work: Path,
+) -> BuildReport:
+    pair, orig, patched, diff = unit
+    objname = _objname(tree, pair)
+    if objname != "vmlinux":
+        raise BuildError(
+            f"{pair.source} is built into the module {objname}: module patches are not "
+            "supported yet"
+        )
+    inverse = {v: k for k, v in diff.renames.items()}
+    functions = {inverse.get(c.name, c.name): c.name for c in diff.changed}
+    functions.update({n.name: n.name for n in diff.new})
+    _progress(f"extracting {', '.join(sorted(functions.values()))}")
+    patch_obj = extract(patched, functions, diff.renames, symbols.exported(image))
+    _progress(f"resolving {len(patch_obj.klp_symbols)} kernel symbols (kallsyms of the build)")
+    ksyms = symbols.kallsyms(image.release)
+    klp_syms = {s: ksyms.sympos(s) for s in patch_obj.klp_symbols}
+    klp_funcs = [
+        module.PatchedFunction(c.name, patch_obj.functions[c.name], ksyms.sympos(c.name))
+        for c in diff.changed
+    ]
+    build_id = _build_id(image)
+    stub = module.stub_source(
+        name, None, klp_funcs, {"suture_build_id": build_id, "description": req.description}
+    )
+    _progress("linking the live patch module")
+    ko = module.link(
+        image.headers_dir, work / "module", name=name, patch_object=patch_obj.data, stub=stub,
+        klp_symbols=klp_syms, objname=objname,
+    )  # fmt: skip
+    manifest = _manifest(
+        req, name=name, release=image.release, build_id=build_id, orig=orig,
+        changed=diff.changed, ko=ko,
+    )  # fmt: skip
+    req.out_dir.mkdir(parents=True, exist_ok=True)
+    out = req.out_dir / f"{name}.bundle"
+    bundle.write(out, manifest, ko.read_bytes())
+    shutil.copyfile(ko, req.out_dir / ko.name)
+    return BuildReport(
+        release=image.release,
+        bundle=out,
+        name=name,
+        objects={objname: [c.name for c in diff.changed]},
+        new_functions=[n.name for n in diff.new],
+        line_only=diff.line_only,
+        klp_symbols=sorted(klp_syms),
+    )
+
+
+def _manifest(
+    req: BuildRequest,
+    *,
+    name: str,
+    release: str,
+    build_id: str,
+    orig: ObjectFile,
+    changed: list[FunctionChange],
+    ko: Path,
+) -> bundle.Manifest:
+    funcs = orig.functions()
+    module_bytes = ko.read_bytes()
+    return bundle.Manifest(
+        name=name,
+        release=release,
+        build_id=build_id,
+        level=req.level,
+        module_file=ko.name,
+        module_sha256=hashlib.sha256(module_bytes).hexdigest(),
+        module_size=len(module_bytes),
+        objects=(
+            bundle.PatchedObject(
+                "vmlinux",
+                tuple(
+                    bundle.Function(
+                        c.name, 0, c.size, _old_sha256(funcs[c.name]) if c.name in funcs else ""
+                    )
+                    for c in changed
+                ),
+            ),
+        ),
+        cves=req.cves,
+        description=req.description,
+        fix_sha256=hashlib.sha256(req.fix.read_bytes()).hexdigest(),
+        builder=f"suture {__version__}",
+        created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )

@@ -1,0 +1,52 @@
+"""``suture build``: a source fix in, a live patch bundle for one kernel build out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from suture.cli.output import Output
+from suture.errors import UsageError
+
+
+def register(subs: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``build``."""
+    p = subs.add_parser(
+        "build", parents=[common], help="build a live patch bundle from a source fix"
+    )
+    p.add_argument("fix", type=Path, help="a unified diff against the distro source")
+    p.add_argument("--kernel", metavar="RELEASE", help="target build (default: current)")
+    p.add_argument("-o", "--output", type=Path, default=Path("."), help="folder for the bundle")
+    p.add_argument("--name", default="", help="module name (default: from the fix's name)")
+    p.add_argument("--cve", action="append", default=[], metavar="ID", help="CVE fixed")
+    p.add_argument("--description", default="", help="what the fix does")
+    p.add_argument("--level", type=int, default=1, help="cumulative patch level (1)")
+    p.set_defaults(handler=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace, out: Output) -> int:
+    """Build one bundle."""
+    from suture.build.pipeline import BuildRequest, build
+
+    if not args.fix.is_file():
+        raise UsageError(f"{args.fix} is not a file", hint="give the path of a .patch file")
+    if args.level < 1:
+        raise UsageError("--level must be 1 or more")
+    report = build(
+        BuildRequest(
+            release=args.kernel,
+            fix=args.fix,
+            out_dir=args.output,
+            name=args.name,
+            cves=tuple(args.cve),
+            description=args.description,
+            level=args.level,
+        )
+    )
+    funcs = ", ".join(f for fs in report.objects.values() for f in fs)
+    out.result(
+        {"ok": True, **report.to_dict()},
+        f"built {report.bundle} for {report.release}: {funcs}",
+    )
+    return 0
