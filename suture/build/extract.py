@@ -79,6 +79,7 @@ class _Extractor:
         self.externals: dict[str, int] = {}  # kernel name -> output symbol slot
         self.klp: set[str] = set()
         self.used_exports: set[str] = set()
+        self.substitutes: dict[str, str] = {}  # unexported static call key -> trampoline
 
     # -- what to include ---------------------------------------------------
 
@@ -229,7 +230,8 @@ class _Extractor:
                 f"a reference from the patched code into {sec.name if sec else '?'} "
                 "has no symbol to resolve against the kernel",
             )
-        return self.renames.get(named.name, named.name)
+        name = self.renames.get(named.name, named.name)
+        return self.substitutes.get(name, name)
 
     def _out_relas(
         self,
@@ -249,7 +251,8 @@ class _Extractor:
                 continue
             named = sym if sec is None else self._named(sym, sec, rela)
             assert named is not None  # _external_name raised otherwise  # noqa: S101
-            ext = self._external_syms[self.renames.get(named.name, named.name)]
+            kernel_name = self.renames.get(named.name, named.name)
+            ext = self._external_syms[self.substitutes.get(kernel_name, kernel_name)]
             addend = rela.addend - (named.value if sym.type == SymType.SECTION else 0)
             out.append(ew.OutRela(rela.offset, rela.type, slot[id(ext)], addend))
         return out
@@ -306,13 +309,21 @@ class _Extractor:
             ksec = self.obj.symbol_section(sym) if sym else None
             named = self._named(sym, ksec, rela) if sym and ksec and rela else sym
             name = named.name if named else "?"
-            if name not in self.exported:
-                raise BuildError(
-                    f"the patched code uses the static key or call {name}, which the kernel does "
-                    "not export; the module loader would need it before the livepatch core "
-                    "can resolve it",
-                    hint="rewrite the fix without the static branch, or use a callback",
-                )
+            if name in self.exported:
+                continue
+            # A module names a static call it may not update by its exported
+            # trampoline; the kernel finds the key from it (static_call_add_module),
+            # as objtool arranges for modules. The flag bits stay in the addend.
+            tramp = "__SCT__" + name.removeprefix("__SCK__")
+            if sec.name == ".static_call_sites" and tramp in self.exported:
+                self.substitutes[name] = tramp
+                continue
+            raise BuildError(
+                f"the patched code uses the static key {name}, which the kernel does not "
+                "export: the module loader sets up jump labels before the livepatch core "
+                "can resolve it",
+                hint="rewrite the fix without the static branch in the changed function",
+            )
 
 
 def extract(

@@ -177,9 +177,13 @@ def _generate(
     patch_obj = extract(patched, functions, diff.renames, symbols.exported(image))
     _progress(f"resolving {len(patch_obj.klp_symbols)} kernel symbols (kallsyms of the build)")
     ksyms = symbols.kallsyms(image.release)
-    klp_syms = {s: ksyms.sympos(s) for s in patch_obj.klp_symbols}
+    # Names the original object defines: anchors that tell same-named locals apart.
+    local_names = [s.name for s in orig.symbols if s.shndx and s.name and s.type in (1, 2)]
+    klp_syms = {s: ksyms.sympos(s, local_names) for s in patch_obj.klp_symbols}
     klp_funcs = [
-        module.PatchedFunction(c.name, patch_obj.functions[c.name], ksyms.sympos(c.name))
+        module.PatchedFunction(
+            c.name, patch_obj.functions[c.name], ksyms.sympos(c.name, local_names)
+        )
         for c in diff.changed
     ]
     build_id = _build_id(image)

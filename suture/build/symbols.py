@@ -10,7 +10,7 @@ build from a lab guest and cached.
 from __future__ import annotations
 
 import tempfile
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,22 +31,50 @@ def exported(tree: kernels.KernelTree) -> set[str]:
 
 @dataclass(frozen=True)
 class Kallsyms:
-    """Symbol names of one build with how often each occurs (vmlinux and its modules)."""
+    """vmlinux symbols of one build in kallsyms order (by address): name -> [(address, type)]."""
 
-    counts: Counter[str]
+    by_name: dict[str, list[tuple[int, str]]]
 
-    def sympos(self, name: str) -> int:
-        """0 when ``name`` is unique (or absent: the core will say so at load).
+    def count(self, name: str) -> int:
+        """How many vmlinux symbols have this name."""
+        return len(self.by_name.get(name, []))
+
+    def sympos(self, name: str, neighbours: Sequence[str] = ()) -> int:
+        """The livepatch ``sympos`` of ``name``: 0 when unique, else its 1-based position.
+
+        A local name several files use is told apart by the symbols of the
+        patched file around it: the candidate nearest to a uniquely named
+        symbol of that file, of the same kind (code or data), is ours.
 
         Raises:
-            BuildError: several symbols have this name; picking one is not supported yet.
+            BuildError: the name is ambiguous and no neighbour tells which one it is.
         """
-        if self.counts.get(name, 0) > 1:
+        candidates = self.by_name.get(name, [])
+        if len(candidates) <= 1:
+            return 0
+        kind = _kind(candidates[0][1])
+        anchors = [
+            entries[0][0]
+            for n in neighbours
+            if len(entries := self.by_name.get(n, [])) == 1 and _kind(entries[0][1]) == kind
+        ]
+        if not anchors:
             raise BuildError(
-                f"the kernel has {self.counts[name]} symbols named {name}; the patch would "
-                "need to say which one, which this Suture does not work out yet",
+                f"the kernel has {len(candidates)} symbols named {name} and nothing in the "
+                "patched file tells which one is meant",
             )
-        return 0
+        distance = [min(abs(addr - a) for a in anchors) for addr, _ in candidates]
+        best = distance.index(min(distance))
+        if distance.count(distance[best]) > 1 or distance[best] > _MAX_NEIGHBOUR_GAP:
+            raise BuildError(f"cannot tell which of the {len(candidates)} symbols {name} is meant")
+        return best + 1
+
+
+_MAX_NEIGHBOUR_GAP = 1 << 20  # one object's code or data is far smaller
+
+
+def _kind(kallsyms_type: str) -> str:
+    return "text" if kallsyms_type in "tTwW" else "data"
 
 
 def kallsyms(release: str) -> Kallsyms:
@@ -65,9 +93,9 @@ def kallsyms(release: str) -> Kallsyms:
             if result.returncode != 0:
                 raise BuildError(f"reading /proc/kallsyms in the {release} guest failed")
             atomic_write(path, (Path(tmp) / "kallsyms").read_bytes())
-    counts: Counter[str] = Counter()
+    by_name: dict[str, list[tuple[int, str]]] = {}
     for line in path.read_text().splitlines():
         fields = line.split()
         if len(fields) == 3:  # vmlinux symbols only: module lines carry "[module]"
-            counts[fields[2]] += 1
-    return Kallsyms(counts)
+            by_name.setdefault(fields[2], []).append((int(fields[0], 16), fields[1]))
+    return Kallsyms(by_name)

@@ -17,7 +17,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("fix", type=Path, help="a unified diff against the distro source")
     p.add_argument("--kernel", metavar="RELEASE", help="target build (default: current)")
-    p.add_argument("-o", "--output", type=Path, default=Path("."), help="folder for the bundle")
+    p.add_argument("-o", "--output", type=Path, default=Path(), help="folder for the bundle")
     p.add_argument("--name", default="", help="module name (default: from the fix's name)")
     p.add_argument("--cve", action="append", default=[], metavar="ID", help="CVE fixed")
     p.add_argument("--description", default="", help="what the fix does")

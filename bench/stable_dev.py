@@ -1,0 +1,137 @@
+"""Build every fix of ../shared/patches/stable-dev, then load each in a guest of its kernel.
+
+Prints one JSON document: per patch, built / no-change / refused (with the
+reason), and for built ones whether it loaded, transitioned, unloaded, and
+kept dmesg clean while a short workload ran.
+
+    .venv/bin/python bench/stable_dev.py [--corpus DIR] [--only ID...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "patches" / "stable-dev"
+RELEASE = "6.1.0-47-amd64"  # the corpus' base (see its README)
+WORKLOAD = (
+    "ls -R /sys/kernel/livepatch >/dev/null; cat /proc/self/status /proc/cmdline >/dev/null; "
+    "ip link >/dev/null; ping -c1 -W1 127.0.0.1 >/dev/null 2>&1; sync; "
+    "dd if=/dev/zero of=/tmp/suture-w bs=64k count=16 2>/dev/null; rm -f /tmp/suture-w"
+)
+BAD = ("Call Trace", "BUG:", "WARNING:", "Oops")
+
+
+def build_all(corpus: Path, out: Path, only: list[str]) -> list[dict[str, object]]:
+    from suture.build.pipeline import BuildRequest, build
+    from suture.errors import NoChangeError, SutureError
+
+    rows = list(csv.DictReader((corpus / "manifest.tsv").open(), delimiter="\t"))
+    results = []
+    for row in rows:
+        if only and row["id"] not in only:
+            continue
+        patch = next(corpus.rglob(row["patch"]))
+        entry: dict[str, object] = {"id": row["id"], "file": row["file"], "target": row["target"]}
+        start = time.monotonic()
+        try:
+            report = build(BuildRequest(RELEASE, patch, out, name=f"sd_{row['id'][:3]}"))
+            entry.update(status="built", bundle=str(report.bundle), functions=report.objects)
+        except NoChangeError as e:
+            entry.update(status="no-change", reason=e.message)
+        except SutureError as e:
+            entry.update(status="refused", reason=e.message.splitlines()[0])
+        entry["build_s"] = round(time.monotonic() - start, 1)
+        print(f"{row['id']}: {entry['status']} {entry.get('reason', '')}", file=sys.stderr)
+        results.append(entry)
+    return results
+
+
+def load_inside(bundles: list[str]) -> None:
+    """In the guest: apply, exercise, unload each bundle; one JSON line each."""
+    for path in bundles:
+        subprocess.run(["dmesg", "-C"], check=False)
+        res: dict[str, object] = {"bundle": path}
+        apply = subprocess.run(
+            [sys.executable, "-m", "suture.cli.main", "apply", path, "--timeout", "30"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        res["loaded"] = apply.returncode == 0
+        if apply.returncode != 0:
+            res["error"] = apply.stderr.strip().splitlines()[-2:]
+        else:
+            subprocess.run(["sh", "-c", WORKLOAD], check=False)
+            name = Path(path).stem
+            unload = subprocess.run(
+                [sys.executable, "-m", "suture.cli.main", "unload", name],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            res["unloaded"] = unload.returncode == 0
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+        res["dmesg_clean"] = not any(b in log for b in BAD)
+        if not res["dmesg_clean"]:
+            res["dmesg"] = log[-1500:]
+        print("RESULT " + json.dumps(res), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--inside", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inside is not None:
+        load_inside(args.inside)
+        return
+    from suture.lab import guest, kernels
+
+    out = Path(tempfile.mkdtemp(prefix="suture-stable-dev-"))
+    results = build_all(args.corpus, out, args.only)
+    bundles = [str(r["bundle"]) for r in results if r["status"] == "built"]
+    loads: dict[str, dict[str, object]] = {}
+    if bundles:
+        log = out / "guest.log"
+        with log.open("wb") as sink:
+            guest.run(
+                kernels.fetch(RELEASE),
+                [sys.executable, str(Path(__file__).resolve()), "--inside", *bundles],
+                guest.GuestConfig(timeout=3000),
+                cwd=ROOT,
+                stdout=sink,
+            )
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("RESULT "):
+                res = json.loads(line[7:])
+                loads[str(res.pop("bundle"))] = res
+    for r in results:
+        if r["status"] == "built":
+            r.update(loads.get(str(r["bundle"]), {"loaded": False, "error": "no result"}))
+    ok = sum(
+        1
+        for r in results
+        if r["status"] == "no-change"
+        or (r["status"] == "built" and r.get("loaded") and r.get("unloaded") and r.get("dmesg_clean"))
+    )
+    print(json.dumps({
+        "format": 1,
+        "bench": "stable-dev",
+        "kernel": RELEASE,
+        "patches": len(results),
+        "right": ok,
+        "right_share": round(ok / max(len(results), 1), 3),
+        "built": sum(1 for r in results if r["status"] == "built"),
+        "no_change": sum(1 for r in results if r["status"] == "no-change"),
+        "refused": sum(1 for r in results if r["status"] == "refused"),
+        "results": results,
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

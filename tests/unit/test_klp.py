@@ -1,0 +1,78 @@
+"""The ELF writer and the klp conversion, checked with readelf (binutils)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from suture.build import elfwrite as ew
+from suture.build import klp
+
+pytestmark = pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils")
+
+R_X86_64_PC32 = 2
+
+
+def _object() -> bytes:
+    """A tiny object: .text calling an undefined `hidden` and an undefined `exported`."""
+    text = ew.OutSection(".text.f", ew.SHT.PROGBITS, ew.SHF.ALLOC | ew.SHF.EXECINSTR,
+                         b"\xe8\0\0\0\0\xe8\0\0\0\0\xc3", 16)  # fmt: skip
+    syms = [
+        ew.OutSymbol("", 3, 1),  # section symbol of .text.f
+        ew.OutSymbol("f", (1 << 4) | 2, 1, 0, 11),
+        ew.OutSymbol("hidden", 1 << 4, ew.SHN_UNDEF),
+        ew.OutSymbol("exported", 1 << 4, ew.SHN_UNDEF),
+    ]
+    strtab = ew.StringTable()
+    symdata = ew.pack_symbols(syms, strtab)
+    relas = [ew.OutRela(1, R_X86_64_PC32, 3, -4), ew.OutRela(6, R_X86_64_PC32, 4, -4)]
+    return ew.write(
+        [
+            text,
+            ew.OutSection(".symtab", ew.SHT.SYMTAB, 0, symdata, 8, 24, link=3, info=2),
+            ew.OutSection(".strtab", ew.SHT.STRTAB, 0, bytes(strtab.data)),
+            ew.OutSection(
+                ".rela.text.f",
+                ew.SHT.RELA,
+                ew.SHF.INFO_LINK,
+                ew.pack_relas(relas),
+                8,
+                24,
+                link=2,
+                info=1,
+            ),  # fmt: skip
+        ]
+    )
+
+
+def _readelf(tmp_path: Path, data: bytes, *flags: str) -> str:
+    path = tmp_path / "x.o"
+    path.write_bytes(data)
+    return subprocess.run(
+        ["readelf", "-W", *flags, str(path)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_writer_output_reads_back(tmp_path: Path) -> None:
+    out = _readelf(tmp_path, _object(), "-s", "-r")
+    assert "hidden - 4" in out and "exported - 4" in out
+    assert " f\n" in out
+
+
+def test_convert_moves_relocations(tmp_path: Path) -> None:
+    converted = klp.convert(_object(), "vmlinux", {"hidden": 2})
+    out = _readelf(tmp_path, converted, "-S", "-s", "-r")
+    assert ".klp.rela.vmlinux..text.f" in out
+    assert ".klp.sym.vmlinux.hidden,2" in out
+    assert "OS [0xff20]" in out  # SHN_LIVEPATCH
+    # The normal relocation section keeps only the exported reference.
+    normal = out.split("Relocation section '.rela.text.f'")[1].split("Relocation section")[0]
+    assert "exported" in normal and "hidden" not in normal
+
+
+def test_convert_refuses_unknown_symbol() -> None:
+    with pytest.raises(Exception, match="lacks the undefined symbols"):
+        klp.convert(_object(), "vmlinux", {"nothere": 0})
