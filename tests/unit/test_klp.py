@@ -18,8 +18,13 @@ R_X86_64_PC32 = 2
 
 def _object() -> bytes:
     """A tiny object: .text calling an undefined `hidden` and an undefined `exported`."""
-    text = ew.OutSection(".text.f", ew.SHT.PROGBITS, ew.SHF.ALLOC | ew.SHF.EXECINSTR,
-                         b"\xe8\0\0\0\0\xe8\0\0\0\0\xc3", 16)  # fmt: skip
+    text = ew.OutSection(
+        ".text.f",
+        ew.SHT.PROGBITS,
+        ew.SHF.ALLOC | ew.SHF.EXECINSTR,
+        b"\xe8\0\0\0\0\xe8\0\0\0\0\xc3",
+        16,
+    )
     syms = [
         ew.OutSymbol("", 3, 1),  # section symbol of .text.f
         ew.OutSymbol("f", (1 << 4) | 2, 1, 0, 11),
@@ -43,7 +48,7 @@ def _object() -> bytes:
                 24,
                 link=2,
                 info=1,
-            ),  # fmt: skip
+            ),
         ]
     )
 
