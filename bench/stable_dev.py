@@ -113,12 +113,13 @@ def main() -> None:
     for r in results:
         if r["status"] == "built":
             r.update(loads.get(str(r["bundle"]), {"loaded": False, "error": "no result"}))
-    ok = sum(
-        1
-        for r in results
-        if r["status"] == "no-change"
-        or (r["status"] == "built" and r.get("loaded") and r.get("unloaded") and r.get("dmesg_clean"))
-    )
+    def right(r: dict[str, object]) -> bool:
+        if r["status"] == "no-change":
+            return True
+        healthy = r.get("loaded") and r.get("unloaded") and r.get("dmesg_clean")
+        return r["status"] == "built" and bool(healthy)
+
+    ok = sum(1 for r in results if right(r))
     print(json.dumps({
         "format": 1,
         "bench": "stable-dev",
