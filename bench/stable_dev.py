@@ -113,6 +113,7 @@ def main() -> None:
     for r in results:
         if r["status"] == "built":
             r.update(loads.get(str(r["bundle"]), {"loaded": False, "error": "no result"}))
+
     def right(r: dict[str, object]) -> bool:
         if r["status"] == "no-change":
             return True
