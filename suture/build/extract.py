@@ -311,6 +311,9 @@ class _Extractor:
             name = named.name if named else "?"
             if name in self.exported:
                 continue
+            if ksec is not None and self._carried(ksec, named):
+                self._include(ksec)  # a key of the patch's own (dynamic debug descriptors)
+                continue
             # A module names a static call it may not update by its exported
             # trampoline; the kernel finds the key from it (static_call_add_module),
             # as objtool arranges for modules. The flag bits stay in the addend.

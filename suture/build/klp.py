@@ -75,7 +75,10 @@ def convert(ko: bytes, objname: str, sympos: Mapping[str, int]) -> bytes:
         new_sections.append(
             ew.OutSection(
                 f".klp.rela.{objname}.{target}", ew.SHT.RELA,
-                ew.SHF.INFO_LINK | ew.SHF.RELA_LIVEPATCH, ew.pack_relas(moved), 8, 24,
+                # ALLOC: the core applies relocations for a module patched
+                # later, when the file image the loader read is long freed.
+                ew.SHF.ALLOC | ew.SHF.INFO_LINK | ew.SHF.RELA_LIVEPATCH,
+                ew.pack_relas(moved), 8, 24,
                 link=sec.link, info=sec.info,
             )
         )  # fmt: skip

@@ -165,18 +165,17 @@ def _generate(
 ) -> BuildReport:
     pair, orig, patched, diff = unit
     objname = _objname(tree, pair)
-    if objname != "vmlinux":
-        raise BuildError(
-            f"{pair.source} is built into the module {objname}: module patches are not "
-            "supported yet"
-        )
     inverse = {v: k for k, v in diff.renames.items()}
     functions = {inverse.get(c.name, c.name): c.name for c in diff.changed}
     functions.update({n.name: n.name for n in diff.new})
     _progress(f"extracting {', '.join(sorted(functions.values()))}")
     patch_obj = extract(patched, functions, diff.renames, symbols.exported(image))
     _progress(f"resolving {len(patch_obj.klp_symbols)} kernel symbols (kallsyms of the build)")
-    ksyms = symbols.kallsyms(image.release)
+    ksyms = (
+        symbols.kallsyms(image.release)
+        if objname == "vmlinux"
+        else symbols.module_symbols(image, objname)
+    )
     # Names the original object defines: anchors that tell same-named locals apart.
     local_names = [s.name for s in orig.symbols if s.shndx and s.name and s.type in (1, 2)]
     klp_syms = {s: ksyms.sympos(s, local_names) for s in patch_obj.klp_symbols}
@@ -188,7 +187,10 @@ def _generate(
     ]
     build_id = _build_id(image)
     stub = module.stub_source(
-        name, None, klp_funcs, {"suture_build_id": build_id, "description": req.description}
+        name,
+        None if objname == "vmlinux" else objname,
+        klp_funcs,
+        {"suture_build_id": build_id, "description": req.description},
     )
     _progress("linking the live patch module")
     ko = module.link(
@@ -197,7 +199,7 @@ def _generate(
     )  # fmt: skip
     manifest = _manifest(
         req, name=name, release=image.release, build_id=build_id, orig=orig,
-        changed=diff.changed, ko=ko,
+        changed=diff.changed, ko=ko, objname=objname,
     )  # fmt: skip
     req.out_dir.mkdir(parents=True, exist_ok=True)
     out = req.out_dir / f"{name}.bundle"
@@ -223,6 +225,7 @@ def _manifest(
     orig: ObjectFile,
     changed: list[FunctionChange],
     ko: Path,
+    objname: str,
 ) -> bundle.Manifest:
     funcs = orig.functions()
     module_bytes = ko.read_bytes()
@@ -236,7 +239,7 @@ def _manifest(
         module_size=len(module_bytes),
         objects=(
             bundle.PatchedObject(
-                "vmlinux",
+                objname,
                 tuple(
                     bundle.Function(
                         c.name, 0, c.size, _old_sha256(funcs[c.name]) if c.name in funcs else ""

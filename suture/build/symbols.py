@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
 from suture.errors import BuildError
 from suture.fsutil import atomic_write, cache_dir
 from suture.lab import guest, kernels
@@ -75,6 +78,30 @@ _MAX_NEIGHBOUR_GAP = 1 << 20  # one object's code or data is far smaller
 
 def _kind(kallsyms_type: str) -> str:
     return "text" if kallsyms_type in "tTwW" else "data"
+
+
+def module_symbols(tree: kernels.KernelTree, module: str) -> Kallsyms:
+    """The symbols of the distro's ``module``.ko, in its symtab's order (module kallsyms order).
+
+    Raises:
+        BuildError: the image ships no such module.
+    """
+    candidates = [
+        p
+        for p in tree.modules_dir.joinpath("kernel").rglob("*.ko*")
+        if p.name.split(".ko")[0].replace("-", "_") == module
+    ]
+    if not candidates:
+        raise BuildError(f"the image of {tree.release} has no module {module}")
+    by_name: dict[str, list[tuple[int, str]]] = {}
+    with candidates[0].open("rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        if isinstance(symtab, SymbolTableSection):
+            for i, sym in enumerate(symtab.iter_symbols()):
+                kind = "t" if sym["st_info"]["type"] == "STT_FUNC" else "d"
+                if sym.name and sym["st_shndx"] != "SHN_UNDEF":
+                    by_name.setdefault(sym.name, []).append((i, kind))
+    return Kallsyms(by_name)
 
 
 def kallsyms(release: str) -> Kallsyms:

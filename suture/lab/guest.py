@@ -22,7 +22,7 @@ from typing import IO
 
 from suture.errors import GuestError, GuestTimeoutError, LabError, ToolMissingError, UsageError
 from suture.fsutil import cache_dir
-from suture.lab import initramfs, vmlinux
+from suture.lab import initramfs, kernels, vmlinux
 from suture.lab.kernels import KernelTree
 
 QEMU = "qemu-system-x86_64"
@@ -190,6 +190,7 @@ def run(
     if shutil.which(QEMU) is None:
         raise ToolMissingError(f"{QEMU} is not installed", hint="apt-get install qemu-system-x86")
     initrd = initramfs.build(tree, cache_dir() / "initramfs")
+    kernels.ensure_depmod(tree)
     cwd = cwd or Path.cwd()
     with tempfile.TemporaryDirectory(prefix="suture-lab-") as tmp:
         exchange = Path(tmp)

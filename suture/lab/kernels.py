@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -70,6 +71,16 @@ class KernelTree:
             "vmlinuz": str(self.vmlinuz),
             "headers": str(self.headers_dir),
         }
+
+
+def ensure_depmod(tree: KernelTree) -> None:
+    """Write ``modules.dep`` for the image's modules (so modprobe works in a guest); best effort.
+
+    The image package ships none: Debian's postinst runs depmod on install.
+    """
+    if (tree.modules_dir / "modules.dep").exists() or shutil.which("depmod") is None:
+        return
+    subprocess.run(["depmod", "-b", str(tree.root), tree.release], capture_output=True, check=False)
 
 
 def kernels_dir() -> Path:
