@@ -70,8 +70,10 @@ class _Extractor:
         functions: dict[str, str],
         renames: dict[str, str],
         exported: set[str],
+        new_data: set[str],
     ) -> None:
         self.obj = obj
+        self.new_data = new_data  # objects the fix adds: the patch carries them
         self.functions = functions  # name in this object -> kernel name
         self.renames = renames
         self.exported = exported
@@ -116,7 +118,9 @@ class _Extractor:
             return True
         if named is None:
             return not sec.is_text  # compiler-private data (switch tables, anonymous consts)
-        if named.type == SymType.OBJECT and SPECIAL_STATIC.match(named.name):
+        if named.type == SymType.OBJECT and (
+            SPECIAL_STATIC.match(named.name) or named.name in self.new_data
+        ):
             return True
         return named.name in self.functions
 
@@ -334,6 +338,7 @@ def extract(
     functions: dict[str, str],
     renames: dict[str, str],
     exported: set[str],
+    new_data: set[str] | None = None,
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -342,8 +347,9 @@ def extract(
         functions: its changed and new functions -> their names in the kernel.
         renames: patched-object names -> the original object's names (clones).
         exported: symbols the target kernel exports (Module.symvers).
+        new_data: objects the fix adds (new statics and globals), carried in the patch.
     """
-    ex = _Extractor(obj, functions, renames, exported)
+    ex = _Extractor(obj, functions, renames, exported, new_data or set())
     ex.run()
     data = ex.build()
     return PatchObject(

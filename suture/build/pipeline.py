@@ -169,7 +169,9 @@ def _generate(
     functions = {inverse.get(c.name, c.name): c.name for c in diff.changed}
     functions.update({n.name: n.name for n in diff.new})
     _progress(f"extracting {', '.join(sorted(functions.values()))}")
-    patch_obj = extract(patched, functions, diff.renames, symbols.exported(image))
+    patch_obj = extract(
+        patched, functions, diff.renames, symbols.exported(image), set(diff.new_data)
+    )
     _progress(f"resolving {len(patch_obj.klp_symbols)} kernel symbols (kallsyms of the build)")
     ksyms = (
         symbols.kallsyms(image.release)
