@@ -67,6 +67,13 @@ def load_inside(bundles: list[str]) -> None:
         if apply.returncode != 0:
             res["error"] = apply.stderr.strip().splitlines()[-2:]
         else:
+            from suture import bundle
+
+            targets = [o.name for o in bundle.read_manifest(Path(path)).objects]
+            modules = [t for t in targets if t != "vmlinux"]
+            for mod in modules:  # the core patches a module as it loads
+                loaded = subprocess.run(["modprobe", mod], capture_output=True, check=False)
+                res.setdefault("modprobe", {})[mod] = loaded.returncode == 0  # type: ignore[index]
             subprocess.run(["sh", "-c", WORKLOAD], check=False)
             name = Path(path).stem
             unload = subprocess.run(
@@ -74,6 +81,8 @@ def load_inside(bundles: list[str]) -> None:
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             res["unloaded"] = unload.returncode == 0
+            for mod in modules:
+                subprocess.run(["modprobe", "-r", mod], capture_output=True, check=False)
         log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
         res["dmesg_clean"] = not any(b in log for b in BAD)
         if not res["dmesg_clean"]:
