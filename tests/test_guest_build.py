@@ -71,6 +71,45 @@ FEATURES = {
             ),
         ],
     ),
+    # kpatch's macro header: a fix written for kpatch-build builds unchanged.
+    "callbacks": (
+        "fs/proc/cmdline.c",
+        [
+            (
+                "#include <linux/seq_file.h>\n",
+                '#include <linux/seq_file.h>\n#include "kpatch-macros.h"\n',
+            ),
+            (
+                "static int cmdline_proc_show",
+                "static int suture_ready;\n\nstatic int suture_pre(patch_object *obj)\n{\n"
+                "\tsuture_ready = 42;\n\treturn 0;\n}\nKPATCH_PRE_PATCH_CALLBACK(suture_pre);\n\n"
+                "static int cmdline_proc_show",
+            ),
+            (SHOW, '\tseq_printf(m, "cb%d:", suture_ready);\n' + SHOW),
+        ],
+    ),
+    # A shadow variable attached to an existing object, freed when the patch goes.
+    "shadow": (
+        "fs/proc/cmdline.c",
+        [
+            (
+                "#include <linux/seq_file.h>\n",
+                '#include <linux/seq_file.h>\n#include "suture_livepatch.h"\n',
+            ),
+            (
+                "static int cmdline_proc_show",
+                "static void suture_free(struct klp_object *obj)\n{\n"
+                "\tklp_shadow_free_all(1, NULL);\n}\nSUTURE_POST_UNPATCH_CALLBACK(suture_free);\n\n"
+                "static int cmdline_proc_show",
+            ),
+            (
+                SHOW,
+                "\tint *seen = klp_shadow_get_or_alloc(saved_command_line, 1, sizeof(int),\n"
+                "\t\t\t\t\t     GFP_KERNEL, NULL, NULL);\n\n"
+                '\tif (seen)\n\t\tseq_printf(m, "sh%d:", ++*seen);\n' + SHOW,
+            ),
+        ],
+    ),
 }
 
 

@@ -19,7 +19,10 @@ from suture.build.source import SourceTree
 from suture.errors import BuildError
 from suture.fsutil import locked
 
-SECTION_FLAGS = "KCFLAGS=-ffunction-sections -fdata-sections"
+# One section per function and object, and the author API headers (suture_livepatch.h,
+# kpatch-macros.h) on the include path. The same flags for both compiles.
+INCLUDE_DIR = Path(__file__).parent / "include"
+SECTION_FLAGS = f"KCFLAGS=-ffunction-sections -fdata-sections -I{INCLUDE_DIR}"
 
 
 @dataclass(frozen=True)

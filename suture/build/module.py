@@ -32,14 +32,27 @@ def _c_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+CALLBACK_KINDS = ("pre_patch", "post_patch", "pre_unpatch", "post_unpatch")
+
+
 def stub_source(
     name: str,
     objname: str | None,
     functions: list[PatchedFunction],
     info: dict[str, str],
+    callbacks: dict[str, str] | None = None,
 ) -> str:
-    """The C source of the module's livepatch structures."""
-    externs = "\n".join(f"extern char {f.new_symbol}[];" for f in functions)
+    """The C source of the module's livepatch structures.
+
+    ``callbacks`` maps a kind (``pre_patch`` ...) to the new code's symbol.
+    """
+    callbacks = callbacks or {}
+    symbols = sorted({f.new_symbol for f in functions} | set(callbacks.values()))
+    externs = "\n".join(f"extern char {s}[];" for s in symbols)
+    cb_fields = "".join(
+        f"\t\t.{kind} = (void *){sym},\n" for kind, sym in sorted(callbacks.items())
+    )
+    cb_init = f", .callbacks = {{\n{cb_fields}\t}}" if callbacks else ""
     funcs = "\n".join(
         f"\t{{ .old_name = {_c_string(f.name)}, .new_func = {f.new_symbol}, "
         f".old_sympos = {f.sympos} }},"
@@ -61,7 +74,7 @@ static struct klp_func suture_funcs[] = {{
 }};
 
 static struct klp_object suture_objs[] = {{
-\t{{ .name = {obj}, .funcs = suture_funcs }},
+\t{{ .name = {obj}, .funcs = suture_funcs{cb_init} }},
 \t{{}}
 }};
 

@@ -20,7 +20,7 @@ from suture import __version__, bundle
 from suture.build import module, source, symbols
 from suture.build.compile import ObjectPair, compile_pair
 from suture.build.differ import DiffResult, FunctionChange, diff_objects
-from suture.build.elfobj import ObjectFile, RelocType, Section
+from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymType
 from suture.build.extract import extract
 from suture.build.fix import Fix
 from suture.errors import BuildError, NoChangeError
@@ -110,6 +110,28 @@ def _refuse(pair: ObjectPair, diff: DiffResult) -> None:
         )
 
 
+def _callbacks(obj: ObjectFile) -> dict[str, str]:
+    """Callbacks the fix registers with suture_livepatch.h: kind -> function name."""
+    found = {}
+    for sec in obj.sections:
+        kind = sec.name.removeprefix(".suture.callbacks.")
+        if kind == sec.name or kind not in module.CALLBACK_KINDS:
+            continue
+        targets = {_function_named(obj, r) for r in sec.relas}
+        if len(targets) != 1:
+            raise BuildError(f"register exactly one {kind} callback (found {len(targets)})")
+        found[kind] = targets.pop()
+    return found
+
+
+def _function_named(obj: ObjectFile, rela: Rela) -> str:
+    sym = obj.symbols[rela.sym]
+    sec = obj.symbol_section(sym)
+    if sym.type == SymType.SECTION and sec is not None and sec.symbol is not None:
+        return sec.symbol.name
+    return sym.name
+
+
 def _old_sha256(sec: Section) -> str:
     data = bytearray(sec.data)
     for r in sec.relas:
@@ -168,6 +190,8 @@ def _generate(
     inverse = {v: k for k, v in diff.renames.items()}
     functions = {inverse.get(c.name, c.name): c.name for c in diff.changed}
     functions.update({n.name: n.name for n in diff.new})
+    callbacks = _callbacks(patched)
+    functions.update({fn: fn for fn in callbacks.values()})
     _progress(f"extracting {', '.join(sorted(functions.values()))}")
     patch_obj = extract(
         patched, functions, diff.renames, symbols.exported(image), set(diff.new_data)
@@ -193,6 +217,7 @@ def _generate(
         None if objname == "vmlinux" else objname,
         klp_funcs,
         {"suture_build_id": build_id, "description": req.description},
+        {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()},
     )
     _progress("linking the live patch module")
     ko = module.link(

@@ -48,6 +48,22 @@ def test_new_static_local_and_global() -> None:
     assert cmdline() == "2/20:" + original  # the state lives on between calls
 
 
+def test_callbacks_with_kpatch_macros() -> None:
+    original = cmdline()
+    apply("callbacks")
+    assert cmdline() == "cb42:" + original  # the pre-patch callback ran first
+
+
+def test_shadow_variable() -> None:
+    original = cmdline()
+    apply("shadow")
+    assert cmdline() == "sh1:" + original
+    assert cmdline() == "sh2:" + original
+    suture("unload", "suture_t_shadow")  # the post-unpatch callback frees the shadow
+    apply("shadow")
+    assert cmdline() == "sh1:" + original
+
+
 def test_module_patch_applies_when_the_module_loads() -> None:
     apply("mrp")
     (patch,) = status()["patches"]  # type: ignore[misc]
