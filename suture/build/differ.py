@@ -35,7 +35,7 @@ from suture.build.fix import LineMap
 # Static objects the compiler makes per use site; never correlated as data.
 SPECIAL_STATIC = re.compile(
     r"^(__key|__warned|__already_done|__func__|__FUNCTION__|_rs|CSWTCH|_entry|__print_once"
-    r"|__UNIQUE_ID_ddebug|descriptor)\b"
+    r"|__UNIQUE_ID_ddebug\d*|descriptor)\b"
 )
 _MAX_LINE = 1 << 20
 _LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")

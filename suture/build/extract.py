@@ -68,11 +68,14 @@ class _Extractor:
         self,
         obj: ObjectFile,
         functions: dict[str, str],
+        *,
         renames: dict[str, str],
         exported: set[str],
         new_data: set[str],
+        objname: str,
     ) -> None:
         self.obj = obj
+        self.objname = objname
         self.new_data = new_data  # objects the fix adds: the patch carries them
         self.functions = functions  # name in this object -> kernel name
         self.renames = renames
@@ -325,10 +328,15 @@ class _Extractor:
             if sec.name == ".static_call_sites" and tramp in self.exported:
                 self.substitutes[name] = tramp
                 continue
+            if self.objname == "vmlinux":
+                # Since Linux 5.8 the module loader applies klp relocations against
+                # vmlinux itself (apply_relocations), before jump labels and static
+                # calls are set up, so the key can be a klp symbol.
+                continue
             raise BuildError(
-                f"the patched code uses the static key {name}, which the kernel does not "
-                "export: the module loader sets up jump labels before the livepatch core "
-                "can resolve it",
+                f"the patched code uses the static key {name} of the module it patches: "
+                "the module loader sets up jump labels before the livepatch core can "
+                "resolve a module's symbols",
                 hint="rewrite the fix without the static branch in the changed function",
             )
 
@@ -336,9 +344,11 @@ class _Extractor:
 def extract(
     obj: ObjectFile,
     functions: dict[str, str],
+    *,
     renames: dict[str, str],
     exported: set[str],
     new_data: set[str] | None = None,
+    objname: str = "vmlinux",
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -348,8 +358,16 @@ def extract(
         renames: patched-object names -> the original object's names (clones).
         exported: symbols the target kernel exports (Module.symvers).
         new_data: objects the fix adds (new statics and globals), carried in the patch.
+        objname: ``vmlinux`` or the module the object is linked into.
     """
-    ex = _Extractor(obj, functions, renames, exported, new_data or set())
+    ex = _Extractor(
+        obj,
+        functions,
+        renames=renames,
+        exported=exported,
+        new_data=new_data or set(),
+        objname=objname,
+    )
     ex.run()
     data = ex.build()
     return PatchObject(

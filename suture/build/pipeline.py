@@ -194,7 +194,12 @@ def _generate(
     functions.update({fn: fn for fn in callbacks.values()})
     _progress(f"extracting {', '.join(sorted(functions.values()))}")
     patch_obj = extract(
-        patched, functions, diff.renames, symbols.exported(image), set(diff.new_data)
+        patched,
+        functions,
+        renames=diff.renames,
+        exported=symbols.exported(image),
+        new_data=set(diff.new_data),
+        objname=objname,
     )
     _progress(f"resolving {len(patch_obj.klp_symbols)} kernel symbols (kallsyms of the build)")
     ksyms = (
