@@ -1,0 +1,56 @@
+"""The patch server: serves a repository's static files and takes agents' check-ins.
+
+Public API: :func:`open_server` and :class:`Server`. The agent never imports
+this package (it talks HTTP to it); the command line imports it lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from suture.errors import NotARepoError
+from suture.repo.layout import Layout
+from suture.server.httpd import DEFAULT_LISTEN, Server, parse_listen, run
+from suture.server.store import DbUrl, default_url, open_store
+
+__all__ = ["DEFAULT_LISTEN", "DbUrl", "Server", "default_url", "open_server", "run"]
+
+
+def open_server(
+    repo: Path,
+    *,
+    listen: str = DEFAULT_LISTEN,
+    db: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Server:
+    """Open the database (migrating it) and bind ``listen`` for the repository at ``repo``.
+
+    Args:
+        repo: a repository folder (from ``suture repo init``); only its
+            ``metadata/`` and ``targets/`` are served.
+        listen: ``HOST:PORT``; port 0 picks a free one (see :attr:`Server.url`).
+        db: a ``sqlite:///path`` or ``postgresql://`` URL; None for :func:`default_url`.
+        log: where request lines go; None for stderr.
+
+    Raises:
+        NotARepoError: ``repo`` has no ``metadata/`` folder.
+        UsageError: ``listen`` or ``db`` is malformed.
+        DatabaseError: the database cannot be opened or migrated.
+        ListenError: the address cannot be bound.
+    """
+    parse_listen(listen)  # before the database is opened, so a typo leaves no file behind
+    layout = Layout(repo)
+    if not layout.metadata.is_dir():
+        raise NotARepoError(
+            f"{repo} is not a repository: it has no metadata/ folder",
+            hint="give the folder made by 'suture repo init'",
+        )
+    store = open_store(DbUrl.parse(db) if db else default_url())
+    try:
+        if log is None:
+            return Server(layout, store, listen)
+        return Server(layout, store, listen, log)
+    except BaseException:
+        store.close()
+        raise

@@ -1,0 +1,295 @@
+"""The HTTP server: the repository's static files, agents' check-ins, the fleet API.
+
+The standard library's ``ThreadingHTTPServer`` (one thread per connection),
+see docs/adr/0004-server.md. Routes:
+
+- ``GET|HEAD /metadata/<file>``, ``/targets/<path>``: the repository's files
+- ``POST /api/v1/checkin``: store an agent's report
+- ``GET /api/v1/hosts``: every host with its last report
+- ``GET /healthz``, ``GET /openapi.json``
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+from suture import __version__
+from suture.errors import CheckinError, DatabaseError, ListenError, UsageError
+from suture.repo.layout import Layout
+from suture.server import checkin, openapi, static
+from suture.server.store import Store
+
+DEFAULT_LISTEN = "127.0.0.1:8470"
+REQUEST_TIMEOUT = 30  # seconds a connection may sit idle or trickle a request
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` as a (host, port) pair.
+
+    Raises:
+        UsageError: not of that form, or the port is out of range.
+    """
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen {text!r} is not HOST:PORT", hint="e.g. --listen 127.0.0.1:8470")
+    return host, int(port)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One request; the server's state is on ``self.server`` (a :class:`_HTTPServer`)."""
+
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+    timeout = REQUEST_TIMEOUT
+
+    _GET: ClassVar[dict[str, str]] = {
+        "/healthz": "_healthz",
+        "/openapi.json": "_openapi",
+        "/api/v1/hosts": "_hosts",
+    }
+
+    def version_string(self) -> str:
+        """The ``Server`` header."""
+        return f"suture/{__version__}"
+
+    def do_GET(self) -> None:
+        """Serve a file or a read-only endpoint."""
+        self._get(head=False)
+
+    def do_HEAD(self) -> None:
+        """As GET, headers only."""
+        self._get(head=True)
+
+    def do_POST(self) -> None:
+        """Take a check-in."""
+        path = urlsplit(self.path).path
+        if path != "/api/v1/checkin":
+            self.close_connection = True  # the body, if any, is not read
+            self._not_allowed_or_missing(path)
+            return
+        self._checkin()
+
+    def _get(self, *, head: bool) -> None:
+        path = urlsplit(self.path).path
+        if path in self._GET:
+            getattr(self, self._GET[path])(head)
+        elif path.startswith(("/metadata/", "/targets/")):
+            area, _, rel = path[1:].partition("/")
+            self._static(area, unquote(rel), head)
+        elif path == "/api/v1/checkin":
+            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
+        else:
+            self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {path[:200]}", head)
+
+    def _not_allowed_or_missing(self, path: str) -> None:
+        if path in self._GET or path.startswith(("/metadata/", "/targets/")):
+            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use GET")
+        else:
+            self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {path[:200]}")
+
+    # --- static files ---------------------------------------------------------
+
+    def _static(self, area: str, rel: str, head: bool) -> None:
+        try:
+            found = static.resolve(self.server.layout, area, rel)
+        except static.BadPath as e:
+            self._error(HTTPStatus.BAD_REQUEST, "bad_path", str(e), head)
+            return
+        if found is None:
+            self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such file {area}/{rel}", head)
+            return
+        try:
+            f = found.path.open("rb")
+        except OSError:
+            self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such file {area}/{rel}", head)
+            return
+        with f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", found.content_type)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Cache-Control", found.cache_control)
+            self.end_headers()
+            if not head:
+                shutil.copyfileobj(f, self.wfile, 64 * 1024)
+
+    # --- the API --------------------------------------------------------------
+
+    def _checkin(self) -> None:
+        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        self.close_connection = True  # until the body has been read
+        if ctype != "application/json":
+            self._error(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send application/json"
+            )
+            return
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():
+            self._error(HTTPStatus.LENGTH_REQUIRED, "length_required", "send Content-Length")
+            return
+        if int(length) > checkin.MAX_BODY:
+            self._error(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "too_large",
+                f"a check-in is at most {checkin.MAX_BODY} bytes",
+            )
+            return
+        body = self.rfile.read(int(length))
+        self.close_connection = len(body) != int(length)
+        try:
+            report = checkin.parse(body)
+            self.server.store.record(report, self.client_address[0])
+        except CheckinError as e:
+            self._send_json(HTTPStatus.BAD_REQUEST, {"format": 1, "ok": False, **e.to_dict()})
+            return
+        except DatabaseError as e:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "database", e.message)
+            return
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._send_json(HTTPStatus.OK, {"format": 1, "ok": True, "server_time": now})
+
+    def _hosts(self, head: bool) -> None:
+        try:
+            hosts = [h.to_dict() for h in self.server.store.hosts()]
+        except DatabaseError as e:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "database", e.message, head)
+            return
+        self._send_json(HTTPStatus.OK, {"format": 1, "hosts": hosts}, head)
+
+    def _healthz(self, head: bool) -> None:
+        try:
+            self.server.store.ping()
+        except DatabaseError as e:
+            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "database", e.message, head)
+            return
+        self._send_json(HTTPStatus.OK, {"format": 1, "ok": True}, head)
+
+    def _openapi(self, head: bool) -> None:
+        self._send_json(HTTPStatus.OK, openapi.document(), head)
+
+    # --- answers --------------------------------------------------------------
+
+    def _error(self, status: HTTPStatus, error: str, message: str, head: bool = False) -> None:
+        body = {"format": 1, "ok": False, "error": error, "message": message}
+        self._send_json(status, body, head)
+
+    def _send_json(self, status: HTTPStatus, data: dict[str, Any], head: bool = False) -> None:
+        body = json.dumps(data, sort_keys=True).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """One line per request on the server's log (stderr by default)."""
+        self.server.log(f"{self.address_string()} {format % args}")
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client must not hold up shutdown
+
+    def __init__(
+        self, address: tuple[str, int], layout: Layout, store: Store, log: Callable[[str], None]
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.layout = layout
+        self.store = store
+        self.log = log
+        super().__init__(address, _Handler)
+
+
+def _stderr(line: str) -> None:
+    print(f"suture-server: {line}", file=sys.stderr, flush=True)
+
+
+class Server:
+    """The patch server on one address, serving one repository and one database.
+
+    ``start`` runs it in a thread, ``stop`` ends it; :func:`run` does both
+    around SIGTERM/SIGINT for the command line.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        store: Store,
+        listen: str = DEFAULT_LISTEN,
+        log: Callable[[str], None] = _stderr,
+    ) -> None:
+        """Bind the address (nothing is served until :meth:`start`).
+
+        Raises:
+            UsageError: ``listen`` is not HOST:PORT.
+            ListenError: the address cannot be bound.
+        """
+        host, port = parse_listen(listen)
+        try:
+            self._httpd = _HTTPServer((host, port), layout, store, log)
+        except OSError as e:
+            raise ListenError(
+                f"cannot listen on {listen}: {e.strerror or e}",
+                hint="pick a free port with --listen HOST:PORT",
+            ) from e
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` as bound (the real port when 0 was asked for)."""
+        host, port = self._httpd.server_address[:2]
+        host = str(host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def start(self, poll_interval: float = 0.5) -> None:
+        """Serve in a background thread; :meth:`stop` takes up to ``poll_interval`` seconds."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            args=(poll_interval,),
+            name="suture-server",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and the database."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+        self._httpd.store.close()
+
+
+def run(server: Server, ready: Callable[[str], None]) -> None:
+    """Serve until SIGTERM or SIGINT, then stop cleanly; ``ready`` gets the URL once listening."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        ready(server.url)
+        while not stopping.wait(3600):
+            pass
+    finally:
+        server.stop()
+        for s, handler in old.items():
+            signal.signal(s, handler)

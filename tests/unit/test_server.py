@@ -1,0 +1,323 @@
+"""suture.server over real HTTP: a real repository and a SQLite database, on loopback, port 0."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from suture.cli.main import main
+from suture.errors import ListenError, NotARepoError
+from suture.repo import create, publish
+from suture.repo.layout import Layout
+from suture.server import Server, open_server, openapi
+from suture.server.static import IMMUTABLE, NO_CACHE
+from tests.unit.repo_helpers import BUILD_A, RELEASE, make_bundle
+
+CHECKIN: dict[str, Any] = {
+    "format": 1,
+    "host_id": "4c4c4544003510",
+    "hostname": "web-1.example.net",
+    "kernel": {"release": RELEASE, "build_id": BUILD_A},
+    "level": 2,
+    "state": "patched",
+    "last_error": None,
+    "agent_version": "0.1.0",
+    "patches": ["suture_fix_1"],
+}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("served") / "repo"
+    create.init(root)
+    publish.publish(root, make_bundle(root.parent, 1), "stable")
+    (root.parent / "secret.txt").write_text("outside the repository\n")
+    (root / "targets" / "escape").symlink_to(root.parent / "secret.txt")
+    return root
+
+
+@pytest.fixture
+def server(repo: Path, tmp_path: Path) -> Iterator[Server]:
+    log: list[str] = []
+    srv = open_server(repo, listen="127.0.0.1:0", db=f"sqlite:///{tmp_path}/s.db", log=log.append)
+    srv.start(poll_interval=0.01)
+    yield srv
+    srv.stop()
+
+
+def request(
+    server: Server,
+    path: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    ctype: str = "application/json",
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(server.url + path, data=body, method=method)  # noqa: S310
+    if body is not None:
+        req.add_header("Content-Type", ctype)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310  (http to loopback)
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def post(server: Server, data: object) -> tuple[int, dict[str, Any]]:
+    status, _, body = request(
+        server, "/api/v1/checkin", method="POST", body=json.dumps(data).encode()
+    )
+    return status, json.loads(body)
+
+
+# --- static files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "cache"),
+    [
+        ("timestamp.json", NO_CACHE),
+        ("root.json", NO_CACHE),
+        ("1.root.json", IMMUTABLE),
+        ("1.snapshot.json", IMMUTABLE),
+    ],
+)
+def test_metadata_served_with_cache_headers(
+    server: Server, repo: Path, name: str, cache: str
+) -> None:
+    path = Layout(repo).metadata / name
+    status, headers, body = request(server, f"/metadata/{name}")
+    assert status == 200
+    assert body == path.read_bytes()
+    assert headers["Content-Length"] == str(len(body))
+    assert headers["Cache-Control"] == cache
+    assert headers["Content-Type"] == "application/json"
+
+
+def test_targets_hash_prefixed_are_immutable(server: Server, repo: Path) -> None:
+    files = [p for p in (repo / "targets").rglob("*") if p.is_file() and p.name != "escape"]
+    assert files
+    for path in files:
+        rel = path.relative_to(repo / "targets").as_posix()
+        status, headers, body = request(server, f"/targets/{rel}")
+        assert status == 200
+        assert body == path.read_bytes()
+        assert headers["Cache-Control"] == IMMUTABLE
+
+
+def test_head_has_length_and_no_body(server: Server, repo: Path) -> None:
+    size = (Layout(repo).metadata / "timestamp.json").stat().st_size
+    status, headers, body = request(server, "/metadata/timestamp.json", method="HEAD")
+    assert (status, headers["Content-Length"], body) == (200, str(size), b"")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/metadata/../keys/timestamp.json",
+        "/metadata/..%2Fkeys%2Ftimestamp.json",
+        "/targets/../../secret.txt",
+        "/targets/%2e%2e/%2e%2e/secret.txt",
+        "/targets/a/./b",
+        "/targets/.hidden",
+        "/targets/a%5C..%5Cb",
+        "/targets/a%00b",
+        "/metadata/x/y.json",
+    ],
+)
+def test_traversal_refused(server: Server, path: str) -> None:
+    conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=5)
+    conn.request("GET", path)  # raw: urllib would normalise some of these
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    assert resp.status in (400, 404)
+    assert b"outside the repository" not in body
+    assert b"private" not in body
+
+
+def test_symlink_out_of_the_repository_not_followed(server: Server) -> None:
+    status, _, body = request(server, "/targets/escape")
+    assert status in (400, 404)
+    assert b"outside" not in body
+
+
+def test_missing_file_is_404_and_keys_unreachable(server: Server) -> None:
+    assert request(server, "/metadata/99.root.json")[0] == 404
+    assert request(server, "/keys/timestamp")[0] == 404
+    assert request(server, "/repo.json")[0] == 404
+
+
+# --- the API ----------------------------------------------------------------------
+
+
+def test_checkin_stored_and_listed(server: Server) -> None:
+    status, answer = post(server, CHECKIN)
+    assert status == 200
+    assert answer["format"] == 1
+    assert answer["ok"] is True
+    assert answer["server_time"].endswith("Z")
+    assert post(server, {**CHECKIN, "level": 3, "state": "failed", "last_error": "x"})[0] == 200
+    post(server, {**CHECKIN, "host_id": "other", "hostname": "db-1"})
+
+    status, _, body = request(server, "/api/v1/hosts")
+    fleet = json.loads(body)
+    assert status == 200
+    assert fleet["format"] == 1
+    assert [h["host_id"] for h in fleet["hosts"]] == ["4c4c4544003510", "other"]
+    host = fleet["hosts"][0]
+    assert host["level"] == 3
+    assert host["state"] == "failed"
+    assert host["last_error"] == "x"
+    assert host["kernel"] == {"release": RELEASE, "build_id": BUILD_A}
+    assert host["patches"] == ["suture_fix_1"]
+    assert host["address"] == "127.0.0.1"
+    assert host["first_seen"] <= host["last_seen"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"format": 2}, "format"),
+        ({"format": "1"}, "format"),
+        ({"format": True}, "format"),
+        ({"level": "2"}, "level"),
+        ({"level": -1}, "level"),
+        ({"level": True}, "level"),
+        ({"state": "happy"}, "state"),
+        ({"host_id": ""}, "host_id"),
+        ({"host_id": "a/b"}, "host_id"),
+        ({"hostname": "x" * 300}, "hostname"),
+        ({"kernel": {"release": RELEASE}}, "kernel.build_id"),
+        ({"kernel": {"release": RELEASE, "build_id": "XYZ"}}, "kernel.build_id"),
+        ({"kernel": {"release": "../..", "build_id": BUILD_A}}, "kernel.release"),
+        ({"kernel": "6.1"}, "kernel"),
+        ({"patches": "suture_fix_1"}, "patches"),
+        ({"patches": ["a"] * 65}, "patches"),
+        ({"patches": ["bad name"]}, "patches[0]"),
+        ({"last_error": 5}, "last_error"),
+        ({"last_error": "x" * 5000}, "last_error"),
+        ({"agent_version": "0.1\n"}, "agent_version"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_bad_checkin_refused(server: Server, change: dict[str, Any], field: str) -> None:
+    status, answer = post(server, {**CHECKIN, **change})
+    assert status == 400
+    assert answer["ok"] is False
+    assert answer["error"] == "CheckinError"
+    assert answer["field"] == field
+    assert json.loads(request(server, "/api/v1/hosts")[2])["hosts"] == []
+
+
+def test_missing_field_and_bodies_that_are_not_checkins(server: Server) -> None:
+    without = {k: v for k, v in CHECKIN.items() if k != "hostname"}
+    assert post(server, without) == (400, post(server, without)[1])
+    assert post(server, without)[1]["field"] == "hostname"
+    for body in (b"{", b"[]", b"\xff", b"null"):
+        status, _, answer = request(server, "/api/v1/checkin", method="POST", body=body)
+        assert status == 400
+        assert json.loads(answer)["ok"] is False
+
+
+def test_checkin_wrong_media_type_size_and_method(server: Server) -> None:
+    body = json.dumps(CHECKIN).encode()
+    assert (
+        request(server, "/api/v1/checkin", method="POST", body=body, ctype="text/plain")[0] == 415
+    )
+    big = json.dumps({**CHECKIN, "last_error": "x" * 70_000}).encode()
+    assert request(server, "/api/v1/checkin", method="POST", body=big)[0] == 413
+    assert request(server, "/api/v1/checkin")[0] == 405
+    assert request(server, "/api/v1/hosts", method="POST", body=b"{}")[0] == 405
+    assert request(server, "/nowhere")[0] == 404
+
+
+def test_healthz_and_openapi(server: Server) -> None:
+    status, _, body = request(server, "/healthz")
+    assert (status, json.loads(body)) == (200, {"format": 1, "ok": True})
+    status, _, body = request(server, "/openapi.json")
+    doc = json.loads(body)
+    assert status == 200
+    assert doc["openapi"].startswith("3.1")
+    assert set(doc["paths"]) >= {
+        "/api/v1/checkin",
+        "/api/v1/hosts",
+        "/healthz",
+        "/openapi.json",
+        "/metadata/{path}",
+        "/targets/{path}",
+    }
+    schema = doc["components"]["schemas"]["Checkin"]
+    assert set(schema["properties"]) == set(CHECKIN)
+    assert doc == openapi.document()
+
+
+def test_keep_alive_serves_several_requests(server: Server) -> None:
+    conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=5)
+    for _ in range(3):
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+    conn.request(
+        "POST",
+        "/api/v1/checkin",
+        body=json.dumps(CHECKIN),
+        headers={"Content-Type": "application/json"},
+    )
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+# --- starting ---------------------------------------------------------------------
+
+
+def test_not_a_repository(tmp_path: Path) -> None:
+    with pytest.raises(NotARepoError):
+        open_server(tmp_path, listen="127.0.0.1:0", db=f"sqlite:///{tmp_path}/s.db")
+
+
+def test_address_in_use(server: Server, repo: Path, tmp_path: Path) -> None:
+    taken = server.url.removeprefix("http://")
+    with pytest.raises(ListenError):
+        open_server(repo, listen=taken, db=f"sqlite:///{tmp_path}/t.db")
+
+
+def test_cli_refuses_bad_listen_and_db(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUTURE_STATE_DIR", str(tmp_path))
+    assert main(["serve", "--repo", str(repo), "--listen", "nowhere"]) == 64
+    assert main(["serve", "--repo", str(repo), "--db", "mysql://x/y"]) == 64
+    assert "is not a database URL" in capsys.readouterr().err
+
+
+def test_serve_command_stops_cleanly_on_sigterm(repo: Path, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "suture.cli.main", "serve", "--repo", str(repo)]
+    argv += ["--listen", "127.0.0.1:0", "--db", f"sqlite:///{tmp_path}/s.db", "--json"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "serving" in line, line
+        url = line.split(" on ")[-1].strip()
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:  # noqa: S310
+            assert resp.status == 200
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=5)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["stopped"] is True
+    assert '"GET /healthz HTTP/1.1" 200' in err
