@@ -282,3 +282,59 @@ class WrongBuildError(VerificationError):
     def to_dict(self) -> dict[str, str]:
         """Add both builds to the JSON form."""
         return {**super().to_dict(), "expected": self.expected, "found": self.found}
+
+
+# --- the patch server: static repository, check-ins, fleet API (suture.server) --
+
+
+class ServerError(SutureError):
+    """The patch server could not start, or its database failed."""
+
+    exit_code = 80
+
+
+class ListenError(ServerError):
+    """The server could not listen on the address asked for (in use, not local, bad form)."""
+
+
+class DatabaseError(ServerError):
+    """The server's database could not be opened, migrated, read or written."""
+
+
+class CheckinError(ServerError):
+    """An agent's check-in is malformed; the server answers 400 and stores nothing.
+
+    Attributes:
+        field: the JSON field that was refused (``kernel.build_id``), or "" for the whole body.
+    """
+
+    def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the refused field to the JSON form."""
+        return {**super().to_dict(), "field": self.field}
+
+
+# --- the agent: its configuration and state (suture.agent) --------------------
+
+
+class ConfigError(UsageError):
+    """The agent's configuration (file, environment or option) holds a bad value.
+
+    Attributes:
+        key: the setting that was refused (``channel``), or "" for the whole file.
+    """
+
+    def __init__(self, message: str, *, key: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.key = key
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the refused setting to the JSON form."""
+        return {**super().to_dict(), "key": self.key}
+
+
+class AgentStateError(SutureError):
+    """The agent's state file cannot be read or written."""

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from suture import __version__
-from suture.cli import build_cmds, kernel_cmds, lab_cmds, repo_cmds
+from suture.cli import agent_cmds, build_cmds, kernel_cmds, lab_cmds, repo_cmds, serve_cmds
 from suture.cli.output import Output
 from suture.errors import SutureError
 
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     build_cmds.register(subs, common)
     lab_cmds.register(subs, common)
     repo_cmds.register(subs, common)
+    agent_cmds.register(subs, common)
+    serve_cmds.register(subs, common)
     return parser
 
 

@@ -1,0 +1,243 @@
+"""The agent's configuration: a TOML file, then the environment, then command-line options.
+
+``/etc/suture/agent.toml`` (``$SUTURE_AGENT_CONFIG`` moves it; a missing file
+means the defaults), every key optional::
+
+    format = 1
+    server = "https://patches.example.com/repo"   # serves metadata/ and targets/
+    channel = "stable"                            # or "testing"
+    auto_update = true                            # the daemon applies, not only checks
+    check_interval = 3600                         # s between check-ins
+    check_jitter = 300                            # s, random extra wait (spreads a fleet)
+    update_delay_hours = 0                        # h a new level waits after first seen
+    sticky_level = 4                              # never go above this level
+    proxy = "http://proxy.example.com:3128"
+    state_dir = "/var/lib/suture"
+    trusted_root = "/etc/suture/root.json"
+
+Then ``SUTURE_SERVER``, ``SUTURE_CHANNEL``, ``SUTURE_STATE_DIR`` and
+``SUTURE_TRUSTED_ROOT`` override the file, and options override both. An
+unknown key is an error, so a typo does not silently keep a default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from suture.errors import ConfigError
+from suture.repo.layout import CHANNELS
+
+FORMAT_VERSION = 1
+CONFIG_ENV = "SUTURE_AGENT_CONFIG"
+DEFAULT_PATH = Path("/etc/suture/agent.toml")
+URL_SCHEMES = ("https", "http", "file")  # TUF verifies what plain http serves
+
+# Environment variable -> setting.
+ENVIRONMENT = {
+    "SUTURE_SERVER": "server",
+    "SUTURE_CHANNEL": "channel",
+    "SUTURE_STATE_DIR": "state_dir",
+    "SUTURE_TRUSTED_ROOT": "trusted_root",
+}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What the agent does and where; every value checked by :func:`checked`.
+
+    ``auto_update`` is the daemon's choice between applying and only
+    checking; ``suture update`` applies whatever it says.
+    """
+
+    server: str = ""  # repository base URL; "" : none configured
+    channel: str = "stable"
+    auto_update: bool = True
+    check_interval: int = 3600  # s
+    check_jitter: int = 300  # s
+    update_delay_hours: float = 0.0  # h
+    sticky_level: int | None = None  # None: follow the newest level
+    proxy: str = ""  # http(s) proxy URL for the repository; "" : none
+    state_dir: Path = Path("/var/lib/suture")
+    trusted_root: Path = Path("/etc/suture/root.json")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        data = asdict(self)
+        data.update(state_dir=str(self.state_dir), trusted_root=str(self.trusted_root))
+        return {"format": FORMAT_VERSION, **data}
+
+
+def _text(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _bad(key, value, "a string")
+    return value
+
+
+def _url(key: str, value: object) -> str:
+    text = _text(key, value)
+    parsed = urlparse(text)
+    if text and (parsed.scheme not in URL_SCHEMES or not (parsed.netloc or parsed.path)):
+        raise _bad(key, value, f"a URL ({', '.join(s + '://' for s in URL_SCHEMES)})")
+    return text
+
+
+def _channel(key: str, value: object) -> str:
+    if value not in CHANNELS:
+        raise _bad(key, value, " or ".join(CHANNELS))
+    return str(value)
+
+
+def _bool(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise _bad(key, value, "true or false")
+
+
+def _seconds(key: str, value: object) -> int:
+    number = _number(key, value)
+    if number != int(number):
+        raise _bad(key, value, "whole seconds")
+    return int(number)
+
+
+def _number(key: str, value: object) -> float:
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise _bad(key, value, "a number, 0 or more")
+    return value
+
+
+def _level(key: str, value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _bad(key, value, "a level, 1 or more")
+    return value
+
+
+def _path(key: str, value: object) -> Path:
+    if isinstance(value, Path):
+        return value
+    text = _text(key, value)
+    if not text or not Path(text).is_absolute():
+        raise _bad(key, value, "an absolute path")
+    return Path(text)
+
+
+def _bad(key: str, value: object, expected: str) -> ConfigError:
+    return ConfigError(
+        f"agent setting {key} = {value!r} is not {expected}",
+        key=key,
+        hint=f"fix {key} in the agent's configuration file, environment or options",
+    )
+
+
+# Setting -> parser; parsers accept TOML values and strings (environment, options).
+PARSERS: dict[str, Callable[[str, object], Any]] = {
+    "server": _url,
+    "channel": _channel,
+    "auto_update": _bool,
+    "check_interval": _seconds,
+    "check_jitter": _seconds,
+    "update_delay_hours": _number,
+    "sticky_level": _level,
+    "proxy": _url,
+    "state_dir": _path,
+    "trusted_root": _path,
+}
+
+
+def checked(config: AgentConfig, changes: Mapping[str, object]) -> AgentConfig:
+    """``config`` with ``changes`` parsed and applied.
+
+    Raises:
+        ConfigError: an unknown setting or a bad value.
+    """
+    parsed: dict[str, Any] = {}
+    for key, value in changes.items():
+        parser = PARSERS.get(key)
+        if parser is None:
+            raise ConfigError(
+                f"unknown agent setting {key!r}",
+                key=key,
+                hint=f"the settings are: {', '.join(PARSERS)}",
+            )
+        parsed[key] = parser(key, value)
+    return replace(config, **parsed)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file, or none when it does not exist.
+
+    Raises:
+        ConfigError: the file cannot be read, is not TOML, or is of another format.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the agent configuration {path}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(
+            f"{path} is not valid TOML: {e}", hint="fix the file's syntax (key = value)"
+        ) from e
+    version = data.pop("format", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise ConfigError(
+            f"{path} is of format {version!r}; this agent reads format {FORMAT_VERSION}",
+            key="format",
+            hint="update the agent, or rewrite the file in the documented format",
+        )
+    return data
+
+
+def load(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> AgentConfig:
+    """The configuration: defaults, the file, the environment, then ``overrides``.
+
+    Args:
+        path: the TOML file; default ``$SUTURE_AGENT_CONFIG`` or /etc/suture/agent.toml.
+        environ: the environment (default ``os.environ``).
+        overrides: settings from the command line; None values are ignored.
+
+    Raises:
+        ConfigError: an unknown setting or a bad value, naming where it came from.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or Path(environ.get(CONFIG_ENV) or DEFAULT_PATH)
+    config = _from(AgentConfig(), read_file(path), str(path))
+    from_env = {key: environ[var] for var, key in ENVIRONMENT.items() if environ.get(var)}
+    config = _from(config, from_env, "the environment")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return _from(config, given, "the command line")
+
+
+def _from(config: AgentConfig, changes: Mapping[str, object], where: str) -> AgentConfig:
+    try:
+        return checked(config, changes)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e.message}", key=e.key, hint=e.hint) from e

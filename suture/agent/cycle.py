@@ -1,0 +1,394 @@
+"""One update cycle: is there a newer level for this exact kernel build? Fetch it, apply it.
+
+:func:`run_update` is what ``suture update`` and the daemon call::
+
+    identity -> recover an interrupted run -> newest level (channel, sticky)
+      -> newer than the live one? -> download verified -> mark in progress
+      -> apply (cumulative: it replaces the level before) -> record, clear the mark
+
+:func:`check` is the same question without applying (``suture info``).
+The kernel sits behind :class:`Kernel` and the network behind python-tuf's
+fetcher, so tests run the real repository code with a fake kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from tuf.ngclient import FetcherInterface
+
+from suture.agent import state as agent_state
+from suture.agent import trust, update
+from suture.agent.config import AgentConfig
+from suture.agent.state import AgentState, Applied, InProgress
+from suture.errors import ConfigError, SutureError, VerificationError, WrongBuildError
+from suture.kernel.engine import TransitionPolicy
+from suture.kernel.identity import KernelIdentity, read_identity
+from suture.kernel.livepatch import LivepatchSysfs
+from suture.repo import layout
+
+FORMAT_VERSION = 1
+HOUR = 3600.0  # s
+
+
+class Outcome(StrEnum):
+    """What a cycle found or did."""
+
+    UP_TO_DATE = "up-to-date"  # the newest level allowed is live
+    APPLIED = "applied"  # a newer level was applied
+    PENDING = "pending"  # a newer level is offered, not applied (check, or update delay)
+    NO_PATCHES = "no-patches"  # the repository has no level for this build and channel
+    UNSUPPORTED = "unsupported"  # no livepatch core, or no build id: nothing can be applied
+
+
+class Kernel(Protocol):
+    """The running kernel as the cycle needs it."""
+
+    def identity(self) -> KernelIdentity:
+        """Release, build id, livepatch support."""
+
+    def live_patches(self) -> set[str]:
+        """Names of the enabled live patches."""
+
+    def apply(self, bundle: Path) -> list[str]:
+        """Apply a verified bundle; return the patches it superseded.
+
+        On failure the engine backs out and raises: the kernel runs as before.
+        """
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    """This host's kernel: /proc, /sys/kernel/livepatch and the engine."""
+
+    sysroot: Path = Path("/")
+    policy: TransitionPolicy | None = None
+
+    def identity(self) -> KernelIdentity:
+        """The running kernel's identity."""
+        return read_identity(self.sysroot)
+
+    def live_patches(self) -> set[str]:
+        """Enabled patches in /sys/kernel/livepatch."""
+        return {s.name for s in LivepatchSysfs(self.sysroot).states() if s.enabled}
+
+    def apply(self, bundle: Path) -> list[str]:
+        """Apply through :func:`suture.agent.local.apply_file`."""
+        from suture.agent.local import apply_file  # noqa: PLC0415 - needs root, loads the engine
+
+        return apply_file(bundle, self.policy).superseded
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What :func:`run_update` or :func:`check` found, and did."""
+
+    outcome: Outcome
+    release: str
+    build_id: str
+    channel: str
+    level: int  # live after the run (0: none)
+    previous: int = 0  # live before the run
+    available: int = 0  # newest level offered within the sticky level (0: none)
+    name: str = ""  # the offered patch
+    cves: tuple[str, ...] = ()  # what the offered level fixes (cumulative)
+    superseded: tuple[str, ...] = ()
+    recovered: bool = False  # a run killed while applying was found (and finished)
+    sticky_level: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "format": FORMAT_VERSION,
+            "outcome": str(self.outcome),
+            "kernel": {"release": self.release, "build_id": self.build_id},
+            "channel": self.channel,
+            "level": self.level,
+            "previous": self.previous,
+            "available": self.available,
+            "name": self.name,
+            "cves": list(self.cves),
+            "superseded": list(self.superseded),
+            "recovered": self.recovered,
+            "sticky_level": self.sticky_level,
+        }
+
+
+def run_update(
+    config: AgentConfig,
+    *,
+    kernel: Kernel | None = None,
+    fetcher: FetcherInterface | None = None,
+    clock: Callable[[], float] = time.time,
+    honour_delay: bool = True,
+) -> UpdateResult:
+    """Bring this host to the newest level its configuration allows, and record it.
+
+    Args:
+        config: server, channel, sticky level, delay, state folder, trusted root.
+        kernel: the kernel to drive (default :class:`HostKernel`).
+        fetcher: python-tuf fetcher (default: by URL scheme).
+        clock: unix time, s.
+        honour_delay: wait ``update_delay_hours`` after a level is first seen.
+
+    Raises:
+        SutureError: any failure (config, fetch, verification, pre-flight, load,
+            transition). It is recorded in the state first; the kernel runs as before.
+    """
+    kernel = kernel or HostKernel()
+    with agent_state.locked(config.state_dir):
+        run = _Run(config, kernel, fetcher, clock(), agent_state.read(config.state_dir))
+        try:
+            result = run.run(honour_delay)
+        except SutureError as e:
+            run.save(
+                in_progress=None, last_check=run.now, last_result="error", last_error=e.to_dict()
+            )
+            raise
+        run.save(last_check=run.now, last_result=str(result.outcome), last_error=None)
+        return result
+
+
+def check(
+    config: AgentConfig,
+    *,
+    kernel: Kernel | None = None,
+    fetcher: FetcherInterface | None = None,
+) -> UpdateResult:
+    """What the repository offers this kernel build, against the live level; applies nothing.
+
+    Raises:
+        SutureError: the configuration, the repository or its verification failed.
+    """
+    kernel = kernel or HostKernel()
+    run = _Run(config, kernel, fetcher, time.time(), agent_state.read(config.state_dir))
+    ident = kernel.identity()
+    if not _supported(ident):
+        return run.result(Outcome.UNSUPPORTED, ident, 0)
+    live = run.live_level(ident, kernel.live_patches())
+    with run.session() as s:
+        offer = _find(s, ident, config.channel, config.sticky_level)
+    if offer is None:
+        return run.result(Outcome.NO_PATCHES, ident, live)
+    outcome = Outcome.PENDING if offer.level > live else Outcome.UP_TO_DATE
+    return run.result(outcome, ident, live, offer=offer)
+
+
+def _supported(ident: KernelIdentity) -> bool:
+    return ident.livepatch and bool(ident.build_id)
+
+
+class _Run:
+    """One cycle's working set: the state as last written, and the time it started."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        kernel: Kernel,
+        fetcher: FetcherInterface | None,
+        now: float,
+        current: AgentState,
+    ) -> None:
+        self.config = config
+        self.kernel = kernel
+        self.fetcher = fetcher
+        self.now = now
+        self.state = current
+        self.recovered = False
+
+    def save(self, **changes: Any) -> None:
+        self.state = replace(self.state, **changes)
+        agent_state.write(self.config.state_dir, self.state)
+
+    def live_level(self, ident: KernelIdentity, live: set[str]) -> int:
+        """The recorded level, if its patch is still enabled (not after a reboot or unload)."""
+        a = self.state.applied
+        return self.state.level_for(ident.release, ident.build_id) if a and a.patch in live else 0
+
+    def run(self, honour_delay: bool) -> UpdateResult:
+        ident = self.kernel.identity()
+        if not _supported(ident):
+            return self.result(Outcome.UNSUPPORTED, ident, 0)
+        live_patches = self.kernel.live_patches()
+        self._recover(ident, live_patches)
+        live = self.live_level(ident, live_patches)
+        bundles = self.config.state_dir / agent_state.BUNDLES
+        with self.session() as s:
+            offer = _find(s, ident, self.config.channel, self.config.sticky_level)
+            if offer is None:
+                return self.result(Outcome.NO_PATCHES, ident, live)
+            if offer.level <= live:
+                return self.result(Outcome.UP_TO_DATE, ident, live, offer=offer)
+            if honour_delay and self._delayed(offer.level):
+                return self.result(Outcome.PENDING, ident, live, offer=offer)
+            path = s.download(offer, bundles)
+        return self._apply(ident, live, offer, path)
+
+    def _apply(
+        self, ident: KernelIdentity, live: int, offer: update.Offer, path: Path
+    ) -> UpdateResult:
+        # The mark goes to disk before the kernel changes: a run killed in
+        # between leaves it, and the next run finds out what happened.
+        self.save(in_progress=InProgress(offer.level, offer.name, path, self.now))
+        old = self.state.applied
+        try:
+            superseded = self.kernel.apply(path)
+        except Exception:  # the engine backed out; killed runs keep the bundle for recovery
+            if not (old and old.bundle == path):
+                path.unlink(missing_ok=True)
+            raise
+        self.save(
+            applied=Applied(offer.level, offer.name, path, ident.release, ident.build_id, self.now),
+            in_progress=None,
+        )
+        if old and old.bundle != path:
+            old.bundle.unlink(missing_ok=True)
+        return self.result(
+            Outcome.APPLIED, ident, offer.level, offer=offer, previous=live, superseded=superseded
+        )
+
+    def _recover(self, ident: KernelIdentity, live: set[str]) -> None:
+        """Finish the record of a run killed while applying.
+
+        If the marked patch is enabled (and is not the one applied before),
+        the apply went through: record it. Otherwise the engine never got
+        that far, or the module was backed out: forget the mark, and this
+        run applies the newest level again.
+        """
+        mark = self.state.in_progress
+        if mark is None:
+            return
+        self.recovered = True
+        before = self.state.applied
+        if mark.patch in live and not (before and before.patch == mark.patch):
+            done = Applied(
+                mark.level, mark.patch, mark.bundle, ident.release, ident.build_id, self.now
+            )
+            self.save(applied=done, in_progress=None)
+        else:
+            self.save(in_progress=None)
+
+    def _delayed(self, level: int) -> bool:
+        """True while ``level`` was first seen less than ``update_delay_hours`` ago."""
+        if self.config.update_delay_hours <= 0:
+            return False
+        seen_at = self.state.seen_at
+        if self.state.seen_level != level or seen_at is None:
+            seen_at = self.now
+            self.save(seen_level=level, seen_at=seen_at)
+        return self.now - seen_at < self.config.update_delay_hours * HOUR
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[update.UpdateSession]:
+        remote = _remote(self.config)
+        proxied = self.fetcher is None and bool(self.config.proxy)
+        with (
+            _proxy_environment(self.config.proxy) if proxied else contextlib.nullcontext(),
+            update.session(remote, self.config.state_dir, fetcher=self.fetcher) as s,
+        ):
+            yield s
+
+    def result(
+        self,
+        outcome: Outcome,
+        ident: KernelIdentity,
+        level: int,
+        *,
+        offer: update.Offer | None = None,
+        previous: int | None = None,
+        superseded: list[str] | None = None,
+    ) -> UpdateResult:
+        return UpdateResult(
+            outcome=outcome,
+            release=ident.release,
+            build_id=ident.build_id,
+            channel=self.config.channel,
+            level=level,
+            previous=level if previous is None else previous,
+            available=offer.level if offer else 0,
+            name=offer.name if offer else "",
+            cves=offer.cves if offer else (),
+            superseded=tuple(superseded or ()),
+            recovered=self.recovered,
+            sticky_level=self.config.sticky_level,
+        )
+
+
+def _remote(config: AgentConfig) -> trust.Remote:
+    if not config.server:
+        raise ConfigError(
+            "no patch server is configured",
+            key="server",
+            hint="set server in /etc/suture/agent.toml, $SUTURE_SERVER or --server",
+        )
+    try:
+        root = config.trusted_root.read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read the trusted root {config.trusted_root}: {e.strerror}",
+            key="trusted_root",
+            hint="install the repository's root.json (its 1.root.json) out of band, "
+            "or give --trusted-root",
+        ) from e
+    return trust.Remote(url=config.server, trusted_root=root)
+
+
+def _find(
+    s: update.UpdateSession, ident: KernelIdentity, channel: str, sticky: int | None
+) -> update.Offer | None:
+    """The newest live level for this build and channel, not above ``sticky``."""
+    offer = s.find_latest(ident.release, ident.build_id, channel)
+    if offer is None or sticky is None or offer.level <= sticky:
+        return offer
+    return _newest_at_most(s, ident.release, ident.build_id, channel, sticky)
+
+
+def _newest_at_most(
+    s: update.UpdateSession, release: str, build_id: str, channel: str, sticky: int
+) -> update.Offer | None:
+    # Stopgap until UpdateSession.find_latest takes an upper bound: the same
+    # steps as find_latest (verified index, signed target, offer checks) on
+    # the newest level at or below the sticky one.
+    index = s._index(release, build_id, channel)
+    below = [lv for lv in index.levels if lv.level <= sticky] if index else []
+    if index is None or not below:
+        return None
+    entry = below[-1]
+    if not entry.path.startswith(f"{layout.kernel_dir(release, build_id, channel)}/"):
+        raise WrongBuildError(
+            f"the level index of {release}/{build_id} on {channel} points to {entry.path}",
+            expected=f"{release}/{build_id}",
+            found=entry.path,
+            hint="refused; tell the repository's operators",
+        )
+    target = s._lookup(entry.path)
+    if target is None:
+        raise VerificationError(
+            f"the level index lists {entry.path}, but the signed targets do not",
+            hint="the repository is inconsistent; tell its operators",
+        )
+    return s._offer(target, release, build_id, channel, index.yanked)
+
+
+@contextlib.contextmanager
+def _proxy_environment(proxy: str) -> Iterator[None]:
+    # python-tuf's urllib3 fetcher takes its proxy from the *_proxy variables
+    # when it is made (inside update.session); set them for that long only.
+    names = ("http_proxy", "https_proxy")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update(dict.fromkeys(names, proxy))
+    try:
+        yield
+    finally:
+        for n, value in saved.items():
+            if value is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = value

@@ -1,0 +1,250 @@
+"""The agent's memory between runs: ``<state_dir>/state.json``, written atomically.
+
+Format 1::
+
+    {"format": 1,
+     "applied": {"level": 2, "patch": "fix_x", "bundle": "/var/lib/suture/bundles/fix_x-L2.bundle",
+                 "release": "6.1.0-56-amd64", "build_id": "<hex>",
+                 "applied_at": "2026-11-25T19:00:00+00:00"},
+     "in_progress": {"level": 3, "patch": "fix_x", "bundle": "...",
+                     "started_at": "2026-11-25T20:00:00+00:00"},
+     "seen": {"level": 3, "at": "2026-11-25T20:00:00+00:00"},
+     "last_check": {"at": "2026-11-25T20:00:00+00:00", "result": "applied",
+                    "error": {"error": "FetchError", "message": "...", "hint": "..."}}}
+
+``applied`` is null until a level was applied, ``in_progress`` is set only
+while the engine is applying (a leftover one means that run was killed),
+``seen`` is the newest level the agent has met (for ``update_delay_hours``),
+``error`` is null when the last check succeeded. One agent at a time: every
+read-modify-write holds :func:`locked`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from suture.errors import AgentStateError
+from suture.fsutil import atomic_write
+from suture.fsutil import locked as _flock
+
+FORMAT_VERSION = 1
+STATE_NAME = "state.json"
+LOCK_NAME = ".lock"
+BUNDLES = "bundles"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The level live on this host's kernel, as the agent applied it."""
+
+    level: int
+    patch: str  # the livepatch (module) name
+    bundle: Path  # the cached copy under state_dir/bundles
+    release: str  # the kernel it was applied on
+    build_id: str
+    applied_at: float  # unix time, s
+
+
+@dataclass(frozen=True)
+class InProgress:
+    """A level the engine was applying when the state was last written."""
+
+    level: int
+    patch: str
+    bundle: Path
+    started_at: float  # unix time, s
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """Everything the agent remembers; see the module docstring for the file."""
+
+    applied: Applied | None = None
+    in_progress: InProgress | None = None
+    seen_level: int = 0  # the newest level offered so far (0: none)
+    seen_at: float | None = None  # unix time, s, when seen_level was first offered
+    last_check: float | None = None  # unix time, s
+    last_result: str = ""  # an Outcome value, or "error"
+    last_error: dict[str, str] | None = field(default=None)  # SutureError.to_dict()
+
+    def level_for(self, release: str, build_id: str) -> int:
+        """The level applied on exactly this kernel build (0: none, or another kernel)."""
+        a = self.applied
+        return a.level if a and (a.release, a.build_id) == (release, build_id) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (format 1)."""
+        a, p = self.applied, self.in_progress
+        return {
+            "format": FORMAT_VERSION,
+            "applied": a
+            and {
+                "level": a.level,
+                "patch": a.patch,
+                "bundle": str(a.bundle),
+                "release": a.release,
+                "build_id": a.build_id,
+                "applied_at": _iso(a.applied_at),
+            },
+            "in_progress": p
+            and {
+                "level": p.level,
+                "patch": p.patch,
+                "bundle": str(p.bundle),
+                "started_at": _iso(p.started_at),
+            },
+            "seen": {"level": self.seen_level, "at": _iso(self.seen_at)},
+            "last_check": {
+                "at": _iso(self.last_check),
+                "result": self.last_result,
+                "error": self.last_error,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentState:
+        """Parse the JSON form.
+
+        Raises:
+            ValueError: another format, or a field is missing or of the wrong type.
+        """
+        if data.get("format") != FORMAT_VERSION:
+            raise ValueError(f"not an agent state of format {FORMAT_VERSION}")
+        try:
+            a, p = data["applied"], data["in_progress"]
+            seen, check = data["seen"], data["last_check"]
+            error = _error(check["error"])
+            return cls(
+                applied=a
+                and Applied(
+                    level=_int(a["level"]),
+                    patch=_str(a["patch"]),
+                    bundle=Path(_str(a["bundle"])),
+                    release=_str(a["release"]),
+                    build_id=_str(a["build_id"]),
+                    applied_at=_time(a["applied_at"]) or 0.0,
+                ),
+                in_progress=p
+                and InProgress(
+                    level=_int(p["level"]),
+                    patch=_str(p["patch"]),
+                    bundle=Path(_str(p["bundle"])),
+                    started_at=_time(p["started_at"]) or 0.0,
+                ),
+                seen_level=_int(seen["level"]),
+                seen_at=_time(seen["at"]),
+                last_check=_time(check["at"]),
+                last_result=_str(check["result"]),
+                last_error=error,
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"malformed agent state: {e!r}") from e
+
+
+def read(state_dir: Path) -> AgentState:
+    """The state in ``state_dir``; the empty state when there is no file yet.
+
+    Raises:
+        AgentStateError: the file cannot be read or is not a valid state.
+    """
+    path = state_dir / STATE_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return AgentState()
+    except OSError as e:
+        raise AgentStateError(
+            f"cannot read the agent state {path}: {e.strerror}",
+            hint="run the agent as root, or point --state-dir at a folder it can read",
+        ) from e
+    try:
+        return AgentState.from_dict(_object(json.loads(raw)))
+    except (ValueError, TypeError) as e:
+        raise AgentStateError(
+            f"the agent state {path} is damaged: {e}",
+            hint="move it aside; the agent starts afresh (check `suture status` first)",
+        ) from e
+
+
+def write(state_dir: Path, state: AgentState) -> None:
+    """Replace the state file atomically (readers see the old or the new state).
+
+    Raises:
+        AgentStateError: the file cannot be written.
+    """
+    data = json.dumps(state.to_dict(), indent=1, sort_keys=True).encode() + b"\n"
+    try:
+        atomic_write(state_dir / STATE_NAME, data)
+    except OSError as e:
+        raise AgentStateError(
+            f"cannot write the agent state in {state_dir}: {e.strerror}",
+            hint="check that the state folder is writable and its disk not full",
+        ) from e
+
+
+@contextlib.contextmanager
+def locked(state_dir: Path) -> Iterator[None]:
+    """Hold ``state_dir/.lock``: one agent (daemon or command) changes the host at a time.
+
+    Raises:
+        AgentStateError: the lock file cannot be created.
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_flock(state_dir / LOCK_NAME))
+        except OSError as e:
+            raise AgentStateError(
+                f"cannot lock the agent state in {state_dir}: {e.strerror}",
+                hint="run the agent as root, or point --state-dir at a writable folder",
+            ) from e
+        yield
+
+
+def effective_release(release: str, build_id: str, state: AgentState, live: set[str]) -> str:
+    """``release`` with ``+suture.L<level>`` when a level is live on exactly this build.
+
+    The level counts only while its patch is still enabled in the kernel
+    (``live``: names of enabled live patches), so after a reboot, or an
+    ``unload``, this is the plain release again.
+    """
+    a = state.applied
+    level = state.level_for(release, build_id)
+    return f"{release}+suture.L{level}" if level and a and a.patch in live else release
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def _time(value: Any) -> float | None:
+    return None if value is None else datetime.fromisoformat(_str(value)).timestamp()
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {value!r}")
+    return value
+
+
+def _error(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    return {_str(k): _str(v) for k, v in _object(value).items()}
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value

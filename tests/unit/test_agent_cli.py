@@ -1,0 +1,129 @@
+"""suture update / info / uname: exit codes, JSON output, the effective release."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from suture.agent import cycle, state
+from suture.agent.config import ENVIRONMENT
+from suture.cli.main import main
+from suture.kernel import identity as identity_module
+from suture.kernel import livepatch
+from suture.repo import create
+from tests.unit.fakes import identity
+from tests.unit.repo_helpers import BUILD_A, BUILD_B, RELEASE
+from tests.unit.test_agent_cycle import FakeKernel, publish_level
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SUTURE_AGENT_CONFIG", str(tmp_path / "absent.toml"))
+    for var in ENVIRONMENT:
+        monkeypatch.delenv(var, raising=False)
+    create.init(tmp_path / "repo")
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> FakeKernel:
+    fake = FakeKernel()
+    monkeypatch.setattr(cycle, "HostKernel", lambda: fake)
+    return fake
+
+
+def run(repo: Path, *argv: str) -> int:
+    options = [
+        f"--server={repo.as_uri()}",
+        f"--trusted-root={repo / 'metadata/1.root.json'}",
+        f"--state-dir={repo.parent / 'state'}",
+    ]
+    return main([*argv, *options])
+
+
+def test_update_and_info_exit_codes(
+    repo: Path, kernel: FakeKernel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(repo, "info") == 1
+    assert run(repo, "update") == 1
+    assert "no live patches for" in capsys.readouterr().out
+    publish_level(repo, 1)
+    assert run(repo, "info", "--json") == 2
+    data = json.loads(capsys.readouterr().out)
+    assert (data["format"], data["outcome"], data["available"]) == (1, "pending", 1)
+    assert data["cves"] == ["CVE-2026-1001"]
+    assert run(repo, "update", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["ok"], data["outcome"], data["level"]) == (True, "applied", 1)
+    assert run(repo, "update") == 0
+    assert "up to date: level 1 is live" in capsys.readouterr().out
+    assert run(repo, "info") == 0
+    kernel.ident = identity(build_id=BUILD_A, livepatch=False)
+    assert run(repo, "update") == 3
+    assert run(repo, "info") == 3
+
+
+def test_update_errors_keep_their_exit_codes(
+    repo: Path, kernel: FakeKernel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["update", f"--state-dir={repo.parent / 'state'}"]) == 64
+    assert "no patch server is configured" in capsys.readouterr().err
+    assert main(["update", "--server", "ftp://x", "--json"]) == 64
+    assert json.loads(capsys.readouterr().out)["key"] == "server"
+    root = f"--trusted-root={repo / 'metadata/1.root.json'}"
+    gone = f"--server={(repo.parent / 'nowhere').as_uri()}"
+    assert main(["update", gone, root, f"--state-dir={repo.parent / 'state'}"]) == 71
+
+
+def test_uname(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live: set[str] = set()
+
+    class Sysfs:
+        def states(self) -> list[livepatch.PatchState]:
+            return [livepatch.PatchState(n, True, False, True, ()) for n in live]
+
+    monkeypatch.setattr(identity_module, "read_identity", lambda: identity(build_id=BUILD_A))
+    monkeypatch.setattr(livepatch, "LivepatchSysfs", Sysfs)
+    folder = ["--state-dir", str(tmp_path)]
+    assert main(["uname", "-r", *folder]) == 0
+    assert capsys.readouterr().out == f"{RELEASE}\n"
+    applied = state.Applied(3, "fix_l3", tmp_path / "b", RELEASE, BUILD_A, 0.0)
+    state.write(tmp_path, state.AgentState(applied=applied))
+    assert main(["uname", "-r", *folder]) == 0
+    assert capsys.readouterr().out == f"{RELEASE}\n"  # recorded, but not live
+    live.add("fix_l3")
+    assert main(["uname", "-r", *folder]) == 0
+    assert capsys.readouterr().out == f"{RELEASE}+suture.L3\n"
+    assert main(["uname", "-a", *folder]) == 0
+    u = os.uname()
+    assert capsys.readouterr().out == (
+        f"{u.sysname} {u.nodename} {RELEASE}+suture.L3 {u.version} {u.machine} GNU/Linux\n"
+    )
+    assert main(["uname", *folder]) == 0
+    assert capsys.readouterr().out == f"{u.sysname}\n"
+    assert main(["uname", "--json", *folder]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["effective_release"], data["level"]) == (f"{RELEASE}+suture.L3", 3)
+    state.write(
+        tmp_path,
+        state.AgentState(applied=replace(applied, build_id=BUILD_B)),
+    )
+    assert main(["uname", "-r", *folder]) == 0
+    assert capsys.readouterr().out == f"{RELEASE}\n"  # applied on another build
+
+
+def test_the_agent_commands_stay_light() -> None:
+    code = (
+        "import sys; from suture.cli import main; main._parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('tuf', 'suture.agent.cycle'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
