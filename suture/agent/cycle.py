@@ -28,11 +28,10 @@ from suture.agent import state as agent_state
 from suture.agent import trust, update
 from suture.agent.config import AgentConfig
 from suture.agent.state import AgentState, Applied, InProgress
-from suture.errors import ConfigError, SutureError, VerificationError, WrongBuildError
+from suture.errors import ConfigError, SutureError
 from suture.kernel.engine import TransitionPolicy
 from suture.kernel.identity import KernelIdentity, read_identity
 from suture.kernel.livepatch import LivepatchSysfs
-from suture.repo import layout
 
 FORMAT_VERSION = 1
 HOUR = 3600.0  # s
@@ -344,37 +343,7 @@ def _find(
     s: update.UpdateSession, ident: KernelIdentity, channel: str, sticky: int | None
 ) -> update.Offer | None:
     """The newest live level for this build and channel, not above ``sticky``."""
-    offer = s.find_latest(ident.release, ident.build_id, channel)
-    if offer is None or sticky is None or offer.level <= sticky:
-        return offer
-    return _newest_at_most(s, ident.release, ident.build_id, channel, sticky)
-
-
-def _newest_at_most(
-    s: update.UpdateSession, release: str, build_id: str, channel: str, sticky: int
-) -> update.Offer | None:
-    # Stopgap until UpdateSession.find_latest takes an upper bound: the same
-    # steps as find_latest (verified index, signed target, offer checks) on
-    # the newest level at or below the sticky one.
-    index = s._index(release, build_id, channel)
-    below = [lv for lv in index.levels if lv.level <= sticky] if index else []
-    if index is None or not below:
-        return None
-    entry = below[-1]
-    if not entry.path.startswith(f"{layout.kernel_dir(release, build_id, channel)}/"):
-        raise WrongBuildError(
-            f"the level index of {release}/{build_id} on {channel} points to {entry.path}",
-            expected=f"{release}/{build_id}",
-            found=entry.path,
-            hint="refused; tell the repository's operators",
-        )
-    target = s._lookup(entry.path)
-    if target is None:
-        raise VerificationError(
-            f"the level index lists {entry.path}, but the signed targets do not",
-            hint="the repository is inconsistent; tell its operators",
-        )
-    return s._offer(target, release, build_id, channel, index.yanked)
+    return s.find_latest(ident.release, ident.build_id, channel, at_most=sticky)
 
 
 @contextlib.contextmanager

@@ -110,8 +110,12 @@ class UpdateSession:
         self._failed: SutureError | None = None
         self.closed = False
 
-    def find_latest(self, release: str, build_id: str, channel: str = "stable") -> Offer | None:
+    def find_latest(
+        self, release: str, build_id: str, channel: str = "stable", at_most: int | None = None
+    ) -> Offer | None:
         """The newest live level for exactly this kernel build and channel, or None.
+
+        ``at_most`` caps the level (a sticky level): nothing above it is offered.
 
         Raises:
             UsageError: the release, build id or channel cannot name a target.
@@ -120,7 +124,7 @@ class UpdateSession:
         """
         folder = layout.kernel_dir(release, build_id, channel)
         index = self._index(release, build_id, channel)
-        latest = index.latest() if index else None
+        latest = index.latest(at_most) if index else None
         if index is None or latest is None:
             return None
         if not latest.path.startswith(f"{folder}/"):

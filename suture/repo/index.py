@@ -45,9 +45,10 @@ class BuildIndex:
         """The highest level ever published here, yanked or not (0: none)."""
         return max([lv.level for lv in self.levels] + list(self.yanked), default=0)
 
-    def latest(self) -> Level | None:
-        """The newest level that is not yanked, or None."""
-        return self.levels[-1] if self.levels else None
+    def latest(self, at_most: int | None = None) -> Level | None:
+        """The newest level that is not yanked (and not above ``at_most``), or None."""
+        allowed = [lv for lv in self.levels if at_most is None or lv.level <= at_most]
+        return allowed[-1] if allowed else None
 
     def find(self, level: int) -> Level | None:
         """The live entry for ``level``, or None."""
