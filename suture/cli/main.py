@@ -1,8 +1,11 @@
 """``suture``: the one command. Parse, call one library function, print, map errors to exit codes.
 
 Exit codes (also in README.md):
-    0   success
-    3   build: the fix changes no code in this kernel build (nothing to patch)
+    0   success (update/info: up to date or applied)
+    1   update/info: no patches for this kernel build
+    2   update/info: an update is pending
+    3   build: the fix changes no code in this kernel build (nothing to patch);
+        update/info: no livepatch support
     1   the guest command or the check ran and said "no" (``lab run`` passes the
         guest command's own status through)
     10  other Suture error
@@ -13,6 +16,8 @@ Exit codes (also in README.md):
     33  the transition did not finish and was backed out
     34  no such live patch
     40  build failed or refused (the message says why and what to do)
+    50  bad bundle; 60-61 repository; 70-72 update (fetch, verification)
+    80  server
     64  bad command line or input
     130 interrupted
 """
