@@ -6,8 +6,7 @@ Exit codes (also in README.md):
     2   update/info: an update is pending
     3   build: the fix changes no code in this kernel build (nothing to patch);
         update/info: no livepatch support
-    1   the guest command or the check ran and said "no" (``lab run`` passes the
-        guest command's own status through)
+    (``lab run`` passes the guest command's own status through)
     10  other Suture error
     20  lab: fetching a kernel or running a guest failed
     30  kernel: talking to the running kernel failed
