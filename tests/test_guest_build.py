@@ -23,7 +23,6 @@ from tests.test_guest_engine import require_qemu
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = os.environ.get("SUTURE_TEST_BUILD_KERNEL", "6.1.0-47-amd64")
-CORPUS = ROOT.parent / "shared" / "patches" / "stable-dev"
 
 pytestmark = pytest.mark.guest
 
@@ -148,7 +147,17 @@ def test_built_patches_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
     for name, (path, edits) in FEATURES.items():
         fix = make_fix(tree, path, *edits, out=tmp_path)
         build(BuildRequest(RELEASE, fix, out, name=f"suture_t_{name}"))
-    module_fix = CORPUS / "modules" / "107-net-802-mrp_pdu_parse_vecattr.patch"
+    # Code built into a module (mrp): a hardening of the vector attribute parser.
+    module_fix = make_fix(
+        tree,
+        "net/802/mrp.c",
+        (
+            "\tif (!mrp_cb(skb)->vah)\n\t\treturn -1;\n\t*offset += sizeof(_vah);",
+            "\tif (!mrp_cb(skb)->vah || skb->len < *offset + sizeof(_vah))\n\t\treturn -1;\n"
+            "\t*offset += sizeof(_vah);",
+        ),
+        out=tmp_path,
+    )
     build(BuildRequest(RELEASE, module_fix, out, name="suture_t_mrp"))
     result = guest.run(
         kernels.fetch(RELEASE),

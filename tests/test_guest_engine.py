@@ -39,7 +39,15 @@ def test_engine_in_guest(tmp_path: Path) -> None:
     assert set(built) == set(kmod.MODULES)
     result = guest.run(
         tree,
-        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/kernel"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "tests/kernel/test_engine.py",
+        ],
         guest.GuestConfig(timeout=900, env={"SUTURE_TEST_MODULES": str(tmp_path)}),
         cwd=ROOT,
     )
