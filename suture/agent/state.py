@@ -32,6 +32,7 @@ from typing import Any
 from suture.errors import AgentStateError
 from suture.fsutil import atomic_write
 from suture.fsutil import locked as _flock
+from suture.jsontypes import as_int, as_str
 
 FORMAT_VERSION = 1
 STATE_NAME = "state.json"
@@ -123,24 +124,24 @@ class AgentState:
             return cls(
                 applied=a
                 and Applied(
-                    level=_int(a["level"]),
-                    patch=_str(a["patch"]),
-                    bundle=Path(_str(a["bundle"])),
-                    release=_str(a["release"]),
-                    build_id=_str(a["build_id"]),
+                    level=as_int(a["level"]),
+                    patch=as_str(a["patch"]),
+                    bundle=Path(as_str(a["bundle"])),
+                    release=as_str(a["release"]),
+                    build_id=as_str(a["build_id"]),
                     applied_at=_time(a["applied_at"]) or 0.0,
                 ),
                 in_progress=p
                 and InProgress(
-                    level=_int(p["level"]),
-                    patch=_str(p["patch"]),
-                    bundle=Path(_str(p["bundle"])),
+                    level=as_int(p["level"]),
+                    patch=as_str(p["patch"]),
+                    bundle=Path(as_str(p["bundle"])),
                     started_at=_time(p["started_at"]) or 0.0,
                 ),
-                seen_level=_int(seen["level"]),
+                seen_level=as_int(seen["level"]),
                 seen_at=_time(seen["at"]),
                 last_check=_time(check["at"]),
-                last_result=_str(check["result"]),
+                last_result=as_str(check["result"]),
                 last_error=error,
             )
         except (KeyError, TypeError) as e:
@@ -223,7 +224,7 @@ def _iso(t: float | None) -> str | None:
 
 
 def _time(value: Any) -> float | None:
-    return None if value is None else datetime.fromisoformat(_str(value)).timestamp()
+    return None if value is None else datetime.fromisoformat(as_str(value)).timestamp()
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -235,16 +236,4 @@ def _object(value: Any) -> dict[str, Any]:
 def _error(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
-    return {_str(k): _str(v) for k, v in _object(value).items()}
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {value!r}")
-    return value
-
-
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
+    return {as_str(k): as_str(v) for k, v in _object(value).items()}

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from suture.build.elfobj import (
-    PC_RELATIVE,
     ObjectFile,
     Rela,
     RelocType,
     Section,
     Symbol,
     SymType,
+    target_offset,
 )
 from suture.build.fix import LineMap
 
@@ -114,7 +114,7 @@ class _Side:
 
     def target(self, rela: Rela) -> tuple[object, ...]:
         sym = self.obj.symbols[rela.sym]
-        offset = rela.addend + PC_RELATIVE.get(rela.type, 0)
+        offset = target_offset(rela)
         sec = self.obj.symbol_section(sym)
         # A string is compared by its text, whether reached through the section
         # symbol or a local label (.LC0) in it: offsets move when strings change.
@@ -127,20 +127,10 @@ class _Side:
             return ("sec", sym.name, rela.addend)
         if sec.symbol is not None:
             return ("sym", mangle(sec.symbol.name), rela.addend)
-        inner = self._containing(sec, offset)
+        inner = self.obj.symbol_at(sec, offset)
         if inner is not None:
             return ("sym", mangle(inner.name), rela.addend - inner.value)
         return ("sec", mangle(sec.name), rela.addend)
-
-    def _containing(self, sec: Section, offset: int) -> Symbol | None:
-        for s in self.obj.symbols:
-            if (
-                s.shndx == sec.index
-                and s.type in (SymType.FUNC, SymType.OBJECT)
-                and s.value <= offset < s.value + max(s.size, 1)
-            ):
-                return s
-        return None
 
     def target_name(self, rela: Rela) -> str:
         kind, *rest = self.target(rela)

@@ -113,6 +113,11 @@ class Section:
         return bool(self.flags & SHF_STRINGS)
 
 
+def target_offset(rela: Rela) -> int:
+    """Where in its target a relocation points (the PC-relative bias taken out)."""
+    return rela.addend + PC_RELATIVE.get(rela.type, 0)
+
+
 class ObjectFile:
     """A parsed relocatable object."""
 
@@ -195,6 +200,17 @@ class ObjectFile:
         """The NUL-terminated string at ``offset`` of a string section."""
         end = section.data.find(b"\0", offset)
         return section.data[offset : end if end >= 0 else None].decode("utf-8", "replace")
+
+    def symbol_at(self, sec: Section, offset: int) -> Symbol | None:
+        """The function or object of ``sec`` that covers ``offset``, or None."""
+        for s in self.symbols:
+            if (
+                s.shndx == sec.index
+                and s.type in (SymType.FUNC, SymType.OBJECT)
+                and s.value <= offset < s.value + max(s.size, 1)
+            ):
+                return s
+        return None
 
     def symbol_section(self, sym: Symbol) -> Section | None:
         """The section ``sym`` is defined in, or None (undefined, absolute, common)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from suture.build import elfwrite as ew
 from suture.build.differ import SPECIAL_STATIC
-from suture.build.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType
+from suture.build.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
 from suture.errors import BuildError
 
 # Special sections whose entries point at code: entry size, offset of the
@@ -133,15 +133,7 @@ class _Extractor:
             return sym
         if sec.symbol is not None:
             return sec.symbol
-        target = rela.addend + (4 if rela.type in (2, 4) else 0)
-        for s in self.obj.symbols:
-            if (
-                s.shndx == sec.index
-                and s.type in (SymType.FUNC, SymType.OBJECT)
-                and s.value <= target < s.value + max(s.size, 1)
-            ):
-                return s
-        return None
+        return self.obj.symbol_at(sec, target_offset(rela))
 
     # -- writing -------------------------------------------------------------
 

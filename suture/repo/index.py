@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any
+
+from suture.jsontypes import as_int, as_str
 
 FORMAT_VERSION = 1
 
@@ -92,11 +93,11 @@ class BuildIndex:
             raise ValueError(f"not a level index of format {FORMAT_VERSION}")
         try:
             index = cls(
-                release=_str(data["release"]),
-                build_id=_str(data["build_id"]),
-                channel=_str(data["channel"]),
-                levels=tuple(Level(_int(e["level"]), _str(e["path"])) for e in data["levels"]),
-                yanked=tuple(_int(v) for v in data["yanked"]),
+                release=as_str(data["release"]),
+                build_id=as_str(data["build_id"]),
+                channel=as_str(data["channel"]),
+                levels=tuple(Level(as_int(e["level"]), as_str(e["path"])) for e in data["levels"]),
+                yanked=tuple(as_int(v) for v in data["yanked"]),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed level index: {e!r}") from e
@@ -104,15 +105,3 @@ class BuildIndex:
         if numbers != sorted(set(numbers)):
             raise ValueError("the levels of the index are not strictly ascending")
         return index
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {value!r}")
-    return value
-
-
-def _int(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"expected an integer, got {value!r}")
-    return value
