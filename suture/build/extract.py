@@ -204,7 +204,8 @@ class _Extractor:
     def _collect_externals(self) -> list[ew.OutSymbol]:
         for idx in sorted(self.included):
             for rela in self._relas_of(idx):
-                target = self._external_name(rela)
+                external = self._external(rela)
+                target = external[0] if external else ""
                 if target and target not in self._external_syms:
                     self._external_syms[target] = ew.OutSymbol(
                         target, (SymBind.GLOBAL << 4) | SymType.NOTYPE, ew.SHN_UNDEF
@@ -218,11 +219,15 @@ class _Extractor:
     def _relas_of(self, idx: int) -> list[Rela]:
         return self._kept_relas.get(idx, self.obj.sections[idx].relas)
 
-    def _external_name(self, rela: Rela) -> str:
+    def _external(self, rela: Rela) -> tuple[str, Symbol] | None:
+        """The kernel name a relocation resolves against, and the symbol it names.
+
+        None when the relocation points into the patch itself.
+        """
         sym = self.obj.symbols[rela.sym]
         sec = self.obj.symbol_section(sym)
         if sec is not None and sec.index in self.included:
-            return ""
+            return None
         named = sym if sec is None else self._named(sym, sec, rela)
         if named is None:
             raise BuildError(
@@ -230,7 +235,7 @@ class _Extractor:
                 "has no symbol to resolve against the kernel",
             )
         name = self.renames.get(named.name, named.name)
-        return self.substitutes.get(name, name)
+        return self.substitutes.get(name, name), named
 
     def _out_relas(
         self,
@@ -248,10 +253,11 @@ class _Extractor:
                 addend = rela.addend + (0 if sym.type == SymType.SECTION else sym.value)
                 out.append(ew.OutRela(rela.offset, rela.type, slot[id(target)], addend))
                 continue
-            named = sym if sec is None else self._named(sym, sec, rela)
-            assert named is not None  # _external_name raised otherwise  # noqa: S101
-            kernel_name = self.renames.get(named.name, named.name)
-            ext = self._external_syms[self.substitutes.get(kernel_name, kernel_name)]
+            external = self._external(rela)
+            if external is None:  # pragma: no cover - handled above
+                continue
+            name, named = external
+            ext = self._external_syms[name]
             addend = rela.addend - (named.value if sym.type == SymType.SECTION else 0)
             out.append(ew.OutRela(rela.offset, rela.type, slot[id(ext)], addend))
         return out
