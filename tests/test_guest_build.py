@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,8 @@ import pytest
 from suture.build import source
 from suture.build.pipeline import BuildRequest, build
 from suture.errors import BuildError, NoChangeError
-from suture.lab import guest, kernels
-from tests.test_guest_engine import require_qemu
+from suture.lab import kernels
+from tests.test_guest_engine import require_qemu, run_guest_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = os.environ.get("SUTURE_TEST_BUILD_KERNEL", "6.1.0-47-amd64")
@@ -159,18 +158,6 @@ def test_built_patches_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
         out=tmp_path,
     )
     build(BuildRequest(RELEASE, module_fix, out, name="suture_t_mrp"))
-    result = guest.run(
-        kernels.fetch(RELEASE),
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-v",
-            "-p",
-            "no:cacheprovider",
-            "tests/kernel/test_built.py",
-        ],
-        guest.GuestConfig(timeout=900, env={"SUTURE_TEST_BUNDLES": str(out)}),
-        cwd=ROOT,
+    run_guest_tests(
+        kernels.fetch(RELEASE), "tests/kernel/test_built.py", {"SUTURE_TEST_BUNDLES": str(out)}
     )
-    assert result.returncode == 0, "the in-guest tests failed (their output is above)"

@@ -30,6 +30,13 @@ def require_qemu() -> None:
         pytest.skip(f"{guest.QEMU} is not installed")
 
 
+def run_guest_tests(tree: kernels.KernelTree, path: str, env: dict[str, str]) -> None:
+    """Boot ``tree`` and run the in-guest tests in ``path``; their output streams to ours."""
+    argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", path]
+    result = guest.run(tree, argv, guest.GuestConfig(timeout=900, env=env), cwd=ROOT)
+    assert result.returncode == 0, "the in-guest tests failed (their output is above)"
+
+
 def test_engine_in_guest(tmp_path: Path) -> None:
     require_qemu()
     tree = kernels.fetch(None)
@@ -37,18 +44,4 @@ def test_engine_in_guest(tmp_path: Path) -> None:
     other = kernels.fetch(OTHER_RELEASE)
     kmod.build(other, tmp_path / "other", ("suture_test_v1",))
     assert set(built) == set(kmod.MODULES)
-    result = guest.run(
-        tree,
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-v",
-            "-p",
-            "no:cacheprovider",
-            "tests/kernel/test_engine.py",
-        ],
-        guest.GuestConfig(timeout=900, env={"SUTURE_TEST_MODULES": str(tmp_path)}),
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, "the in-guest tests failed (their output is above)"
+    run_guest_tests(tree, "tests/kernel/test_engine.py", {"SUTURE_TEST_MODULES": str(tmp_path)})
