@@ -120,6 +120,9 @@ def check_not_loaded(cand: PatchCandidate, lp: LivepatchSysfs) -> None:
         )
 
 
+KLP_HANDLER = "klp_ftrace_handler"
+
+
 def ftrace_conflicts(functions: Iterable[str], sysroot: Path) -> dict[str, str]:
     """Target functions that a kprobe or an IPMODIFY ftrace user holds, with who holds it."""
     wanted = set(functions)
@@ -132,6 +135,11 @@ def ftrace_conflicts(functions: Iterable[str], sysroot: Path) -> dict[str, str]:
         for line in lines:
             # "cmdline_proc_show (1) R I   \ttramp: ..." or, for a module's
             # function, "ext4_file_open [ext4] (1) R I ...": flags follow "(N)".
+            if KLP_HANDLER in line:
+                # The livepatch core's own handler: patches stack on one function
+                # (the newest wins, a replace retires the others), so another
+                # live patch is not a conflict.
+                continue
             head, _, tail = line.partition(")")
             if head.split()[:1] and head.split()[0] in wanted and "I" in tail.split()[:3]:
                 found[head.split()[0]] = "an ftrace user that modifies the instruction pointer"

@@ -137,7 +137,8 @@ def test_check_not_loaded(tmp_path: Path) -> None:
 
 
 ENABLED_FUNCTIONS = (
-    "cmdline_proc_show (1) R I   \ttramp: 0xffffffffc0000000 (klp_ftrace_handler+0x0/0x1e0)\n"
+    "cmdline_proc_show (1) R I   \ttramp: 0xffffffffc0000000 (bpf_tramp_handler+0x0/0x1e0)\n"
+    "meminfo_proc_show (1) R I   \ttramp: 0xffffffffc0002000 (klp_ftrace_handler+0x0/0x1e0)\n"
     "vfs_read (1) R     \ttramp: 0xffffffffc0001000 (kprobe_ftrace_handler+0x0/0x1d0)\n"
     "schedule (2)           \n"
     "\n"
@@ -160,9 +161,10 @@ def tracing_root(tmp_path: Path, tracefs: str = "sys/kernel/tracing") -> Path:
 def test_ftrace_conflicts(tmp_path: Path) -> None:
     root = tracing_root(tmp_path)
     wanted = ("cmdline_proc_show", "vfs_read", "schedule", "do_sys_open", "vfs_write", "ksys_read")
-    found = preflight.ftrace_conflicts(wanted, root)
+    found = preflight.ftrace_conflicts((*wanted, "meminfo_proc_show"), root)
     assert found == {
-        # IPMODIFY ftrace user (another live patch); the kretprobe on it comes second.
+        # An IPMODIFY ftrace user that is not the livepatch core (another live
+        # patch, on meminfo_proc_show, stacks); the kretprobe on it comes second.
         "cmdline_proc_show": "an ftrace user that modifies the instruction pointer",
         "do_sys_open": "a kprobe",
         "vfs_write": "a kprobe",
