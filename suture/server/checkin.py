@@ -24,7 +24,7 @@ MAX_ERROR = 4096  # characters of last_error
 HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # machine-id, UUID, FQDN
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 _RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]{0,99}$")  # as suture.repo.layout
-_BUILD_ID = re.compile(r"^[0-9a-f]{16,128}$")
+_BUILD_ID = re.compile(r"^(?:[0-9a-f]{16,128})?$")  # "": a kernel that has none
 _AGENT_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]{0,63}$")
 _PATCH = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # kernel module names
 

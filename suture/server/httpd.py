@@ -214,6 +214,14 @@ class _HTTPServer(ThreadingHTTPServer):
         self.log = log
         super().__init__(address, _Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up is one log line, not a traceback; anything else is logged whole."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            self.log(f"{client_address[0]} connection lost: {error}")
+            return
+        super().handle_error(request, client_address)
+
 
 def _stderr(line: str) -> None:
     print(f"suture-server: {line}", file=sys.stderr, flush=True)

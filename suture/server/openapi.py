@@ -38,7 +38,7 @@ _CHECKIN: dict[str, Any] = {
             "required": ["release", "build_id"],
             "properties": {
                 "release": {"type": "string", "description": "uname -r"},
-                "build_id": {"type": "string", "pattern": "^[0-9a-f]{16,128}$"},
+                "build_id": {"type": "string", "pattern": "^(?:[0-9a-f]{16,128})?$"},
             },
         },
         "level": {"type": "integer", "minimum": 0, "maximum": checkin.MAX_LEVEL},
