@@ -14,6 +14,11 @@ means the defaults), every key optional::
     proxy = "http://proxy.example.com:3128"
     state_dir = "/var/lib/suture"
     trusted_root = "/etc/suture/root.json"
+    timeout = 30                                  # s without a byte before a download fails
+    retries = 3                                   # more tries when the server cannot be reached
+    retry_backoff = 5                             # s before the first retry, doubled each time
+    report = true                                 # check in with the server (http(s) only)
+    crash_guard = 600                             # s a new patch must survive before it is trusted
 
 Then ``SUTURE_SERVER``, ``SUTURE_CHANNEL``, ``SUTURE_STATE_DIR`` and
 ``SUTURE_TRUSTED_ROOT`` override the file, and options override both. An
@@ -67,6 +72,13 @@ class AgentConfig:
     proxy: str = ""  # http(s) proxy URL for the repository; "" : none
     state_dir: Path = Path("/var/lib/suture")
     trusted_root: Path = Path("/etc/suture/root.json")
+    timeout: int = 30  # s, connect and between bytes
+    retries: int = 3  # extra tries of a cycle whose server could not be reached
+    retry_backoff: float = 5.0  # s before the first retry; doubles each time
+    report: bool = True  # send a check-in after each cycle (http(s) servers)
+    # s after applying: a host that goes down sooner (not a clean shutdown)
+    # does not get that level re-applied at boot; see suture.agent.guard.
+    crash_guard: int = 600
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -107,6 +119,20 @@ def _seconds(key: str, value: object) -> int:
     number = _number(key, value)
     if number != int(number):
         raise _bad(key, value, "whole seconds")
+    return int(number)
+
+
+def _timeout(key: str, value: object) -> int:
+    seconds = _seconds(key, value)
+    if seconds < 1:
+        raise _bad(key, value, "at least 1 second")
+    return seconds
+
+
+def _count(key: str, value: object) -> int:
+    number = _number(key, value)
+    if number != int(number):
+        raise _bad(key, value, "a whole number, 0 or more")
     return int(number)
 
 
@@ -163,6 +189,11 @@ PARSERS: dict[str, Callable[[str, object], Any]] = {
     "proxy": _url,
     "state_dir": _path,
     "trusted_root": _path,
+    "timeout": _timeout,
+    "retries": _count,
+    "retry_backoff": _number,
+    "report": _bool,
+    "crash_guard": _seconds,
 }
 
 

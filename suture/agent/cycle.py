@@ -2,9 +2,13 @@
 
 :func:`run_update` is what ``suture update`` and the daemon call::
 
-    identity -> recover an interrupted run -> newest level (channel, sticky)
-      -> newer than the live one? -> download verified -> mark in progress
+    identity -> recover an interrupted run -> confirm a level that survived probation
+      -> newest level (channel, sticky) -> newer than the live one, not held?
+      -> download verified -> mark in progress
       -> apply (cumulative: it replaces the level before) -> record, clear the mark
+
+A server that cannot be reached (or answers 5xx, or too slowly) is tried
+again ``retries`` times with a doubling wait; the live level stays as it is.
 
 :func:`check` is the same question without applying (``suture info``).
 The kernel sits behind :class:`Kernel` and the network behind python-tuf's
@@ -14,24 +18,25 @@ fetcher, so tests run the real repository code with a fake kernel.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tuf.ngclient import FetcherInterface
 
+from suture.agent import guard, trust, update
 from suture.agent import state as agent_state
-from suture.agent import trust, update
 from suture.agent.config import AgentConfig
+from suture.agent.host import HostKernel, Kernel
 from suture.agent.state import AgentState, Applied, InProgress
-from suture.errors import ConfigError, SutureError
-from suture.kernel.engine import TransitionPolicy
-from suture.kernel.identity import KernelIdentity, read_identity
-from suture.kernel.livepatch import LivepatchSysfs
+from suture.errors import ConfigError, FetchError, SutureError
+from suture.kernel.identity import KernelIdentity
 
 FORMAT_VERSION = 1
 HOUR = 3600.0  # s
@@ -45,44 +50,7 @@ class Outcome(StrEnum):
     PENDING = "pending"  # a newer level is offered, not applied (check, or update delay)
     NO_PATCHES = "no-patches"  # the repository has no level for this build and channel
     UNSUPPORTED = "unsupported"  # no livepatch core, or no build id: nothing can be applied
-
-
-class Kernel(Protocol):
-    """The running kernel as the cycle needs it."""
-
-    def identity(self) -> KernelIdentity:
-        """Release, build id, livepatch support."""
-
-    def live_patches(self) -> set[str]:
-        """Names of the enabled live patches."""
-
-    def apply(self, bundle: Path) -> list[str]:
-        """Apply a verified bundle; return the patches it superseded.
-
-        On failure the engine backs out and raises: the kernel runs as before.
-        """
-
-
-@dataclass(frozen=True)
-class HostKernel:
-    """This host's kernel: /proc, /sys/kernel/livepatch and the engine."""
-
-    sysroot: Path = Path("/")
-    policy: TransitionPolicy | None = None
-
-    def identity(self) -> KernelIdentity:
-        """The running kernel's identity."""
-        return read_identity(self.sysroot)
-
-    def live_patches(self) -> set[str]:
-        """Enabled patches in /sys/kernel/livepatch."""
-        return {s.name for s in LivepatchSysfs(self.sysroot).states() if s.enabled}
-
-    def apply(self, bundle: Path) -> list[str]:
-        """Apply through :func:`suture.agent.local.apply_file`."""
-        from suture.agent.local import apply_file  # noqa: PLC0415 - needs root, loads the engine
-
-        return apply_file(bundle, self.policy).superseded
+    HELD = "held"  # the newest level crashed this host before; the crash guard holds it
 
 
 @dataclass(frozen=True)
@@ -126,7 +94,10 @@ def run_update(
     kernel: Kernel | None = None,
     fetcher: FetcherInterface | None = None,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] | None = None,
     honour_delay: bool = True,
+    clear_hold: bool = False,
 ) -> UpdateResult:
     """Bring this host to the newest level its configuration allows, and record it.
 
@@ -135,7 +106,10 @@ def run_update(
         kernel: the kernel to drive (default :class:`HostKernel`).
         fetcher: python-tuf fetcher (default: by URL scheme).
         clock: unix time, s.
+        sleep: waits between retries.
+        log: where a retry is announced (default stderr).
         honour_delay: wait ``update_delay_hours`` after a level is first seen.
+        clear_hold: forget the crash guard's hold first (an operator's decision).
 
     Raises:
         SutureError: any failure (config, fetch, verification, pre-flight, load,
@@ -144,8 +118,10 @@ def run_update(
     kernel = kernel or HostKernel()
     with agent_state.locked(config.state_dir):
         run = _Run(config, kernel, fetcher, clock(), agent_state.read(config.state_dir))
+        if clear_hold and run.state.held:
+            run.save(held=None)
         try:
-            result = run.run(honour_delay)
+            result = _retrying(lambda: run.run(honour_delay), config, sleep, log or _stderr)
         except SutureError as e:
             run.save(
                 in_progress=None, last_check=run.now, last_result="error", last_error=e.to_dict()
@@ -153,6 +129,28 @@ def run_update(
             raise
         run.save(last_check=run.now, last_result=str(result.outcome), last_error=None)
         return result
+
+
+def _retrying(
+    attempt: Callable[[], UpdateResult],
+    config: AgentConfig,
+    sleep: Callable[[float], None],
+    log: Callable[[str], None],
+) -> UpdateResult:
+    """``attempt()``, tried again on :class:`FetchError` (and only on it) with a doubling wait.
+
+    A verification error is never retried: what was served must not be
+    trusted, and asking again would only fetch it again.
+    """
+    wait = config.retry_backoff
+    for _ in range(config.retries):
+        try:
+            return attempt()
+        except FetchError as e:
+            log(f"{e.message}; trying again in {wait:g} s")
+            sleep(wait)
+            wait *= 2
+    return attempt()
 
 
 def check(
@@ -217,6 +215,8 @@ class _Run:
             return self.result(Outcome.UNSUPPORTED, ident, 0)
         live_patches = self.kernel.live_patches()
         self._recover(ident, live_patches)
+        self._sweep()
+        self.confirm()
         live = self.live_level(ident, live_patches)
         bundles = self.config.state_dir / agent_state.BUNDLES
         with self.session() as s:
@@ -225,6 +225,8 @@ class _Run:
                 return self.result(Outcome.NO_PATCHES, ident, live)
             if offer.level <= live:
                 return self.result(Outcome.UP_TO_DATE, ident, live, offer=offer)
+            if guard.holds(self.state, ident.release, ident.build_id, offer.level):
+                return self.result(Outcome.HELD, ident, live, offer=offer)
             if honour_delay and self._delayed(offer.level):
                 return self.result(Outcome.PENDING, ident, live, offer=offer)
             path = s.download(offer, bundles)
@@ -243,10 +245,18 @@ class _Run:
             if not (old and old.bundle == path):
                 path.unlink(missing_ok=True)
             raise
-        self.save(
-            applied=Applied(offer.level, offer.name, path, ident.release, ident.build_id, self.now),
-            in_progress=None,
+        applied = Applied(
+            offer.level,
+            offer.name,
+            path,
+            ident.release,
+            ident.build_id,
+            self.now,
+            boot_id=self.kernel.boot_id(),
+            sha256=_sha256(path),
+            cves=offer.cves,
         )
+        self.save(applied=applied, in_progress=None)
         if old and old.bundle != path:
             old.bundle.unlink(missing_ok=True)
         return self.result(
@@ -268,11 +278,33 @@ class _Run:
         before = self.state.applied
         if mark.patch in live and not (before and before.patch == mark.patch):
             done = Applied(
-                mark.level, mark.patch, mark.bundle, ident.release, ident.build_id, self.now
+                mark.level,
+                mark.patch,
+                mark.bundle,
+                ident.release,
+                ident.build_id,
+                self.now,
+                boot_id=self.kernel.boot_id(),
+                sha256=_sha256(mark.bundle) if mark.bundle.exists() else "",
             )
             self.save(applied=done, in_progress=None)
         else:
             self.save(in_progress=None)
+
+    def _sweep(self) -> None:
+        """Remove bundles no record points to: leftovers of runs killed mid-download or mid-swap."""
+        records = (self.state.applied, self.state.in_progress)
+        keep = {x.bundle.name for x in records if x is not None}  # names: paths may differ in form
+        folder = self.config.state_dir / agent_state.BUNDLES
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name not in keep and path.is_file():
+                path.unlink(missing_ok=True)
+
+    def confirm(self) -> None:
+        """End the applied level's probation once it has lasted the crash guard's time."""
+        a, boot = self.state.applied, self.kernel.boot_id()
+        if a and guard.confirmable(self.state, boot, self.now, self.config.crash_guard):
+            self.save(applied=replace(a, confirmed=True))
 
     def _delayed(self, level: int) -> bool:
         """True while ``level`` was first seen less than ``update_delay_hours`` ago."""
@@ -288,11 +320,11 @@ class _Run:
     def session(self) -> Iterator[update.UpdateSession]:
         remote = _remote(self.config)
         proxied = self.fetcher is None and bool(self.config.proxy)
-        with (
-            _proxy_environment(self.config.proxy) if proxied else contextlib.nullcontext(),
-            update.session(remote, self.config.state_dir, fetcher=self.fetcher) as s,
-        ):
-            yield s
+        with _proxy_environment(self.config.proxy) if proxied else contextlib.nullcontext():
+            # made inside the proxy context: the fetcher reads *_proxy when made
+            fetcher = self.fetcher or trust.default_fetcher(remote.url, self.config.timeout)
+            with update.session(remote, self.config.state_dir, fetcher=fetcher) as s:
+                yield s
 
     def result(
         self,
@@ -318,6 +350,15 @@ class _Run:
             recovered=self.recovered,
             sticky_level=self.config.sticky_level,
         )
+
+
+def _stderr(line: str) -> None:
+    print(f"suture: {line}", file=sys.stderr, flush=True)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _remote(config: AgentConfig) -> trust.Remote:

@@ -5,18 +5,26 @@ Format 1::
     {"format": 1,
      "applied": {"level": 2, "patch": "fix_x", "bundle": "/var/lib/suture/bundles/fix_x-L2.bundle",
                  "release": "6.1.0-56-amd64", "build_id": "<hex>",
-                 "applied_at": "2026-11-25T19:00:00+00:00"},
+                 "applied_at": "2026-11-25T19:00:00+00:00", "boot_id": "<uuid>",
+                 "confirmed": false, "sha256": "<hex>", "cves": ["CVE-2026-0001"]},
      "in_progress": {"level": 3, "patch": "fix_x", "bundle": "...",
                      "started_at": "2026-11-25T20:00:00+00:00"},
      "seen": {"level": 3, "at": "2026-11-25T20:00:00+00:00"},
      "last_check": {"at": "2026-11-25T20:00:00+00:00", "result": "applied",
-                    "error": {"error": "FetchError", "message": "...", "hint": "..."}}}
+                    "error": {"error": "FetchError", "message": "...", "hint": "..."}},
+     "held": {"level": 2, "patch": "fix_x", "release": "...", "build_id": "...",
+              "reason": "...", "at": "..."},
+     "clean_shutdown_boot": "<uuid>",
+     "last_report": {"at": "...", "error": null}}
 
 ``applied`` is null until a level was applied, ``in_progress`` is set only
 while the engine is applying (a leftover one means that run was killed),
 ``seen`` is the newest level the agent has met (for ``update_delay_hours``),
-``error`` is null when the last check succeeded. One agent at a time: every
-read-modify-write holds :func:`locked`.
+``error`` is null when the last check succeeded. ``confirmed``, ``held`` and
+``clean_shutdown_boot`` belong to the crash-loop guard (:mod:`suture.agent.guard`);
+``held`` is null unless a level is kept from being applied. Keys added after
+the first release of format 1 are optional when read. One agent at a time:
+every read-modify-write holds :func:`locked`.
 """
 
 from __future__ import annotations
@@ -50,6 +58,22 @@ class Applied:
     release: str  # the kernel it was applied on
     build_id: str
     applied_at: float  # unix time, s
+    boot_id: str = ""  # /proc/sys/kernel/random/boot_id when it was applied
+    confirmed: bool = False  # the host stayed up for the crash guard's time since
+    sha256: str = ""  # of the cached bundle, checked before a re-apply at boot
+    cves: tuple[str, ...] = ()  # what the level fixes (cumulative)
+
+
+@dataclass(frozen=True)
+class Held:
+    """A level the crash-loop guard keeps from being applied until an operator clears it."""
+
+    level: int
+    patch: str
+    release: str  # the kernel build the level is for
+    build_id: str
+    reason: str
+    at: float  # unix time, s
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,10 @@ class AgentState:
     last_check: float | None = None  # unix time, s
     last_result: str = ""  # an Outcome value, or "error"
     last_error: dict[str, str] | None = field(default=None)  # SutureError.to_dict()
+    held: Held | None = None
+    clean_shutdown_boot: str = ""  # boot id of the last boot whose daemon stopped cleanly
+    last_report: float | None = None  # unix time, s, of the last check-in attempt
+    last_report_error: str | None = None  # why it failed; None when it was accepted
 
     def level_for(self, release: str, build_id: str) -> int:
         """The level applied on exactly this kernel build (0: none, or another kernel)."""
@@ -92,6 +120,10 @@ class AgentState:
                 "release": a.release,
                 "build_id": a.build_id,
                 "applied_at": _iso(a.applied_at),
+                "boot_id": a.boot_id,
+                "confirmed": a.confirmed,
+                "sha256": a.sha256,
+                "cves": list(a.cves),
             },
             "in_progress": p
             and {
@@ -106,6 +138,17 @@ class AgentState:
                 "result": self.last_result,
                 "error": self.last_error,
             },
+            "held": self.held
+            and {
+                "level": self.held.level,
+                "patch": self.held.patch,
+                "release": self.held.release,
+                "build_id": self.held.build_id,
+                "reason": self.held.reason,
+                "at": _iso(self.held.at),
+            },
+            "clean_shutdown_boot": self.clean_shutdown_boot,
+            "last_report": {"at": _iso(self.last_report), "error": self.last_report_error},
         }
 
     @classmethod
@@ -121,6 +164,8 @@ class AgentState:
             a, p = data["applied"], data["in_progress"]
             seen, check = data["seen"], data["last_check"]
             error = _error(check["error"])
+            h = data.get("held")
+            report = _object(data.get("last_report") or {})
             return cls(
                 applied=a
                 and Applied(
@@ -130,6 +175,10 @@ class AgentState:
                     release=as_str(a["release"]),
                     build_id=as_str(a["build_id"]),
                     applied_at=_time(a["applied_at"]) or 0.0,
+                    boot_id=as_str(a.get("boot_id", "")),
+                    confirmed=a.get("confirmed", False) is True,
+                    sha256=as_str(a.get("sha256", "")),
+                    cves=tuple(as_str(c) for c in a.get("cves", [])),
                 ),
                 in_progress=p
                 and InProgress(
@@ -143,8 +192,20 @@ class AgentState:
                 last_check=_time(check["at"]),
                 last_result=as_str(check["result"]),
                 last_error=error,
+                held=h
+                and Held(
+                    level=as_int(h["level"]),
+                    patch=as_str(h["patch"]),
+                    release=as_str(h["release"]),
+                    build_id=as_str(h["build_id"]),
+                    reason=as_str(h["reason"]),
+                    at=_time(h["at"]) or 0.0,
+                ),
+                clean_shutdown_boot=as_str(data.get("clean_shutdown_boot", "")),
+                last_report=_time(report.get("at")),
+                last_report_error=None if report.get("error") is None else as_str(report["error"]),
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed agent state: {e!r}") from e
 
 

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from tuf.api import exceptions as tuf_errors
-from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig, Urllib3Fetcher
 
 from suture import __version__
 from suture.errors import (
@@ -85,9 +85,17 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-def default_fetcher(url: str) -> FetcherInterface | None:
-    """:class:`FileFetcher` for ``file://`` URLs; None (python-tuf's urllib3 fetcher) otherwise."""
-    return FileFetcher() if url.startswith("file://") else None
+def default_fetcher(url: str, timeout: int = 30) -> FetcherInterface:
+    """:class:`FileFetcher` for ``file://`` URLs, python-tuf's urllib3 fetcher otherwise.
+
+    Args:
+        url: the repository's base URL.
+        timeout: s to connect, and between two received bytes; a slower server
+            fails the download (and the cycle retries).
+    """
+    if url.startswith("file://"):
+        return FileFetcher()
+    return Urllib3Fetcher(socket_timeout=timeout, app_user_agent=f"suture/{__version__}")
 
 
 def open_updater(

@@ -1,11 +1,16 @@
-"""``suture update``, ``suture info``, ``suture uname``: the agent's update cycle on this host.
+"""The agent on this host: ``update``, ``info``, ``uname``, ``daemon``, ``boot``.
 
-Exit codes of ``update`` and ``info`` (errors keep their own, see main.py):
+Exit codes of ``update``, ``info`` and ``status`` (errors keep their own, see main.py):
     0   up to date, or the newest level was applied
     1   the repository has no live patch for this kernel build and channel
     2   a newer level is offered but not applied (``info``; ``update`` within
         the configured update delay)
     3   this kernel cannot be live patched (no livepatch core or no build id)
+    4   the crash-loop guard holds the newest level (``status``: or the last
+        check failed; its error is shown)
+
+``suture boot`` exits 0 when the cached level is live again (or there was
+nothing to re-apply), 4 when the guard held it, 3 on an unsupported kernel.
 
 ``suture uname`` prints what ``uname`` prints, with the release as
 ``<release>+suture.L<level>`` while a level applied by the agent is enabled on
@@ -36,6 +41,8 @@ EXIT_CODES = {
     "no-patches": 1,
     "pending": 2,
     "unsupported": 3,
+    "held": 4,
+    "error": 4,
 }
 
 
@@ -46,7 +53,25 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     _config_options(p)
     p.add_argument("--now", action="store_true", help="do not wait for the configured update delay")
+    p.add_argument(
+        "--clear-hold",
+        action="store_true",
+        help="apply a level the crash-loop guard holds back (check why the host went down first)",
+    )
     p.set_defaults(handler=cmd_update)
+
+    p = subs.add_parser(
+        "daemon", parents=[common], help="check in periodically and apply (systemd: Type=notify)"
+    )
+    _config_options(p)
+    p.set_defaults(handler=cmd_daemon)
+
+    p = subs.add_parser(
+        "boot", parents=[common], help="re-apply the cached level after boot (crash-loop guarded)"
+    )
+    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the agent's state folder")
+    p.add_argument("--config", type=Path, metavar="FILE", help="agent.toml to read")
+    p.set_defaults(handler=cmd_boot)
 
     p = subs.add_parser(
         "info", parents=[common], help="what the repository offers this kernel (applies nothing)"
@@ -70,12 +95,15 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", choices=CHANNELS, help="stable or testing")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="the agent's state folder")
     p.add_argument("--config", type=Path, metavar="FILE", help="agent.toml to read")
+    p.add_argument(
+        "--retries", metavar="N", help="more tries when the server cannot be reached (config: 3)"
+    )
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
     from suture.agent import config
 
-    options = ("server", "trusted_root", "channel", "state_dir")
+    options = ("server", "trusted_root", "channel", "state_dir", "retries")
     overrides = {k: getattr(args, k, None) for k in options}
     if isinstance(overrides["state_dir"], Path):
         overrides["state_dir"] = overrides["state_dir"].absolute()
@@ -90,9 +118,65 @@ def cmd_update(args: argparse.Namespace, out: Output) -> int:
 
     cfg = _config(args)
     out.message(f"checking {cfg.server} ({cfg.channel})")
-    result = cycle.run_update(cfg, honour_delay=not args.now)
+    try:
+        result = cycle.run_update(cfg, honour_delay=not args.now, clear_hold=args.clear_hold)
+    finally:
+        _report(cfg, out)
     out.result({"ok": True, **result.to_dict()}, _describe(result))
     return EXIT_CODES[result.outcome]
+
+
+def _report(cfg: AgentConfig, out: Output) -> None:
+    """Check in with the server; a failure is a warning, never the command's outcome."""
+    import time
+
+    from suture.agent import report
+    from suture.agent.host import HostKernel
+    from suture.errors import SutureError
+
+    try:
+        kernel = HostKernel()
+        failure = report.report(cfg, kernel.identity(), kernel.live_patches(), time.time())
+    except SutureError as e:
+        failure = e.message
+    if failure:
+        out.message(f"warning: {failure}")
+
+
+def cmd_daemon(args: argparse.Namespace, out: Output) -> int:
+    """Run the agent's loop until SIGTERM or SIGINT."""
+    import signal
+
+    from suture.agent.daemon import Daemon
+
+    cfg = _config(args)
+    daemon = Daemon(cfg, log=out.message)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: daemon.stop())
+    daemon.run()
+    out.result({"format": 1, "ok": True, "cycles": daemon.cycles}, "")
+    return 0
+
+
+def cmd_boot(args: argparse.Namespace, out: Output) -> int:
+    """Re-apply the cached level if it belongs on this kernel build."""
+    from suture.agent import boot
+
+    cfg = _config(args)
+    r = boot.reapply(cfg)
+    kernel = f"{r.release} ({r.build_id[:12] or 'no build id'})"
+    text = {
+        "reapplied": f"level {r.level} ({r.patch}) is live again on {kernel}",
+        "live": f"level {r.level} ({r.patch}) is already live",
+        "nothing": "no level was applied before; nothing to re-apply",
+        "other-kernel": f"level {r.level} was for another kernel build; {kernel} starts "
+        "unpatched (the agent looks for its patches)",
+        "held": f"level {r.level} NOT re-applied: {r.reason}. Check the host's logs, then "
+        "'suture update --clear-hold' applies it again",
+        "unsupported": f"{kernel} cannot be live patched",
+    }[r.outcome]
+    out.result({"ok": r.outcome != "held", **r.to_dict()}, text)
+    return {"held": 4, "unsupported": 3}.get(r.outcome, 0)
 
 
 def cmd_info(args: argparse.Namespace, out: Output) -> int:
@@ -116,6 +200,9 @@ def _describe(r: UpdateResult) -> str:
         "pending": f"{offered} is available on {r.channel}{sticky}; level {r.level} is live",
         "no-patches": f"no live patches for {kernel} on {r.channel}",
         "unsupported": f"{kernel} cannot be live patched (no livepatch core or no build id)",
+        "held": f"level {r.available} is held by the crash-loop guard (the host went down "
+        f"soon after it was applied); level {r.level} is live. "
+        "'suture update --clear-hold' applies it",
     }[r.outcome]
     note = "\nnote:    an interrupted update was found and finished" if r.recovered else ""
     return text + fixes + note

@@ -19,7 +19,10 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
     p.set_defaults(handler=cmd_apply)
 
-    p = subs.add_parser("status", parents=[common], help="show the kernel and its live patches")
+    p = subs.add_parser(
+        "status", parents=[common], help="the kernel, its live patches and the agent's level"
+    )
+    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the agent's state folder")
     p.set_defaults(handler=cmd_status)
 
     p = subs.add_parser("unload", parents=[common], help="disable and remove live patches")
@@ -48,16 +51,18 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    """Show the running kernel and its patches."""
+    """Show the running kernel, its patches and what the agent did; exit as ``suture info``."""
     data = engine.status()
     kernel: dict[str, Any] = data["kernel"]  # type: ignore[assignment]
+    patches: list[dict[str, Any]] = data["patches"]  # type: ignore[assignment]
+    agent, code = _agent(args, kernel, {p["name"] for p in patches if p["enabled"]})
+    data["agent"] = agent
     lines = [
         f"kernel:    {kernel['release']} ({kernel['arch']})",
         f"build id:  {kernel['build_id'] or 'unknown'}",
         f"livepatch: {'yes' if kernel['livepatch'] else 'no'}"
         f"   lockdown: {kernel['lockdown'] or 'n/a'}   taint: {kernel['taint_flags'] or '-'}",
     ]
-    patches: list[dict[str, Any]] = data["patches"]  # type: ignore[assignment]
     if not patches:
         lines.append("patches:   none")
     for p in patches:
@@ -66,8 +71,55 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         for obj in p["objects"]:
             funcs = ", ".join(f["name"] for f in obj["functions"])
             lines.append(f"  {obj['name']}{'' if obj['patched'] else ' (not loaded)'}: {funcs}")
+    lines += _agent_lines(agent)
     out.result(data, "\n".join(lines))
-    return 0
+    return code
+
+
+# The agent's last check -> the exit code of `suture status` (see agent_cmds).
+_STATUS_CODES = {"no-patches": 1, "pending": 2, "unsupported": 3, "held": 4, "error": 4}
+
+
+def _agent(
+    args: argparse.Namespace, kernel: dict[str, Any], live: set[str]
+) -> tuple[dict[str, Any], int]:
+    """The agent's part of the status: level, CVEs fixed in memory, last check; and the code."""
+    from suture.agent import config, state
+
+    state_dir = args.state_dir or config.load().state_dir
+    current = state.read(state_dir)
+    release, build_id = kernel["release"], kernel["build_id"] or ""
+    level = current.level_for(release, build_id)
+    a = current.applied
+    live_level = level if a and a.patch in live else 0
+    data = {
+        "state_dir": str(state_dir),
+        "level": live_level,
+        "patch": a.patch if live_level and a else None,
+        "cves": list(a.cves) if live_level and a else [],
+        "effective_release": state.effective_release(release, build_id, current, live),
+        **{k: v for k, v in current.to_dict().items() if k in ("last_check", "held")},
+        "confirmed": bool(a and a.confirmed) if live_level else None,
+    }
+    if not (kernel["livepatch"] and build_id):
+        return data, 3
+    return data, _STATUS_CODES.get(current.last_result, 0)
+
+
+def _agent_lines(agent: dict[str, Any]) -> list[str]:
+    check = agent["last_check"]
+    lines = [f"level:     {agent['level'] or 'none'} ({agent['effective_release']})"]
+    if agent["cves"]:
+        lines.append(f"fixes:     {', '.join(agent['cves'])}")
+    if check["at"]:
+        lines.append(f"checked:   {check['at']}: {check['result']}")
+        if check["error"]:
+            lines.append(f"error:     {check['error']['message']}")
+    else:
+        lines.append("checked:   never (the agent has not run)")
+    if agent["held"]:
+        lines.append(f"held:      level {agent['held']['level']}: {agent['held']['reason']}")
+    return lines
 
 
 def cmd_unload(args: argparse.Namespace, out: Output) -> int:

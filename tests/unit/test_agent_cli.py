@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from suture.agent import cycle, state
+from suture.agent import boot, cycle, state
 from suture.agent.config import ENVIRONMENT
 from suture.cli.main import main
+from suture.kernel import engine, livepatch
 from suture.kernel import identity as identity_module
-from suture.kernel import livepatch
 from suture.repo import create
 from tests.unit.fakes import identity
 from tests.unit.repo_helpers import BUILD_A, BUILD_B, RELEASE
@@ -78,7 +78,8 @@ def test_update_errors_keep_their_exit_codes(
     assert json.loads(capsys.readouterr().out)["key"] == "server"
     root = f"--trusted-root={repo / 'metadata/1.root.json'}"
     gone = f"--server={(repo.parent / 'nowhere').as_uri()}"
-    assert main(["update", gone, root, f"--state-dir={repo.parent / 'state'}"]) == 71
+    state = f"--state-dir={repo.parent / 'state'}"
+    assert main(["update", gone, root, state, "--retries=0"]) == 71
 
 
 def test_uname(
@@ -127,3 +128,51 @@ def test_the_agent_commands_stay_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    # The boot re-apply runs before the network, on every boot: no TUF, no HTTP client.
+    code = (
+        "import sys; import suture.agent.boot; "
+        "print(sorted(m for m in sys.modules if m.startswith(('tuf', 'urllib3', 'elftools'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_status_shows_the_agent_and_exits_as_its_last_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kernel = identity(build_id=BUILD_A).to_dict()
+    patch = {"name": "fix_l2", "enabled": True, "transition": False, "replace": True}
+    monkeypatch.setattr(
+        engine,
+        "status",
+        lambda: {"format": 1, "kernel": kernel, "patches": [patch | {"objects": []}]},
+    )
+    applied = state.Applied(2, "fix_l2", tmp_path / "b", RELEASE, BUILD_A, 0.0, cves=("CVE-1",))
+    folder = ["--state-dir", str(tmp_path)]
+    for result, code in (("up-to-date", 0), ("no-patches", 1), ("pending", 2), ("error", 4)):
+        error = {"error": "FetchError", "message": "down"} if result == "error" else None
+        current = state.AgentState(applied, last_check=5.0, last_result=result, last_error=error)
+        state.write(tmp_path, current)
+        assert main(["status", *folder]) == code, result
+        out = capsys.readouterr().out
+        assert "level:     2 (6.1.0-56-amd64+suture.L2)" in out
+        assert "fixes:     CVE-1" in out
+        assert (f": {result}" in out) and (("error:     down" in out) == (result == "error"))
+    held = state.Held(3, "fix_l3", RELEASE, BUILD_A, "the host went down", 9.0)
+    state.write(tmp_path, state.AgentState(applied, held=held, last_check=9.0, last_result="held"))
+    assert main(["status", "--json", *folder]) == 4
+    agent = json.loads(capsys.readouterr().out)["agent"]
+    assert (agent["level"], agent["cves"], agent["held"]["level"]) == (2, ["CVE-1"], 3)
+
+
+def test_boot_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeKernel()
+    monkeypatch.setattr(boot, "HostKernel", lambda: fake)
+    assert main(["boot", "--state-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outcome"] == "nothing"
+    applied = state.Applied(1, "fix_l1", tmp_path / "b", RELEASE, BUILD_A, 0.0, boot_id="old")
+    state.write(tmp_path, state.AgentState(applied))
+    assert main(["boot", "--state-dir", str(tmp_path)]) == 4
+    assert "NOT re-applied" in capsys.readouterr().out

@@ -31,9 +31,13 @@ class FakeKernel:
     applied: list[int] = field(default_factory=list)
     fail: SutureError | None = None
     killed: bool = False
+    boot: str = "boot-1"
 
     def identity(self) -> KernelIdentity:
         return self.ident
+
+    def boot_id(self) -> str:
+        return self.boot
 
     def live_patches(self) -> set[str]:
         return set(self.live)
@@ -71,6 +75,7 @@ def cfg(repo: Path, tmp_path: Path) -> AgentConfig:
         server=repo.as_uri(),
         state_dir=tmp_path / "state",
         trusted_root=repo / "metadata" / "1.root.json",
+        retries=0,
     )
 
 

@@ -109,7 +109,9 @@ def test_lab_run_passes_env_and_returncode(
     }
 
 
-def test_status_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = {
         "format": 1,
         "kernel": {
@@ -133,8 +135,8 @@ def test_status_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
             }
         ],
     }
-    monkeypatch.setattr(engine, "status", lambda: data)
-    assert main(["status"]) == 0
+    monkeypatch.setattr(engine, "status", lambda: dict(data))
+    assert main(["status", "--state-dir", str(tmp_path)]) == 3  # no build id: unsupported
     out = capsys.readouterr().out
     assert "kernel:    6.1.0-56-amd64 (x86_64)" in out
     assert "build id:  unknown" in out
@@ -142,5 +144,9 @@ def test_status_text(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
     assert "patch:     suture_fix (enabled)" in out
     assert "  vmlinux: f" in out
     assert "  ext4 (not loaded): g" in out
-    assert main(["status", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == data
+    assert main(["status", "--json", "--state-dir", str(tmp_path)]) == 3
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["agent"]["level"] == 0
+    assert shown["agent"]["last_check"]["at"] is None
+    del shown["agent"]
+    assert shown == data

@@ -1,0 +1,57 @@
+"""The running kernel as the agent drives it, behind a small protocol the tests can fake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from suture.agent import guard
+from suture.kernel.engine import TransitionPolicy
+from suture.kernel.identity import KernelIdentity, read_identity
+from suture.kernel.livepatch import LivepatchSysfs
+
+
+class Kernel(Protocol):
+    """The running kernel as the update cycle and the boot re-apply need it."""
+
+    def identity(self) -> KernelIdentity:
+        """Release, build id, livepatch support."""
+
+    def live_patches(self) -> set[str]:
+        """Names of the enabled live patches."""
+
+    def boot_id(self) -> str:
+        """This boot's id ("" when unknown)."""
+
+    def apply(self, bundle: Path) -> list[str]:
+        """Apply a verified bundle; return the patches it superseded.
+
+        On failure the engine backs out and raises: the kernel runs as before.
+        """
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    """This host's kernel: /proc, /sys/kernel/livepatch and the engine."""
+
+    sysroot: Path = Path("/")
+    policy: TransitionPolicy | None = None
+
+    def identity(self) -> KernelIdentity:
+        """The running kernel's identity."""
+        return read_identity(self.sysroot)
+
+    def live_patches(self) -> set[str]:
+        """Enabled patches in /sys/kernel/livepatch."""
+        return {s.name for s in LivepatchSysfs(self.sysroot).states() if s.enabled}
+
+    def boot_id(self) -> str:
+        """/proc/sys/kernel/random/boot_id."""
+        return guard.boot_id(self.sysroot)
+
+    def apply(self, bundle: Path) -> list[str]:
+        """Apply through :func:`suture.agent.local.apply_file`."""
+        from suture.agent.local import apply_file  # noqa: PLC0415 - needs root, loads the engine
+
+        return apply_file(bundle, self.policy).superseded
