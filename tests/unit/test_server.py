@@ -6,8 +6,11 @@ import http.client
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -221,6 +224,11 @@ def test_bad_checkin_refused(server: Server, change: dict[str, Any], field: str)
     assert json.loads(request(server, "/api/v1/hosts")[2])["hosts"] == []
 
 
+def test_a_host_without_a_build_id_checks_in(server: Server) -> None:
+    unsupported = {**CHECKIN, "kernel": {"release": RELEASE, "build_id": ""}}
+    assert post(server, {**unsupported, "state": "unsupported", "level": 0})[0] == 200
+
+
 def test_missing_field_and_bodies_that_are_not_checkins(server: Server) -> None:
     without = {k: v for k, v in CHECKIN.items() if k != "hostname"}
     assert post(server, without) == (400, post(server, without)[1])
@@ -321,3 +329,20 @@ def test_serve_command_stops_cleanly_on_sigterm(repo: Path, tmp_path: Path) -> N
     assert proc.returncode == 0, err
     assert json.loads(out)["stopped"] is True
     assert '"GET /healthz HTTP/1.1" 200' in err
+
+
+def test_a_client_that_hangs_up_is_one_log_line(repo: Path, tmp_path: Path) -> None:
+    log: list[str] = []
+    srv = open_server(repo, listen="127.0.0.1:0", db=f"sqlite:///{tmp_path}/s.db", log=log.append)
+    srv.start(poll_interval=0.01)
+    try:
+        host, port = srv.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")  # then a reset instead of the rest
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 5
+        while not log and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        srv.stop()
+    assert len(log) == 1 and "connection lost" in log[0], log
