@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from suture import bundle
 from suture.build import source
 from suture.build.pipeline import BuildRequest, build
 from suture.errors import BuildError, NoChangeError
@@ -108,6 +109,50 @@ FEATURES = {
             ),
         ],
     ),
+    # is_stack() is inlined into both its callers: the patch replaces the callers.
+    "inline": (
+        "fs/proc/task_mmu.c",
+        [
+            (
+                "\treturn vma->vm_start <= vma->vm_mm->start_stack &&\n"
+                "\t\tvma->vm_end >= vma->vm_mm->start_stack;\n",
+                "\treturn 0;\n",
+            )
+        ],
+    ),
+    # GCC compiles __set_oom_adj() as __set_oom_adj.isra.0 (an IPA-SRA clone).
+    "clone": (
+        "fs/proc/base.c",
+        [
+            (
+                "\ttask->signal->oom_score_adj = oom_adj;\n",
+                "\tif (oom_adj == 999)\n\t\toom_adj = 998;\n"
+                "\ttask->signal->oom_score_adj = oom_adj;\n",
+            )
+        ],
+    ),
+    # Lines added above proc_pid_cmdline_read() move its BUG_ON's line (kept in
+    # __bug_table, not in its code); only proc_pid_personality() really changes.
+    "bug_moved": (
+        "fs/proc/base.c",
+        [
+            (
+                "static ssize_t proc_pid_cmdline_read(",
+                "/*\n * A comment that moves the BUG_ON below.\n */\n"
+                "static ssize_t proc_pid_cmdline_read(",
+            ),
+            (
+                '\t\tseq_printf(m, "%08x\\n", task->personality);',
+                '\t\tseq_printf(m, "%08x:p\\n", task->personality);',
+            ),
+        ],
+    ),
+}
+# What the builder must list as changed (the manifest's functions), where the test checks it.
+CHANGED = {
+    "inline": ("show_map_vma", "show_numa_map"),
+    "clone": ("__set_oom_adj.isra.0",),
+    "bug_moved": ("proc_pid_personality",),
 }
 
 
@@ -145,7 +190,10 @@ def test_built_patches_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
     out = tmp_path / "bundles"
     for name, (path, edits) in FEATURES.items():
         fix = make_fix(tree, path, *edits, out=tmp_path)
-        build(BuildRequest(RELEASE, fix, out, name=f"suture_t_{name}"))
+        report = build(BuildRequest(RELEASE, fix, out, name=f"suture_t_{name}"))
+        if name in CHANGED:
+            manifest = bundle.read_manifest(out / f"suture_t_{name}.bundle")
+            assert sorted(manifest.functions) == sorted(CHANGED[name]), report.to_dict()
     # Code built into a module (mrp): a hardening of the vector attribute parser.
     module_fix = make_fix(
         tree,

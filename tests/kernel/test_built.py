@@ -79,3 +79,62 @@ def test_module_patch_applies_when_the_module_loads() -> None:
     assert "applying patch 'suture_t_mrp' to loading module 'mrp'" in log
     suture("unload", "suture_t_mrp")
     subprocess.run(["modprobe", "-r", "mrp"], check=True)
+
+
+def stack_labels() -> tuple[bool, bool]:
+    """Whether /proc/self/maps and /proc/self/numa_maps label the stack (via is_stack())."""
+    maps = Path("/proc/self/maps").read_text()
+    numa = Path("/proc/self/numa_maps").read_text().splitlines()
+    return "[stack]" in maps, any(line.split()[2:3] == ["stack"] for line in numa)
+
+
+def test_inlined_static_function_is_patched_in_its_callers() -> None:
+    assert stack_labels() == (True, True)
+    apply("inline")
+    (patch,) = status()["patches"]  # type: ignore[misc]
+    assert {f["name"] for f in patch["objects"][0]["functions"]} == {
+        "show_map_vma",
+        "show_numa_map",
+    }
+    assert stack_labels() == (False, False)  # the patched is_stack() never matches
+    suture("unload", "suture_t_inline")
+    assert stack_labels() == (True, True)
+
+
+def stored_oom_score_adj(value: int) -> int:
+    """Write ``value`` to this process's oom_score_adj, read back what the kernel kept."""
+    path = Path("/proc/self/oom_score_adj")
+    before = path.read_text()
+    path.write_text(f"{value}\n")
+    try:
+        return int(path.read_text())
+    finally:
+        path.write_text(before)
+
+
+def test_gcc_clone_is_patched() -> None:
+    assert stored_oom_score_adj(999) == 999
+    apply("clone")
+    (patch,) = status()["patches"]  # type: ignore[misc]
+    assert patch["objects"][0]["functions"][0]["name"] == "__set_oom_adj.isra.0"
+    # With its tracepoint on, the new code's static call into the tracepoint is live too.
+    tracing = Path("/sys/kernel/tracing")
+    event = tracing / "events/oom/oom_score_adj_update/enable"
+    (tracing / "trace").write_text("")
+    event.write_text("1\n")
+    try:
+        assert stored_oom_score_adj(999) == 998
+    finally:
+        event.write_text("0\n")
+    assert "oom_score_adj=998" in (tracing / "trace").read_text()
+    assert stored_oom_score_adj(500) == 500
+    suture("unload", "suture_t_clone")
+    assert stored_oom_score_adj(999) == 999
+
+
+def test_fix_beside_a_moved_bug_on() -> None:
+    personality = Path("/proc/self/personality")
+    original = personality.read_text()
+    apply("bug_moved")
+    assert personality.read_text() == original.strip() + ":p\n"
+    assert Path("/proc/self/cmdline").read_bytes()  # proc_pid_cmdline_read, not replaced
