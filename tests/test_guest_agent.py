@@ -1,0 +1,49 @@
+"""The whole path in a guest: build on the host, then publish, serve and update inside the guest.
+
+Two cumulative levels of a /proc/cmdline fix are built here with `suture
+build` for the guest's kernel build; tests/kernel/test_agent.py then runs
+the repository, the server (on the guest's loopback) and the agent inside
+the guest, on the real kernel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from suture.build import source
+from suture.build.pipeline import BuildRequest, build
+from suture.lab import kernels
+from tests.test_guest_build import RELEASE, SHOW, make_fix
+from tests.test_guest_engine import require_qemu, run_guest_tests
+
+pytestmark = pytest.mark.guest
+
+# level -> the prefix that level puts before /proc/cmdline (each level is cumulative)
+LEVELS = {1: "L1:", 2: "L2:"}
+
+
+def test_update_path_in_guest(tmp_path: Path) -> None:
+    require_qemu()
+    tree = source.prepare(RELEASE)
+    out = tmp_path / "bundles"
+    for level, prefix in LEVELS.items():
+        fix = make_fix(
+            tree,
+            "fs/proc/cmdline.c",
+            (SHOW, f'\tseq_printf(m, "{prefix}%s", saved_command_line);\n'),
+            out=tmp_path,
+        )
+        build(
+            BuildRequest(
+                RELEASE,
+                fix,
+                out,
+                name=f"suture_cmdline_l{level}",
+                cves=(f"CVE-2026-{9000 + level}",),
+                level=level,
+            )
+        )
+    env = {"SUTURE_TEST_BUNDLES": str(out)}
+    run_guest_tests(kernels.fetch(RELEASE), "tests/kernel/test_agent.py", env)
