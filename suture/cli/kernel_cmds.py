@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from suture.agent.local import apply_file
 from suture.cli.output import Output
 from suture.errors import UsageError
-from suture.kernel import engine
+
+if TYPE_CHECKING:
+    from suture.kernel import engine
+
+# The engine and the bundle reader are imported inside the handlers: every
+# command (and the agent's every run) would otherwise pay for them.
 
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
@@ -33,6 +37,8 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _policy(args: argparse.Namespace) -> engine.TransitionPolicy:
+    from suture.kernel import engine
+
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive", hint="give seconds, e.g. --timeout 30")
     return engine.TransitionPolicy(timeout=args.timeout)
@@ -40,6 +46,8 @@ def _policy(args: argparse.Namespace) -> engine.TransitionPolicy:
 
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     """Apply one live patch."""
+    from suture.agent.local import apply_file
+
     policy = _policy(args)
     out.message(f"applying {args.module}")
     result = apply_file(args.module, policy)
@@ -52,6 +60,8 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     """Show the running kernel, its patches and what the agent did; exit as ``suture info``."""
+    from suture.kernel import engine
+
     data = engine.status()
     kernel: dict[str, Any] = data["kernel"]  # type: ignore[assignment]
     patches: list[dict[str, Any]] = data["patches"]  # type: ignore[assignment]
@@ -124,6 +134,8 @@ def _agent_lines(agent: dict[str, Any]) -> list[str]:
 
 def cmd_unload(args: argparse.Namespace, out: Output) -> int:
     """Remove one or all live patches."""
+    from suture.kernel import engine
+
     policy = _policy(args)
     if args.all == bool(args.name):
         raise UsageError("name one live patch or give --all", hint="see 'suture status'")

@@ -54,6 +54,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
     timeout = REQUEST_TIMEOUT
+    # Headers and body go out in two writes: with Nagle on, the second waits
+    # for the client's delayed ACK, 40 ms per kept-alive answer (bench/checkin.py).
+    disable_nagle_algorithm = True
 
     _GET: ClassVar[dict[str, str]] = {
         "/healthz": "_healthz",
@@ -204,6 +207,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client must not hold up shutdown
+    # socketserver's default backlog of 5 drops SYNs when a fleet's agents
+    # connect together; the kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def __init__(
         self, address: tuple[str, int], layout: Layout, store: Store, log: Callable[[str], None]

@@ -285,6 +285,10 @@ def _connect_sqlite(url: DbUrl) -> Store:
         # isolation_level=None: autocommit; Store issues BEGIN/COMMIT itself.
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
         conn.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL is still crash-safe; a power cut may lose the last
+        # check-ins, which agents send again next cycle. FULL costs an fsync
+        # per check-in under the store's lock.
+        conn.execute("PRAGMA synchronous=NORMAL")
     except (OSError, sqlite3.Error) as e:
         raise DatabaseError(f"cannot open the database {path}: {e}") from e
     return Store(conn, marker="?", errors=(sqlite3.Error,))
