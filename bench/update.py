@@ -17,9 +17,10 @@ machine's noise hits them alike:
 python-floor: `python -c pass`, the interpreter's own start-up (the venv's site).
 update-imports: importing what `suture update` imports, doing nothing.
 suture-version, suture-uname: the CLI's cheapest commands (uname on this host).
-suture-update: the no-change cycle: TUF refresh against the server, the
-    repository's index for this build, the state read and written, and the
-    check-in POSTed to the server (part of every cycle's cost).
+suture-update: the no-change cycle: the repository's timestamp compared with
+    the one verified last time (suture.agent.quick; the TUF client is loaded
+    only when it changed), the state read and written, and the check-in
+    POSTed to the server (part of every cycle's cost).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@
 
 A server that cannot be reached (or answers 5xx, or too slowly) is tried
 again ``retries`` times with a doubling wait; the live level stays as it is.
+When the repository's timestamp is byte for byte the one verified last time,
+the last answer stands without loading the TUF client (:mod:`suture.agent.quick`).
 
 :func:`check` is the same question without applying (``suture info``).
 The kernel sits behind :class:`Kernel` and the network behind python-tuf's
@@ -26,17 +28,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tuf.ngclient import FetcherInterface
-
-from suture.agent import guard, trust, update
+from suture.agent import guard, quick
 from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import HostKernel, Kernel
-from suture.agent.state import AgentState, Applied, InProgress
+from suture.agent.state import AgentState, Applied, InProgress, Offered
 from suture.errors import ConfigError, FetchError, SutureError
 from suture.kernel.identity import KernelIdentity
+
+if TYPE_CHECKING:
+    from tuf.ngclient import FetcherInterface
+
+    from suture.agent import trust, update
+
+# The TUF client (trust, update) is imported only when the repository changed
+# or the last answer cannot be reused (suture.agent.quick): it is most of the
+# CPU of a no-change run.
 
 FORMAT_VERSION = 1
 HOUR = 3600.0  # s
@@ -209,7 +218,7 @@ class _Run:
         a = self.state.applied
         return self.state.level_for(ident.release, ident.build_id) if a and a.patch in live else 0
 
-    def run(self, honour_delay: bool) -> UpdateResult:
+    def run(self, honour_delay: bool) -> UpdateResult:  # noqa: PLR0911 - one return per outcome
         ident = self.kernel.identity()
         if not _supported(ident):
             return self.result(Outcome.UNSUPPORTED, ident, 0)
@@ -218,9 +227,13 @@ class _Run:
         self._sweep()
         self.confirm()
         live = self.live_level(ident, live_patches)
+        memo = quick.unchanged(self.config, self.state, ident, live, self.now)
+        if memo is not None:
+            return self.result(Outcome.UP_TO_DATE, ident, live, offer=memo)
         bundles = self.config.state_dir / agent_state.BUNDLES
         with self.session() as s:
             offer = _find(s, ident, self.config.channel, self.config.sticky_level)
+            self.remember(ident, offer)
             if offer is None:
                 return self.result(Outcome.NO_PATCHES, ident, live)
             if offer.level <= live:
@@ -300,6 +313,17 @@ class _Run:
             if path.name not in keep and path.is_file():
                 path.unlink(missing_ok=True)
 
+    def remember(self, ident: KernelIdentity, offer: update.Offer | None) -> None:
+        """Keep the full check's answer for :func:`suture.agent.quick.unchanged`."""
+        memo = offer and Offered(
+            quick.offered_key(self.config, ident),
+            offer.level,
+            offer.name,
+            offer.cves,
+        )
+        if memo != self.state.offered:
+            self.save(offered=memo)
+
     def confirm(self) -> None:
         """End the applied level's probation once it has lasted the crash guard's time."""
         a, boot = self.state.applied, self.kernel.boot_id()
@@ -318,6 +342,8 @@ class _Run:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[update.UpdateSession]:
+        from suture.agent import trust, update  # noqa: PLC0415 - see the imports
+
         remote = _remote(self.config)
         proxied = self.fetcher is None and bool(self.config.proxy)
         with _proxy_environment(self.config.proxy) if proxied else contextlib.nullcontext():
@@ -332,7 +358,7 @@ class _Run:
         ident: KernelIdentity,
         level: int,
         *,
-        offer: update.Offer | None = None,
+        offer: update.Offer | Offered | None = None,
         previous: int | None = None,
         superseded: list[str] | None = None,
     ) -> UpdateResult:
@@ -362,6 +388,8 @@ def _sha256(path: Path) -> str:
 
 
 def _remote(config: AgentConfig) -> trust.Remote:
+    from suture.agent import trust  # noqa: PLC0415 - see the imports
+
     if not config.server:
         raise ConfigError(
             "no patch server is configured",

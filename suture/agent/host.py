@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from suture.agent import guard
-from suture.kernel.engine import TransitionPolicy
 from suture.kernel.identity import KernelIdentity, read_identity
 from suture.kernel.livepatch import LivepatchSysfs
+
+if TYPE_CHECKING:
+    from suture.kernel.engine import TransitionPolicy  # the engine loads only to apply
 
 
 class Kernel(Protocol):

@@ -9,14 +9,14 @@ and the next cycle reports again.
 from __future__ import annotations
 
 import json
-import os
 import socket
+import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
-
-import urllib3
 
 from suture import __version__
 from suture.agent import state as agent_state
@@ -101,37 +101,39 @@ def endpoint(config: AgentConfig) -> str | None:
 
 
 def send(config: AgentConfig, body: dict[str, Any]) -> str | None:
-    """POST ``body``; None when the server took it, else why not (for the log and the state)."""
+    """POST ``body``; None when the server took it, else why not (for the log and the state).
+
+    The standard library's client, not urllib3: a no-change cycle should not
+    pay for loading an HTTP stack (the TUF client, which brings urllib3, is
+    not loaded then either). A check-in is idempotent (the server keeps the
+    last one per host), so a gateway error or a dropped connection is tried
+    again twice, a second apart.
+    """
     url = endpoint(config)
     if url is None:
         return None
-    # A check-in is idempotent (the server keeps the last one per host): retry it.
-    retry = urllib3.Retry(
-        total=2,
-        backoff_factor=0.5,
-        status_forcelist=(502, 503, 504),
-        allowed_methods=frozenset({"POST"}),
+    handlers: list[urllib.request.BaseHandler] = []
+    if config.proxy:
+        handlers.append(urllib.request.ProxyHandler({"http": config.proxy, "https": config.proxy}))
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(  # noqa: S310 - endpoint() gives http(s) URLs only
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": f"suture/{__version__}"},
+        method="POST",
     )
-    pool: urllib3.PoolManager = (
-        urllib3.ProxyManager(config.proxy) if config.proxy else urllib3.PoolManager()
-    )
-    try:
-        response = pool.request(
-            "POST",
-            url,
-            body=json.dumps(body).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": f"suture/{__version__} pid/{os.getpid()}",
-            },
-            timeout=urllib3.Timeout(config.timeout),
-            retries=retry,
-        )
-    except urllib3.exceptions.HTTPError as e:
-        return f"the server at {url} did not take the check-in: {e}"
-    finally:
-        pool.clear()
-    if response.status >= 300:
-        detail = response.data[:300].decode(errors="replace")
-        return f"the server at {url} answered {response.status} to the check-in: {detail}"
-    return None
+    failure = ""
+    for attempt in range(3):
+        if attempt:
+            time.sleep(1.0)
+        try:
+            with opener.open(request, timeout=config.timeout):
+                return None
+        except urllib.error.HTTPError as e:
+            detail = e.read(300).decode(errors="replace")
+            failure = f"the server at {url} answered {e.code} to the check-in: {detail}"
+            if e.code not in (502, 503, 504):
+                break
+        except (urllib.error.URLError, OSError) as e:
+            failure = f"the server at {url} did not take the check-in: {e}"
+    return failure

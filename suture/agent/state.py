@@ -15,13 +15,16 @@ Format 1::
      "held": {"level": 2, "patch": "fix_x", "release": "...", "build_id": "...",
               "reason": "...", "at": "..."},
      "clean_shutdown_boot": "<uuid>",
-     "last_report": {"at": "...", "error": null}}
+     "last_report": {"at": "...", "error": null},
+     "offered": {"key": ["<server>", "stable", "None", "<release>", "<build id>"],
+                 "level": 2, "name": "fix_x", "cves": ["CVE-2026-0001"]}}
 
 ``applied`` is null until a level was applied, ``in_progress`` is set only
 while the engine is applying (a leftover one means that run was killed),
 ``seen`` is the newest level the agent has met (for ``update_delay_hours``),
 ``error`` is null when the last check succeeded. ``confirmed``, ``held`` and
 ``clean_shutdown_boot`` belong to the crash-loop guard (:mod:`suture.agent.guard`);
+``offered`` lets a no-change check skip the TUF client (:mod:`suture.agent.quick`);
 ``held`` is null unless a level is kept from being applied. Keys added after
 the first release of format 1 are optional when read. One agent at a time:
 every read-modify-write holds :func:`locked`.
@@ -65,6 +68,21 @@ class Applied:
 
 
 @dataclass(frozen=True)
+class Offered:
+    """The newest level the last full check found, and what that answer depended on.
+
+    ``key`` is :func:`suture.agent.quick.offered_key`: server, channel, sticky
+    level and kernel build. While it and the repository's timestamp are
+    unchanged, so is the offer.
+    """
+
+    key: tuple[str, ...]
+    level: int
+    name: str
+    cves: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Held:
     """A level the crash-loop guard keeps from being applied until an operator clears it."""
 
@@ -101,6 +119,7 @@ class AgentState:
     clean_shutdown_boot: str = ""  # boot id of the last boot whose daemon stopped cleanly
     last_report: float | None = None  # unix time, s, of the last check-in attempt
     last_report_error: str | None = None  # why it failed; None when it was accepted
+    offered: Offered | None = None  # the last full check's newest level (None: none, or unknown)
 
     def level_for(self, release: str, build_id: str) -> int:
         """The level applied on exactly this kernel build (0: none, or another kernel)."""
@@ -149,6 +168,13 @@ class AgentState:
             },
             "clean_shutdown_boot": self.clean_shutdown_boot,
             "last_report": {"at": _iso(self.last_report), "error": self.last_report_error},
+            "offered": self.offered
+            and {
+                "key": list(self.offered.key),
+                "level": self.offered.level,
+                "name": self.offered.name,
+                "cves": list(self.offered.cves),
+            },
         }
 
     @classmethod
@@ -166,6 +192,7 @@ class AgentState:
             error = _error(check["error"])
             h = data.get("held")
             report = _object(data.get("last_report") or {})
+            o = data.get("offered")
             return cls(
                 applied=a
                 and Applied(
@@ -204,6 +231,13 @@ class AgentState:
                 clean_shutdown_boot=as_str(data.get("clean_shutdown_boot", "")),
                 last_report=_time(report.get("at")),
                 last_report_error=None if report.get("error") is None else as_str(report["error"]),
+                offered=o
+                and Offered(
+                    key=tuple(as_str(k) for k in o["key"]),
+                    level=as_int(o["level"]),
+                    name=as_str(o["name"]),
+                    cves=tuple(as_str(c) for c in o["cves"]),
+                ),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed agent state: {e!r}") from e

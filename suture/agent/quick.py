@@ -1,0 +1,83 @@
+"""The cheap answer to "anything new?": the repository's timestamp, byte for byte as last verified.
+
+Almost every check-in of a fleet finds nothing new. In TUF, nothing in a
+repository changes without a new ``timestamp.json``. So when the server
+serves exactly the bytes of the timestamp python-tuf verified and stored at
+the last full check, the answer is the same as then, and the agent does not
+need to load the TUF client at all. That saves most of a no-change update's
+CPU (bench/update.py).
+
+It is no weaker than the full check:
+- Identical bytes mean no rollback and no mix-and-match: those are the bytes
+  already trusted.
+- A freeze is bounded the same way. The trusted timestamp and root must not
+  have expired, which is what python-tuf would check for the same bytes.
+- Anything else falls through to the full TUF refresh: another answer, an
+  error, a changed configuration, another kernel, a level not live, an
+  interrupted run, a held level.
+
+A new root with unchanged timestamp bytes is found at the next timestamp
+change. The trusted root's expiry is still checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime
+
+from suture.agent.config import AgentConfig
+from suture.agent.state import AgentState, Offered
+from suture.kernel.identity import KernelIdentity
+
+MAX_TIMESTAMP = 64 << 10  # bytes; a timestamp.json is well under 2 KiB
+TRUSTED = "metadata"  # python-tuf's trusted metadata folder under state_dir
+
+
+def offered_key(config: AgentConfig, ident: KernelIdentity) -> tuple[str, ...]:
+    """What an offer depends on besides the repository: server, channel, sticky level, build."""
+    return (config.server, config.channel, str(config.sticky_level), ident.release, ident.build_id)
+
+
+def unchanged(
+    config: AgentConfig, state: AgentState, ident: KernelIdentity, live_level: int, now: float
+) -> Offered | None:
+    """The last offer, when it still holds without a TUF refresh; None to do the full check."""
+    memo = state.offered
+    if (
+        memo is None
+        or memo.key != offered_key(config, ident)
+        or state.last_result not in ("up-to-date", "applied")
+        or state.in_progress is not None
+        or state.held is not None
+        or memo.level != live_level
+    ):
+        return None
+    folder = config.state_dir / TRUSTED
+    try:
+        trusted = (folder / "timestamp.json").read_bytes()
+        if not (
+            _valid_until(trusted) > now and _valid_until((folder / "root.json").read_bytes()) > now
+        ):
+            return None
+        served = _fetch(config, f"{config.server.rstrip('/')}/metadata/timestamp.json")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the full check will say what is wrong
+    return memo if served == trusted else None
+
+
+def _valid_until(metadata: bytes) -> float:
+    expires = json.loads(metadata)["signed"]["expires"]
+    return datetime.fromisoformat(expires.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+
+
+def _fetch(config: AgentConfig, url: str) -> bytes:
+    handlers: list[urllib.request.BaseHandler] = []
+    if config.proxy:
+        handlers.append(urllib.request.ProxyHandler({"http": config.proxy, "https": config.proxy}))
+    opener = urllib.request.build_opener(*handlers)
+    with opener.open(url, timeout=config.timeout) as answer:
+        data: bytes = answer.read(MAX_TIMESTAMP + 1)
+    if len(data) > MAX_TIMESTAMP:
+        raise ValueError("timestamp.json is larger than any real one")
+    return data
