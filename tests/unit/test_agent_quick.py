@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tuf.ngclient import FetcherInterface
 
-from suture.agent import cycle, state
+from suture.agent import cycle, state, update
 from suture.agent.config import AgentConfig
 from suture.agent.cycle import Outcome
 from suture.errors import FetchError
@@ -20,11 +18,13 @@ from suture.repo import create
 from tests.unit.test_agent_cycle import FakeKernel, name, publish_level
 
 
-class NoNetwork(FetcherInterface):
-    """A TUF fetcher that must not be used: the full check would fail with it."""
+def no_tuf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full check fails: only an answer without the TUF client gets through."""
 
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        raise OSError(f"the TUF client fetched {url}")
+    def refused(*args: object, **kwargs: object) -> None:
+        raise FetchError("the TUF client was used")
+
+    monkeypatch.setattr(update, "session", refused)
 
 
 @pytest.fixture
@@ -43,10 +43,13 @@ def repo(cfg: AgentConfig) -> Path:
     return cfg.trusted_root.parent.parent
 
 
-def test_an_unchanged_repository_is_answered_without_the_tuf_client(cfg: AgentConfig) -> None:
+def test_an_unchanged_repository_is_answered_without_the_tuf_client(
+    cfg: AgentConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kernel = FakeKernel()
     assert cycle.run_update(cfg, kernel=kernel).outcome == Outcome.APPLIED
-    r = cycle.run_update(cfg, kernel=kernel, fetcher=NoNetwork())
+    no_tuf(monkeypatch)
+    r = cycle.run_update(cfg, kernel=kernel)
     assert (r.outcome, r.level, r.available, r.name, r.cves) == (
         Outcome.UP_TO_DATE,
         1,
@@ -57,12 +60,16 @@ def test_an_unchanged_repository_is_answered_without_the_tuf_client(cfg: AgentCo
     assert state.read(cfg.state_dir).last_result == "up-to-date"
 
 
-def test_a_new_timestamp_takes_the_full_check(cfg: AgentConfig) -> None:
+def test_a_new_timestamp_takes_the_full_check(
+    cfg: AgentConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kernel = FakeKernel()
     cycle.run_update(cfg, kernel=kernel)
     publish_level(repo(cfg), 2)
-    with pytest.raises(FetchError):
-        cycle.run_update(cfg, kernel=kernel, fetcher=NoNetwork())
+    with monkeypatch.context() as m:
+        no_tuf(m)
+        with pytest.raises(FetchError):
+            cycle.run_update(cfg, kernel=kernel)
     assert cycle.run_update(cfg, kernel=kernel).level == 2
 
 
@@ -70,7 +77,9 @@ def test_a_new_timestamp_takes_the_full_check(cfg: AgentConfig) -> None:
     "change",
     ["channel", "sticky", "not-live", "other-build", "expired", "root-expired", "held"],
 )
-def test_anything_else_takes_the_full_check(cfg: AgentConfig, change: str) -> None:
+def test_anything_else_takes_the_full_check(
+    cfg: AgentConfig, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     kernel = FakeKernel()
     cycle.run_update(cfg, kernel=kernel)
     trusted = cfg.state_dir / "metadata"
@@ -92,8 +101,9 @@ def test_anything_else_takes_the_full_check(cfg: AgentConfig, change: str) -> No
     elif change == "held":
         held = state.Held(1, name(1), kernel.ident.release, kernel.ident.build_id, "crash", 0.0)
         state.write(cfg.state_dir, replace(current, held=held))
+    no_tuf(monkeypatch)
     with pytest.raises(FetchError):
-        cycle.run_update(cfg, kernel=kernel, fetcher=NoNetwork())
+        cycle.run_update(cfg, kernel=kernel)
 
 
 def test_the_agent_loads_no_tuf_code_until_it_needs_it() -> None:

@@ -1,4 +1,4 @@
-"""Attacks on the update path: each is refused with a Suture error and leaves nothing behind.
+"""Attacks on the update path: each is refused by a whole agent cycle; nothing is loaded or kept.
 
 The hostile repository or mirror is a :class:`ServingFetcher` that swaps
 files; forged metadata is made with python-tuf's Metadata API and, where
@@ -14,12 +14,15 @@ import pytest
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, TargetFile, Timestamp
 
-from suture.agent import update
+from suture.agent import cycle, update
+from suture.agent import state as agent_state
+from suture.agent.config import AgentConfig
 from suture.errors import (
     IntegrityError,
     MetadataExpiredError,
     RollbackError,
     SignatureError,
+    SutureError,
     WrongBuildError,
 )
 from suture.fsutil import atomic_write
@@ -39,6 +42,7 @@ from tests.unit.repo_helpers import (
     remote,
     signed_as,
 )
+from tests.unit.test_agent_cycle import FakeKernel
 
 
 @pytest.fixture
@@ -76,9 +80,31 @@ def forged_timestamp(repo: Path, snapshot: bytes, snapshot_version: int) -> byte
     return signed_as(repo, md, "timestamp")
 
 
-def assert_nothing_offered(repo: Path, state: Path, fetcher: ServingFetcher) -> None:
-    with update.session(remote(repo), state, fetcher=fetcher) as s:
-        s.find_latest(RELEASE, BUILD_A)
+def agent_update(repo: Path, state: Path, fetcher: ServingFetcher) -> None:
+    """A whole agent cycle against the attacked repository; it must load nothing.
+
+    The refusal is raised for the test to check; the kernel saw no apply, no
+    bundle is left, and the state records the error (the log line an
+    operator sees, in `suture status` and in the check-in).
+    """
+    kernel = FakeKernel()
+    config = AgentConfig(
+        server=repo.as_uri(),
+        state_dir=state,
+        trusted_root=repo / "metadata" / "1.root.json",
+        retries=0,
+    )
+    try:
+        cycle.run_update(config, kernel=kernel, fetcher=fetcher)
+    except SutureError as e:
+        recorded = agent_state.read(state).last_error
+        assert recorded is not None
+        assert recorded["message"] == e.message
+        raise
+    finally:
+        assert kernel.applied == []
+        bundles = state / agent_state.BUNDLES
+        assert not bundles.exists() or list(bundles.iterdir()) == []
 
 
 # --- rollback -------------------------------------------------------------------
@@ -90,7 +116,7 @@ def test_timestamp_rollback(repo: Path, state: Path, fetcher: ServingFetcher) ->
     seen_by_agent(repo, state, level=3)
     fetcher.replace["metadata/timestamp.json"] = old
     with pytest.raises(RollbackError, match=r"rollback detected.*must be >= 4") as caught:
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
     assert caught.value.check == "rollback"
 
 
@@ -99,7 +125,7 @@ def test_snapshot_rollback(repo: Path, state: Path, fetcher: ServingFetcher) -> 
     old_snapshot = metadata_file(repo, "snapshot", 2).read_bytes()
     fetcher.replace["metadata/timestamp.json"] = forged_timestamp(repo, old_snapshot, 2)
     with pytest.raises(RollbackError, match="snapshot version must be >= 3"):
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
 
 
 def test_targets_rollback(repo: Path, state: Path, fetcher: ServingFetcher) -> None:
@@ -112,7 +138,7 @@ def test_targets_rollback(repo: Path, state: Path, fetcher: ServingFetcher) -> N
     fetcher.replace["metadata/4.snapshot.json"] = forged
     fetcher.replace["metadata/timestamp.json"] = forged_timestamp(repo, forged, 4)
     with pytest.raises(RollbackError, match=r"targets\.json version"):
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
 
 
 # --- freeze -----------------------------------------------------------------------
@@ -125,7 +151,7 @@ def test_freeze_expired_timestamp(repo: Path, state: Path, fetcher: ServingFetch
     md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     fetcher.replace["metadata/timestamp.json"] = signed_as(repo, md, "timestamp")
     with pytest.raises(MetadataExpiredError, match="metadata expired: the repository may be"):
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
 
 
 def test_freeze_of_a_repository_nobody_refreshes(tmp_path: Path) -> None:
@@ -150,7 +176,7 @@ def test_metadata_signed_by_an_unknown_key(
     md.sign(CryptoSigner.generate_ed25519())
     fetcher.replace["metadata/timestamp.json"] = md.to_bytes()
     with pytest.raises(SignatureError, match="not signed by the keys this host trusts"):
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
 
 
 def test_mix_and_match_targets_from_another_version(
@@ -159,7 +185,7 @@ def test_mix_and_match_targets_from_another_version(
     # Snapshot v3 says targets v3; the mirror serves targets v2 under that name.
     fetcher.replace["metadata/3.targets.json"] = metadata_file(repo, "targets", 2).read_bytes()
     with pytest.raises(IntegrityError, match="mix-and-match"):
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
 
 
 def test_mix_and_match_snapshot_from_another_version(
@@ -167,7 +193,7 @@ def test_mix_and_match_snapshot_from_another_version(
 ) -> None:
     fetcher.replace["metadata/3.snapshot.json"] = metadata_file(repo, "snapshot", 2).read_bytes()
     with pytest.raises(IntegrityError, match="mix-and-match"):
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
 
 
 # --- the bundle's bytes -----------------------------------------------------------
@@ -181,36 +207,25 @@ def _bundle_url(repo: Path, state: Path, fetcher: ServingFetcher) -> tuple[str, 
     return rel, (repo / rel).read_bytes()
 
 
-def download_latest(repo: Path, state: Path, fetcher: ServingFetcher, dest: Path) -> Path:
-    with update.session(remote(repo), state, fetcher=fetcher) as s:
-        offer = s.find_latest(RELEASE, BUILD_A)
-        assert offer is not None
-        return s.download(offer, dest)
-
-
 def test_tampered_bundle_bytes(repo: Path, state: Path, fetcher: ServingFetcher) -> None:
     rel, data = _bundle_url(repo, state, fetcher)
     fetcher.replace[rel] = data[:-1] + bytes([data[-1] ^ 1])  # same length
-    dest = repo.parent / "bundles"
     with pytest.raises(IntegrityError, match="do not match their signed length and hashes"):
-        download_latest(repo, state, fetcher, dest)
-    assert list(dest.iterdir()) == []
+        agent_update(repo, state, fetcher)
 
 
 def test_oversized_bundle(repo: Path, state: Path, fetcher: ServingFetcher) -> None:
     rel, data = _bundle_url(repo, state, fetcher)
     fetcher.replace[rel] = data + b"\0" * 100_000
-    dest = repo.parent / "bundles"
     with pytest.raises(IntegrityError, match=r"more bytes .* than its signed length"):
-        download_latest(repo, state, fetcher, dest)
-    assert list(dest.iterdir()) == []
+        agent_update(repo, state, fetcher)
 
 
 def test_oversized_metadata(repo: Path, state: Path, fetcher: ServingFetcher) -> None:
     # Endless data: the timestamp has no signed length; python-tuf caps it (16 KiB).
     fetcher.replace["metadata/timestamp.json"] = b" " * 100_000
     with pytest.raises(IntegrityError, match="more bytes for a metadata file"):
-        assert_nothing_offered(repo, state, fetcher)
+        agent_update(repo, state, fetcher)
 
 
 # --- a signed bundle for another kernel build -------------------------------------
@@ -250,12 +265,10 @@ def test_signed_bundle_whose_manifest_names_another_build(repo: Path, state: Pat
     other = make_bundle(repo.parent, 3, build_id=BUILD_B).read_bytes()
     path = bundle_path(RELEASE, BUILD_A, "stable", NAME, 3)
     sign_in(repo, path, other, custom_for(BUILD_A))
-    dest = repo.parent / "bundles"
     with pytest.raises(WrongBuildError, match="the bundle inside is for") as caught:
-        download_latest(repo, state, ServingFetcher(repo), dest)
+        agent_update(repo, state, ServingFetcher(repo))
     assert caught.value.expected == f"{RELEASE}/{BUILD_A}"
     assert caught.value.found == f"{RELEASE}/{BUILD_B}"
-    assert list(dest.iterdir()) == []
 
 
 def test_signed_description_for_another_build_under_this_builds_path(
@@ -265,7 +278,7 @@ def test_signed_description_for_another_build_under_this_builds_path(
     path = bundle_path(RELEASE, BUILD_A, "stable", NAME, 3)
     sign_in(repo, path, other, custom_for(BUILD_B))
     with pytest.raises(WrongBuildError, match="is signed for"):
-        assert_nothing_offered(repo, state, ServingFetcher(repo))
+        agent_update(repo, state, ServingFetcher(repo))
 
 
 def test_index_pointing_into_another_builds_folder(repo: Path, state: Path) -> None:
@@ -273,4 +286,4 @@ def test_index_pointing_into_another_builds_folder(repo: Path, state: Path) -> N
     path = bundle_path(RELEASE, BUILD_B, "stable", NAME, 3)
     sign_in(repo, path, other, custom_for(BUILD_B))
     with pytest.raises(WrongBuildError, match="points to"):
-        assert_nothing_offered(repo, state, ServingFetcher(repo))
+        agent_update(repo, state, ServingFetcher(repo))
