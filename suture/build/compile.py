@@ -37,7 +37,7 @@ class ObjectPair:
 def _patch(tree: SourceTree, fix: Path, *extra: str) -> None:
     proc = subprocess.run(
         ["patch", "-p1", "-F0", "--no-backup-if-mismatch", "-s", "-d", str(tree.path), "-i",
-         str(fix), *extra],
+         str(fix.absolute()), *extra],  # patch -d changes folder first
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
