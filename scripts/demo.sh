@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
-# The demo: fetch the current Debian 12 kernel, boot it in QEMU, and live-patch
-# /proc/cmdline with `suture apply`, then take the patch out again.
+# The demo, the whole pipeline: build a live patch from a source fix for the
+# current Debian 12 kernel build, sign it into a repository, then boot that
+# kernel under QEMU and, inside it, serve the repository and let the agent
+# update the running kernel; /proc/cmdline changes with no reboot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYTHONDONTWRITEBYTECODE=1
+suture=.venv/bin/suture
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
-step "fetch the current Debian 12 kernel (image + headers) into the cache"
-.venv/bin/suture lab fetch
+step "fetch the kernel build to patch (default: the current Debian 12 kernel)"
+release=${SUTURE_DEMO_KERNEL:-$($suture --json lab fetch | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["release"])')}
+$suture lab fetch --kernel "$release" >/dev/null
 
-step "build the example live patch (replaces cmdline_proc_show) against its headers"
 work=$(mktemp -d /tmp/suture-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-.venv/bin/python - "$work" <<'PY'
-import sys
-from pathlib import Path
-from suture.build.kbuild import build_module
-from suture.lab import kernels
-tree = kernels.fetch(None)
-src = Path("tests/fixtures/modules/cmdline_patch.c")
-ko = build_module(tree.headers_dir, src, "suture_demo", Path(sys.argv[1]), "-DLEVEL=1")
-print(f"built {ko}", file=sys.stderr)
-PY
 
-step "boot it under QEMU and patch the running kernel"
-.venv/bin/suture lab run -- bash scripts/demo_guest.sh "$work/suture_demo.ko"
+step "build examples/proc-cmdline.patch for $release (Debian's exact source, compiled once, cached)"
+$suture build examples/proc-cmdline.patch --kernel "$release" -o "$work" \
+    --name suture_demo --cve CVE-2026-00000 --description "demo: mark /proc/cmdline" --level 1
+
+step "sign it into a new TUF repository as level 1 of that kernel build"
+$suture repo init "$work/repo"
+$suture publish "$work/suture_demo.bundle" --repo "$work/repo"
+
+step "boot $release under QEMU: serve the repository on the guest's loopback, run the agent"
+$suture lab run --kernel "$release" --timeout 600 -- bash scripts/demo_guest.sh "$work/repo"

@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# Runs inside the lab guest (see demo.sh): apply, show, remove.
+# Runs inside the lab guest (see demo.sh): serve the repository, update, show, remove.
 set -euo pipefail
-ko=$1
+repo=$1
 suture=".venv/bin/suture"
+state=/tmp/suture-state
 show() { printf '\n\033[1m-- %s\033[0m\n' "$*"; }
 
 show "running kernel: $(uname -r); /proc/cmdline before:"
 cat /proc/cmdline
-show "suture apply $(basename "$ko")"
-$suture apply "$ko"
+show "suture serve --repo $repo (on 127.0.0.1:8470)"
+$suture serve --repo "$repo" --db "sqlite:////tmp/server.db" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+    python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:8470/healthz")' \
+        2>/dev/null && break
+    sleep 0.2
+done
+show "suture update: verify the signed metadata, download level 1, apply it"
+$suture update --server http://127.0.0.1:8470 --trusted-root "$repo/metadata/1.root.json" \
+    --state-dir "$state"
 show "/proc/cmdline now (the new code runs, no reboot):"
 cat /proc/cmdline
 show "suture status"
-$suture status
-show "suture unload suture_demo"
-$suture unload suture_demo
+$suture status --state-dir "$state"
+show "suture uname -r"
+$suture uname -r --state-dir "$state"
+show "what the server saw (GET /api/v1/hosts)"
+python3 -c 'import json, urllib.request
+for h in json.load(urllib.request.urlopen("http://127.0.0.1:8470/api/v1/hosts"))["hosts"]:
+    print(h["hostname"], h["kernel"]["release"], "level", h["level"], h["state"], h["patches"])'
+show "suture unload --all"
+$suture unload --all
 show "/proc/cmdline restored:"
 cat /proc/cmdline
