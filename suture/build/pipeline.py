@@ -1,7 +1,8 @@
 """``suture build``: a source fix in, a bundle for one exact kernel build out.
 
 source (prepared once per build) -> compile the touched units twice ->
-diff -> refuse what cannot be patched safely -> extract the changed code ->
+diff -> refuse what cannot be patched safely -> patch the callers of changed
+functions without an ftrace entry (callers.py) -> extract the changed code ->
 link a livepatch module with kbuild -> klp relocations -> bundle.
 """
 
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.build import module, source, symbols
+from suture.build import callers, module, source, symbols
 from suture.build.compile import ObjectPair, compile_pair
 from suture.build.differ import DiffResult, FunctionChange, diff_objects
 from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymType
 from suture.build.extract import extract
 from suture.build.fix import Fix
+from suture.build.image_refs import ImageIndex
 from suture.errors import BuildError, NoChangeError
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
@@ -53,6 +55,7 @@ class BuildReport:
     new_functions: list[str] = field(default_factory=list)
     line_only: list[str] = field(default_factory=list)
     klp_symbols: list[str] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)  # new code without ftrace: callers patched
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -65,6 +68,7 @@ class BuildReport:
             "new_functions": self.new_functions,
             "line_only": self.line_only,
             "klp_symbols": self.klp_symbols,
+            "carried": self.carried,
         }
 
 
@@ -100,13 +104,6 @@ def _refuse(pair: ObjectPair, diff: DiffResult) -> None:
             "a live patch cannot change data the running kernel already uses",
             hint="keep the data as it is and attach new state with shadow variables "
             "(klp_shadow_*), or set it up in a pre-patch callback",
-        )
-    no_fentry = [c.name for c in diff.changed if not c.has_fentry]
-    if no_fentry:
-        raise BuildError(
-            f"{pair.source}: {', '.join(no_fentry)} changed but has no ftrace entry "
-            "(its file is built without ftrace), so the livepatch core cannot redirect it",
-            hint="patching its callers instead is not supported yet",
         )
 
 
@@ -187,8 +184,19 @@ def _generate(
 ) -> BuildReport:
     pair, orig, patched, diff = unit
     objname = _objname(tree, pair)
+    ksyms = (
+        symbols.kallsyms(image.release)
+        if objname == "vmlinux"
+        else symbols.module_symbols(image, objname)
+    )
+    # Names the original object defines: anchors that tell same-named locals apart.
+    local_names = [s.name for s in orig.symbols if s.shndx and s.name and s.type in (1, 2)]
+    plan = _plan_callers(unit, objname=objname, image=image, ksyms=ksyms, local_names=local_names)
+    redirected = [c for c in diff.changed if c.has_fentry]
+    redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
     inverse = {v: k for k, v in diff.renames.items()}
     functions = {inverse.get(c.name, c.name): c.name for c in diff.changed}
+    functions.update({inverse.get(f, f): f for f in plan.carried + plan.patched})
     functions.update({n.name: n.name for n in diff.new})
     callbacks = _callbacks(patched)
     functions.update({fn: fn for fn in callbacks.values()})
@@ -202,19 +210,12 @@ def _generate(
         objname=objname,
     )
     _progress(f"resolving {len(patch_obj.klp_symbols)} kernel symbols (kallsyms of the build)")
-    ksyms = (
-        symbols.kallsyms(image.release)
-        if objname == "vmlinux"
-        else symbols.module_symbols(image, objname)
-    )
-    # Names the original object defines: anchors that tell same-named locals apart.
-    local_names = [s.name for s in orig.symbols if s.shndx and s.name and s.type in (1, 2)]
     klp_syms = {s: ksyms.sympos(s, local_names) for s in patch_obj.klp_symbols}
     klp_funcs = [
         module.PatchedFunction(
             c.name, patch_obj.functions[c.name], ksyms.sympos(c.name, local_names)
         )
-        for c in diff.changed
+        for c in redirected
     ]
     build_id = _build_id(image)
     stub = module.stub_source(
@@ -231,7 +232,7 @@ def _generate(
     )  # fmt: skip
     manifest = _manifest(
         req, name=name, release=image.release, build_id=build_id, orig=orig,
-        changed=diff.changed, ko=ko, objname=objname,
+        changed=redirected, ko=ko, objname=objname,
     )  # fmt: skip
     req.out_dir.mkdir(parents=True, exist_ok=True)
     out = req.out_dir / f"{name}.bundle"
@@ -241,11 +242,83 @@ def _generate(
         release=image.release,
         bundle=out,
         name=name,
-        objects={objname: [c.name for c in diff.changed]},
+        objects={objname: [c.name for c in redirected]},
         new_functions=[n.name for n in diff.new],
         line_only=diff.line_only,
         klp_symbols=sorted(klp_syms),
+        carried=plan.carried,
     )
+
+
+def _plan_callers(
+    unit: tuple[ObjectPair, ObjectFile, ObjectFile, DiffResult],
+    *,
+    objname: str,
+    image: kernels.KernelTree,
+    ksyms: symbols.Kallsyms,
+    local_names: list[str],
+) -> callers.CallerPlan:
+    """Changed functions without an ftrace entry: which to carry, which callers to patch."""
+    pair, orig, patched, diff = unit
+    no_fentry = [c.name for c in diff.changed if not c.has_fentry]
+    if not no_fentry:
+        return callers.CallerPlan()
+    outside = _outside_refs(objname, image, ksyms, local_names, orig)
+    try:
+        plan = callers.plan_callers(
+            orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
+            vmlinux=objname == "vmlinux", outside=outside, renames=diff.renames,
+        )  # fmt: skip
+    except BuildError as e:
+        raise BuildError(f"{pair.source}: {e.message}", hint=e.hint) from e
+    _progress(
+        f"no ftrace entry in {', '.join(no_fentry)}: carrying {', '.join(plan.carried)}, "
+        f"patching {', '.join(plan.patched) or 'no other function'}"
+    )
+    return plan
+
+
+def _outside_refs(
+    objname: str,
+    image: kernels.KernelTree,
+    ksyms: symbols.Kallsyms,
+    local_names: list[str],
+    orig: ObjectFile,
+) -> callers.OutsideRefs:
+    """References to a global function from the rest of vmlinux (read from its image)."""
+
+    def unknown(_name: str) -> list[callers.Reference] | None:
+        return None  # a module's other files are not searched
+
+    if objname != "vmlinux":
+        return unknown
+    index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux), ksyms)
+    own = {a for n in orig.functions() if (a := _address(ksyms, n, local_names)) is not None}
+
+    def outside(name: str) -> list[callers.Reference] | None:
+        address = _address(ksyms, name, local_names)
+        return None if address is None else index.references(address, own)
+
+    return outside
+
+
+def _address(ksyms: symbols.Kallsyms, name: str, local_names: list[str]) -> int | None:
+    """The running kernel's address of a function of the patched file, or None if unsure."""
+    entries = ksyms.by_name.get(name, [])
+    try:
+        pos = ksyms.sympos(name, local_names)
+    except BuildError:
+        return None
+    return entries[max(pos, 1) - 1][0] if entries else None
+
+
+def _caller_change(orig: ObjectFile, name: str, plan: callers.CallerPlan) -> FunctionChange:
+    """An unchanged caller redirected so that it calls the carried copy of a changed function."""
+    sec = orig.functions()[name]
+    return FunctionChange(
+        name, "caller", sec.name, len(sec.data), has_fentry=True,
+        reason=f"calls {plan.paths[name]}, whose new code the patch carries",
+    )  # fmt: skip
 
 
 def _manifest(

@@ -1,0 +1,299 @@
+"""Patch the callers of a changed function the livepatch core cannot redirect.
+
+The livepatch core redirects a function through its ftrace entry (the
+``call __fentry__`` at its start). A file built without ftrace
+(``CFLAGS_REMOVE_x.o = $(CC_FLAGS_FTRACE)``, kernel/trace/, ``notrace``)
+has none. Such a changed function is *carried* instead: the patch holds its
+new code as a plain function, and the functions that call it are patched,
+so that their new copies call the new code. A caller without an ftrace entry
+is carried in turn and its own callers looked at, a few levels up.
+
+That is only sound when every way into the old code passes through a
+patched function, so the plan is refused when the old code of a carried
+function can be reached any other way:
+
+- its address is taken (an ops table, a function pointer, a static call
+  key): calls through the pointer reach the old code;
+- it is exported: modules the builder cannot see may call it;
+- code in other files refers to it (a global function; ``outside`` says);
+- a caller reaches it by a tail jump and cannot be carried. The caller's
+  frame is gone from the stack while the carried code runs, so the
+  livepatch core's stack check cannot see the task: in the old code, a task
+  would be switched to the new code while still running the old carried
+  function; in the new code, the module holding the carried copy could be
+  freed under a task still running it once the patch is disabled. A caller
+  that tail-jumps is therefore carried like one without an ftrace entry,
+  and its callers (whose frames stay on the stack) are patched.
+
+Calls from ``__init`` code of vmlinux are no path: that code ran at boot
+and is freed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from suture.build.elfobj import (
+    ObjectFile,
+    Rela,
+    RelocType,
+    Section,
+    SymBind,
+    Symbol,
+    SymType,
+    target_offset,
+)
+from suture.errors import BuildError
+
+MAX_DEPTH = 4  # caller levels above a changed function searched for ftrace entries
+MAX_CARRIED = 24  # functions carried for one fix, beyond which the plan is refused
+
+# Sections whose entries describe code (unwind data, exception and bug
+# tables, alternatives, call-site lists), never pointers anything calls.
+_CODE_TABLES = (
+    ".orc_unwind", "__ex_table", "__bug_table", ".altinstructions", ".return_sites",
+    ".retpoline_sites", ".call_sites", ".smp_locks", "__mcount_loc", ".parainstructions",
+    "__jump_table", ".static_call_sites", "__patchable_function_entries", ".discard",
+    ".debug", ".note", ".BTF", ".rela", "__ksymtab_strings",
+)  # fmt: skip
+_EXPORT_TABLES = ("___ksymtab", "__ksymtab", ".export_symbol")  # 6.1 and 6.5+ layouts
+_INIT_TEXT = (".init.text", ".exit.text")
+_JCC_LOW, _JCC_HIGH = 0x80, 0x8F  # 0f 80..0f 8f: conditional near jumps
+
+
+class RefKind(enum.Enum):
+    """How a place in the kernel reaches a function."""
+
+    CALL = "call"  # a direct call: the caller's frame stays on the stack
+    JUMP = "jump"  # a direct (tail) jump
+    ADDRESS = "address"  # its address is taken: reachable through a pointer
+    EXPORT = "export"  # an EXPORT_SYMBOL entry: modules may call it
+    INIT = "init"  # a call from __init code that has run and been freed
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One place that reaches a function: the function or object it is in, and how."""
+
+    where: str
+    kind: RefKind
+    has_fentry: bool = False  # the referring function can be redirected
+
+    def describe(self) -> str:
+        """Words for a refusal message."""
+        if self.kind is RefKind.EXPORT:
+            return "it is exported, so modules the builder cannot see may call the old code"
+        if self.kind is RefKind.ADDRESS:
+            return f"its address is taken in {self.where}, so calls through that pointer stay old"
+        how = "tail-jumps to" if self.kind is RefKind.JUMP else "calls"
+        return f"{self.where} {how} it"
+
+
+# A function's references from outside the compiled object (other files of
+# vmlinux), for global functions; None when they cannot be known.
+OutsideRefs = Callable[[str], list[Reference] | None]
+
+
+@dataclass
+class CallerPlan:
+    """What a fix with changed functions lacking an ftrace entry patches instead."""
+
+    carried: list[str] = field(default_factory=list)  # new code in the patch, not redirected
+    patched: list[str] = field(default_factory=list)  # callers redirected (klp_func), unchanged
+    paths: dict[str, str] = field(default_factory=dict)  # caller -> the function it leads to
+
+
+def has_fentry(obj: ObjectFile, sec: Section) -> bool:
+    """The function in ``sec`` starts with a ``call __fentry__`` (after an endbr64)."""
+    return any(r.offset <= 4 and obj.symbols[r.sym].name == "__fentry__" for r in sec.relas)
+
+
+def _named(obj: ObjectFile, rela: Rela) -> Symbol | None:
+    """The function or object a relocation points at, through a section symbol too."""
+    sym = obj.symbols[rela.sym]
+    if sym.type != SymType.SECTION:
+        return sym
+    sec = obj.symbol_section(sym)
+    if sec is None:
+        return None
+    if sec.symbol is not None:
+        return sec.symbol
+    return obj.symbol_at(sec, target_offset(rela))
+
+
+def _branch_kind(sec: Section, rela: Rela) -> RefKind:
+    """CALL or JUMP when the relocated field is a near call's or jump's displacement."""
+    if rela.type not in (RelocType.PC32, RelocType.PLT32) or rela.offset < 1:
+        return RefKind.ADDRESS
+    op = sec.data[rela.offset - 1]
+    if op == 0xE8:
+        return RefKind.CALL
+    if op == 0xE9 or (
+        rela.offset >= 2 and sec.data[rela.offset - 2] == 0x0F and _JCC_LOW <= op <= _JCC_HIGH
+    ):
+        return RefKind.JUMP
+    return RefKind.ADDRESS
+
+
+class _Graph:
+    """Who refers to each function of one object, read from its relocations."""
+
+    def __init__(self, obj: ObjectFile, *, vmlinux: bool) -> None:
+        self.obj = obj
+        self.vmlinux = vmlinux
+        self.functions = obj.functions()
+        self.defined = {s.name for s in obj.symbols if s.type == SymType.FUNC and s.shndx}
+        self.refs: dict[str, list[Reference]] = {}
+        for sec in obj.sections:
+            for rela in sec.relas:
+                target = _named(obj, rela)
+                if target is None or target.type != SymType.FUNC:
+                    continue
+                ref = self._reference(sec, rela, target)
+                if ref is not None and ref.where != target.name:
+                    self.refs.setdefault(target.name, []).append(ref)
+
+    def _reference(self, sec: Section, rela: Rela, target: Symbol) -> Reference | None:
+        if sec.name.startswith(_EXPORT_TABLES):
+            return Reference(sec.name, RefKind.EXPORT)
+        if sec.name.startswith(_CODE_TABLES):
+            return None
+        owner = sec.symbol or self.obj.symbol_at(sec, rela.offset)
+        if not sec.is_text:
+            # Data pointing into the middle of a function is a table of its own
+            # labels (a switch, a computed goto): only that function jumps there.
+            if _offset_in(self.obj, rela, target) != 0:
+                return None
+            return Reference(owner.name if owner else sec.name, RefKind.ADDRESS)
+        where = owner.name.removesuffix(".cold") if owner else sec.name
+        kind = _branch_kind(sec, rela)
+        if kind is not RefKind.ADDRESS and sec.name.startswith(_INIT_TEXT) and self.vmlinux:
+            return Reference(where, RefKind.INIT)
+        home = self.functions.get(where)
+        fentry = home is not None and has_fentry(self.obj, home)
+        return Reference(where, kind, has_fentry=fentry)
+
+    def is_global(self, name: str) -> bool:
+        sec = self.functions.get(name)
+        return sec is not None and sec.symbol is not None and sec.symbol.bind != SymBind.LOCAL
+
+
+def _offset_in(obj: ObjectFile, rela: Rela, target: Symbol) -> int:
+    """Where in ``target`` a relocation points."""
+    sym = obj.symbols[rela.sym]
+    base = 0 if sym.type == SymType.SECTION else sym.value
+    return base + target_offset(rela) - target.value
+
+
+class _Planner:
+    def __init__(
+        self, orig: _Graph, patched: _Graph, outside: OutsideRefs, renames: dict[str, str]
+    ) -> None:
+        self.orig = orig
+        self.patched = patched
+        self.outside = outside
+        self.to_patched = {o: p for p, o in renames.items()}
+        self.plan = CallerPlan()
+
+    def carry(self, name: str, path: list[str], fixed: set[str]) -> None:
+        """Carry ``name`` and make sure each of its callers is patched or carried."""
+        if name in self.plan.carried:
+            return
+        self.plan.carried.append(name)
+        if len(self.plan.carried) > MAX_CARRIED:
+            self.refuse(path, f"more than {MAX_CARRIED} functions would have to be carried")
+        refs = list(self.orig.refs.get(name, []))
+        if self.orig.is_global(name):
+            outside = self.outside(name)
+            if outside is None:
+                self.refuse(path, "it is global and its callers in other files are not known")
+            refs += outside or []
+        for ref in refs:
+            self.follow(ref, name, path, fixed)
+
+    def follow(self, ref: Reference, name: str, path: list[str], fixed: set[str]) -> None:
+        """Make the path through ``ref`` into ``name`` pass through a patched function."""
+        caller = ref.where
+        if ref.kind in (RefKind.EXPORT, RefKind.ADDRESS):
+            # Even from a carried function: a pointer its old code stored stays old.
+            self.refuse(path, ref.describe())
+        if ref.kind is RefKind.INIT or caller in self.plan.carried:
+            return
+        if caller not in self.orig.defined:  # another file's function (from ``outside``)
+            self.refuse(path, f"{ref.describe()}, and callers in other files are not patched")
+        jumps = ref.kind is RefKind.JUMP or self._tail_jumps(caller, name)
+        if caller in fixed:
+            if jumps:
+                self.refuse([*path, caller], f"the changed {caller} tail-jumps to it")
+            return
+        if caller in self.plan.patched:
+            if not jumps:
+                return
+            self.plan.patched.remove(caller)  # carried instead: see the module's docstring
+        if caller not in self.orig.functions:
+            self.refuse([*path, caller], f"{caller} is not in a section of its own")
+        if self.to_patched.get(caller, caller) not in self.patched.functions:
+            self.refuse([*path, caller], f"{caller} is gone from the patched object")
+        self.plan.paths[caller] = name
+        if ref.has_fentry and not jumps:
+            self.plan.patched.append(caller)
+            return
+        if len(path) >= MAX_DEPTH:
+            why = "tail-jumps to it" if jumps else "has no ftrace entry either"
+            self.refuse(
+                [*path, caller], f"{caller} {why}, and no caller with an ftrace entry is "
+                f"found within {MAX_DEPTH} levels",
+            )  # fmt: skip
+        self.carry(caller, [*path, caller], fixed)
+
+    def _tail_jumps(self, caller: str, name: str) -> bool:
+        """The patched copy of ``caller`` reaches ``name`` by a jump."""
+        pc, pn = self.to_patched.get(caller, caller), self.to_patched.get(name, name)
+        return any(r.where == pc and r.kind is RefKind.JUMP for r in self.patched.refs.get(pn, []))
+
+    @staticmethod
+    def refuse(path: list[str], why: str) -> None:
+        chain = " <- ".join(path)
+        raise BuildError(
+            f"{path[0]} changed but has no ftrace entry (its file is built without ftrace "
+            f"or it is notrace); patching its callers instead was tried along {chain}: {why}",
+            hint="move the fix into a caller that has an ftrace entry, or patch it by hand",
+        )
+
+
+def plan_callers(
+    orig: ObjectFile,
+    patched: ObjectFile,
+    no_fentry: list[str],
+    *,
+    fixed: set[str],
+    vmlinux: bool,
+    outside: OutsideRefs,
+    renames: dict[str, str] | None = None,
+) -> CallerPlan:
+    """Which functions to carry and which callers to patch for changed ``no_fentry`` functions.
+
+    Args:
+        orig: the object as the running kernel has it (its calls are the paths to cover).
+        patched: the object after the fix (the copies the patch carries).
+        no_fentry: changed functions (original names) without an ftrace entry.
+        fixed: functions the patch already redirects (changed ones with an ftrace entry).
+        vmlinux: the object is part of vmlinux (its ``__init`` code is freed).
+        outside: references to a global function from other files, or None if unknown.
+        renames: patched-object names -> original names (clones GCC renumbered).
+
+    Raises:
+        BuildError: some path to the old code of a carried function cannot be patched.
+    """
+    planner = _Planner(
+        _Graph(orig, vmlinux=vmlinux), _Graph(patched, vmlinux=vmlinux), outside, renames or {}
+    )
+    for name in no_fentry:
+        planner.carry(name, [name], fixed)
+    if not planner.plan.patched and not fixed:
+        planner.refuse(
+            no_fentry, "no caller with an ftrace entry reaches it (only boot code, or nothing)"
+        )
+    return planner.plan

@@ -1,0 +1,192 @@
+"""Where the vmlinux image refers to an address: the callers and pointers of a global function.
+
+The builder compiles only the files a fix touches, so relocations cannot say
+who else calls a global function. The image extracted from the build's
+vmlinuz can: every direct call or jump (``e8``/``e9``/``0f 8x`` and a 32-bit
+displacement), every RIP-relative operand and every absolute pointer that
+lands on the function's address is found by scanning the loaded sections,
+and named with kallsyms (read in a guest booted without KASLR, so its
+addresses are the link-time ones the image holds).
+
+A 4-byte pattern also matches by chance, with odds of about 2**-32 at each
+position: a spurious hit can only make the builder refuse, never accept.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+from suture.build.callers import Reference, RefKind
+from suture.build.symbols import Kallsyms
+
+# Sections whose entries describe code (unwind data, exception, bug and
+# alternatives tables, call-site lists) or hold no pointers at all.
+_DESCRIBE_CODE = frozenset({
+    ".orc_unwind_ip", ".orc_unwind", ".orc_lookup", "__ex_table", "__bug_table",
+    ".parainstructions", ".retpoline_sites", ".return_sites", ".altinstructions",
+    ".smp_locks", ".BTF", ".BTF_ids", ".notes", "__ksymtab_strings", "__kcrctab",
+    "__kcrctab_gpl", ".init.scratch", ".vvar",
+})  # fmt: skip
+# Tables inside .rodata/.data that describe code too, by their kallsyms bounds.
+_CODE_TABLE_BOUNDS = (
+    ("__start___jump_table", "__stop___jump_table"),
+    ("__start_static_call_sites", "__stop_static_call_sites"),
+    ("__start_mcount_loc", "__stop_mcount_loc"),
+)
+_EXPORTS = frozenset({"__ksymtab", "__ksymtab_gpl"})
+_INIT = frozenset({".init.text"})
+_NEVER_RUN = frozenset({".exit.text"})  # built-in exit code: kept for alternatives, never run
+_WINDOW = 1 << 15  # bytes scanned per displacement pattern (< 2**16: two patterns at most)
+_JCC_LOW, _JCC_HIGH = 0x80, 0x8F
+_MODRM_RIP_MASK, _MODRM_RIP = 0xC7, 0x05  # mod=00 rm=101: a RIP-relative operand
+
+
+@dataclass(frozen=True)
+class LoadedSection:
+    """One section of the image that is in memory at run time."""
+
+    name: str
+    address: int
+    data: bytes
+    text: bool
+
+
+def _loaded_sections(vmlinux: Path) -> list[LoadedSection]:
+    out = []
+    with vmlinux.open("rb") as f:
+        elf = ELFFile(f)
+        for sec in elf.iter_sections():
+            if sec["sh_type"] != "SHT_PROGBITS" or not sec["sh_flags"] & 0x2:  # SHF_ALLOC
+                continue
+            if sec.name in _DESCRIBE_CODE:
+                continue
+            text = bool(sec["sh_flags"] & 0x4)  # SHF_EXECINSTR
+            out.append(LoadedSection(sec.name, sec["sh_addr"], sec.data(), text))
+    return out
+
+
+def _rel32_hits(data: bytes, base: int, target: int, bias: int) -> list[int]:
+    """Offsets p where ``base + p + bias + int32(data[p:p+4]) == target``.
+
+    ``bias`` is 4 for code (a displacement counts from the end of the
+    instruction, which it ends) and 0 for tables of ``PREL32`` offsets
+    (export entries, PCI fixups), which count from the entry itself.
+
+    In a window of fewer than 2**16 positions the displacement that would hit
+    the target takes at most two values of its upper 16 bits, so each window
+    is searched (in C, with ``bytes.find``) for those two bytes at ``p + 2``.
+    """
+    hits = []
+    size = len(data)
+    for start in range(0, max(size - 3, 0), _WINDOW):
+        stop = min(start + _WINDOW, size - 3)
+        far, near = target - (base + stop - 1 + bias), target - (base + start + bias)
+        if not (far >= -(1 << 31) and near < (1 << 31)):
+            continue
+        for high in {(far >> 16) & 0xFFFF, (near >> 16) & 0xFFFF}:
+            pattern = high.to_bytes(2, "little")
+            pos = data.find(pattern, start + 2, stop + 2 + 1)
+            while pos != -1:
+                p = pos - 2
+                disp = int.from_bytes(data[p : p + 4], "little", signed=True)
+                if start <= p < stop and base + p + bias + disp == target:
+                    hits.append(p)
+                pos = data.find(pattern, pos + 1, stop + 2 + 1)
+    return sorted(set(hits))
+
+
+def _pattern_hits(data: bytes, pattern: bytes) -> list[int]:
+    hits = []
+    pos = data.find(pattern)
+    while pos != -1:
+        hits.append(pos)
+        pos = data.find(pattern, pos + 1)
+    return hits
+
+
+class ImageIndex:
+    """The loaded sections of one vmlinux image and its kallsyms, to name what refers where."""
+
+    def __init__(self, sections: list[LoadedSection], ksyms: Kallsyms) -> None:
+        self.sections = sections
+        entries = sorted(
+            (addr, name, kind)
+            for name, places in ksyms.by_name.items()
+            for addr, kind in places
+            if addr
+        )
+        self._text = [(a, n) for a, n, k in entries if k in "tTwW"]
+        self._data = [(a, n) for a, n, k in entries if k not in "tTwWaA"]
+        self._text_addrs = [a for a, _ in self._text]
+        self._data_addrs = [a for a, _ in self._data]
+        self._skip = []
+        for lo, hi in _CODE_TABLE_BOUNDS:
+            if ksyms.count(lo) == 1 and ksyms.count(hi) == 1:
+                self._skip.append((ksyms.by_name[lo][0][0], ksyms.by_name[hi][0][0]))
+
+    @classmethod
+    def load(cls, vmlinux: Path, ksyms: Kallsyms) -> ImageIndex:
+        """Read the loaded sections of ``vmlinux`` (an ELF image, symbols stripped or not)."""
+        return cls(_loaded_sections(vmlinux), ksyms)
+
+    def _container(self, address: int, text: bool) -> tuple[int, str]:
+        addrs, names = (self._text_addrs, self._text) if text else (self._data_addrs, self._data)
+        i = bisect.bisect_right(addrs, address) - 1
+        return names[i] if i >= 0 else (0, "?")
+
+    def references(self, target: int, own: set[int]) -> list[Reference]:
+        """What refers to ``target``, leaving out places inside functions starting at ``own``."""
+        refs = []
+        for sec in self.sections:
+            absolute = _pattern_hits(sec.data, target.to_bytes(8, "little"))
+            low = _pattern_hits(sec.data, (target & 0xFFFFFFFF).to_bytes(4, "little"))
+            hits = [(p, False) for p in sorted(set(absolute) | set(low))]
+            bias = 4 if sec.text else 0
+            hits += [(p, True) for p in _rel32_hits(sec.data, sec.address, target, bias)]
+            for p, relative in hits:
+                ref = self._classify(sec, p, relative=relative, own=own)
+                if ref is not None and ref not in refs:
+                    refs.append(ref)
+        return refs
+
+    def _classify(
+        self, sec: LoadedSection, p: int, *, relative: bool, own: set[int]
+    ) -> Reference | None:
+        address = sec.address + p
+        if any(lo <= address < hi for lo, hi in self._skip) or sec.name in _NEVER_RUN:
+            return None
+        if sec.name in _EXPORTS:
+            return Reference(sec.name, RefKind.EXPORT)
+        start, where = self._container(address, sec.text)
+        if not sec.text:
+            return Reference(where, RefKind.ADDRESS)
+        kind = _text_kind(sec.data, p) if relative else RefKind.ADDRESS
+        if kind is None or start in own:
+            return None
+        if sec.name in _INIT and kind is not RefKind.ADDRESS:
+            kind = RefKind.INIT
+        elif sec.name != ".text":
+            where = f"{where} ({sec.name})"  # alternatives: the site is not where it is stored
+        return Reference(where, kind)
+
+
+def _text_kind(data: bytes, p: int) -> RefKind | None:
+    """What the 32-bit displacement at ``p`` of code is, or None if it is no operand at all.
+
+    A near call or jump (``e8``/``e9``/``0f 8x``) calls; a RIP-relative
+    operand (``lea f(%rip)``) takes the address. Anything else is a constant
+    that happens to match, such as the zero bytes of the padding before a
+    function or a small immediate near the target.
+    """
+    op = data[p - 1] if p >= 1 else 0
+    if op == 0xE8:
+        return RefKind.CALL
+    if op == 0xE9 or (p >= 2 and data[p - 2] == 0x0F and _JCC_LOW <= op <= _JCC_HIGH):
+        return RefKind.JUMP
+    if op & _MODRM_RIP_MASK == _MODRM_RIP:
+        return RefKind.ADDRESS
+    return None

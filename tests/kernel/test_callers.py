@@ -1,0 +1,35 @@
+"""A bundle whose changed function has no ftrace entry (tests/test_guest_callers.py builds it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.kernel.conftest import IN_GUEST, status, suture
+
+BUNDLES = Path(os.environ.get("SUTURE_TEST_BUNDLES", "/nonexistent"))
+
+
+@pytest.fixture(autouse=True)
+def bundles_present() -> None:
+    if IN_GUEST and not BUNDLES.is_dir():
+        pytest.fail(f"SUTURE_TEST_BUNDLES={BUNDLES} holds no bundles: the harness is broken")
+
+
+def test_carried_function_reached_through_patched_callers(tmp_path: Path) -> None:
+    denied, other = tmp_path / "suture-denied", tmp_path / "suture-other"
+    suture("apply", str(BUNDLES / "suture_t_callers.bundle"))
+    (patch,) = status()["patches"]  # type: ignore[misc]
+    assert patch["objects"][0]["patched"]
+    with pytest.raises(PermissionError):
+        denied.mkdir()  # vfs_mkdir -> the carried may_create
+    with pytest.raises(PermissionError):
+        os.mkfifo(denied)  # vfs_mknod
+    with pytest.raises(PermissionError):
+        denied.symlink_to(other)  # vfs_symlink
+    other.mkdir()
+    suture("unload", "suture_t_callers")
+    denied.mkdir()
+    assert denied.is_dir()

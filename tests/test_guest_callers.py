@@ -1,0 +1,67 @@
+"""A changed function without an ftrace entry, built on the host and applied in a guest.
+
+may_create() in fs/namei.c is ``static inline`` (so ``notrace``) and GCC
+keeps it out of line: the livepatch core cannot redirect it. The builder
+carries its new code and patches its callers (vfs_mkdir, vfs_create ...)
+instead; tests/kernel/test_callers.py checks the behaviour in the guest.
+Refusals (exported, address taken) are checked on the host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from suture import bundle
+from suture.build import source
+from suture.build.pipeline import BuildRequest, build
+from suture.errors import BuildError
+from suture.lab import kernels
+from tests.test_guest_build import RELEASE, make_fix
+from tests.test_guest_engine import require_qemu, run_guest_tests
+
+pytestmark = pytest.mark.guest
+
+DENY = (
+    "\tif (child->d_inode)\n\t\treturn -EEXIST;\n\tif (IS_DEADDIR(dir))",
+    "\tif (child->d_inode)\n\t\treturn -EEXIST;\n"
+    '\tif (child->d_name.len == 13 && !memcmp(child->d_name.name, "suture-denied", 13))\n'
+    "\t\treturn -EPERM;\n\tif (IS_DEADDIR(dir))",
+)
+# Callers of may_create() that keep their ftrace entry; vfs_mkobj() has it inlined.
+REDIRECTED = {"vfs_create", "vfs_link", "vfs_mkdir", "vfs_mknod", "vfs_mkobj", "vfs_rename",
+              "vfs_symlink"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tree() -> source.SourceTree:
+    require_qemu()
+    return source.prepare(RELEASE)
+
+
+def test_exported_without_fentry_is_refused(tree: source.SourceTree, tmp_path: Path) -> None:
+    # kernel/irq_work.c is built without ftrace and irq_work_sync() is exported.
+    fix = make_fix(
+        tree,
+        "kernel/irq_work.c",
+        ("\t\t\t\t   TASK_UNINTERRUPTIBLE);\n\t\treturn;", "\t\t\t\t   TASK_UNINTERRUPTIBLE);\n"
+         "\t\tsynchronize_rcu();\n\t\treturn;"),
+        out=tmp_path,
+    )  # fmt: skip
+    with pytest.raises(
+        BuildError, match=r"irq_work_sync changed but has no ftrace entry.*exported"
+    ):
+        build(BuildRequest(RELEASE, fix, tmp_path))
+
+
+def test_callers_patched_in_guest(tree: source.SourceTree, tmp_path: Path) -> None:
+    out = tmp_path / "bundles"
+    fix = make_fix(tree, "fs/namei.c", DENY, out=tmp_path)
+    report = build(BuildRequest(RELEASE, fix, out, name="suture_t_callers"))
+    assert report.carried == ["may_create"]
+    manifest = bundle.read_manifest(out / "suture_t_callers.bundle")
+    assert set(manifest.functions) == REDIRECTED
+    run_guest_tests(
+        kernels.fetch(RELEASE), "tests/kernel/test_callers.py", {"SUTURE_TEST_BUNDLES": str(out)}
+    )

@@ -1,0 +1,226 @@
+"""Carrying a changed function without an ftrace entry and patching its callers instead.
+
+The objects come from small C sources compiled here with gcc, flags as
+kbuild's in short (``-O2 -fno-pie -pg -mfentry -ffunction-sections
+-fdata-sections -c``); ``notrace`` is kbuild's ``no_instrument_function``
+and ``noipa`` keeps GCC from inlining or cloning the helpers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from suture.build.callers import (
+    MAX_DEPTH,
+    CallerPlan,
+    OutsideRefs,
+    Reference,
+    RefKind,
+    plan_callers,
+)
+from suture.build.elfobj import ObjectFile
+from suture.build.image_refs import ImageIndex, LoadedSection, _rel32_hits
+from suture.build.symbols import Kallsyms
+from suture.errors import BuildError
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+CFLAGS = ["-O2", "-fno-pie", "-pg", "-mfentry", "-ffunction-sections", "-fdata-sections", "-c"]
+PRELUDE = """\
+#define notrace __attribute__((no_instrument_function))
+#define noipa __attribute__((noipa))
+#define __init __attribute__((section(".init.text")))
+extern int sink(int);
+struct ops { int (*fn)(int); };
+"""
+HELPER = "static noipa notrace int helper(int x) { return sink(x * 3); }\n"
+
+
+def _objects(tmp_path: Path, body: str, helper: str = HELPER) -> tuple[ObjectFile, ObjectFile]:
+    """``body`` compiled with ``helper`` as is (the original) and with its constant changed."""
+    objs = []
+    for name, code in (("orig", helper), ("patched", helper.replace("x * 3", "x * 4"))):
+        src = tmp_path / name / "x.c"
+        src.parent.mkdir(parents=True)
+        src.write_text(PRELUDE + code + body)
+        subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(src.with_suffix(".o"))], check=True)
+        objs.append(ObjectFile.load(src.with_suffix(".o")))
+    return objs[0], objs[1]
+
+
+def _none_outside(_name: str) -> list[Reference] | None:
+    return []
+
+
+def _plan(
+    tmp_path: Path, body: str, helper: str = HELPER, outside: OutsideRefs = _none_outside
+) -> CallerPlan:
+    orig, patched = _objects(tmp_path, body, helper)
+    return plan_callers(orig, patched, ["helper"], fixed=set(), vmlinux=True, outside=outside)
+
+
+def test_a_caller_with_fentry_is_patched(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "int user(int x) { return helper(x) + 1; }\n")
+    assert plan.carried == ["helper"]
+    assert plan.patched == ["user"]
+    assert plan.paths == {"user": "helper"}
+
+
+def test_a_caller_without_fentry_is_carried_too(tmp_path: Path) -> None:
+    body = (
+        "static noipa notrace int middle(int x) { return helper(x) + 2; }\n"
+        "int top(int x) { return middle(x) + 1; }\n"
+    )
+    plan = _plan(tmp_path, body)
+    assert plan.carried == ["helper", "middle"]
+    assert plan.patched == ["top"]
+
+
+def test_a_tail_jump_is_no_anchor(tmp_path: Path) -> None:
+    # jumper's frame is gone while helper runs: its callers hold the patched frame.
+    body = (
+        "noipa int jumper(int x) { return helper(x); }\nint top(int x) { return jumper(x) + 1; }\n"
+    )
+    plan = _plan(tmp_path, body)
+    assert plan.carried == ["helper", "jumper"]
+    assert plan.patched == ["top"]
+
+
+def test_a_changed_caller_that_tail_jumps_is_refused(tmp_path: Path) -> None:
+    orig, patched = _objects(tmp_path, "int user(int x) { return helper(x); }\n")
+    with pytest.raises(BuildError, match="the changed user tail-jumps to it"):
+        plan_callers(orig, patched, ["helper"], fixed={"user"}, vmlinux=True, outside=_none_outside)
+
+
+def test_address_taken_is_refused(tmp_path: Path) -> None:
+    body = "int user(int x) { return helper(x) + 1; }\nstruct ops helper_ops = { .fn = helper };\n"
+    with pytest.raises(BuildError, match="address is taken in helper_ops"):
+        _plan(tmp_path, body)
+
+
+def test_address_taken_up_the_path_is_refused(tmp_path: Path) -> None:
+    body = (
+        "static noipa notrace int middle(int x) { return helper(x) + 2; }\n"
+        "struct ops middle_ops = { .fn = middle };\n"
+    )
+    with pytest.raises(BuildError, match=r"helper <- middle: its address is taken in middle_ops"):
+        _plan(tmp_path, body)
+
+
+def test_address_taken_by_a_carried_function_is_refused(tmp_path: Path) -> None:
+    # A pointer that middle's old code handed out (a callback) reaches the old helper.
+    body = (
+        "extern void keep(int (*fn)(int));\n"
+        "static noipa notrace int middle(int x) { keep(helper); return helper(x) + 2; }\n"
+        "int top(int x) { return middle(x) + 1; }\n"
+    )
+    with pytest.raises(BuildError, match="its address is taken in middle"):
+        _plan(tmp_path, body)
+
+
+def test_exported_is_refused(tmp_path: Path) -> None:
+    helper = "noipa notrace int helper(int x) { return sink(x * 3); }\n"
+    body = (
+        "int user(int x) { return helper(x) + 1; }\n"
+        '__attribute__((section("___ksymtab_gpl+helper"), used)) '
+        "static void *const __ksymtab_helper = helper;\n"
+    )
+    with pytest.raises(BuildError, match="exported"):
+        _plan(tmp_path, body, helper)
+
+
+def test_global_callers_in_other_files_are_refused(tmp_path: Path) -> None:
+    helper = "noipa notrace int helper(int x) { return sink(x * 3); }\n"
+    body = "int user(int x) { return helper(x) + 1; }\n"
+
+    def elsewhere(_name: str) -> list[Reference] | None:
+        return [Reference("other_caller", RefKind.CALL)]
+
+    def unknown(_name: str) -> list[Reference] | None:
+        return None
+
+    with pytest.raises(BuildError, match="other_caller calls it, and callers in other files"):
+        _plan(tmp_path, body, helper, outside=elsewhere)
+    with pytest.raises(BuildError, match="callers in other files are not known"):
+        _plan(tmp_path / "b", body, helper, outside=unknown)
+    plan = _plan(tmp_path / "c", body, helper)
+    assert plan.patched == ["user"]
+
+
+def test_boot_code_is_no_path_but_must_not_be_the_only_one(tmp_path: Path) -> None:
+    plan = _plan(
+        tmp_path,
+        "int __init setup(void) { return helper(1); }\nint user(int x) { return helper(x); }\n"
+        "int other(int x) { return helper(x) + 1; }\n",
+    )
+    assert plan.patched == ["other"]  # user tail-jumps: carried, nothing calls it
+    with pytest.raises(BuildError, match="no caller with an ftrace entry"):
+        _plan(tmp_path / "b", "int __init setup(void) { return helper(1) + 1; }\n")
+
+
+def test_depth_is_bounded(tmp_path: Path) -> None:
+    chain = ["helper"] + [f"level{i}" for i in range(MAX_DEPTH + 1)]
+    body = "".join(
+        f"static noipa notrace int {name}(int x) {{ return {below}(x) + 1; }}\n"
+        for below, name in itertools.pairwise(chain)
+    )
+    body += f"int top(int x) {{ return {chain[-1]}(x) + 1; }}\n"
+    with pytest.raises(BuildError, match=f"within {MAX_DEPTH} levels"):
+        _plan(tmp_path, body)
+
+
+# -- the vmlinux image scan ----------------------------------------------------
+
+BASE = 0xFFFFFFFF81000000
+TARGET = BASE + 0x100
+
+
+def _call(site: int, target: int, op: bytes = b"\xe8") -> bytes:
+    return op + (target - (site + len(op) + 4)).to_bytes(4, "little", signed=True)
+
+
+def _index(text: bytes, data: bytes = b"") -> ImageIndex:
+    ksyms = Kallsyms({
+        "caller": [(BASE, "T")],
+        "target": [(TARGET, "T")],
+        "jumper": [(BASE + 0x40, "t")],
+        "ops": [(BASE + 0x1000000, "D")],
+    })  # fmt: skip
+    return ImageIndex(
+        [LoadedSection(".text", BASE, text, True), LoadedSection(".data", BASE + 0x1000000,
+                                                                data, False)],
+        ksyms,
+    )  # fmt: skip
+
+
+def test_image_scan_names_calls_jumps_and_pointers() -> None:
+    text = bytearray(0x200)
+    text[0x10:0x15] = _call(BASE + 0x10, TARGET)
+    text[0x40:0x45] = _call(BASE + 0x40, TARGET, b"\xe9")
+    text[0xFC:0x100] = bytes(4)  # the padding before a function: a zero "displacement"
+    data = TARGET.to_bytes(8, "little")
+    refs = _index(bytes(text), data).references(TARGET, own={TARGET})
+    assert Reference("caller", RefKind.CALL) in refs
+    assert Reference("jumper", RefKind.JUMP) in refs
+    assert Reference("ops", RefKind.ADDRESS) in refs
+    assert len(refs) == 3
+
+
+def test_image_scan_leaves_out_the_object_itself() -> None:
+    text = bytearray(0x200)
+    text[0x10:0x15] = _call(BASE + 0x10, TARGET)
+    assert _index(bytes(text)).references(TARGET, own={TARGET, BASE}) == []
+
+
+def test_rel32_scan_finds_every_displacement() -> None:
+    data = bytearray(b"\xcc" * 200_000)  # int3 filler: no zero displacement before target
+    base, target = 0x1000, 0x1000 + 150_000
+    sites = [5, 70_000, 149_990, 199_000]
+    for p in sites:
+        data[p : p + 4] = (target - (base + p + 4)).to_bytes(4, "little", signed=True)
+    assert _rel32_hits(bytes(data), base, target, 4) == sites
