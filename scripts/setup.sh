@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Install what Suture needs on a Debian 12 machine: apt packages and a
 # virtualenv in .venv with the project and its dev tools. Safe to run again.
+# --test: also what only the tests need (scripts/test.sh passes it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -15,16 +18,33 @@ fi
 # cpio: unit tests read the lab's initramfs back; python3-venv: the virtualenv.
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-venv
 	flex bison bc dwarves libssl-dev patch xz-utils)
+# Tests only (the demo serves from SQLite): postgresql, for the server's
+# PostgreSQL tests (scripts/postgres.sh starts a private cluster from it).
+TEST_PACKAGES=(postgresql)
+
+missing_of() {
+	local p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"
+	done
+}
+apt_install() {
+	echo "setup: installing $*" >&2
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
 
 echo "setup: refreshing apt's package lists (the lab resolves kernels from them)" >&2
 $SUDO apt-get update -qq
-missing=()
-for p in "${PACKAGES[@]}"; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-	echo "setup: installing ${missing[*]}" >&2
-	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+mapfile -t missing < <(missing_of "${PACKAGES[@]}")
+[ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
+if [ "$WITH_TEST" = 1 ]; then
+	mapfile -t missing < <(missing_of "${TEST_PACKAGES[@]}")
+	# Outside CI a machine without them still runs the rest (those tests skip);
+	# CI must run every test, so there a failed install stops it.
+	if [ "${#missing[@]}" -gt 0 ] && ! apt_install "${missing[@]}"; then
+		[ -z "${CI:-}" ] || { echo "setup: cannot install ${missing[*]}" >&2; exit 1; }
+		echo "setup: WARNING: ${missing[*]} not installed; the tests that need it will skip" >&2
+	fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,14 +105,11 @@ def test_checkin_parse() -> None:
     assert e.value.field == "host_id"
 
 
-@pytest.mark.skipif(
-    not os.environ.get("SUTURE_TEST_POSTGRES_URL"), reason="SUTURE_TEST_POSTGRES_URL not set"
-)
-def test_postgresql_store() -> None:
-    url = DbUrl.parse(os.environ["SUTURE_TEST_POSTGRES_URL"])
-    s = open_store(url)
+def test_postgresql_store(pg_url: str) -> None:
+    url = DbUrl.parse(pg_url)
+    s = open_store(url)  # a new, empty database: every migration step runs
     try:
-        s._run("DELETE FROM hosts")  # a database shared with earlier runs
+        assert s.version() == SCHEMA_VERSION
         report = checkin.parse(json.dumps(CHECKIN).encode())
         s.record(report, "10.0.0.1", datetime(2026, 1, 1, tzinfo=UTC))
         s.record(report, "10.0.0.2", datetime(2026, 1, 2, tzinfo=UTC))
@@ -126,6 +122,11 @@ def test_postgresql_store() -> None:
         s.ping()
     finally:
         s.close()
-    s = open_store(url)  # migrating again is a no-op
-    assert s.version() == SCHEMA_VERSION
-    s.close()
+    s = open_store(url)  # migrating again is a no-op and keeps the data
+    try:
+        assert s.version() == SCHEMA_VERSION
+        assert [h.checkin.host_id for h in s.hosts()] == [CHECKIN["host_id"]]
+        rows = s._run("SELECT version FROM schema_version ORDER BY version")
+        assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        s.close()
