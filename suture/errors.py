@@ -317,6 +317,12 @@ class CheckinError(ServerError):
         return {**super().to_dict(), "field": self.field}
 
 
+class FleetError(SutureError):
+    """A fleet API call failed: the server cannot be reached, or refused it."""
+
+    exit_code = 81
+
+
 # --- the agent: its configuration and state (suture.agent) --------------------
 
 

@@ -19,10 +19,13 @@ means the defaults), every key optional::
     retry_backoff = 5                             # s before the first retry, doubled each time
     report = true                                 # check in with the server (http(s) only)
     crash_guard = 600                             # s a new patch must survive before it is trusted
+    registration_key = "srk_..."                  # enrols the host with the fleet server once
+    host_id = ""                                  # the fleet's name for the host ("": machine id)
 
-Then ``SUTURE_SERVER``, ``SUTURE_CHANNEL``, ``SUTURE_STATE_DIR`` and
-``SUTURE_TRUSTED_ROOT`` override the file, and options override both. An
-unknown key is an error, so a typo does not silently keep a default.
+Then ``SUTURE_SERVER``, ``SUTURE_CHANNEL``, ``SUTURE_STATE_DIR``,
+``SUTURE_TRUSTED_ROOT`` and ``SUTURE_REGISTRATION_KEY`` override the file,
+and options override both. An unknown key is an error, so a typo does not
+silently keep a default.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ ENVIRONMENT = {
     "SUTURE_CHANNEL": "channel",
     "SUTURE_STATE_DIR": "state_dir",
     "SUTURE_TRUSTED_ROOT": "trusted_root",
+    "SUTURE_REGISTRATION_KEY": "registration_key",
 }
 
 
@@ -79,11 +83,16 @@ class AgentConfig:
     # s after applying: a host that goes down sooner (not a clean shutdown)
     # does not get that level re-applied at boot; see suture.agent.guard.
     crash_guard: int = 600
+    # Enrols the host with the fleet server (which then gives it its own token,
+    # kept in state_dir); "": check-ins are not sent to a server that wants one.
+    registration_key: str = ""
+    host_id: str = ""  # how the fleet server knows this host; "": /etc/machine-id
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
         data = asdict(self)
         data.update(state_dir=str(self.state_dir), trusted_root=str(self.trusted_root))
+        data["registration_key"] = "***" if self.registration_key else ""  # a secret
         return {"format": FORMAT_VERSION, **data}
 
 
@@ -194,6 +203,8 @@ PARSERS: dict[str, Callable[[str, object], Any]] = {
     "retry_backoff": _number,
     "report": _bool,
     "crash_guard": _seconds,
+    "registration_key": _text,
+    "host_id": _text,
 }
 
 

@@ -180,7 +180,7 @@ def check(
         return run.result(Outcome.UNSUPPORTED, ident, 0)
     live = run.live_level(ident, kernel.live_patches())
     with run.session() as s:
-        offer = _find(s, ident, config.channel, config.sticky_level)
+        offer = _find(s, ident, config.channel, run.cap())
     if offer is None:
         return run.result(Outcome.NO_PATCHES, ident, live)
     outcome = Outcome.PENDING if offer.level > live else Outcome.UP_TO_DATE
@@ -228,18 +228,22 @@ class _Run:
         self.confirm()
         live = self.live_level(ident, live_patches)
         # A fetcher given by the caller (tests, mirrors) is the only way in.
+        cap = self.cap()
         memo = self.fetcher is None and quick.unchanged(
-            self.config, self.state, ident, live, self.now
+            self.config, self.state, ident, cap, live, self.now
         )
         if memo:
             return self.result(Outcome.UP_TO_DATE, ident, live, offer=memo)
         bundles = self.config.state_dir / agent_state.BUNDLES
         with self.session() as s:
-            offer = _find(s, ident, self.config.channel, self.config.sticky_level)
-            self.remember(ident, offer)
+            offer = _find(s, ident, self.config.channel, cap)
+            self.remember(ident, cap, offer)
             if offer is None:
                 return self.result(Outcome.NO_PATCHES, ident, live)
-            if offer.level <= live:
+            # Down only when the fleet server unrolls: a sticky level or a
+            # halt only stops the climb.
+            unrolling = self.state.unroll and offer.level < live
+            if offer.level <= live and not unrolling:
                 return self.result(Outcome.UP_TO_DATE, ident, live, offer=offer)
             if guard.holds(self.state, ident.release, ident.build_id, offer.level):
                 return self.result(Outcome.HELD, ident, live, offer=offer)
@@ -253,7 +257,10 @@ class _Run:
     ) -> UpdateResult:
         # The mark goes to disk before the kernel changes: a run killed in
         # between leaves it, and the next run finds out what happened.
-        self.save(in_progress=InProgress(offer.level, offer.name, path, self.now))
+        self.save(
+            in_progress=InProgress(offer.level, offer.name, path, self.now),
+            attempted_level=offer.level,
+        )
         old = self.state.applied
         try:
             superseded = self.kernel.apply(path)
@@ -316,10 +323,15 @@ class _Run:
             if path.name not in keep and path.is_file():
                 path.unlink(missing_ok=True)
 
-    def remember(self, ident: KernelIdentity, offer: update.Offer | None) -> None:
+    def cap(self) -> int | None:
+        """The highest level allowed: the configured sticky level and the fleet server's cap."""
+        caps = [c for c in (self.config.sticky_level, self.state.max_level) if c is not None]
+        return min(caps) if caps else None
+
+    def remember(self, ident: KernelIdentity, cap: int | None, offer: update.Offer | None) -> None:
         """Keep the full check's answer for :func:`suture.agent.quick.unchanged`."""
         memo = offer and Offered(
-            quick.offered_key(self.config, ident),
+            quick.offered_key(self.config, ident, cap),
             offer.level,
             offer.name,
             offer.cves,

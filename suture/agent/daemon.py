@@ -89,7 +89,14 @@ class Daemon:
             self.log("agent stopped")
 
     def cycle(self) -> None:
-        """One check (and apply, with auto_update), then the check-in; errors are logged."""
+        """Check in, check (and apply, with auto_update), check in again if anything changed.
+
+        The first check-in brings the fleet server's directive (the level
+        this host may run) into the cycle; the second one reports the result.
+        Errors are logged; the next cycle tries again.
+        """
+        self._check_in()
+        changed = True
         try:
             if self.config.auto_update:
                 result = cycle.run_update(
@@ -97,6 +104,7 @@ class Daemon:
                 )
             else:
                 result = cycle.check(self.config, kernel=self.kernel)
+            changed = result.outcome in (cycle.Outcome.APPLIED, cycle.Outcome.HELD)
             line = f"{result.outcome}: level {result.level} live"
             if result.available > result.level:
                 line += f", level {result.available} offered"
@@ -106,9 +114,12 @@ class Daemon:
             line = f"error: {e.message}" + (f" ({e.hint})" if e.hint else "")
         self.log(line)
         sd_notify(f"STATUS={line[:200]}")
+        if changed:
+            self._check_in()
+
+    def _check_in(self) -> None:
         try:
-            ident = self.kernel.identity()
-            failure = report.report(self.config, ident, self.kernel.live_patches(), self.clock())
+            failure = report.exchange(self.config, self.kernel, self.clock())
         except SutureError as e:
             failure = e.message
         if failure:

@@ -26,6 +26,12 @@ class Kernel(Protocol):
     def boot_id(self) -> str:
         """This boot's id ("" when unknown)."""
 
+    def functions(self) -> tuple[str, ...]:
+        """``object:function`` replaced by enabled live patches (for the check-in)."""
+
+    def uptime(self) -> int | None:
+        """Seconds since boot, if known."""
+
     def apply(self, bundle: Path) -> list[str]:
         """Apply a verified bundle; return the patches it superseded.
 
@@ -51,6 +57,24 @@ class HostKernel:
     def boot_id(self) -> str:
         """/proc/sys/kernel/random/boot_id."""
         return guard.boot_id(self.sysroot)
+
+    def functions(self) -> tuple[str, ...]:
+        """From /sys/kernel/livepatch."""
+        found = {
+            f"{obj.name}:{f.name}"
+            for patch in LivepatchSysfs(self.sysroot).states()
+            if patch.enabled
+            for obj in patch.objects
+            for f in obj.functions
+        }
+        return tuple(sorted(found))
+
+    def uptime(self) -> int | None:
+        """From /proc/uptime."""
+        try:
+            return int(float((self.sysroot / "proc/uptime").read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            return None
 
     def apply(self, bundle: Path) -> list[str]:
         """Apply through :func:`suture.agent.local.apply_file`."""

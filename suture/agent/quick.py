@@ -13,8 +13,8 @@ It is no weaker than the full check:
 - A freeze is bounded the same way. The trusted timestamp and root must not
   have expired, which is what python-tuf would check for the same bytes.
 - Anything else falls through to the full TUF refresh: another answer, an
-  error, a changed configuration, another kernel, a level not live, an
-  interrupted run, a held level.
+  error, a changed configuration or fleet directive, another kernel, a level
+  not live, an interrupted run, a held level.
 
 A new root with unchanged timestamp bytes is found at the next timestamp
 change. The trusted root's expiry is still checked here.
@@ -34,19 +34,27 @@ MAX_TIMESTAMP = 64 << 10  # bytes; a timestamp.json is well under 2 KiB
 TRUSTED = "metadata"  # python-tuf's trusted metadata folder under state_dir
 
 
-def offered_key(config: AgentConfig, ident: KernelIdentity) -> tuple[str, ...]:
-    """What an offer depends on besides the repository: server, channel, sticky level, build."""
-    return (config.server, config.channel, str(config.sticky_level), ident.release, ident.build_id)
+def offered_key(config: AgentConfig, ident: KernelIdentity, cap: int | None) -> tuple[str, ...]:
+    """What an offer depends on besides the repository: server, channel, cap, kernel build.
+
+    ``cap`` is the highest level allowed (the sticky level, the fleet server's directive).
+    """
+    return (config.server, config.channel, str(cap), ident.release, ident.build_id)
 
 
-def unchanged(
-    config: AgentConfig, state: AgentState, ident: KernelIdentity, live_level: int, now: float
+def unchanged(  # noqa: PLR0917 - each is one condition of the answer
+    config: AgentConfig,
+    state: AgentState,
+    ident: KernelIdentity,
+    cap: int | None,
+    live_level: int,
+    now: float,
 ) -> Offered | None:
     """The last offer, when it still holds without a TUF refresh; None to do the full check."""
     memo = state.offered
     if (
         memo is None
-        or memo.key != offered_key(config, ident)
+        or memo.key != offered_key(config, ident, cap)
         or state.last_result not in ("up-to-date", "applied")
         or state.in_progress is not None
         or state.held is not None

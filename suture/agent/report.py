@@ -1,19 +1,26 @@
-"""The agent's check-in: what this host runs and how its last cycle went, sent to the server.
+"""The agent's check-in: what this host runs and how its last cycle went; the server's answer.
 
-The body is the server's check-in format 1 (:mod:`suture.server.checkin`
-validates it; this module must not import the server). A report never fails
-a cycle: a server that does not take it is logged and recorded in the state,
-and the next cycle reports again.
+The body is the server's check-in format 2 (:mod:`suture.server.checkin`
+validates it; this module must not import the server). The host speaks with
+its own token, which it gets once by enrolling with the registration key from
+its configuration, and keeps in ``state_dir/host-token`` (mode 0600). The
+answer carries the fleet's *directive* for this host: the highest level it
+may run (a staged rollout, a halt, a sticky level for its tags), and whether
+to go back down to it (an unroll).
+
+A check-in never fails a cycle. A server that does not take it is logged and
+recorded in the state, and the last directive stays in force.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -21,12 +28,24 @@ from urllib.parse import urlparse
 from suture import __version__
 from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
+from suture.agent.host import Kernel
 from suture.agent.state import AgentState
 from suture.kernel.identity import KernelIdentity
 
 CHECKIN_PATH = "/api/v1/checkin"
+REGISTER_PATH = "/api/v1/register"
+TOKEN_NAME = "host-token"  # noqa: S105 - a file name
 MACHINE_ID = Path("/etc/machine-id")
 MAX_ERROR = 4096  # characters the server keeps of last_error
+MAX_FUNCTIONS = 512  # the server's limit
+
+
+@dataclass(frozen=True)
+class Directive:
+    """The fleet server's word on this host: a cap on its level, and whether to go down to it."""
+
+    max_level: int | None
+    unroll: bool
 
 
 def host_id(machine_id: Path = MACHINE_ID) -> str:
@@ -38,7 +57,16 @@ def host_id(machine_id: Path = MACHINE_ID) -> str:
     return text or socket.gethostname()
 
 
-def checkin(ident: KernelIdentity, state: AgentState, live: set[str]) -> dict[str, Any]:
+def checkin(
+    ident: KernelIdentity,
+    state: AgentState,
+    live: set[str],
+    *,
+    channel: str = "stable",
+    functions: tuple[str, ...] = (),
+    uptime: int | None = None,
+    host: str = "",
+) -> dict[str, Any]:
     """The check-in body for this host as ``state`` and the kernel now stand."""
     level = state.level_for(ident.release, ident.build_id)
     a = state.applied
@@ -51,15 +79,20 @@ def checkin(ident: KernelIdentity, state: AgentState, live: set[str]) -> dict[st
     else:
         status, level = "unpatched", 0
     body: dict[str, Any] = {
-        "format": 1,
-        "host_id": host_id(),
+        "format": 2,
+        "host_id": host or host_id(),
         "hostname": socket.gethostname(),
         "kernel": {"release": ident.release, "build_id": ident.build_id},
         "level": level,
         "state": status,
         "agent_version": __version__,
         "patches": sorted(live),
+        "channel": channel,
+        "functions": list(functions[:MAX_FUNCTIONS]),
+        "attempted_level": state.attempted_level,
     }
+    if uptime is not None:
+        body["uptime"] = uptime
     if error := _error_text(state):
         body["last_error"] = error[:MAX_ERROR]
     return body
@@ -74,8 +107,8 @@ def _error_text(state: AgentState) -> str:
     return f"{e.get('error', 'error')}: {e.get('message', '')}"
 
 
-def report(config: AgentConfig, ident: KernelIdentity, live: set[str], now: float) -> str | None:
-    """Send this host's check-in and record the attempt in the state; returns the failure.
+def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
+    """Check in, keep the server's directive in the state; returns why it failed, or None.
 
     Raises:
         AgentStateError: the state cannot be read or written.
@@ -84,13 +117,35 @@ def report(config: AgentConfig, ident: KernelIdentity, live: set[str], now: floa
         return None
     with agent_state.locked(config.state_dir):
         current = agent_state.read(config.state_dir)
-    failure = send(config, checkin(ident, current, live))
+    body = checkin(
+        kernel.identity(),
+        current,
+        kernel.live_patches(),
+        channel=config.channel,
+        functions=kernel.functions(),
+        uptime=kernel.uptime(),
+        host=config.host_id,
+    )
+    answer, failure = _checkin(config, body)
     with agent_state.locked(config.state_dir):
-        current = agent_state.read(config.state_dir)
-        agent_state.write(
-            config.state_dir, replace(current, last_report=now, last_report_error=failure)
+        current = replace(
+            agent_state.read(config.state_dir), last_report=now, last_report_error=failure
         )
+        directive = _directive(answer)
+        if directive is not None:
+            current = replace(current, max_level=directive.max_level, unroll=directive.unroll)
+        agent_state.write(config.state_dir, current)
     return failure
+
+
+def _directive(answer: dict[str, Any] | None) -> Directive | None:
+    data = (answer or {}).get("directive")
+    if not isinstance(data, dict):
+        return None
+    cap = data.get("max_level")
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 0):
+        return None  # a malformed answer changes nothing
+    return Directive(cap, data.get("unroll") is True)
 
 
 def endpoint(config: AgentConfig) -> str | None:
@@ -100,40 +155,94 @@ def endpoint(config: AgentConfig) -> str | None:
     return config.server.rstrip("/") + CHECKIN_PATH
 
 
-def send(config: AgentConfig, body: dict[str, Any]) -> str | None:
-    """POST ``body``; None when the server took it, else why not (for the log and the state).
+def _checkin(config: AgentConfig, body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """POST the check-in with the host token, enrolling first (or again) when needed."""
+    token = _token(config)
+    if not token and not config.registration_key:
+        return None, (
+            "not enrolled with the fleet server: set registration_key in the agent's "
+            "configuration (from 'suture fleet key create')"
+        )
+    if not token:
+        token, failure = _enrol(config)
+        if failure:
+            return None, failure
+    status, answer, failure = _post(config, CHECKIN_PATH, body, token)
+    if status == 401 and config.registration_key:  # the token was replaced or lost: enrol again
+        token, failure = _enrol(config)
+        if failure:
+            return None, failure
+        status, answer, failure = _post(config, CHECKIN_PATH, body, token)
+    return answer, failure
+
+
+def _token(config: AgentConfig) -> str:
+    try:
+        return (config.state_dir / TOKEN_NAME).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _enrol(config: AgentConfig) -> tuple[str, str | None]:
+    body = {
+        "format": 1,
+        "registration_key": config.registration_key,
+        "host_id": config.host_id or host_id(),
+    }
+    _, answer, failure = _post(config, REGISTER_PATH, body, "")
+    token = (answer or {}).get("host_token")
+    if failure or not isinstance(token, str):
+        return "", failure or "the fleet server's enrolment answer has no host token"
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = config.state_dir / TOKEN_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token, None
+
+
+def _post(
+    config: AgentConfig, path: str, body: dict[str, Any], token: str
+) -> tuple[int, dict[str, Any] | None, str | None]:
+    """POST JSON; (status, answer, failure). Gateway errors and dropped connections are retried.
 
     The standard library's client, not urllib3: a no-change cycle should not
     pay for loading an HTTP stack (the TUF client, which brings urllib3, is
     not loaded then either). A check-in is idempotent (the server keeps the
-    last one per host), so a gateway error or a dropped connection is tried
-    again twice, a second apart.
+    last one per host), so trying again is safe.
     """
-    url = endpoint(config)
-    if url is None:
-        return None
+    url = config.server.rstrip("/") + path
     handlers: list[urllib.request.BaseHandler] = []
     if config.proxy:
         handlers.append(urllib.request.ProxyHandler({"http": config.proxy, "https": config.proxy}))
     opener = urllib.request.build_opener(*handlers)
-    request = urllib.request.Request(  # noqa: S310 - endpoint() gives http(s) URLs only
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": f"suture/{__version__}"},
-        method="POST",
-    )
+    headers = {"Content-Type": "application/json", "User-Agent": f"suture/{__version__}"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310 - http(s) only, see endpoint()
     failure = ""
+    status = 0
     for attempt in range(3):
         if attempt:
             time.sleep(1.0)
         try:
-            with opener.open(request, timeout=config.timeout):
-                return None
+            with opener.open(request, timeout=config.timeout) as answer:
+                return answer.status, _json(answer.read(64 << 10)), None
         except urllib.error.HTTPError as e:
+            status = e.code
             detail = e.read(300).decode(errors="replace")
-            failure = f"the server at {url} answered {e.code} to the check-in: {detail}"
+            failure = f"the server at {url} answered {e.code}: {detail}"
             if e.code not in (502, 503, 504):
                 break
         except (urllib.error.URLError, OSError) as e:
-            failure = f"the server at {url} did not take the check-in: {e}"
-    return failure
+            failure = f"the server at {url} did not answer: {getattr(e, 'reason', e)}"
+    return status, None, failure
+
+
+def _json(raw: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

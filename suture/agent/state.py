@@ -16,6 +16,7 @@ Format 1::
               "reason": "...", "at": "..."},
      "clean_shutdown_boot": "<uuid>",
      "last_report": {"at": "...", "error": null},
+     "attempted_level": 3, "directive": {"max_level": 3, "unroll": false},
      "offered": {"key": ["<server>", "stable", "None", "<release>", "<build id>"],
                  "level": 2, "name": "fix_x", "cves": ["CVE-2026-0001"]}}
 
@@ -120,6 +121,9 @@ class AgentState:
     last_report: float | None = None  # unix time, s, of the last check-in attempt
     last_report_error: str | None = None  # why it failed; None when it was accepted
     offered: Offered | None = None  # the last full check's newest level (None: none, or unknown)
+    attempted_level: int = 0  # the level the last cycle set out to apply (reported to the server)
+    max_level: int | None = None  # the fleet server's cap for this host (None: no cap)
+    unroll: bool = False  # the server sends hosts back to max_level (a downgrade)
 
     def level_for(self, release: str, build_id: str) -> int:
         """The level applied on exactly this kernel build (0: none, or another kernel)."""
@@ -168,6 +172,8 @@ class AgentState:
             },
             "clean_shutdown_boot": self.clean_shutdown_boot,
             "last_report": {"at": _iso(self.last_report), "error": self.last_report_error},
+            "attempted_level": self.attempted_level,
+            "directive": {"max_level": self.max_level, "unroll": self.unroll},
             "offered": self.offered
             and {
                 "key": list(self.offered.key),
@@ -193,6 +199,8 @@ class AgentState:
             h = data.get("held")
             report = _object(data.get("last_report") or {})
             o = data.get("offered")
+            directive = _object(data.get("directive") or {})
+            cap = directive.get("max_level")
             return cls(
                 applied=a
                 and Applied(
@@ -231,6 +239,9 @@ class AgentState:
                 clean_shutdown_boot=as_str(data.get("clean_shutdown_boot", "")),
                 last_report=_time(report.get("at")),
                 last_report_error=None if report.get("error") is None else as_str(report["error"]),
+                attempted_level=as_int(data.get("attempted_level", 0)),
+                max_level=None if cap is None else as_int(cap),
+                unroll=directive.get("unroll", False) is True,
                 offered=o
                 and Offered(
                     key=tuple(as_str(k) for k in o["key"]),

@@ -98,12 +98,15 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--retries", metavar="N", help="more tries when the server cannot be reached (config: 3)"
     )
+    p.add_argument(
+        "--registration-key", metavar="KEY", help="enrol with the fleet server (first run)"
+    )
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
     from suture.agent import config
 
-    options = ("server", "trusted_root", "channel", "state_dir", "retries")
+    options = ("server", "trusted_root", "channel", "state_dir", "retries", "registration_key")
     overrides = {k: getattr(args, k, None) for k in options}
     if isinstance(overrides["state_dir"], Path):
         overrides["state_dir"] = overrides["state_dir"].absolute()
@@ -118,10 +121,14 @@ def cmd_update(args: argparse.Namespace, out: Output) -> int:
 
     cfg = _config(args)
     out.message(f"checking {cfg.server} ({cfg.channel})")
+    _report(cfg, out)  # brings the fleet server's directive for this host
+    changed = True
     try:
         result = cycle.run_update(cfg, honour_delay=not args.now, clear_hold=args.clear_hold)
+        changed = result.outcome in (cycle.Outcome.APPLIED, cycle.Outcome.HELD)
     finally:
-        _report(cfg, out)
+        if changed:
+            _report(cfg, out)  # and says what came of it
     out.result({"ok": True, **result.to_dict()}, _describe(result))
     return EXIT_CODES[result.outcome]
 
@@ -135,8 +142,7 @@ def _report(cfg: AgentConfig, out: Output) -> None:
     from suture.errors import SutureError
 
     try:
-        kernel = HostKernel()
-        failure = report.report(cfg, kernel.identity(), kernel.live_patches(), time.time())
+        failure = report.exchange(cfg, HostKernel(), time.time())
     except SutureError as e:
         failure = e.message
     if failure:

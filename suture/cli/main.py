@@ -16,7 +16,8 @@ Exit codes (also in README.md):
     34  no such live patch
     40  build failed or refused (the message says why and what to do)
     50  bad bundle; 60-61 repository; 70-72 update (fetch, verification)
-    80  server
+    4   update/status/boot: the crash-loop guard holds a level (status: or the last check failed)
+    80  server; 81 fleet API call (cannot reach the server, or refused)
     64  bad command line or input
     130 interrupted
 """
@@ -28,7 +29,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from suture import __version__
-from suture.cli import agent_cmds, build_cmds, kernel_cmds, lab_cmds, repo_cmds, serve_cmds
+from suture.cli import (
+    agent_cmds,
+    build_cmds,
+    fleet_cmds,
+    kernel_cmds,
+    lab_cmds,
+    repo_cmds,
+    serve_cmds,
+)
 from suture.cli.output import Output
 from suture.errors import SutureError
 
@@ -54,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     repo_cmds.register(subs, common)
     agent_cmds.register(subs, common)
     serve_cmds.register(subs, common)
+    fleet_cmds.register(subs, common)
     return parser
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from suture.cli.output import Output
+from suture.errors import UsageError
 
 # suture.server is imported inside the handler: `suture apply` must not load it.
 
@@ -26,6 +27,12 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         help="sqlite:///path or postgresql://... "
         "(default: sqlite $SUTURE_STATE_DIR/server.db or ~/.local/state/suture/server.db)",
     )
+    p.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help="the operators' bearer token for the fleet API (made, mode 0600, when missing)",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -33,7 +40,30 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     """Serve until SIGTERM or SIGINT."""
     from suture import server
 
-    srv = server.open_server(args.repo, listen=args.listen, db=args.db)
+    token = _admin_token(args.admin_token_file, out) if args.admin_token_file else None
+    srv = server.open_server(args.repo, listen=args.listen, db=args.db, admin_token=token)
     server.run(srv, lambda url: out.message(f"serving {args.repo} on {url}"))
     out.result({"format": 1, "ok": True, "stopped": True}, "")
     return 0
+
+
+def _admin_token(path: Path, out: Output) -> str:
+    """The token in ``path``; a new random one written there (0600) when the file is missing."""
+    import secrets
+
+    from suture.fsutil import atomic_write
+
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = "sat_" + secrets.token_urlsafe(32)
+        atomic_write(path, token.encode() + b"\n", mode=0o600)
+        out.message(f"wrote a new admin token to {path}")
+    except OSError as e:
+        raise UsageError(f"cannot read the admin token {path}: {e.strerror}") from e
+    if len(token) < 16:
+        raise UsageError(
+            f"the admin token in {path} is shorter than 16 characters",
+            hint="remove the file: the server writes a random one",
+        )
+    return token

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,8 @@ def publish(
             "level": manifest.level,
             "name": manifest.name,
             "cves": list(manifest.cves),
+            # when the level was signed in: the fleet server's rollout delay counts from it
+            "published": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         target = _store(layout, path, data, custom)
         targets.targets[path] = target

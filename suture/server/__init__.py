@@ -23,6 +23,7 @@ def open_server(
     listen: str = DEFAULT_LISTEN,
     db: str | None = None,
     log: Callable[[str], None] | None = None,
+    admin_token: str | None = None,
 ) -> Server:
     """Open the database (migrating it) and bind ``listen`` for the repository at ``repo``.
 
@@ -32,6 +33,7 @@ def open_server(
         listen: ``HOST:PORT``; port 0 picks a free one (see :attr:`Server.url`).
         db: a ``sqlite:///path`` or ``postgresql://`` URL; None for :func:`default_url`.
         log: where request lines go; None for stderr.
+        admin_token: the operators' bearer token for the fleet API; None: no admin access.
 
     Raises:
         NotARepoError: ``repo`` has no ``metadata/`` folder.
@@ -49,8 +51,8 @@ def open_server(
     store = open_store(DbUrl.parse(db) if db else default_url())
     try:
         if log is None:
-            return Server(layout, store, listen)
-        return Server(layout, store, listen, log)
+            return Server(layout, store, listen, admin_token=admin_token)
+        return Server(layout, store, listen, log, admin_token)
     except BaseException:
         store.close()
         raise

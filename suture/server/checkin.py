@@ -1,4 +1,8 @@
-"""The check-in an agent sends (format 1), validated field by field before anything is stored.
+"""The check-in an agent sends (format 1 or 2), validated field by field before anything is stored.
+
+Format 2 adds optional fields for the fleet view: ``channel``, ``uptime``
+(s), ``functions`` (``object:function`` live now) and ``attempted_level``
+(the level the agent's last cycle tried; above ``level`` when it failed).
 
 Every field is checked for type, size and form; anything unknown is refused,
 so a new field is a new format, never a silent drop. See
@@ -14,12 +18,15 @@ from typing import Any
 
 from suture.errors import CheckinError
 
-FORMAT = 1
+FORMAT = 2  # the newest; format 1 (without the fleet fields) is still read
+FORMATS = (1, 2)
 MAX_BODY = 64 * 1024  # bytes; a check-in is well under 4 KiB
 STATES = ("patched", "unpatched", "failed", "unsupported")
 MAX_PATCHES = 64
 MAX_LEVEL = 1_000_000
 MAX_ERROR = 4096  # characters of last_error
+MAX_FUNCTIONS = 512
+MAX_UPTIME = 100 * 365 * 86400  # s
 
 HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # machine-id, UUID, FQDN
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
@@ -32,6 +39,9 @@ REQUIRED = frozenset(
     {"format", "host_id", "hostname", "kernel", "level", "state", "agent_version", "patches"}
 )
 _OPTIONAL = frozenset({"last_error"})
+_OPTIONAL_2 = frozenset({"channel", "uptime", "functions", "attempted_level"})
+_CHANNEL = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_FUNCTION = re.compile(r"^[A-Za-z0-9_.-]{1,64}:[A-Za-z0-9_.$-]{1,128}$")
 _KERNEL = frozenset({"release", "build_id"})
 
 
@@ -48,6 +58,10 @@ class Checkin:
     last_error: str | None
     agent_version: str
     patches: tuple[str, ...]
+    channel: str = "stable"
+    uptime: int | None = None  # s
+    functions: tuple[str, ...] = ()
+    attempted_level: int = 0  # the level the last cycle tried to apply (0: none)
 
 
 def parse(body: bytes) -> Checkin:
@@ -66,13 +80,13 @@ def parse(body: bytes) -> Checkin:
     if not isinstance(data, dict):
         raise CheckinError("the check-in is not a JSON object")
     fmt = data.get("format")
-    if type(fmt) is not int or fmt != FORMAT:
+    if type(fmt) is not int or fmt not in FORMATS:
         raise CheckinError(
-            f"check-in format {fmt!r} is not supported (this server reads {FORMAT})",
+            f"check-in format {fmt!r} is not supported (this server reads {FORMATS})",
             field="format",
             hint="upgrade the server to the agent's version",
         )
-    _keys(data, REQUIRED, _OPTIONAL, "")
+    _keys(data, REQUIRED, _OPTIONAL | (_OPTIONAL_2 if fmt >= 2 else frozenset()), "")
     kernel = data["kernel"]
     if not isinstance(kernel, dict):
         raise CheckinError("kernel is not an object", field="kernel")
@@ -91,6 +105,11 @@ def parse(body: bytes) -> Checkin:
     state = data["state"]
     if not isinstance(state, str) or state not in STATES:
         raise CheckinError(f"state is not one of {', '.join(STATES)}", field="state")
+    functions = data.get("functions", [])
+    if not isinstance(functions, list) or len(functions) > MAX_FUNCTIONS:
+        raise CheckinError(f"functions is not a list of at most {MAX_FUNCTIONS}", field="functions")
+    for i, name in enumerate(functions):
+        _string({"f": name}, "f", _FUNCTION, 200, f"functions[{i}]")
     return Checkin(
         host_id=_string(data, "host_id", HOST_ID, 128),
         hostname=_string(data, "hostname", _HOSTNAME, 253),
@@ -101,7 +120,20 @@ def parse(body: bytes) -> Checkin:
         last_error=last_error,
         agent_version=_string(data, "agent_version", _AGENT_VERSION, 64),
         patches=tuple(patches),
+        channel=_string(data, "channel", _CHANNEL, 32) if "channel" in data else "stable",
+        uptime=_integer(data, "uptime", MAX_UPTIME) if "uptime" in data else None,
+        functions=tuple(functions),
+        attempted_level=_integer(data, "attempted_level", MAX_LEVEL)
+        if "attempted_level" in data
+        else 0,
     )
+
+
+def _integer(obj: dict[str, Any], key: str, limit: int) -> int:
+    value = obj[key]
+    if type(value) is not int or not 0 <= value <= limit:
+        raise CheckinError(f"{key} is not an integer from 0 to {limit}", field=key)
+    return value
 
 
 def _keys(obj: dict[str, Any], required: frozenset[str], optional: frozenset[str], at: str) -> None:

@@ -4,9 +4,9 @@ The standard library's ``ThreadingHTTPServer`` (one thread per connection),
 see docs/adr/0004-server.md. Routes:
 
 - ``GET|HEAD /metadata/<file>``, ``/targets/<path>``: the repository's files
-- ``POST /api/v1/checkin``: store an agent's report
-- ``GET /api/v1/hosts``: every host with its last report
 - ``GET /healthz``, ``GET /openapi.json``
+- everything else: the routes of :mod:`suture.server.api` (agents' registration
+  and check-ins, the fleet API for operators)
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -26,9 +25,10 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from suture import __version__
-from suture.errors import CheckinError, DatabaseError, ListenError, UsageError
+from suture.errors import DatabaseError, ListenError, UsageError
 from suture.repo.layout import Layout
-from suture.server import checkin, openapi, static
+from suture.server import api, openapi, static
+from suture.server.catalog import Catalog
 from suture.server.store import Store
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -61,7 +61,6 @@ class _Handler(BaseHTTPRequestHandler):
     _GET: ClassVar[dict[str, str]] = {
         "/healthz": "_healthz",
         "/openapi.json": "_openapi",
-        "/api/v1/hosts": "_hosts",
     }
 
     def version_string(self) -> str:
@@ -77,13 +76,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._get(head=True)
 
     def do_POST(self) -> None:
-        """Take a check-in."""
-        path = urlsplit(self.path).path
-        if path != "/api/v1/checkin":
-            self.close_connection = True  # the body, if any, is not read
-            self._not_allowed_or_missing(path)
-            return
-        self._checkin()
+        """A route that takes a body."""
+        self._with_body()
+
+    def do_PUT(self) -> None:
+        """A route that takes a body."""
+        self._with_body()
+
+    def do_DELETE(self) -> None:
+        """A route that takes a body."""
+        self._with_body()
 
     def _get(self, *, head: bool) -> None:
         path = urlsplit(self.path).path
@@ -92,16 +94,50 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.startswith(("/metadata/", "/targets/")):
             area, _, rel = path[1:].partition("/")
             self._static(area, unquote(rel), head)
-        elif path == "/api/v1/checkin":
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use POST")
         else:
-            self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {path[:200]}", head)
+            self._route(b"", head)
 
-    def _not_allowed_or_missing(self, path: str) -> None:
+    def _with_body(self) -> None:
+        path = urlsplit(self.path).path
+        self.close_connection = True  # until the body has been read
         if path in self._GET or path.startswith(("/metadata/", "/targets/")):
             self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use GET")
-        else:
-            self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {path[:200]}")
+            return
+        length = self.headers.get("Content-Length", "0" if self.command == "DELETE" else "")
+        if not length.isdigit():
+            self._error(HTTPStatus.LENGTH_REQUIRED, "length_required", "send Content-Length")
+            return
+        if int(length) > api.MAX_BODY:
+            message = f"a request body is at most {api.MAX_BODY} bytes"
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large", message)
+            return
+        body = self.rfile.read(int(length))
+        self.close_connection = len(body) != int(length)
+        self._route(body, head=False)
+
+    def _route(self, body: bytes, head: bool) -> None:
+        parts = urlsplit(self.path)
+        request = api.Request(
+            method=self.command,
+            path=parts.path,
+            query=api.parse_query(parts.query),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            address=self.client_address[0],
+        )
+        reply = api.dispatch(self.server.context, request)
+        if reply is None:
+            reply = api.error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {parts.path[:200]}")
+        payload = reply.encoded()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if not head:
+            self.wfile.write(payload)
 
     # --- static files ---------------------------------------------------------
 
@@ -131,47 +167,6 @@ class _Handler(BaseHTTPRequestHandler):
                 shutil.copyfileobj(f, self.wfile, 64 * 1024)
 
     # --- the API --------------------------------------------------------------
-
-    def _checkin(self) -> None:
-        ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        self.close_connection = True  # until the body has been read
-        if ctype != "application/json":
-            self._error(
-                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send application/json"
-            )
-            return
-        length = self.headers.get("Content-Length", "")
-        if not length.isdigit():
-            self._error(HTTPStatus.LENGTH_REQUIRED, "length_required", "send Content-Length")
-            return
-        if int(length) > checkin.MAX_BODY:
-            self._error(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "too_large",
-                f"a check-in is at most {checkin.MAX_BODY} bytes",
-            )
-            return
-        body = self.rfile.read(int(length))
-        self.close_connection = len(body) != int(length)
-        try:
-            report = checkin.parse(body)
-            self.server.store.record(report, self.client_address[0])
-        except CheckinError as e:
-            self._send_json(HTTPStatus.BAD_REQUEST, {"format": 1, "ok": False, **e.to_dict()})
-            return
-        except DatabaseError as e:
-            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "database", e.message)
-            return
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self._send_json(HTTPStatus.OK, {"format": 1, "ok": True, "server_time": now})
-
-    def _hosts(self, head: bool) -> None:
-        try:
-            hosts = [h.to_dict() for h in self.server.store.hosts()]
-        except DatabaseError as e:
-            self._error(HTTPStatus.SERVICE_UNAVAILABLE, "database", e.message, head)
-            return
-        self._send_json(HTTPStatus.OK, {"format": 1, "hosts": hosts}, head)
 
     def _healthz(self, head: bool) -> None:
         try:
@@ -212,12 +207,18 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(
-        self, address: tuple[str, int], layout: Layout, store: Store, log: Callable[[str], None]
+        self,
+        address: tuple[str, int],
+        layout: Layout,
+        store: Store,
+        log: Callable[[str], None],
+        admin_token: str | None,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.layout = layout
         self.store = store
         self.log = log
+        self.context = api.Context(store, layout, Catalog(layout), admin_token, log)
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -246,6 +247,7 @@ class Server:
         store: Store,
         listen: str = DEFAULT_LISTEN,
         log: Callable[[str], None] = _stderr,
+        admin_token: str | None = None,
     ) -> None:
         """Bind the address (nothing is served until :meth:`start`).
 
@@ -255,7 +257,7 @@ class Server:
         """
         host, port = parse_listen(listen)
         try:
-            self._httpd = _HTTPServer((host, port), layout, store, log)
+            self._httpd = _HTTPServer((host, port), layout, store, log, admin_token)
         except OSError as e:
             raise ListenError(
                 f"cannot listen on {listen}: {e.strerror or e}",

@@ -8,11 +8,12 @@ brings it up to :data:`SCHEMA_VERSION` at start, one transaction per step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,44 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             last_seen TEXT NOT NULL
         )""",
         "CREATE INDEX hosts_kernel ON hosts (kernel_release, kernel_build_id)",
+    ),
+    (  # 2: the fleet: registration, per-host tokens, history, rollouts
+        "ALTER TABLE hosts ADD COLUMN channel TEXT NOT NULL DEFAULT 'stable'",
+        "ALTER TABLE hosts ADD COLUMN uptime INTEGER",
+        "ALTER TABLE hosts ADD COLUMN functions TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE hosts ADD COLUMN attempted_level INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX hosts_level ON hosts (channel, level, state)",
+        """CREATE TABLE registration_keys (
+            key_id TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL UNIQUE,
+            tags TEXT NOT NULL,
+            note TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE registrations (
+            host_id TEXT PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            tags TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            registered_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE host_events (
+            host_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            kernel_release TEXT NOT NULL,
+            kernel_build_id TEXT NOT NULL,
+            level INTEGER NOT NULL,
+            attempted_level INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            last_error TEXT
+        )""",
+        "CREATE INDEX host_events_host ON host_events (host_id, at)",
+        """CREATE TABLE rollouts (
+            channel TEXT PRIMARY KEY,
+            policy TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -104,6 +143,7 @@ class HostRecord:
     address: str  # the address the last check-in came from
     first_seen: str  # ISO 8601, UTC
     last_seen: str
+    tags: tuple[str, ...] = ()  # from the registration key the host enrolled with
 
     def to_dict(self) -> dict[str, Any]:
         """The host for ``GET /api/v1/hosts``."""
@@ -117,10 +157,51 @@ class HostRecord:
             "last_error": c.last_error,
             "agent_version": c.agent_version,
             "patches": list(c.patches),
+            "channel": c.channel,
+            "uptime": c.uptime,
+            "functions": list(c.functions),
+            "attempted_level": c.attempted_level,
+            "tags": list(self.tags),
             "address": self.address,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
         }
+
+
+HOST_COLUMNS = (
+    "h.host_id, h.hostname, h.kernel_release, h.kernel_build_id, h.level, h.state,"
+    " h.last_error, h.agent_version, h.patches, h.address, h.first_seen, h.last_seen,"
+    " h.channel, h.uptime, h.functions, h.attempted_level, r.tags"
+)
+
+
+def host_record(r: Sequence[Any]) -> HostRecord:
+    """A row of :data:`HOST_COLUMNS` as a record."""
+    return HostRecord(
+        checkin=Checkin(
+            host_id=r[0],
+            hostname=r[1],
+            release=r[2],
+            build_id=r[3],
+            level=int(r[4]),
+            state=r[5],
+            last_error=r[6],
+            agent_version=r[7],
+            patches=tuple(json.loads(r[8])),
+            channel=r[12],
+            uptime=None if r[13] is None else int(r[13]),
+            functions=tuple(json.loads(r[14])),
+            attempted_level=int(r[15]),
+        ),
+        address=r[9],
+        first_seen=r[10],
+        last_seen=r[11],
+        tags=tuple(json.loads(r[16])) if r[16] else (),
+    )
+
+
+def _stamp(now: datetime | None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _Cursor(Protocol):
@@ -154,6 +235,23 @@ class Store:
             raise DatabaseError(
                 f"database: {e}", hint="check the --db URL, its permissions and free space"
             ) from e
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One statement (``?`` markers), under the lock; the rows of a SELECT."""
+        with self._lock:
+            return self._run(sql, params)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Callable[[str, Sequence[Any]], list[Any]]]:
+        """Statements that read and write together: the lock, BEGIN, COMMIT (ROLLBACK on error)."""
+        with self._lock:
+            self._run("BEGIN")
+            try:
+                yield self._run
+            except BaseException:
+                self._run("ROLLBACK")
+                raise
+            self._run("COMMIT")
 
     def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         self._run("BEGIN")
@@ -192,19 +290,26 @@ class Store:
         return SCHEMA_VERSION
 
     def record(self, checkin: Checkin, address: str, now: datetime | None = None) -> None:
-        """Store a check-in as the host's last report (first_seen is kept)."""
-        stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        """Store a check-in as the host's last report (first_seen is kept).
+
+        A change of kernel, level, attempted level or state is also appended
+        to the host's history (``host_events``).
+        """
+        stamp = _stamp(now)
         c = checkin
         sql = (
             "INSERT INTO hosts (host_id, hostname, kernel_release, kernel_build_id, level, state,"
-            " last_error, agent_version, patches, address, first_seen, last_seen)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " last_error, agent_version, patches, address, first_seen, last_seen, channel, uptime,"
+            " functions, attempted_level)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (host_id) DO UPDATE SET hostname = excluded.hostname,"
             " kernel_release = excluded.kernel_release,"
             " kernel_build_id = excluded.kernel_build_id, level = excluded.level,"
             " state = excluded.state, last_error = excluded.last_error,"
             " agent_version = excluded.agent_version, patches = excluded.patches,"
-            " address = excluded.address, last_seen = excluded.last_seen"
+            " address = excluded.address, last_seen = excluded.last_seen,"
+            " channel = excluded.channel, uptime = excluded.uptime,"
+            " functions = excluded.functions, attempted_level = excluded.attempted_level"
         )
         params = (
             c.host_id,
@@ -219,37 +324,35 @@ class Store:
             address,
             stamp,
             stamp,
+            c.channel,
+            c.uptime,
+            json.dumps(list(c.functions)),
+            c.attempted_level,
         )
-        with self._lock:
-            self._run(sql, params)
+        event = (c.release, c.build_id, c.level, c.attempted_level, c.state)
+        with self.transaction() as run:
+            before = run(
+                "SELECT kernel_release, kernel_build_id, level, attempted_level, state"
+                " FROM hosts WHERE host_id = ?",
+                (c.host_id,),
+            )
+            run(sql, params)
+            if not before or tuple(before[0]) != event:
+                run(
+                    "INSERT INTO host_events (host_id, at, kernel_release, kernel_build_id,"
+                    " level, attempted_level, state, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (c.host_id, stamp, *event[:4], c.state, c.last_error),
+                )
 
-    def hosts(self) -> list[HostRecord]:
-        """Every host with its last report, by host id."""
-        with self._lock:
-            rows = self._run(
-                "SELECT host_id, hostname, kernel_release, kernel_build_id, level, state,"
-                " last_error, agent_version, patches, address, first_seen, last_seen"
-                " FROM hosts ORDER BY host_id"
-            )
-        return [
-            HostRecord(
-                checkin=Checkin(
-                    host_id=r[0],
-                    hostname=r[1],
-                    release=r[2],
-                    build_id=r[3],
-                    level=int(r[4]),
-                    state=r[5],
-                    last_error=r[6],
-                    agent_version=r[7],
-                    patches=tuple(json.loads(r[8])),
-                ),
-                address=r[9],
-                first_seen=r[10],
-                last_seen=r[11],
-            )
-            for r in rows
-        ]
+    def hosts(self, where: str = "", params: Sequence[Any] = ()) -> list[HostRecord]:
+        """Hosts with their last report, by host id; ``where`` filters (SQL on ``h.``/``r.``)."""
+        # `where` is this package's own SQL; values always go in params.
+        sql = (
+            f"SELECT {HOST_COLUMNS} FROM hosts h LEFT JOIN registrations r"  # noqa: S608
+            f" ON r.host_id = h.host_id {'WHERE ' + where if where else ''} ORDER BY h.host_id"
+        )
+        rows = self.execute(sql, params)
+        return [host_record(r) for r in rows]
 
     def ping(self) -> None:
         """Raise :class:`DatabaseError` unless the database answers."""

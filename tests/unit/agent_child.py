@@ -49,6 +49,12 @@ class FileKernel:
     def boot_id(self) -> str:
         return "boot-1"
 
+    def functions(self) -> tuple[str, ...]:
+        return ()
+
+    def uptime(self) -> int | None:
+        return None
+
     def apply(self, path: Path) -> list[str]:
         manifest = bundle.read_manifest(path)
         with self.path.with_suffix(".log").open("a") as log:

@@ -39,6 +39,12 @@ class FakeKernel:
     def boot_id(self) -> str:
         return self.boot
 
+    def functions(self) -> tuple[str, ...]:
+        return tuple(f"vmlinux:f_{name}" for name in sorted(self.live))
+
+    def uptime(self) -> int | None:
+        return 1234
+
     def live_patches(self) -> set[str]:
         return set(self.live)
 

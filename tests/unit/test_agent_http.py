@@ -39,12 +39,38 @@ def repo(tmp_path: Path) -> Path:
     return tmp_path / "repo"
 
 
+ADMIN = "sat_agent-http-test-admin-token"
+
+
 @pytest.fixture
 def server(repo: Path, tmp_path: Path) -> Iterator[Server]:
-    srv = open_server(repo, listen="127.0.0.1:0", db=f"sqlite:///{tmp_path}/s.db", log=[].append)
+    srv = open_server(
+        repo,
+        listen="127.0.0.1:0",
+        db=f"sqlite:///{tmp_path}/s.db",
+        log=[].append,
+        admin_token=ADMIN,
+    )
     srv.start(poll_interval=0.01)
     yield srv
     srv.stop()
+
+
+def admin(server: Server, method: str, path: str, body: object = None) -> Any:
+    """A fleet API call with the admin token."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server.url + path, data=data, method=method)  # noqa: S310
+    req.add_header("Authorization", f"Bearer {ADMIN}")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=5) as answer:  # noqa: S310 - loopback
+        return json.load(answer)
+
+
+def registration_key(server: Server, *tags: str) -> str:
+    key: str = admin(server, "POST", "/api/v1/registration-keys", {"tags": list(tags)})[
+        "registration_key"
+    ]
+    return key
 
 
 def config(url: str, repo: Path, tmp_path: Path, **changes: Any) -> AgentConfig:
@@ -105,16 +131,29 @@ def test_update_over_http_then_the_check_in_reaches_the_server(
     cfg = config(server.url, repo, tmp_path)
     kernel = FakeKernel()
     assert cycle.run_update(cfg, kernel=kernel).outcome == Outcome.APPLIED
-    assert report.report(cfg, kernel.identity(), kernel.live_patches(), 1000.0) is None
-    with urllib.request.urlopen(f"{server.url}/api/v1/hosts") as answer:  # noqa: S310
-        [host] = json.load(answer)["hosts"]
-    assert (host["host_id"], host["kernel"]) == (
+    failure = report.exchange(cfg, kernel, 1000.0)
+    assert failure is not None and "registration_key" in failure  # not enrolled: not sent
+    cfg = replace(cfg, registration_key=registration_key(server, "env:test"))
+    assert report.exchange(cfg, kernel, 1000.0) is None
+    assert (cfg.state_dir / report.TOKEN_NAME).stat().st_mode & 0o777 == 0o600
+    [host] = admin(server, "GET", "/api/v1/hosts")["hosts"]
+    assert (host["host_id"], host["kernel"], host["tags"]) == (
         report.host_id(),
         {"release": kernel.ident.release, "build_id": BUILD_A},
+        ["env:test"],
     )
     assert (host["level"], host["state"], host["patches"]) == (1, "patched", [name(1)])
+    assert (host["functions"], host["uptime"], host["attempted_level"]) == (
+        [f"vmlinux:f_{name(1)}"],
+        1234,
+        1,
+    )
     s = state.read(cfg.state_dir)
     assert (s.last_report, s.last_report_error) == (1000.0, None)
+    assert (s.max_level, s.unroll) == (1, False)  # the fleet server's directive
+    # A lost token: the agent enrols again with its key.
+    (cfg.state_dir / report.TOKEN_NAME).write_text("sht_lost\n")
+    assert report.exchange(cfg, kernel, 1001.0) is None
 
 
 def test_check_in_states(tmp_path: Path) -> None:
@@ -134,8 +173,8 @@ def test_check_in_states(tmp_path: Path) -> None:
 def test_a_refused_check_in_is_recorded_never_raised(
     faulty: Faulty, repo: Path, tmp_path: Path
 ) -> None:
-    cfg = config(faulty.url, repo, tmp_path)  # a static server: POST is not allowed there
-    failure = report.report(cfg, identity(), set(), 5.0)
+    cfg = config(faulty.url, repo, tmp_path, registration_key="srk_x")  # static: no POST
+    failure = report.exchange(cfg, FakeKernel(), 5.0)
     assert failure is not None and "501" in failure
     assert state.read(cfg.state_dir).last_report_error == failure
 

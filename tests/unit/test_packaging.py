@@ -56,4 +56,5 @@ def test_the_example_configuration_is_valid_and_says_the_defaults() -> None:
     for key, value in config.read_file(path).items():
         if key != "server":
             assert defaults[key] == value, key
-    assert set(config.PARSERS) - {"sticky_level", "proxy"} <= set(config.read_file(path))
+    optional = {"sticky_level", "proxy", "registration_key", "host_id"}
+    assert set(config.PARSERS) - optional <= set(config.read_file(path))

@@ -135,7 +135,10 @@ def test_publish_signs_the_bundle_under_its_build_and_channel(repo: Path, tmp_pa
     result = publish.publish(repo, path)
     assert result.path == f"{A_STABLE}/{NAME}-L1.bundle"
     target = targets(repo).targets[result.path]
-    assert target.custom == {
+    custom = dict(target.custom)
+    published = datetime.fromisoformat(custom.pop("published"))
+    assert abs((datetime.now(UTC) - published).total_seconds()) < 60
+    assert custom == {
         "release": RELEASE,
         "build_id": BUILD_A,
         "channel": "stable",

@@ -50,13 +50,39 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+ADMIN = "sat_test-admin-token-0123456789"
+TOKENS: dict[str, str] = {}  # server URL -> the host token of CHECKIN's host
+
+
 @pytest.fixture
 def server(repo: Path, tmp_path: Path) -> Iterator[Server]:
     log: list[str] = []
-    srv = open_server(repo, listen="127.0.0.1:0", db=f"sqlite:///{tmp_path}/s.db", log=log.append)
+    srv = open_server(
+        repo,
+        listen="127.0.0.1:0",
+        db=f"sqlite:///{tmp_path}/s.db",
+        log=log.append,
+        admin_token=ADMIN,
+    )
     srv.start(poll_interval=0.01)
+    TOKENS[srv.url] = enrol(srv, CHECKIN["host_id"])
     yield srv
     srv.stop()
+
+
+def enrol(server: Server, host_id: str, tags: tuple[str, ...] = ()) -> str:
+    """A registration key from the admin API, then the host's own token."""
+    body = json.dumps({"tags": list(tags)}).encode()
+    status, _, answer = request(
+        server, "/api/v1/registration-keys", method="POST", body=body, token=ADMIN
+    )
+    assert status == 200, answer
+    key = json.loads(answer)["registration_key"]
+    body = json.dumps({"format": 1, "registration_key": key, "host_id": host_id}).encode()
+    status, _, answer = request(server, "/api/v1/register", method="POST", body=body)
+    assert status == 200, answer
+    token: str = json.loads(answer)["host_token"]
+    return token
 
 
 def request(
@@ -66,10 +92,13 @@ def request(
     method: str = "GET",
     body: bytes | None = None,
     ctype: str = "application/json",
+    token: str = "",
 ) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(server.url + path, data=body, method=method)  # noqa: S310
     if body is not None:
         req.add_header("Content-Type", ctype)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310  (http to loopback)
             return resp.status, dict(resp.headers), resp.read()
@@ -77,11 +106,23 @@ def request(
         return e.code, dict(e.headers), e.read()
 
 
-def post(server: Server, data: object) -> tuple[int, dict[str, Any]]:
+def post(server: Server, data: object, token: str | None = None) -> tuple[int, dict[str, Any]]:
+    """A check-in, with CHECKIN's host token unless another is given."""
     status, _, body = request(
-        server, "/api/v1/checkin", method="POST", body=json.dumps(data).encode()
+        server,
+        "/api/v1/checkin",
+        method="POST",
+        body=json.dumps(data).encode(),
+        token=TOKENS[server.url] if token is None else token,
     )
     return status, json.loads(body)
+
+
+def hosts(server: Server) -> list[dict[str, Any]]:
+    status, _, body = request(server, "/api/v1/hosts", token=ADMIN)
+    assert status == 200, body
+    found: list[dict[str, Any]] = json.loads(body)["hosts"]
+    return found
 
 
 # --- static files ---------------------------------------------------------------
@@ -171,15 +212,15 @@ def test_checkin_stored_and_listed(server: Server) -> None:
     assert answer["format"] == 1
     assert answer["ok"] is True
     assert answer["server_time"].endswith("Z")
+    assert answer["directive"] == {"max_level": 1, "unroll": False}  # level 1 is published
     assert post(server, {**CHECKIN, "level": 3, "state": "failed", "last_error": "x"})[0] == 200
-    post(server, {**CHECKIN, "host_id": "other", "hostname": "db-1"})
+    other = enrol(server, "other", ("env:prod",))
+    assert post(server, {**CHECKIN, "host_id": "other", "hostname": "db-1"}, other)[0] == 200
 
-    status, _, body = request(server, "/api/v1/hosts")
-    fleet = json.loads(body)
-    assert status == 200
-    assert fleet["format"] == 1
-    assert [h["host_id"] for h in fleet["hosts"]] == ["4c4c4544003510", "other"]
-    host = fleet["hosts"][0]
+    fleet = hosts(server)
+    assert [h["host_id"] for h in fleet] == ["4c4c4544003510", "other"]
+    assert fleet[1]["tags"] == ["env:prod"]
+    host = fleet[0]
     assert host["level"] == 3
     assert host["state"] == "failed"
     assert host["last_error"] == "x"
@@ -192,7 +233,12 @@ def test_checkin_stored_and_listed(server: Server) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"format": 2}, "format"),
+        ({"format": 3}, "format"),
+        ({"format": 1, "uptime": 5}, "uptime"),  # a format-2 field in format 1
+        ({"format": 2, "uptime": -1}, "uptime"),
+        ({"format": 2, "functions": ["no-object"]}, "functions[0]"),
+        ({"format": 2, "channel": "Stable!"}, "channel"),
+        ({"format": 2, "attempted_level": "3"}, "attempted_level"),
         ({"format": "1"}, "format"),
         ({"format": True}, "format"),
         ({"level": "2"}, "level"),
@@ -221,7 +267,7 @@ def test_bad_checkin_refused(server: Server, change: dict[str, Any], field: str)
     assert answer["ok"] is False
     assert answer["error"] == "CheckinError"
     assert answer["field"] == field
-    assert json.loads(request(server, "/api/v1/hosts")[2])["hosts"] == []
+    assert hosts(server) == []
 
 
 def test_a_host_without_a_build_id_checks_in(server: Server) -> None:
@@ -234,20 +280,25 @@ def test_missing_field_and_bodies_that_are_not_checkins(server: Server) -> None:
     assert post(server, without) == (400, post(server, without)[1])
     assert post(server, without)[1]["field"] == "hostname"
     for body in (b"{", b"[]", b"\xff", b"null"):
-        status, _, answer = request(server, "/api/v1/checkin", method="POST", body=body)
+        token = TOKENS[server.url]
+        status, _, answer = request(
+            server, "/api/v1/checkin", method="POST", body=body, token=token
+        )
         assert status == 400
         assert json.loads(answer)["ok"] is False
 
 
 def test_checkin_wrong_media_type_size_and_method(server: Server) -> None:
     body = json.dumps(CHECKIN).encode()
-    assert (
-        request(server, "/api/v1/checkin", method="POST", body=body, ctype="text/plain")[0] == 415
+    token = TOKENS[server.url]
+    plain = request(
+        server, "/api/v1/checkin", method="POST", body=body, ctype="text/plain", token=token
     )
+    assert plain[0] == 415
     big = json.dumps({**CHECKIN, "last_error": "x" * 70_000}).encode()
-    assert request(server, "/api/v1/checkin", method="POST", body=big)[0] == 413
+    assert request(server, "/api/v1/checkin", method="POST", body=big, token=token)[0] == 413
     assert request(server, "/api/v1/checkin")[0] == 405
-    assert request(server, "/api/v1/hosts", method="POST", body=b"{}")[0] == 405
+    assert request(server, "/api/v1/hosts", method="POST", body=b"{}", token=ADMIN)[0] == 405
     assert request(server, "/nowhere")[0] == 404
 
 
@@ -282,7 +333,10 @@ def test_keep_alive_serves_several_requests(server: Server) -> None:
         "POST",
         "/api/v1/checkin",
         body=json.dumps(CHECKIN),
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {TOKENS[server.url]}",
+        },
     )
     assert conn.getresponse().status == 200
     conn.close()
@@ -346,3 +400,54 @@ def test_a_client_that_hangs_up_is_one_log_line(repo: Path, tmp_path: Path) -> N
     finally:
         srv.stop()
     assert len(log) == 1 and "connection lost" in log[0], log
+
+
+# --- who may say what ----------------------------------------------------------------
+
+
+def test_a_host_reports_only_about_itself(server: Server) -> None:
+    assert post(server, CHECKIN, token="")[0] == 401
+    assert post(server, CHECKIN, token="sht_forged")[0] == 401  # noqa: S106
+    other = enrol(server, "other")
+    status, answer = post(server, CHECKIN, other)  # other's token, CHECKIN's host id
+    assert (status, answer["error"]) == (403, "forbidden")
+    assert "reports only about itself" in answer["message"]
+    assert hosts(server) == []
+
+
+def test_admin_routes_need_the_admin_token(server: Server, repo: Path, tmp_path: Path) -> None:
+    for token in ("", "sat_wrong", TOKENS[server.url]):
+        assert request(server, "/api/v1/hosts", token=token)[0] == 401
+    closed = open_server(repo, listen="127.0.0.1:0", db=f"sqlite:///{tmp_path}/c.db", log=[].append)
+    closed.start(poll_interval=0.01)
+    try:
+        status, _, body = request(closed, "/api/v1/hosts", token=ADMIN)
+    finally:
+        closed.stop()
+    assert status == 403
+    assert "--admin-token-file" in json.loads(body)["message"]
+
+
+def test_registration_keys_enrol_revoke_and_re_enrol(server: Server) -> None:
+    def register(key: str) -> int:
+        body = json.dumps({"format": 1, "registration_key": key, "host_id": "h1"}).encode()
+        return request(server, "/api/v1/register", method="POST", body=body)[0]
+
+    assert register("srk_unknown") == 403
+    body = json.dumps({"tags": ["env:prod"], "note": "prod"}).encode()
+    created = json.loads(
+        request(server, "/api/v1/registration-keys", method="POST", body=body, token=ADMIN)[2]
+    )
+    first = enrol(server, "h1")
+    second = enrol(server, "h1")  # a reinstalled host enrols again: the old token stops
+    h1 = {**CHECKIN, "host_id": "h1"}
+    assert post(server, h1, first)[0] == 401
+    assert post(server, h1, second)[0] == 200
+    key_id = created["key_id"]
+    path = f"/api/v1/registration-keys/{key_id}"
+    assert request(server, path, method="DELETE", token=ADMIN)[0] == 200
+    assert register(created["registration_key"]) == 403
+    listed = json.loads(request(server, "/api/v1/registration-keys", token=ADMIN)[2])["keys"]
+    assert {k["key_id"]: k["revoked"] for k in listed}[key_id] is True
+    assert all("registration_key" not in k for k in listed)  # the secret is never shown again
+    assert post(server, h1, second)[0] == 200  # enrolled hosts keep their tokens

@@ -1,0 +1,117 @@
+"""The levels the repository offers, read from its signed metadata: what the fleet view needs.
+
+The server serves a repository it can read, so "which CVEs does level 3 of
+build B fix" and "when was it published" come from the targets metadata
+(the signed ``custom`` fields) and the level indexes, not from a second
+source that could disagree. The catalog is reloaded when ``timestamp.json``
+changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from suture.errors import SutureError
+from suture.repo.index import BuildIndex
+from suture.repo.layout import INDEX_NAME, Layout
+from suture.repo.metadata import load
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    """One live (not yanked) level of one kernel build and channel."""
+
+    release: str
+    build_id: str
+    channel: str
+    level: int
+    name: str
+    cves: tuple[str, ...]
+    published: float | None  # unix time, s; None for levels signed before it was recorded
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {
+            "release": self.release,
+            "build_id": self.build_id,
+            "channel": self.channel,
+            "level": self.level,
+            "name": self.name,
+            "cves": list(self.cves),
+            "published": self.published,
+        }
+
+
+class Catalog:
+    """Levels by (release, build id, channel), ascending; cached per ``timestamp.json``."""
+
+    def __init__(self, layout: Layout) -> None:
+        self._layout = layout
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._levels: dict[tuple[str, str, str], list[LevelInfo]] = {}
+
+    def levels(self, release: str, build_id: str, channel: str) -> list[LevelInfo]:
+        """The live levels of one build and channel, ascending (empty: none)."""
+        return list(self._current().get((release, build_id, channel), ()))
+
+    def all(self) -> list[LevelInfo]:
+        """Every live level of every build and channel."""
+        return [lv for group in self._current().values() for lv in group]
+
+    def _current(self) -> dict[tuple[str, str, str], list[LevelInfo]]:
+        path = self._layout.metadata / "timestamp.json"
+        try:
+            st = path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return {}
+        with self._lock:
+            if stamp != self._stamp:
+                self._levels = _read(self._layout)
+                self._stamp = stamp
+            return self._levels
+
+
+def _read(layout: Layout) -> dict[tuple[str, str, str], list[LevelInfo]]:
+    try:
+        targets = load(layout).targets.signed.targets
+    except SutureError:
+        return {}  # an empty or broken repository offers nothing; /healthz still answers
+    found: dict[tuple[str, str, str], list[LevelInfo]] = {}
+    for path, target in targets.items():
+        if not path.endswith("/" + INDEX_NAME):
+            continue
+        try:
+            (stored,) = target.get_prefixed_paths()
+            index = BuildIndex.from_json((layout.targets / stored).read_bytes())
+        except (OSError, ValueError):
+            continue
+        key = (index.release, index.build_id, index.channel)
+        for entry in index.levels:
+            t = targets.get(entry.path)
+            custom = t.custom if t is not None and isinstance(t.custom, dict) else {}
+            found.setdefault(key, []).append(
+                LevelInfo(
+                    *key,
+                    level=entry.level,
+                    name=str(custom.get("name", "")),
+                    cves=tuple(str(c) for c in custom.get("cves", [])),
+                    published=_time(custom.get("published")),
+                )
+            )
+    for group in found.values():
+        group.sort(key=lambda lv: lv.level)
+    return found
+
+
+def _time(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
