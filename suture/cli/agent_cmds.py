@@ -189,7 +189,9 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     """Say what the repository offers, and whether it is applied."""
     from suture.agent import cycle
 
-    result = cycle.check(_config(args))
+    cfg = _config(args)
+    _report(cfg, out)  # the fleet server's current word on this host's level
+    result = cycle.check(cfg)
     out.result({"ok": True, **result.to_dict()}, _describe(result))
     return EXIT_CODES[result.outcome]
 

@@ -32,6 +32,7 @@ PORT = 8470
 SERVER = f"http://127.0.0.1:{PORT}"
 WORK = Path("/tmp/agent-test")
 REPO, STATE, CONFIG = WORK / "repo", WORK / "state", WORK / "agent.toml"
+ADMIN_TOKEN = WORK / "admin.token"
 
 
 def cmdline() -> str:
@@ -53,13 +54,16 @@ def original() -> str:
 def server(original: str) -> Iterator[subprocess.Popen[bytes]]:
     WORK.mkdir(parents=True, exist_ok=True)
     suture("repo", "init", str(REPO))
+    proc = start_server()
+    fleet = ("--server", SERVER, "--admin-token-file", str(ADMIN_TOKEN), "--json")
+    key = json.loads(suture("fleet", "key", "create", "--tag", "env:lab", *fleet).stdout)
     CONFIG.write_text(
         f'server = "{SERVER}"\n'
         f'trusted_root = "{REPO}/metadata/1.root.json"\n'
         f'state_dir = "{STATE}"\n'
+        f'registration_key = "{key["registration_key"]}"\n'
         "retries = 2\nretry_backoff = 0.2\ntimeout = 5\n"
     )
-    proc = start_server()
     yield proc
     proc.terminate()
     proc.wait(timeout=30)
@@ -67,6 +71,7 @@ def server(original: str) -> Iterator[subprocess.Popen[bytes]]:
 
 def start_server() -> subprocess.Popen[bytes]:
     argv = [*SUTURE, "serve", "--repo", str(REPO), "--listen", f"127.0.0.1:{PORT}"]
+    argv += ["--admin-token-file", str(ADMIN_TOKEN)]
     proc = subprocess.Popen([*argv, "--db", f"sqlite:///{WORK}/server.db"])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -108,7 +113,9 @@ def enabled(data: dict[str, Any]) -> list[str]:
 
 
 def hosts() -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{SERVER}/api/v1/hosts", timeout=5) as r:  # noqa: S310
+    request = urllib.request.Request(f"{SERVER}/api/v1/hosts")  # noqa: S310 - loopback
+    request.add_header("Authorization", f"Bearer {ADMIN_TOKEN.read_text().strip()}")
+    with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310
         data: list[dict[str, Any]] = json.load(r)["hosts"]
         return data
 
@@ -134,6 +141,8 @@ def test_publish_serve_update_replace_unload(
     assert uname() == f"{release}+suture.L1"
     [host] = hosts()
     assert (host["level"], host["state"], host["patches"]) == (1, "patched", ["suture_cmdline_l1"])
+    assert host["tags"] == ["env:lab"]  # from the registration key it enrolled with
+    assert host["functions"] == ["vmlinux:cmdline_proc_show"]
 
     assert agent("update")["outcome"] == "up-to-date"  # nothing new: nothing changes
     publish(level_bundle(2))
