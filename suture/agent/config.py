@@ -21,6 +21,7 @@ means the defaults), every key optional::
     crash_guard = 600                             # s a new patch must survive before it is trusted
     registration_key = "srk_..."                  # enrols the host with the fleet server once
     host_id = ""                                  # the fleet's name for the host ("": machine id)
+    metrics_file = ""                             # node exporter textfile ("": none written)
 
 Then ``SUTURE_SERVER``, ``SUTURE_CHANNEL``, ``SUTURE_STATE_DIR``,
 ``SUTURE_TRUSTED_ROOT`` and ``SUTURE_REGISTRATION_KEY`` override the file,
@@ -87,6 +88,8 @@ class AgentConfig:
     # kept in state_dir); "": check-ins are not sent to a server that wants one.
     registration_key: str = ""
     host_id: str = ""  # how the fleet server knows this host; "": /etc/machine-id
+    # A node exporter textfile collector file (*.prom) written after each cycle; "": none.
+    metrics_file: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -178,6 +181,13 @@ def _path(key: str, value: object) -> Path:
     return Path(text)
 
 
+def _optional_path(key: str, value: object) -> str:
+    text = _text(key, str(value) if isinstance(value, Path) else value)
+    if text and not Path(text).is_absolute():
+        raise _bad(key, value, 'an absolute path, or "" for none')
+    return text
+
+
 def _bad(key: str, value: object, expected: str) -> ConfigError:
     return ConfigError(
         f"agent setting {key} = {value!r} is not {expected}",
@@ -205,6 +215,7 @@ PARSERS: dict[str, Callable[[str, object], Any]] = {
     "crash_guard": _seconds,
     "registration_key": _text,
     "host_id": _text,
+    "metrics_file": _optional_path,
 }
 
 

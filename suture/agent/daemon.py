@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from suture.agent import cycle, guard, report
+from suture.agent import cycle, guard, metrics, report
 from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import HostKernel, Kernel
@@ -116,6 +116,13 @@ class Daemon:
         sd_notify(f"STATUS={line[:200]}")
         if changed:
             self._check_in()
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        try:
+            metrics.write(self.config, self.kernel)
+        except SutureError as e:
+            self.log(e.message)  # the metrics file is a view: it never fails a cycle
 
     def _check_in(self) -> None:
         try:

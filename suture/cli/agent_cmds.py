@@ -129,6 +129,7 @@ def cmd_update(args: argparse.Namespace, out: Output) -> int:
     finally:
         if changed:
             _report(cfg, out)  # and says what came of it
+        _write_metrics(cfg, out)
     out.result({"ok": True, **result.to_dict()}, _describe(result))
     return EXIT_CODES[result.outcome]
 
@@ -147,6 +148,18 @@ def _report(cfg: AgentConfig, out: Output) -> None:
         failure = e.message
     if failure:
         out.message(f"warning: {failure}")
+
+
+def _write_metrics(cfg: AgentConfig, out: Output) -> None:
+    """Refresh the node exporter textfile (metrics_file); a failure is a warning."""
+    from suture.agent import metrics
+    from suture.agent.host import HostKernel
+    from suture.errors import SutureError
+
+    try:
+        metrics.write(cfg, HostKernel())
+    except SutureError as e:
+        out.message(f"warning: {e.message}")
 
 
 def cmd_daemon(args: argparse.Namespace, out: Output) -> int:

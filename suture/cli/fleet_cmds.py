@@ -7,8 +7,12 @@ Every command takes ``--server URL`` (or ``$SUTURE_FLEET_SERVER``) and
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from suture.cli.output import Output
 from suture.errors import UsageError
@@ -72,6 +76,37 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--level", type=int)
     which.add_argument("--end", action="store_true", help="end the unroll")
     p.set_defaults(handler=cmd_rollout_action, action="unroll")
+    _register_queries(fleet_subs, parents)
+
+
+def _register_queries(fleet_subs: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """``hosts``, ``exposed``, ``summary``, ``export``, ``vex``: what the fleet runs and lacks."""
+    p = fleet_subs.add_parser("hosts", parents=parents, help="hosts, with filters")
+    p.add_argument("--release", help="kernel release (uname -r)")
+    p.add_argument("--build-id", help="kernel build id")
+    p.add_argument("--level", type=int, help="the level reported")
+    p.add_argument("--state", choices=("patched", "unpatched", "failed", "unsupported"))
+    p.add_argument("--status", help="a state, or inactive")
+    p.add_argument("--tag", help="e.g. env:prod")
+    p.add_argument("--channel", choices=CHANNELS)
+    p.add_argument("--cve", metavar="CVE-ID", help="only hosts exposed to it")
+    p.add_argument("--inactive-after", type=int, metavar="S", help="s of silence (10800)")
+    p.set_defaults(handler=cmd_hosts)
+    p = fleet_subs.add_parser("exposed", parents=parents, help="hosts exposed to a CVE now")
+    p.add_argument("cve", metavar="CVE-ID")
+    p.set_defaults(handler=cmd_exposed)
+    p = fleet_subs.add_parser("summary", parents=parents, help="hosts per build, level, state")
+    p.set_defaults(handler=cmd_summary)
+    p = fleet_subs.add_parser("export", parents=parents, help="every host, CSV or JSON")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", dest="export_format")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="(standard output)")
+    p.set_defaults(handler=cmd_export)
+    p = fleet_subs.add_parser("vex", parents=parents, help="a host's signed OpenVEX document")
+    p.add_argument("host_id")
+    p.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="the document as signed; FILE.sig beside"
+    )
+    p.set_defaults(handler=cmd_vex)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -163,3 +198,147 @@ def cmd_rollout_action(args: argparse.Namespace, out: Output) -> int:
     data = _client(args).call("POST", f"/api/v1/rollouts/{args.channel}/{args.action}", body)
     out.result(data, _policy_text(args.channel, data["policy"]))
     return 0
+
+
+# --- queries ----------------------------------------------------------------------------
+
+
+def _canonical(document: dict[str, Any]) -> bytes:
+    """The bytes the server signed (as suture.server.vex.canonical; the server is not loaded)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _table(header: tuple[str, ...], rows: Sequence[Sequence[object]]) -> str:
+    """Aligned columns."""
+    cells = [header, *[tuple(str(c) for c in r) for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
+
+
+def _host_rows(hosts: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+    return [
+        (
+            h["host_id"],
+            h["hostname"],
+            h["kernel"]["release"],
+            h["kernel"]["build_id"][:12] or "-",
+            h["channel"],
+            h["level"],
+            h["status"],
+            h["last_seen"],
+        )
+        for h in hosts
+    ]
+
+
+_HOST_HEADER = ("HOST", "HOSTNAME", "RELEASE", "BUILD", "CHANNEL", "LEVEL", "STATUS", "LAST SEEN")
+
+
+def cmd_hosts(args: argparse.Namespace, out: Output) -> int:
+    """List hosts, filtered."""
+    filters = {
+        "release": args.release,
+        "build_id": args.build_id,
+        "level": args.level,
+        "state": args.state,
+        "status": args.status,
+        "tag": args.tag,
+        "channel": args.channel,
+        "cve": args.cve,
+        "inactive_after": args.inactive_after,
+    }
+    query = {k: str(v) for k, v in filters.items() if v is not None}
+    data = _client(args).call("GET", "/api/v1/hosts", query=query)
+    hosts = data["hosts"]
+    text = _table(_HOST_HEADER, _host_rows(hosts)) if hosts else "no hosts"
+    out.result(data, text)
+    return 0
+
+
+def cmd_exposed(args: argparse.Namespace, out: Output) -> int:
+    """Hosts exposed to a CVE, hosts without a fix for it, hosts fixed."""
+    data = _client(args).call("GET", "/api/v1/exposed", query={"cve": args.cve})
+    counts = data["counts"]
+    parts = [
+        f"{args.cve}: {counts['exposed']} exposed, {counts['fixed']} fixed, "
+        f"{counts['no_fix']} with no fix published for their build"
+    ]
+    if data["exposed"]:
+        rows = [
+            (*r, h["fixed_by"]["level"])
+            for r, h in zip(_host_rows(data["exposed"]), data["exposed"], strict=True)
+        ]
+        parts += ["", "exposed (a fix is published, not live):"]
+        parts.append(_table((*_HOST_HEADER, "FIXED BY"), rows))
+    out.result(data, "\n".join(parts))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace, out: Output) -> int:
+    """Hosts per kernel build, level and state; the failures."""
+    data = _client(args).call("GET", "/api/v1/summary")
+    t = data["totals"]
+    parts = [
+        f"{t['hosts']} hosts: {t['active']} active, {t['inactive']} inactive, "
+        f"{t['failed']} failed, {t['unsupported']} unsupported"
+    ]
+    if data["groups"]:
+        rows = [
+            (
+                g["kernel"]["release"],
+                g["kernel"]["build_id"][:12] or "-",
+                g["level"],
+                g["state"],
+                g["hosts"],
+                g["inactive"],
+            )
+            for g in data["groups"]
+        ]
+        parts += ["", _table(("RELEASE", "BUILD", "LEVEL", "STATE", "HOSTS", "INACTIVE"), rows)]
+    if data["failures"]:
+        failed = [
+            (f["host_id"], f["level"], f["attempted_level"], (f["last_error"] or "")[:60])
+            for f in data["failures"]
+        ]
+        parts += ["", "failures:", _table(("HOST", "LEVEL", "TRIED", "ERROR"), failed)]
+    out.result(data, "\n".join(parts))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    """Every host, as CSV or JSON, to a file or standard output."""
+    raw = _client(args).raw("GET", "/api/v1/export", query={"format": args.export_format})
+    if args.output is None:
+        sys.stdout.write(raw.decode())
+        return 0
+    _write(args.output, raw)
+    out.result({"format": 1, "ok": True, "output": str(args.output)}, f"wrote {args.output}")
+    return 0
+
+
+def cmd_vex(args: argparse.Namespace, out: Output) -> int:
+    """A host's OpenVEX document, signed by the server."""
+    client = _client(args)
+    path = f"/api/v1/hosts/{quote(args.host_id, safe='')}/vex"
+    data = client.call("GET", path)
+    if args.output is None:
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return 0
+    _write(args.output, _canonical(data["document"]))
+    sig = args.output.with_name(args.output.name + ".sig")
+    _write(sig, data["signature"].encode() + b"\n")
+    text = (
+        f"wrote {args.output} and its Ed25519 signature {sig} "
+        f"(key: {data['public_key']}, also at /api/v1/vex-key)"
+    )
+    out.result({"format": 1, "ok": True, "output": str(args.output), "signature": str(sig)}, text)
+    return 0
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from e

@@ -33,6 +33,13 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the operators' bearer token for the fleet API (made, mode 0600, when missing)",
     )
+    p.add_argument(
+        "--signing-key-file",
+        type=Path,
+        metavar="FILE",
+        help="the Ed25519 key that signs OpenVEX documents (made, mode 0600, when missing; "
+        "default: vex-signing.key beside the database)",
+    )
     p.set_defaults(handler=cmd_serve)
 
 
@@ -41,7 +48,13 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     from suture import server
 
     token = _admin_token(args.admin_token_file, out) if args.admin_token_file else None
-    srv = server.open_server(args.repo, listen=args.listen, db=args.db, admin_token=token)
+    srv = server.open_server(
+        args.repo,
+        listen=args.listen,
+        db=args.db,
+        admin_token=token,
+        signing_key_file=args.signing_key_file,
+    )
     server.run(srv, lambda url: out.message(f"serving {args.repo} on {url}"))
     out.result({"format": 1, "ok": True, "stopped": True}, "")
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from suture.errors import NotARepoError
 from suture.repo.layout import Layout
+from suture.server import vex
 from suture.server.httpd import DEFAULT_LISTEN, Server, parse_listen, run
 from suture.server.store import DbUrl, default_url, open_store
 
@@ -24,6 +25,7 @@ def open_server(
     db: str | None = None,
     log: Callable[[str], None] | None = None,
     admin_token: str | None = None,
+    signing_key_file: Path | None = None,
 ) -> Server:
     """Open the database (migrating it) and bind ``listen`` for the repository at ``repo``.
 
@@ -34,11 +36,15 @@ def open_server(
         db: a ``sqlite:///path`` or ``postgresql://`` URL; None for :func:`default_url`.
         log: where request lines go; None for stderr.
         admin_token: the operators' bearer token for the fleet API; None: no admin access.
+        signing_key_file: the Ed25519 key that signs OpenVEX documents (made, mode
+            0600, when missing); None: ``vex-signing.key`` beside the SQLite
+            database, or in the state folder for PostgreSQL.
 
     Raises:
         NotARepoError: ``repo`` has no ``metadata/`` folder.
         UsageError: ``listen`` or ``db`` is malformed.
         DatabaseError: the database cannot be opened or migrated.
+        ServerError: the signing key cannot be read or made.
         ListenError: the address cannot be bound.
     """
     parse_listen(listen)  # before the database is opened, so a typo leaves no file behind
@@ -48,11 +54,19 @@ def open_server(
             f"{repo} is not a repository: it has no metadata/ folder",
             hint="give the folder made by 'suture repo init'",
         )
-    store = open_store(DbUrl.parse(db) if db else default_url())
+    url = DbUrl.parse(db) if db else default_url()
+    store = open_store(url)
     try:
+        vex_key = vex.load_or_create(signing_key_file or _key_beside(url))
         if log is None:
-            return Server(layout, store, listen, admin_token=admin_token)
-        return Server(layout, store, listen, log, admin_token)
+            return Server(layout, store, listen, admin_token=admin_token, vex_key=vex_key)
+        return Server(layout, store, listen, log, admin_token, vex_key=vex_key)
     except BaseException:
         store.close()
         raise
+
+
+def _key_beside(url: DbUrl) -> Path:
+    """The signing key's default place: the server's state, beside its database."""
+    folder = Path(url.target if url.kind == "sqlite" else default_url().target).parent
+    return folder / vex.KEY_NAME

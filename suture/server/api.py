@@ -19,6 +19,7 @@ import hmac
 import json
 import re
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -28,6 +29,8 @@ from urllib.parse import parse_qs
 from suture.errors import CheckinError, DatabaseError, SutureError, UsageError
 from suture.repo.layout import Layout
 from suture.server.catalog import Catalog
+from suture.server.metrics import RequestMetrics
+from suture.server.sessions import Sessions
 from suture.server.store import Store
 
 MAX_BODY = 64 * 1024  # bytes of any request body
@@ -97,10 +100,14 @@ class Context:
     admin_token: str | None = None
     log: Callable[[str], None] = print
     clock: Callable[[], float] = time.time
+    requests: RequestMetrics = field(default_factory=RequestMetrics)  # for GET /metrics
+    vex_key: Any = None  # the Ed25519PrivateKey that signs OpenVEX documents; None: no VEX
+    sessions: Sessions = field(default_factory=Sessions)  # the dashboard's logins (in memory)
 
 
 Handler = Callable[[Request, Context, dict[str, str]], Reply]
 _ROUTES: list[tuple[str, re.Pattern[str], str, Handler]] = []
+_PATTERNS: dict[re.Pattern[str], str] = {}  # regex -> the pattern it was made from (metrics)
 
 
 def route(method: str, pattern: str, auth: str) -> Callable[[Handler], Handler]:
@@ -111,6 +118,7 @@ def route(method: str, pattern: str, auth: str) -> Callable[[Handler], Handler]:
 
     def register(handler: Handler) -> Handler:
         _ROUTES.append((method, regex, auth, handler))
+        _PATTERNS[regex] = pattern
         return handler
 
     return register
@@ -122,6 +130,12 @@ def known(path: str) -> bool:
     return any(regex.match(path) for _, regex, _, _ in _ROUTES)
 
 
+def pattern_of(path: str) -> str | None:
+    """The pattern of the route that serves ``path`` (a label that cannot grow without bound)."""
+    _load_routes()
+    return next((_PATTERNS[rx] for _, rx, _, _ in _ROUTES if rx.match(path)), None)
+
+
 def dispatch(ctx: Context, req: Request) -> Reply | None:
     """The reply of the route for ``req``; None when no route has its path."""
     _load_routes()
@@ -131,8 +145,19 @@ def dispatch(ctx: Context, req: Request) -> Reply | None:
     for method, match, auth, handler in matched:
         if method == req.method or (method == "GET" and req.method == "HEAD"):
             return _call(ctx, req, auth, handler, match.groupdict())
-    allowed = sorted({m for m, *_ in matched})
-    return error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"use {' or '.join(allowed)}")
+    allowed = methods(req.path)
+    reply = error(
+        HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", f"use {' or '.join(allowed)}"
+    )
+    reply.headers["Allow"] = ", ".join(allowed)  # RFC 9110: a 405 says what is allowed
+    return reply
+
+
+def methods(path: str) -> list[str]:
+    """The methods the routes for ``path`` take (HEAD with GET); empty when none serves it."""
+    _load_routes()
+    found = {m for m, rx, _, _ in _ROUTES if rx.match(path)}
+    return sorted(found | ({"HEAD"} if "GET" in found else set()))
 
 
 def _call(ctx: Context, req: Request, auth: str, handler: Handler, params: dict[str, str]) -> Reply:
@@ -148,6 +173,9 @@ def _call(ctx: Context, req: Request, auth: str, handler: Handler, params: dict[
         return error(HTTPStatus.SERVICE_UNAVAILABLE, "database", e.message)
     except SutureError as e:
         return error(HTTPStatus.INTERNAL_SERVER_ERROR, type(e).__name__, e.message)
+    except Exception:  # a bug in a route: a JSON 500 and the traceback in the log
+        ctx.log(f"{req.method} {req.path[:200]} failed:\n{traceback.format_exc()}")
+        return error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal", "the server failed; see its log")
 
 
 def error(
@@ -207,4 +235,9 @@ def parse_query(raw: str) -> dict[str, list[str]]:
 
 def _load_routes() -> None:
     # The route modules register themselves when imported.
-    from suture.server import routes_admin, routes_agent  # noqa: F401, PLC0415
+    from suture.server import (  # noqa: F401, PLC0415
+        routes_admin,
+        routes_agent,
+        routes_dashboard,
+        routes_query,
+    )

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,23 +70,69 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         """Serve a file or a read-only endpoint."""
-        self._get(head=False)
+        self._measured(lambda: self._get(head=False))
 
     def do_HEAD(self) -> None:
         """As GET, headers only."""
-        self._get(head=True)
+        self._measured(lambda: self._get(head=True))
 
     def do_POST(self) -> None:
         """A route that takes a body."""
-        self._with_body()
+        self._measured(self._with_body)
 
     def do_PUT(self) -> None:
         """A route that takes a body."""
-        self._with_body()
+        self._measured(self._with_body)
 
     def do_DELETE(self) -> None:
         """A route that takes a body."""
-        self._with_body()
+        self._measured(self._with_body)
+
+    def _not_allowed(self) -> None:
+        # Without these, the standard library answers 501 Not Implemented (an HTML
+        # page) to methods HTTP defines but no route takes; 405 is the answer.
+        self.close_connection = True  # a body, if any, is not read
+        self._measured(self._refuse_method)
+
+    def _refuse_method(self) -> None:
+        path = urlsplit(self.path).path
+        if path in self._GET or path.startswith(("/metadata/", "/targets/")):
+            allowed = ["GET", "HEAD"]
+        elif not (allowed := api.methods(path)):
+            self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {path[:200]}")
+            return
+        message = f"use {' or '.join(allowed)}"
+        body = {"format": 1, "ok": False, "error": "method_not_allowed", "message": message}
+        self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, body, headers={"Allow": ", ".join(allowed)})
+
+    # http.server calls do_<METHOD>. QUERY: the safe method with a body (OpenAPI 3.2 lists it).
+    do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = do_QUERY = _not_allowed  # noqa: N815
+
+    # --- request metrics (GET /metrics): every answer passes here -----------
+
+    _status = 0
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Send the status line, remembering the status for the metrics."""
+        self._status = int(code)
+        super().send_response(code, message)
+
+    def _measured(self, serve: Callable[[], None]) -> None:
+        start, self._status = time.perf_counter(), 0
+        try:
+            serve()
+        finally:
+            self.server.context.requests.observe(
+                self._route_label(), self.command, self._status, time.perf_counter() - start
+            )
+
+    def _route_label(self) -> str:
+        path = urlsplit(self.path).path
+        if path in self._GET:
+            return path
+        if path.startswith(("/metadata/", "/targets/")):
+            return path[: path.index("/", 1)] + "/{path}"
+        return api.pattern_of(path) or "unmatched"
 
     def _get(self, *, head: bool) -> None:
         path = urlsplit(self.path).path
@@ -101,7 +148,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         self.close_connection = True  # until the body has been read
         if path in self._GET or path.startswith(("/metadata/", "/targets/")):
-            self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "use GET")
+            self._refuse_method()
             return
         length = self.headers.get("Content-Length", "0" if self.command == "DELETE" else "")
         if not length.isdigit():
@@ -185,12 +232,20 @@ class _Handler(BaseHTTPRequestHandler):
         body = {"format": 1, "ok": False, "error": error, "message": message}
         self._send_json(status, body, head)
 
-    def _send_json(self, status: HTTPStatus, data: dict[str, Any], head: bool = False) -> None:
+    def _send_json(
+        self,
+        status: HTTPStatus,
+        data: dict[str, Any],
+        head: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         body = json.dumps(data, sort_keys=True).encode() + b"\n"
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if not head:
             self.wfile.write(body)
@@ -213,12 +268,15 @@ class _HTTPServer(ThreadingHTTPServer):
         store: Store,
         log: Callable[[str], None],
         admin_token: str | None,
+        *,
+        vex_key: Any = None,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.layout = layout
         self.store = store
         self.log = log
         self.context = api.Context(store, layout, Catalog(layout), admin_token, log)
+        self.context.vex_key = vex_key
         super().__init__(address, _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -248,6 +306,8 @@ class Server:
         listen: str = DEFAULT_LISTEN,
         log: Callable[[str], None] = _stderr,
         admin_token: str | None = None,
+        *,
+        vex_key: Any = None,
     ) -> None:
         """Bind the address (nothing is served until :meth:`start`).
 
@@ -257,7 +317,9 @@ class Server:
         """
         host, port = parse_listen(listen)
         try:
-            self._httpd = _HTTPServer((host, port), layout, store, log, admin_token)
+            self._httpd = _HTTPServer(
+                (host, port), layout, store, log, admin_token, vex_key=vex_key
+            )
         except OSError as e:
             raise ListenError(
                 f"cannot listen on {listen}: {e.strerror or e}",

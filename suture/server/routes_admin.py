@@ -8,7 +8,7 @@ from typing import Any
 
 from suture.errors import UsageError
 from suture.repo.layout import CHANNELS
-from suture.server import fleetdb, rollout
+from suture.server import fleetdb, queries, rollout
 from suture.server.api import Context, Reply, Request, refuse, route
 
 
@@ -19,10 +19,7 @@ def _channel(params: dict[str, str]) -> str:
     return channel
 
 
-@route("GET", "/api/v1/hosts", "admin")
-def hosts(req: Request, ctx: Context, params: dict[str, str]) -> Reply:
-    """Every host with its last report and tags."""
-    return Reply(data={"format": 1, "hosts": [h.to_dict() for h in ctx.store.hosts()]})
+# GET /api/v1/hosts (with its filters) is in routes_query.
 
 
 @route("GET", "/api/v1/hosts/{host_id}", "admin")
@@ -32,7 +29,9 @@ def host(req: Request, ctx: Context, params: dict[str, str]) -> Reply:
     if not found:
         raise refuse(HTTPStatus.NOT_FOUND, "not_found", "no such host")
     history = fleetdb.events(ctx.store, params["host_id"])
-    return Reply(data={"format": 1, "host": found[0].to_dict(), "history": history})
+    cutoff = queries.stamp(ctx.clock() - queries.INACTIVE_AFTER)
+    host = queries.host_dict(found[0], cutoff)
+    return Reply(data={"format": 1, "host": host, "history": history})
 
 
 @route("GET", "/api/v1/levels", "admin")

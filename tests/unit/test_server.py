@@ -23,7 +23,7 @@ from suture.cli.main import main
 from suture.errors import ListenError, NotARepoError
 from suture.repo import create, publish
 from suture.repo.layout import Layout
-from suture.server import Server, open_server, openapi
+from suture.server import Server, api, open_server, openapi
 from suture.server.static import IMMUTABLE, NO_CACHE
 from tests.unit.repo_helpers import BUILD_A, RELEASE, make_bundle
 
@@ -317,9 +317,25 @@ def test_healthz_and_openapi(server: Server) -> None:
         "/metadata/{path}",
         "/targets/{path}",
     }
-    schema = doc["components"]["schemas"]["Checkin"]
-    assert set(schema["properties"]) == set(CHECKIN)
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["Checkin1"]["properties"]) == set(CHECKIN)
+    fleet_fields = {"channel", "uptime", "functions", "attempted_level"}
+    assert set(schemas["Checkin"]["properties"]) == set(CHECKIN) | fleet_fields
     assert doc == openapi.document()
+
+
+def test_openapi_describes_every_route() -> None:
+    api.known("/")  # loads the route modules
+    doc = openapi.document()
+    checked = 0
+    for method, regex, auth, _ in api._ROUTES:
+        pattern = api._PATTERNS[regex]
+        if not pattern.startswith(("/api/", "/metrics")):
+            continue  # the dashboard's HTML pages
+        op = doc["paths"][pattern][method.lower()]
+        assert op["security"] == ([] if auth == "public" else [{auth: []}]), pattern
+        checked += 1
+    assert checked >= 18
 
 
 def test_keep_alive_serves_several_requests(server: Server) -> None:
