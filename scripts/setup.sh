@@ -19,8 +19,10 @@ fi
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-venv
 	flex bison bc dwarves libssl-dev patch xz-utils)
 # Tests only (the demo serves from SQLite): postgresql, for the server's
-# PostgreSQL tests (scripts/postgres.sh starts a private cluster from it).
-TEST_PACKAGES=(postgresql)
+# PostgreSQL tests (scripts/postgres.sh starts a private cluster from it);
+# chromium + chromium-driver, for the dashboard's browser test (Debian's
+# driver matches Debian's browser; selenium would otherwise download one).
+TEST_PACKAGES=(postgresql chromium chromium-driver)
 
 missing_of() {
 	local p

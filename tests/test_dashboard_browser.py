@@ -1,0 +1,127 @@
+"""The dashboard in a real browser: headless Chromium driven by selenium and chromedriver.
+
+Logs in, saves screenshots of the overview, the CVE view and the rollout
+page (into ``$SUTURE_ARTIFACTS/dashboard`` when set, else the test's tmp
+folder; the path is printed), then halts a rollout through the form and its
+confirmation page and checks the policy through the admin API.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``scripts/setup.sh
+--test`` installs them) and selenium (the ``dev`` extra). Without them the
+test skips, except under CI, which must run it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from suture.server import Server
+from tests.unit.test_dashboard import simulated_fleet
+from tests.unit.test_fleet_rollout import ADMIN, admin
+
+CHROMIUM = "chromium"
+CHROMEDRIVER = "chromedriver"
+ARTIFACTS_ENV = "SUTURE_ARTIFACTS"
+
+
+def require_browser() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if shutil.which(p) is None]
+    try:
+        import selenium  # noqa: F401, PLC0415
+    except ImportError:
+        missing.append("selenium (pip)")
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{', '.join(missing)} missing: CI must run the browser test")
+        pytest.skip(f"{', '.join(missing)} not installed (scripts/setup.sh --test installs them)")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    require_browser()
+    from selenium import webdriver  # noqa: PLC0415
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(shutil.which(CHROMIUM))
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # CI and containers run the tests as root
+        "--disable-dev-shm-usage",  # small /dev/shm in containers
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        options.add_argument(arg)
+    # The Debian chromedriver, not selenium-manager's download: the test runs air-gapped.
+    service = Service(executable_path=str(shutil.which(CHROMEDRIVER)))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = simulated_fleet(tmp_path)
+    yield srv
+    srv.stop()
+
+
+def screenshots(tmp_path: Path) -> Path:
+    base = os.environ.get(ARTIFACTS_ENV)
+    folder = Path(base) / "dashboard" if base else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"dashboard screenshots: {folder}")
+    return folder
+
+
+def test_log_in_look_around_and_halt_a_rollout(
+    browser: Any, server: Server, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    shots = screenshots(tmp_path)
+    browser.get(server.url + "/cves/CVE-2026-1002")
+    assert browser.current_url.startswith(server.url + "/login?next=")
+    browser.find_element(By.NAME, "token").send_keys(ADMIN)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    assert browser.current_url == server.url + "/cves/CVE-2026-1002"  # back where it was asked
+    assert "host-00" in browser.find_element(By.TAG_NAME, "main").text
+    browser.save_screenshot(str(shots / "cve.png"))
+
+    browser.get(server.url + "/")
+    main = browser.find_element(By.TAG_NAME, "main").text
+    assert "Fleet overview" in main and "Recent failures (2)" in main
+    # The stylesheet loaded (from the server): the header is dark, not the default white.
+    header = browser.find_element(By.TAG_NAME, "header")
+    assert header.value_of_css_property("background-color") != "rgba(0, 0, 0, 0)"
+    browser.save_screenshot(str(shots / "overview.png"))
+    browser.get(server.url + "/cves")
+    browser.save_screenshot(str(shots / "cves.png"))
+
+    browser.get(server.url + "/rollouts/stable")
+    form = browser.find_element(By.ID, "halt-form")
+    level = form.find_element(By.NAME, "level")
+    level.clear()
+    level.send_keys("2")
+    form.find_element(By.NAME, "reason").send_keys("canaries fail level 2")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert "Confirm: halt on stable" in browser.find_element(By.TAG_NAME, "h1").text
+    assert admin(server, "GET", "/api/v1/rollouts/stable")["policy"]["halted_level"] is None
+    browser.save_screenshot(str(shots / "confirm-halt.png"))
+    browser.find_element(By.ID, "confirm").click()
+
+    assert browser.current_url == server.url + "/rollouts/stable"
+    assert "level 2 on stable is halted" in browser.find_element(By.CLASS_NAME, "flash").text
+    browser.save_screenshot(str(shots / "rollout-halted.png"))
+    policy = admin(server, "GET", "/api/v1/rollouts/stable")["policy"]
+    assert (policy["halted_level"], policy["halt_reason"]) == (2, "canaries fail level 2")
+    assert {p.name for p in shots.glob("*.png")} >= {"overview.png", "cve.png"}
