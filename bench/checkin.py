@@ -6,6 +6,9 @@ connection mode runs a load generator in another child process: N simulated
 agents, each with its own host_id, POSTing valid no-change check-ins
 (state "patched", the same level every time) to /api/v1/checkin for
 --duration seconds, each agent waiting for its answer before the next.
+Each agent enrols first, as a real one does (POST /api/v1/register with a
+registration key the orchestrator makes through the admin API), and sends
+its host token with every check-in; enrolment is not measured.
 
     .venv/bin/python bench/checkin.py [--duration 5] [--concurrency 1,8,32]
                                       [--connection both] [--db postgresql://...]
@@ -47,6 +50,7 @@ GOAL_P99_MS = 50.0
 REQUEST_TIMEOUT = 30.0  # s; a check-in slower than this counts as an error
 WARMUP = 0.5  # s of load before each phase's measurement (rows exist, threads warm)
 AGENT_VERSION = "0.1.0"
+KEY_ENV = "SUTURE_BENCH_REGISTRATION_KEY"  # to the load generator (not on its command line)
 
 
 # --- the load generator (child process) ----------------------------------------
@@ -60,11 +64,27 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-def checkin_request(host: str, port: int, agent: int) -> bytes:
+def host_id(agent: int) -> str:
+    """Simulated agent ``agent``'s host id."""
+    return f"bench-agent-{agent:05d}"
+
+
+def request(host: str, port: int, path: str, body: bytes, token: str = "") -> bytes:
+    """A POST of a JSON ``body``, with a bearer token if given."""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"User-Agent: suture-bench/{AGENT_VERSION}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def checkin_request(host: str, port: int, agent: int, token: str) -> bytes:
     """A POST of a valid format-1 no-change check-in from simulated agent ``agent``."""
     body = json.dumps({
         "format": 1,
-        "host_id": f"bench-agent-{agent:05d}",
+        "host_id": host_id(agent),
         "hostname": f"bench-{agent:05d}.example.net",
         "kernel": {"release": "6.1.0-56-amd64",
                    "build_id": "0123456789abcdef0123456789abcdef01234567"},
@@ -73,12 +93,34 @@ def checkin_request(host: str, port: int, agent: int) -> bytes:
         "agent_version": AGENT_VERSION,
         "patches": ["suture_bench_fix"],
     }).encode()  # fmt: skip
-    head = (
-        f"POST /api/v1/checkin HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        f"User-Agent: suture-bench/{AGENT_VERSION}\r\n\r\n"
-    )
-    return head.encode() + body
+    return request(host, port, "/api/v1/checkin", body, token)
+
+
+async def enrol(target: tuple[str, int], agent: int, key: str) -> str:
+    """Register simulated agent ``agent`` with the registration key; its host token."""
+    body = json.dumps({"registration_key": key, "host_id": host_id(agent)}).encode()
+    reader, writer = await asyncio.open_connection(*target)
+    try:
+        writer.write(request(*target, "/api/v1/register", body))
+        status, length = await _head(reader)
+        answer = json.loads(await reader.readexactly(length))
+    finally:
+        writer.close()
+    if status != 200:
+        raise SystemExit(f"agent {agent} could not enrol: {status} {answer}")
+    token: str = answer["host_token"]
+    return token
+
+
+async def _head(reader: asyncio.StreamReader) -> tuple[int, int]:
+    """The status line and headers of an answer: (status, Content-Length)."""
+    status = int((await reader.readline()).split(b" ", 2)[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, length
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -99,8 +141,8 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
 
 async def _agent(agent: int, target: tuple[str, int], keep_alive: bool, window: tuple[float, float],
-                 tally: Tally) -> None:  # fmt: skip
-    request = checkin_request(*target, agent)
+                 tally: Tally, *, token: str) -> None:  # fmt: skip
+    request = checkin_request(*target, agent, token)
     measure_from, deadline = window
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     while (start := time.perf_counter()) < deadline:
@@ -131,10 +173,12 @@ async def _agent(agent: int, target: tuple[str, int], keep_alive: bool, window: 
 async def _load(target: tuple[str, int], concurrency: int, keep_alive: bool,
                 duration: float) -> dict[str, Any]:  # fmt: skip
     tally = Tally()
+    key = os.environ[KEY_ENV]
+    tokens = await asyncio.gather(*(enrol(target, i, key) for i in range(concurrency)))
     measure_from = time.perf_counter() + WARMUP
     window = (measure_from, measure_from + duration)
     await asyncio.gather(*(
-        _agent(i, target, keep_alive, window, tally) for i in range(concurrency)
+        _agent(i, target, keep_alive, window, tally, token=tokens[i]) for i in range(concurrency)
     ))  # fmt: skip
     # Check-ins started in the window finish after it: rate over the time they took.
     elapsed = time.perf_counter() - measure_from
@@ -164,12 +208,13 @@ def client_main(args: argparse.Namespace) -> None:
 # --- the orchestrator ------------------------------------------------------------
 
 
-def _phase(server: ServeProcess, concurrency: int, mode: str, duration: float) -> dict[str, Any]:
+def _phase(server: ServeProcess, concurrency: int, mode: str, duration: float,
+           key: str) -> dict[str, Any]:  # fmt: skip
     argv = [sys.executable, str(Path(__file__).resolve()), "--client", server.url,
             "--concurrency", str(concurrency), "--connection", mode,
             "--duration", str(duration)]  # fmt: skip
     cpu_before = server.cpu_seconds()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env={**os.environ, KEY_ENV: key})
     try:
         assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
         out = proc.stdout.read()
@@ -201,9 +246,17 @@ def _phase(server: ServeProcess, concurrency: int, mode: str, duration: float) -
     }
 
 
-def _hosts_recorded(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/api/v1/hosts", timeout=30) as r:  # noqa: S310
-        hosts = json.load(r)["hosts"]
+def _admin(url: str, path: str, token: str, body: object = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + path, data=data)  # noqa: S310 - loopback
+    req.add_header("Authorization", f"Bearer {token}")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
+        return json.load(r)
+
+
+def _hosts_recorded(url: str, token: str) -> int:
+    hosts = _admin(url, "/api/v1/hosts", token)["hosts"]
     return sum(1 for h in hosts if h["host_id"].startswith("bench-agent-"))
 
 
@@ -219,12 +272,14 @@ def orchestrate(args: argparse.Namespace) -> None:
     try:
         create.init(tmp / "repo")  # the server serves a repository; check-ins do not touch it
         db = args.db or f"sqlite:///{tmp}/server.db"
-        server = ServeProcess(tmp / "repo", db, tmp / "server.log")
+        server = ServeProcess(tmp / "repo", db, tmp / "server.log", tmp / "admin-token")
+        token = (tmp / "admin-token").read_text().strip()
+        key = _admin(server.url, "/api/v1/registration-keys", token, {"note": "bench"})
         for n in levels:
             for mode in modes:
                 print(f"{n} agents, {mode}", file=sys.stderr, flush=True)
-                phases.append(_phase(server, n, mode, args.duration))
-        recorded = _hosts_recorded(server.url)
+                phases.append(_phase(server, n, mode, args.duration, key["registration_key"]))
+        recorded = _hosts_recorded(server.url, token)
         server_rss = server.peak_rss_mib()
     finally:
         if server is not None:

@@ -20,11 +20,18 @@ STOP_TIMEOUT = 10.0  # s after SIGTERM before SIGKILL
 
 
 class ServeProcess:
-    """`suture serve --repo REPO --listen 127.0.0.1:0 --db DB`, its log in ``log``."""
+    """`suture serve --repo REPO --listen 127.0.0.1:0 --db DB`, its log in ``log``.
 
-    def __init__(self, repo: Path, db: str, log: Path) -> None:
+    With ``admin_token_file``, the fleet API takes the token in it (made when missing).
+    """
+
+    def __init__(
+        self, repo: Path, db: str, log: Path, admin_token_file: Path | None = None
+    ) -> None:
         self.log = log
         argv = [str(SUTURE), "serve", "--repo", str(repo), "--listen", "127.0.0.1:0", "--db", db]
+        if admin_token_file is not None:
+            argv += ["--admin-token-file", str(admin_token_file)]
         # The log is a file, not a pipe: the server writes a line per request,
         # and a pipe nobody drains would stall it.
         with log.open("wb") as f:

@@ -77,6 +77,7 @@ class Setup:
     repo: Path
     sysroot: Path
     state: Path
+    registration_key: str = ""
 
 
 def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
@@ -168,6 +169,8 @@ def _update(setup: Setup, url: str, env: dict[str, str], out: Path) -> tuple[Sam
     argv = [sys.executable, str(HERE / "fake_host.py"), "update", "--server", url,
             "--trusted-root", str(setup.repo / "metadata/1.root.json"),
             "--state-dir", str(setup.state), "--json"]  # fmt: skip
+    if setup.registration_key:  # enrolled hosts check in (and get the fleet's directive)
+        argv += ["--registration-key", setup.registration_key]
     sample, code = measure(argv, env, out)
     try:
         outcome = json.loads(out.read_text()).get("outcome", "")
@@ -176,6 +179,17 @@ def _update(setup: Setup, url: str, env: dict[str, str], out: Path) -> tuple[Sam
     if code != 0 or not outcome:
         raise SystemExit(f"suture update failed ({code}): {out.read_text()[-2000:]}")
     return sample, outcome
+
+
+def _registration_key(url: str, token_file: Path) -> str:
+    """A key from the fleet API, so the measured agent enrols and checks in as a real one."""
+    from suture.fleet.client import FleetClient
+
+    answer = FleetClient(url, token_file.read_text().strip()).call(
+        "POST", "/api/v1/registration-keys", {"tags": ["bench"]}
+    )
+    key: str = answer["registration_key"]
+    return key
 
 
 def _summary(samples: list[Sample]) -> dict[str, Any]:
@@ -267,7 +281,9 @@ def main() -> None:
         setup = Setup(tmp, tmp / "repo", fake_sysroot(tmp / "root"), tmp / "state")
         print("making the repository", file=sys.stderr, flush=True)
         published_repo(setup.repo, tmp)
-        server = ServeProcess(setup.repo, f"sqlite:///{tmp}/server.db", tmp / "server.log")
+        token = tmp / "admin.token"
+        server = ServeProcess(setup.repo, f"sqlite:///{tmp}/server.db", tmp / "server.log", token)
+        setup.registration_key = _registration_key(server.url, token)
         measured = bench(setup, server, args.runs)
         server_rss = server.peak_rss_mib()
     finally:

@@ -146,12 +146,14 @@ def set_policy(store: Store, channel: str, data: dict[str, Any]) -> None:
 
 def attempts(store: Store, channel: str, level: int) -> tuple[int, int]:
     """Hosts on ``channel`` that tried ``level``: (failed, succeeded)."""
+    # Two counts an index answers (hosts_attempts, hosts_level), not a pass over every
+    # host of the channel: this runs on every failed check-in, under the store's lock.
     rows = store.execute(
         "SELECT"
-        " SUM(CASE WHEN state = 'failed' AND attempted_level = ? THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN state = 'patched' AND level = ? THEN 1 ELSE 0 END)"
-        " FROM hosts WHERE channel = ?",
-        (level, level, channel),
+        " (SELECT COUNT(*) FROM hosts WHERE channel = ? AND state = 'failed'"
+        " AND attempted_level = ?),"
+        " (SELECT COUNT(*) FROM hosts WHERE channel = ? AND level = ? AND state = 'patched')",
+        (channel, level, channel, level),
     )
     failed, succeeded = rows[0] if rows else (0, 0)
     return int(failed or 0), int(succeeded or 0)

@@ -75,7 +75,10 @@ class Policy:
                 f"unknown rollout setting {unknown[0]!r}",
                 hint=f"the settings are: {', '.join(cls.__dataclass_fields__)}",
             )
-        p = cls(**{**data, "canary_tags": tuple(data.get("canary_tags", ()))})
+        tags = data.get("canary_tags", [])
+        if not isinstance(tags, list | tuple):  # tuple() would split a string, take a dict's keys
+            raise UsageError("rollout setting canary_tags is not a list of tags")
+        p = cls(**{**data, "canary_tags": tuple(tags)})
         _check(p)
         return p
 

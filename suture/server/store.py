@@ -82,6 +82,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at TEXT NOT NULL
         )""",
     ),
+    (  # 3: a failed check-in counts the hosts that failed a level without a scan of its channel
+        "CREATE INDEX hosts_attempts ON hosts (channel, state, attempted_level)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
