@@ -43,6 +43,16 @@ def make_fix(tree: source.SourceTree, path: str, *edits: tuple[str, str], out: P
     return fix
 
 
+def make_multi_fix(
+    tree: source.SourceTree, files: list[tuple[str, list[tuple[str, str]]]], out: Path
+) -> Path:
+    """One fix that edits several files, as ``git diff`` writes it."""
+    text = "".join(make_fix(tree, path, *edits, out=out).read_text() for path, edits in files)
+    fix = out / f"multi.{abs(hash(text)) % 10**6}.patch"
+    fix.write_text(text)
+    return fix
+
+
 SHOW = "\tseq_puts(m, saved_command_line);\n"
 
 FEATURES = {
@@ -148,11 +158,43 @@ FEATURES = {
         ],
     ),
 }
+# A hardening of mrp's vector attribute parser: code built into a module (mrp).
+MRP_EDITS = [
+    (
+        "\tif (!mrp_cb(skb)->vah)\n\t\treturn -1;\n\t*offset += sizeof(_vah);",
+        "\tif (!mrp_cb(skb)->vah || skb->len < *offset + sizeof(_vah))\n\t\treturn -1;\n"
+        "\t*offset += sizeof(_vah);",
+    )
+]
+# Fixes of several files: one module with a klp_object per patched object.
+MULTI_FILE = {
+    "two_files": [
+        ("fs/proc/cmdline.c", [(SHOW, '\tseq_puts(m, "c2:");\n' + SHOW)]),
+        (
+            "fs/proc/version.c",
+            [
+                (
+                    "\tseq_printf(m, linux_proc_banner,",
+                    '\tseq_puts(m, "v2:");\n\tseq_printf(m, linux_proc_banner,',
+                )
+            ],
+        ),
+    ],
+    "vmlinux_mrp": [
+        ("fs/proc/cmdline.c", [(SHOW, '\tseq_puts(m, "mx:");\n' + SHOW)]),
+        ("net/802/mrp.c", MRP_EDITS),
+    ],
+}
 # What the builder must list as changed (the manifest's functions), where the test checks it.
 CHANGED = {
     "inline": ("show_map_vma", "show_numa_map"),
     "clone": ("__set_oom_adj.isra.0",),
     "bug_moved": ("proc_pid_personality",),
+}
+# The same for fixes of several files: object -> functions, in the manifest's order.
+CHANGED_OBJECTS = {
+    "two_files": {"vmlinux": ["cmdline_proc_show", "version_proc_show"]},
+    "vmlinux_mrp": {"vmlinux": ["cmdline_proc_show"], "mrp": ["mrp_rcv"]},
 }
 
 
@@ -194,18 +236,15 @@ def test_built_patches_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
         if name in CHANGED:
             manifest = bundle.read_manifest(out / f"suture_t_{name}.bundle")
             assert sorted(manifest.functions) == sorted(CHANGED[name]), report.to_dict()
-    # Code built into a module (mrp): a hardening of the vector attribute parser.
-    module_fix = make_fix(
-        tree,
-        "net/802/mrp.c",
-        (
-            "\tif (!mrp_cb(skb)->vah)\n\t\treturn -1;\n\t*offset += sizeof(_vah);",
-            "\tif (!mrp_cb(skb)->vah || skb->len < *offset + sizeof(_vah))\n\t\treturn -1;\n"
-            "\t*offset += sizeof(_vah);",
-        ),
-        out=tmp_path,
-    )
+    module_fix = make_fix(tree, "net/802/mrp.c", *MRP_EDITS, out=tmp_path)
     build(BuildRequest(RELEASE, module_fix, out, name="suture_t_mrp"))
+    for name, files in MULTI_FILE.items():
+        fix = make_multi_fix(tree, files, tmp_path)
+        report = build(BuildRequest(RELEASE, fix, out, name=f"suture_t_{name}"))
+        manifest = bundle.read_manifest(out / f"suture_t_{name}.bundle")
+        got = {o.name: sorted(f.name for f in o.functions) for o in manifest.objects}
+        assert got == CHANGED_OBJECTS[name], report.to_dict()
+        assert [o.name for o in manifest.objects] == list(CHANGED_OBJECTS[name])
     run_guest_tests(
         kernels.fetch(RELEASE), "tests/kernel/test_built.py", {"SUTURE_TEST_BUNDLES": str(out)}
     )

@@ -46,11 +46,16 @@ _WHOLE = (".altinstr_replacement", ".altinstr_aux")
 _KEYED = {"__jump_table": 8, ".static_call_sites": 4}
 
 NEW_PREFIX = "__suture_new_"
+KLP_PREFIX = "__suture_klp_"
 
 
-def new_symbol_name(function: str) -> str:
-    """The module's global name for the new code of ``function`` (dots are not C)."""
-    return NEW_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", function)
+def new_symbol_name(function: str, tag: str = "") -> str:
+    """The module's global name for the new code of ``function`` (dots are not C).
+
+    ``tag`` tells apart the patch objects of several files linked into one
+    module, whose static functions may share names.
+    """
+    return NEW_PREFIX + tag + re.sub(r"[^A-Za-z0-9_]", "_", function)
 
 
 @dataclass
@@ -59,7 +64,8 @@ class PatchObject:
 
     data: bytes
     functions: dict[str, str]  # kernel function name -> global symbol of its new code
-    klp_symbols: set[str] = field(default_factory=set)  # resolved by the livepatch core
+    # Undefined symbol of the patch object -> kernel name, resolved by the livepatch core.
+    klp_symbols: dict[str, str] = field(default_factory=dict)
     exported: set[str] = field(default_factory=set)  # resolved by the module loader
 
 
@@ -73,16 +79,18 @@ class _Extractor:
         exported: set[str],
         new_data: set[str],
         objname: str,
+        tag: str,
     ) -> None:
         self.obj = obj
         self.objname = objname
+        self.tag = tag
         self.new_data = new_data  # objects the fix adds: the patch carries them
         self.functions = functions  # name in this object -> kernel name
         self.renames = renames
         self.exported = exported
         self.included: set[int] = set()
         self.externals: dict[str, int] = {}  # kernel name -> output symbol slot
-        self.klp: set[str] = set()
+        self.klp: dict[str, str] = {}  # undefined symbol -> kernel name
         self.used_exports: set[str] = set()
         self.substitutes: dict[str, str] = {}  # unexported static call key -> trampoline
 
@@ -191,7 +199,8 @@ class _Extractor:
             if sym.name in self.functions and sym.value == 0:
                 kernel = self.functions[sym.name]
                 global_syms.append(
-                    ew.OutSymbol(new_symbol_name(kernel), (SymBind.GLOBAL << 4) | SymType.FUNC,
+                    ew.OutSymbol(new_symbol_name(kernel, self.tag),
+                                 (SymBind.GLOBAL << 4) | SymType.FUNC,
                                  out_index[sym.shndx], 0, sym.size)
                 )  # fmt: skip
             else:
@@ -207,13 +216,20 @@ class _Extractor:
                 external = self._external(rela)
                 target = external[0] if external else ""
                 if target and target not in self._external_syms:
+                    # A tag keeps the unexported names of several files apart in
+                    # the one module: each may mean another same-named static.
+                    name = (
+                        target
+                        if target in self.exported or not self.tag
+                        else (KLP_PREFIX + self.tag + target)
+                    )
                     self._external_syms[target] = ew.OutSymbol(
-                        target, (SymBind.GLOBAL << 4) | SymType.NOTYPE, ew.SHN_UNDEF
+                        name, (SymBind.GLOBAL << 4) | SymType.NOTYPE, ew.SHN_UNDEF
                     )
                     if target in self.exported:
                         self.used_exports.add(target)
                     else:
-                        self.klp.add(target)
+                        self.klp[name] = target
         return list(self._external_syms.values())
 
     def _relas_of(self, idx: int) -> list[Rela]:
@@ -347,6 +363,7 @@ def extract(
     exported: set[str],
     new_data: set[str] | None = None,
     objname: str = "vmlinux",
+    tag: str = "",
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -357,6 +374,8 @@ def extract(
         exported: symbols the target kernel exports (Module.symvers).
         new_data: objects the fix adds (new statics and globals), carried in the patch.
         objname: ``vmlinux`` or the module the object is linked into.
+        tag: set when several patch objects go into one module: it prefixes
+            the object's global names (new code, klp references) to keep them apart.
     """
     ex = _Extractor(
         obj,
@@ -365,12 +384,13 @@ def extract(
         exported=exported,
         new_data=new_data or set(),
         objname=objname,
+        tag=tag,
     )
     ex.run()
     data = ex.build()
     return PatchObject(
         data=data,
-        functions={k: new_symbol_name(k) for k in functions.values()},
+        functions={k: new_symbol_name(k, tag) for k in functions.values()},
         klp_symbols=ex.klp,
         exported=ex.used_exports,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from suture.build import elfwrite as ew
 from suture.errors import BuildError
@@ -27,13 +28,32 @@ def _name_at(strtab: bytes, offset: int) -> str:
     return strtab[offset : strtab.index(b"\0", offset)].decode()
 
 
-def convert(ko: bytes, objname: str, sympos: Mapping[str, int]) -> bytes:
-    """Rewrite the linked module ``ko``: every undefined symbol in ``sympos`` becomes a klp one.
+@dataclass(frozen=True)
+class KlpSymbol:
+    """A symbol the livepatch core resolves: ``.klp.sym.<objname>.<name>,<sympos>``."""
+
+    objname: str  # vmlinux or the module the symbol lives in
+    name: str  # in that object
+    sympos: int = 0  # position among same-named symbols (0: unique)
+
+    @property
+    def klp_name(self) -> str:
+        """The symbol's name in the livepatch module."""
+        return f".klp.sym.{self.objname}.{self.name},{self.sympos}"
+
+
+def convert(ko: bytes, symbols: Mapping[str, KlpSymbol]) -> bytes:
+    """Rewrite the linked module ``ko``: every undefined symbol in ``symbols`` becomes a klp one.
+
+    Relocations against them move to one ``.klp.rela.<objname>.<section>`` per
+    patched object and section: the core applies each object's when it is there,
+    and refuses a module's section that names vmlinux symbols.
 
     Args:
         ko: the module as kbuild wrote it.
-        objname: ``vmlinux`` or the name of the module the symbols live in.
-        sympos: kernel symbol name -> its position among same-named symbols (0: unique).
+        symbols: undefined symbol of the module -> what the livepatch core resolves it to.
+            Several patched files of one build keep their references apart by
+            naming them differently in the module (same-named statics).
 
     Raises:
         BuildError: a symbol to convert is not an undefined global of the module.
@@ -43,16 +63,16 @@ def convert(ko: bytes, objname: str, sympos: Mapping[str, int]) -> bytes:
     symtab, strtab = sections[by_name[".symtab"]], sections[by_name[".strtab"]]
     strings = ew.StringTable(data=bytearray(strtab.data))
     data = bytearray(symtab.data)
-    converted: set[int] = set()
+    converted: dict[int, str] = {}  # symbol index -> objname
     for index in range(1, len(data) // _SYM.size):
         off = index * _SYM.size
         st_name, info, other, shndx, value, size = _SYM.unpack_from(data, off)
         name = _name_at(bytes(strtab.data), st_name)
-        if name in sympos and shndx == ew.SHN_UNDEF and info >> 4 == _STB_GLOBAL:
-            new_name = strings.add(f".klp.sym.{objname}.{name},{sympos[name]}")
+        if name in symbols and shndx == ew.SHN_UNDEF and info >> 4 == _STB_GLOBAL:
+            new_name = strings.add(symbols[name].klp_name)
             _SYM.pack_into(data, off, new_name, info, other, ew.SHN_LIVEPATCH, value, size)
-            converted.add(index)
-    missing = set(sympos) - {
+            converted[index] = symbols[name].objname
+    missing = set(symbols) - {
         _name_at(bytes(strtab.data), _SYM.unpack_from(symtab.data, i * _SYM.size)[0])
         for i in converted
     }
@@ -67,19 +87,20 @@ def convert(ko: bytes, objname: str, sympos: Mapping[str, int]) -> bytes:
             continue
         relas = ew.unpack_relas(sec.data)
         keep = [r for r in relas if r.symbol not in converted]
-        moved = [r for r in relas if r.symbol in converted]
-        if not moved:
+        if len(keep) == len(relas):
             continue
         sec.data = ew.pack_relas(keep)
         target = sections[sec.info - 1].name
-        new_sections.append(
-            ew.OutSection(
-                f".klp.rela.{objname}.{target}", ew.SHT.RELA,
-                # ALLOC: the core applies relocations for a module patched
-                # later, when the file image the loader read is long freed.
-                ew.SHF.ALLOC | ew.SHF.INFO_LINK | ew.SHF.RELA_LIVEPATCH,
-                ew.pack_relas(moved), 8, 24,
-                link=sec.link, info=sec.info,
-            )
-        )  # fmt: skip
+        for objname in sorted({converted[r.symbol] for r in relas if r.symbol in converted}):
+            moved = [r for r in relas if converted.get(r.symbol) == objname]
+            new_sections.append(
+                ew.OutSection(
+                    f".klp.rela.{objname}.{target}", ew.SHT.RELA,
+                    # ALLOC: the core applies relocations for a module patched
+                    # later, when the file image the loader read is long freed.
+                    ew.SHF.ALLOC | ew.SHF.INFO_LINK | ew.SHF.RELA_LIVEPATCH,
+                    ew.pack_relas(moved), 8, 24,
+                    link=sec.link, info=sec.info,
+                )
+            )  # fmt: skip
     return ew.write(sections + new_sections)

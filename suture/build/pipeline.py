@@ -4,6 +4,12 @@ source (prepared once per build) -> compile the touched units twice ->
 diff -> refuse what cannot be patched safely -> patch the callers of changed
 functions without an ftrace entry (callers.py) -> extract the changed code ->
 link a livepatch module with kbuild -> klp relocations -> bundle.
+
+A fix may change several files, of vmlinux and of modules. Each changed file
+is planned and extracted on its own into a patch object (its locals stay its
+own; its references to unexported symbols are named apart and resolved
+against the object it is linked into); kbuild links them all into the one
+module, which has one ``klp_object`` per patched object.
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.build import callers, module, source, symbols
+from suture.build import callers, klp, module, source, symbols
 from suture.build.compile import ObjectPair, compile_pair
 from suture.build.differ import DiffResult, FunctionChange, diff_objects
-from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymType
-from suture.build.extract import extract
+from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
+from suture.build.extract import PatchObject, extract
 from suture.build.fix import Fix
 from suture.build.image_refs import ImageIndex
 from suture.errors import BuildError, NoChangeError
@@ -142,6 +148,30 @@ def _build_id(tree: kernels.KernelTree) -> str:
     return parse_build_id(section_data(image.read_bytes(), b".notes") or b"")
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """One changed translation unit: compiled before and after, diffed, and where it links."""
+
+    pair: ObjectPair
+    orig: ObjectFile
+    patched: ObjectFile
+    diff: DiffResult
+    objname: str  # vmlinux or the module the unit is linked into
+
+
+@dataclass
+class _UnitPatch:
+    """What one unit puts into the livepatch module."""
+
+    unit: _Unit
+    patch: PatchObject
+    redirected: list[FunctionChange]  # klp_funcs
+    klp_funcs: list[module.PatchedFunction]
+    klp_syms: dict[str, klp.KlpSymbol]  # undefined symbol of the patch object -> klp symbol
+    callbacks: dict[str, str]  # kind -> new code's symbol
+    carried: list[str]
+
+
 def build(req: BuildRequest) -> BuildReport:
     """Run the whole build. Raises :class:`BuildError` (or :class:`NoChangeError`)."""
     fix = Fix.parse(req.fix.read_text(errors="replace"))
@@ -153,24 +183,19 @@ def build(req: BuildRequest) -> BuildReport:
         work = Path(tmp)
         _progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
         pairs = compile_pair(tree, req.fix, work / "objects")
-        diffs = []
+        units = []
         for pair in pairs:
             orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
             diff = diff_objects(orig, patched, fix.files[pair.source])
             _refuse(pair, diff)
-            diffs.append((pair, orig, patched, diff))
-        changed = [d for d in diffs if d[3].changed or d[3].new]
-        if not changed:
+            if diff.changed or diff.new:  # a unit that changes nothing is left out
+                units.append(_Unit(pair, orig, patched, diff, _objname(tree, pair)))
+        if not units:
             raise NoChangeError(
                 f"the fix changes no code in {image.release}: the objects it touches compile "
                 "the same (or this configuration does not build the changed code)",
             )
-        if len(changed) > 1:
-            raise BuildError("fixes that change code in several files are not supported yet")
-        pair, orig, patched, diff = changed[0]
-        return _generate(
-            req, name=name, image=image, tree=tree, unit=(pair, orig, patched, diff), work=work
-        )
+        return _generate(req, name=name, image=image, units=units, work=work)
 
 
 def _generate(
@@ -178,62 +203,37 @@ def _generate(
     *,
     name: str,
     image: kernels.KernelTree,
-    tree: source.SourceTree,
-    unit: tuple[ObjectPair, ObjectFile, ObjectFile, DiffResult],
+    units: list[_Unit],
     work: Path,
 ) -> BuildReport:
-    pair, orig, patched, diff = unit
-    objname = _objname(tree, pair)
-    ksyms = (
-        symbols.kallsyms(image.release)
-        if objname == "vmlinux"
-        else symbols.module_symbols(image, objname)
-    )
-    # Names the original object defines: anchors that tell same-named locals apart.
-    local_names = [s.name for s in orig.symbols if s.shndx and s.name and s.type in (1, 2)]
-    plan = _plan_callers(unit, objname=objname, image=image, ksyms=ksyms, local_names=local_names)
-    redirected = [c for c in diff.changed if c.has_fentry]
-    redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
-    inverse = {v: k for k, v in diff.renames.items()}
-    functions = {inverse.get(c.name, c.name): c.name for c in diff.changed}
-    functions.update({inverse.get(f, f): f for f in plan.carried + plan.patched})
-    functions.update({n.name: n.name for n in diff.new})
-    callbacks = _callbacks(patched)
-    functions.update({fn: fn for fn in callbacks.values()})
-    _progress(f"extracting {', '.join(sorted(functions.values()))}")
-    patch_obj = extract(
-        patched,
-        functions,
-        renames=diff.renames,
-        exported=symbols.exported(image),
-        new_data=set(diff.new_data),
-        objname=objname,
-    )
-    _progress(f"resolving {len(patch_obj.klp_symbols)} kernel symbols (kallsyms of the build)")
-    klp_syms = {s: ksyms.sympos(s, local_names) for s in patch_obj.klp_symbols}
-    klp_funcs = [
-        module.PatchedFunction(
-            c.name, patch_obj.functions[c.name], ksyms.sympos(c.name, local_names)
-        )
-        for c in redirected
-    ]
+    exported = symbols.exported(image)
+    ksyms: dict[str, symbols.Kallsyms] = {}
+    parts = []
+    for i, unit in enumerate(units):
+        if unit.objname not in ksyms:
+            ksyms[unit.objname] = (
+                symbols.kallsyms(image.release)
+                if unit.objname == "vmlinux"
+                else symbols.module_symbols(image, unit.objname)
+            )
+        # Several files in one module: tags keep their global names apart.
+        tag = "" if len(units) == 1 else f"{i}_"
+        parts.append(_extract_unit(unit, tag, image, ksyms[unit.objname], exported))
+    _check_shared_new_code(parts)
+    objects = _klp_objects(parts)
     build_id = _build_id(image)
     stub = module.stub_source(
-        name,
-        None if objname == "vmlinux" else objname,
-        klp_funcs,
-        {"suture_build_id": build_id, "description": req.description},
-        {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()},
+        name, objects, {"suture_build_id": build_id, "description": req.description}
     )
+    klp_syms = {k: v for p in parts for k, v in p.klp_syms.items()}
     _progress("linking the live patch module")
     ko = module.link(
-        image.headers_dir, work / "module", name=name, patch_object=patch_obj.data, stub=stub,
-        klp_symbols=klp_syms, objname=objname,
+        image.headers_dir, work / "module", name=name,
+        patch_objects=[p.patch.data for p in parts], stub=stub, klp_symbols=klp_syms,
     )  # fmt: skip
     manifest = _manifest(
-        req, name=name, release=image.release, build_id=build_id, orig=orig,
-        changed=redirected, ko=ko, objname=objname,
-    )  # fmt: skip
+        req, name=name, release=image.release, build_id=build_id, parts=parts, ko=ko
+    )
     req.out_dir.mkdir(parents=True, exist_ok=True)
     out = req.out_dir / f"{name}.bundle"
     bundle.write(out, manifest, ko.read_bytes())
@@ -242,24 +242,127 @@ def _generate(
         release=image.release,
         bundle=out,
         name=name,
-        objects={objname: [c.name for c in redirected]},
-        new_functions=[n.name for n in diff.new],
-        line_only=diff.line_only,
-        klp_symbols=sorted(klp_syms),
-        carried=plan.carried,
+        objects={o.name: [f.name for f in o.functions] for o in manifest.objects},
+        new_functions=[n.name for p in parts for n in p.unit.diff.new],
+        line_only=[f for p in parts for f in p.unit.diff.line_only],
+        klp_symbols=sorted({s.name for s in klp_syms.values()}),
+        carried=[c for p in parts for c in p.carried],
     )
 
 
+def _extract_unit(
+    unit: _Unit,
+    tag: str,
+    image: kernels.KernelTree,
+    ksyms: symbols.Kallsyms,
+    exported: set[str],
+) -> _UnitPatch:
+    """Plan, extract and resolve one changed unit into its own patch object."""
+    orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
+    # Names the original object defines: anchors that tell same-named locals apart.
+    local_names = [s.name for s in orig.symbols if s.shndx and s.name and s.type in (1, 2)]
+    plan = _plan_callers(unit, image=image, ksyms=ksyms, local_names=local_names)
+    redirected = [c for c in diff.changed if c.has_fentry]
+    redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
+    inverse = {v: k for k, v in diff.renames.items()}
+    functions = {inverse.get(c.name, c.name): c.name for c in diff.changed}
+    functions.update({inverse.get(f, f): f for f in plan.carried + plan.patched})
+    functions.update({n.name: n.name for n in diff.new})
+    try:
+        callbacks = _callbacks(patched)
+    except BuildError as e:
+        raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
+    functions.update({fn: fn for fn in callbacks.values()})
+    _progress(f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}")
+    patch_obj = extract(
+        patched, functions, renames=diff.renames, exported=exported,
+        new_data=set(diff.new_data), objname=objname, tag=tag,
+    )  # fmt: skip
+    _progress(
+        f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "
+        f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
+    )
+    klp_syms = {
+        s: klp.KlpSymbol(objname, kname, ksyms.sympos(kname, local_names))
+        for s, kname in patch_obj.klp_symbols.items()
+    }
+    klp_funcs = [
+        module.PatchedFunction(
+            c.name, patch_obj.functions[c.name], ksyms.sympos(c.name, local_names)
+        )
+        for c in redirected
+    ]
+    return _UnitPatch(
+        unit, patch_obj, redirected, klp_funcs, klp_syms,
+        {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()}, plan.carried,
+    )  # fmt: skip
+
+
+def _check_shared_new_code(parts: list[_UnitPatch]) -> None:
+    """Refuse a file whose new code uses a function or object another file of the fix adds.
+
+    Each file's patch object resolves what it does not define against the
+    running kernel, where code the fix adds does not exist.
+    """
+    for part in parts:
+        diff = part.unit.diff
+        new = {n.name for n in diff.new} | set(diff.new_data)
+        new &= {s.name for s in part.unit.patched.symbols if s.shndx and s.bind != SymBind.LOCAL}
+        for other in parts:
+            if other is part or other.unit.objname != part.unit.objname:
+                continue
+            used = sorted(new & set(other.patch.klp_symbols.values()))
+            if used:
+                raise BuildError(
+                    f"{other.unit.pair.source} uses {', '.join(used)}, which the fix adds in "
+                    f"{part.unit.pair.source}: new code is only linked within its own file",
+                    hint="define the new function or data in the file that uses it, "
+                    "or split the fix",
+                )
+
+
+def _klp_objects(parts: list[_UnitPatch]) -> list[module.KlpObject]:
+    """One ``klp_object`` per patched object (vmlinux first), from all the files linked into it."""
+    names = sorted({p.unit.objname for p in parts}, key=lambda n: (n != "vmlinux", n))
+    objects = []
+    for objname in names:
+        mine = [p for p in parts if p.unit.objname == objname]
+        funcs = [f for p in mine for f in p.klp_funcs]
+        seen: dict[tuple[str, int], str] = {}
+        for p in mine:
+            for f in p.klp_funcs:
+                key = (f.name, f.sympos)
+                if key in seen and seen[key] != p.unit.pair.source:
+                    raise BuildError(
+                        f"{f.name} of {objname} would be replaced from both {seen[key]} "
+                        f"and {p.unit.pair.source}"
+                    )
+                seen[key] = p.unit.pair.source
+        callbacks: dict[str, str] = {}
+        for p in mine:
+            for kind, sym in p.callbacks.items():
+                if kind in callbacks:
+                    raise BuildError(
+                        f"the fix registers more than one {kind} callback for {objname}",
+                        hint="register each kind of callback once per patched object "
+                        "(vmlinux or a module): call the others from it",
+                    )
+                callbacks[kind] = sym
+        objects.append(module.KlpObject(objname, funcs, callbacks))
+    return objects
+
+
 def _plan_callers(
-    unit: tuple[ObjectPair, ObjectFile, ObjectFile, DiffResult],
+    unit: _Unit,
     *,
-    objname: str,
     image: kernels.KernelTree,
     ksyms: symbols.Kallsyms,
     local_names: list[str],
 ) -> callers.CallerPlan:
     """Changed functions without an ftrace entry: which to carry, which callers to patch."""
-    pair, orig, patched, diff = unit
+    pair, orig, patched, diff, objname = (
+        unit.pair, unit.orig, unit.patched, unit.diff, unit.objname
+    )  # fmt: skip
     no_fentry = [c.name for c in diff.changed if not c.has_fentry]
     if not no_fentry:
         return callers.CallerPlan()
@@ -327,13 +430,20 @@ def _manifest(
     name: str,
     release: str,
     build_id: str,
-    orig: ObjectFile,
-    changed: list[FunctionChange],
+    parts: list[_UnitPatch],
     ko: Path,
-    objname: str,
 ) -> bundle.Manifest:
-    funcs = orig.functions()
     module_bytes = ko.read_bytes()
+    objects: dict[str, list[bundle.Function]] = {}
+    for part in parts:
+        funcs = part.unit.orig.functions()
+        objects.setdefault(part.unit.objname, []).extend(
+            bundle.Function(
+                c.name, 0, c.size, _old_sha256(funcs[c.name]) if c.name in funcs else ""
+            )
+            for c in part.redirected
+        )
+    order = sorted(objects, key=lambda n: (n != "vmlinux", n))  # as in the klp_patch
     return bundle.Manifest(
         name=name,
         release=release,
@@ -342,17 +452,7 @@ def _manifest(
         module_file=ko.name,
         module_sha256=hashlib.sha256(module_bytes).hexdigest(),
         module_size=len(module_bytes),
-        objects=(
-            bundle.PatchedObject(
-                objname,
-                tuple(
-                    bundle.Function(
-                        c.name, 0, c.size, _old_sha256(funcs[c.name]) if c.name in funcs else ""
-                    )
-                    for c in changed
-                ),
-            ),
-        ),
+        objects=tuple(bundle.PatchedObject(n, tuple(objects[n])) for n in order),
         cves=req.cves,
         description=req.description,
         fix_sha256=hashlib.sha256(req.fix.read_bytes()).hexdigest(),

@@ -10,6 +10,8 @@ Format 1, JSON::
      "cves": ["CVE-2024-1"], "description": "...", "fix_sha256": "<hex>",
      "builder": "suture 0.1.0", "created": "2026-11-25T19:00:00Z"}
 
+``objects`` has one entry per patched object (vmlinux, then modules), each
+listed once: a fix of several files lists all their functions there.
 ``old_sha256`` is the hash of the code each function has in the target build
 (relocation targets zeroed), so builder and agent can check it before loading.
 """
@@ -179,5 +181,8 @@ class Manifest:
             problems.append(f"level {self.level} is below 1")
         if not self.release:
             problems.append("kernel release is empty")
+        names = [o.name for o in self.objects]
+        if len(set(names)) != len(names):
+            problems.append(f"objects {names} list one twice")
         if problems:
             raise BundleError("invalid manifest: " + "; ".join(problems))

@@ -138,3 +138,43 @@ def test_fix_beside_a_moved_bug_on() -> None:
     apply("bug_moved")
     assert personality.read_text() == original.strip() + ":p\n"
     assert Path("/proc/self/cmdline").read_bytes()  # proc_pid_cmdline_read, not replaced
+
+
+def version() -> str:
+    return Path("/proc/version").read_text()
+
+
+def test_fix_of_two_files_of_vmlinux() -> None:
+    original, original_version = cmdline(), version()
+    apply("two_files")
+    (patch,) = status()["patches"]  # type: ignore[misc]
+    (obj,) = patch["objects"]
+    assert {f["name"] for f in obj["functions"]} == {"cmdline_proc_show", "version_proc_show"}
+    assert cmdline() == "c2:" + original
+    assert version() == "v2:" + original_version
+    suture("unload", "suture_t_two_files")
+    assert (cmdline(), version()) == (original, original_version)
+
+
+def test_fix_of_vmlinux_and_a_module() -> None:
+    original = cmdline()
+    assert not Path("/sys/module/mrp").exists(), "mrp must load after the patch"
+    apply("vmlinux_mrp")
+    assert cmdline() == "mx:" + original  # vmlinux is patched at once
+    (patch,) = status()["patches"]  # type: ignore[misc]
+    objects = {o["name"]: o for o in patch["objects"]}
+    assert set(objects) <= {"vmlinux", "mrp"} and objects["vmlinux"]["patched"]
+    assert not objects.get("mrp", {}).get("patched", False)
+    subprocess.run(["modprobe", "mrp"], check=True)
+    try:
+        (patch,) = status()["patches"]  # type: ignore[misc]
+        objects = {o["name"]: o for o in patch["objects"]}
+        assert objects["mrp"]["patched"]
+        assert [f["name"] for f in objects["mrp"]["functions"]] == ["mrp_rcv"]
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+        assert "applying patch 'suture_t_vmlinux_mrp' to loading module 'mrp'" in log
+        assert cmdline() == "mx:" + original
+        suture("unload", "suture_t_vmlinux_mrp")
+        assert cmdline() == original
+    finally:
+        subprocess.run(["modprobe", "-r", "mrp"], check=True)

@@ -42,6 +42,27 @@ def test_round_trip(tmp_path: Path) -> None:
     assert not ko.exists()
 
 
+def test_several_objects_round_trip(tmp_path: Path) -> None:
+    objects = (
+        bundle.PatchedObject(
+            "vmlinux",
+            (bundle.Function("cmdline_proc_show", 0, 49), bundle.Function("version_proc_show")),
+        ),
+        bundle.PatchedObject("mrp", (bundle.Function("mrp_rcv", 0, 300, "ab" * 32),)),
+    )
+    path = tmp_path / "b.bundle"
+    bundle.write(path, manifest(objects=objects), MODULE)
+    got = bundle.read_manifest(path)
+    assert got.objects == objects
+    assert got.functions == ("cmdline_proc_show", "version_proc_show", "mrp_rcv")
+
+
+def test_object_listed_twice_is_refused(tmp_path: Path) -> None:
+    twice = manifest().objects * 2
+    with pytest.raises(BundleError, match="list one twice"):
+        bundle.write(tmp_path / "b", manifest(objects=twice), MODULE)
+
+
 def test_same_inputs_same_bytes(tmp_path: Path) -> None:
     bundle.write(tmp_path / "a", manifest(), MODULE)
     bundle.write(tmp_path / "b", manifest(), MODULE)

@@ -68,7 +68,7 @@ def test_writer_output_reads_back(tmp_path: Path) -> None:
 
 
 def test_convert_moves_relocations(tmp_path: Path) -> None:
-    converted = klp.convert(_object(), "vmlinux", {"hidden": 2})
+    converted = klp.convert(_object(), {"hidden": klp.KlpSymbol("vmlinux", "hidden", 2)})
     out = _readelf(tmp_path, converted, "-S", "-s", "-r")
     assert ".klp.rela.vmlinux..text.f" in out
     assert ".klp.sym.vmlinux.hidden,2" in out
@@ -80,4 +80,25 @@ def test_convert_moves_relocations(tmp_path: Path) -> None:
 
 def test_convert_refuses_unknown_symbol() -> None:
     with pytest.raises(Exception, match="lacks the undefined symbols"):
-        klp.convert(_object(), "vmlinux", {"nothere": 0})
+        klp.convert(_object(), {"nothere": klp.KlpSymbol("vmlinux", "nothere")})
+
+
+def test_convert_splits_relocations_by_object(tmp_path: Path) -> None:
+    # Two patched objects in one module: each klp.rela section names one object,
+    # and the module's symbol names (tags) map to the kernel's names.
+    converted = klp.convert(
+        _object(),
+        {
+            "hidden": klp.KlpSymbol("vmlinux", "show", 1),
+            "exported": klp.KlpSymbol("mrp", "mrp_rcv", 0),
+        },
+    )
+    out = _readelf(tmp_path, converted, "-r")
+    sections = {
+        part.split("'")[0]: part for part in out.split("Relocation section '")[1:]
+    }  # name -> its listing
+    assert ".klp.sym.vmlinux.show,1" in sections[".klp.rela.vmlinux..text.f"]
+    assert "mrp" not in sections[".klp.rela.vmlinux..text.f"]
+    assert ".klp.sym.mrp.mrp_rcv,0" in sections[".klp.rela.mrp..text.f"]
+    assert "vmlinux" not in sections[".klp.rela.mrp..text.f"]
+    assert "R_X86" not in sections.get(".rela.text.f", "")

@@ -1,0 +1,138 @@
+"""A fix of several files: one patch object per file, linked into one module.
+
+The objects come from small C sources compiled here with gcc (kbuild's flags
+in short: ``-O2 -fno-pie -pg -mfentry -ffunction-sections -fdata-sections -c``),
+linked with ``ld -r`` as kbuild links a module's objects.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+
+from suture.build import klp, module
+from suture.build.elfobj import ObjectFile
+from suture.build.extract import extract
+from suture.build.pipeline import _klp_objects, _UnitPatch
+from suture.errors import BuildError
+
+CFLAGS = ["-O2", "-fno-pie", "-pg", "-mfentry", "-ffunction-sections", "-fdata-sections", "-c"]
+# Two files with a same-named static helper: the kernel has two `helper`s.
+SOURCE = """\
+static __attribute__((noipa)) int helper(int x) {{ return x + {n}; }}
+int show_{n}(int x) {{ return helper(x) * {n}{change}; }}
+"""
+
+
+def _compile(tmp_path: Path, n: int) -> ObjectFile:
+    src = tmp_path / f"f{n}.c"
+    src.write_text(SOURCE.format(n=n, change=" + 1"))
+    subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(tmp_path / f"f{n}.o")], check=True)
+    return ObjectFile.load(tmp_path / f"f{n}.o")
+
+
+def _symbols(path: Path) -> str:
+    return subprocess.run(
+        ["readelf", "-W", "-s", "-r", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ld") is None, reason="gcc, ld")
+def test_tagged_patch_objects_link_and_keep_their_statics_apart(tmp_path: Path) -> None:
+    patches = [
+        extract(_compile(tmp_path, n), {f"show_{n}": f"show_{n}"}, renames={},
+                exported={"__fentry__"}, tag=f"{i}_")
+        for i, n in enumerate((2, 3))
+    ]  # fmt: skip
+    assert patches[0].functions == {"show_2": "__suture_new_0_show_2"}
+    assert patches[0].klp_symbols == {"__suture_klp_0_helper": "helper"}
+    assert patches[1].klp_symbols == {"__suture_klp_1_helper": "helper"}
+    for i, p in enumerate(patches):
+        (tmp_path / f"p{i}.o").write_bytes(p.data)
+    linked = tmp_path / "both.o"
+    subprocess.run(
+        ["ld", "-r", str(tmp_path / "p0.o"), str(tmp_path / "p1.o"), "-o", str(linked)],
+        check=True,
+    )
+    converted = tmp_path / "both.ko"
+    converted.write_bytes(
+        klp.convert(
+            linked.read_bytes(),
+            {
+                "__suture_klp_0_helper": klp.KlpSymbol("vmlinux", "helper", 1),
+                "__suture_klp_1_helper": klp.KlpSymbol("vmlinux", "helper", 2),
+            },
+        )
+    )
+    out = _symbols(converted)
+    assert ".klp.sym.vmlinux.helper,1" in out and ".klp.sym.vmlinux.helper,2" in out
+    assert "__suture_new_0_show_2" in out and "__suture_new_1_show_3" in out
+    assert "__suture_klp_" not in out
+
+
+def _part(source: str, objname: str, funcs: list[str], callbacks: dict[str, str]) -> _UnitPatch:
+    unit = SimpleNamespace(pair=SimpleNamespace(source=source), objname=objname)
+    return cast(
+        _UnitPatch,
+        SimpleNamespace(
+            unit=unit,
+            klp_funcs=[module.PatchedFunction(f, f"__suture_new_{f}") for f in funcs],
+            callbacks=callbacks,
+        ),
+    )
+
+
+def test_one_klp_object_per_patched_object_vmlinux_first() -> None:
+    objects = _klp_objects(
+        [
+            _part("net/802/mrp.c", "mrp", ["mrp_rcv"], {"pre_patch": "__suture_new_1_pre"}),
+            _part("fs/proc/cmdline.c", "vmlinux", ["cmdline_proc_show"], {}),
+            _part("fs/proc/version.c", "vmlinux", ["version_proc_show"], {"post_patch": "p"}),
+        ]
+    )
+    assert [o.name for o in objects] == ["vmlinux", "mrp"]
+    assert [f.name for f in objects[0].functions] == ["cmdline_proc_show", "version_proc_show"]
+    assert objects[0].callbacks == {"post_patch": "p"}
+    assert objects[1].callbacks == {"pre_patch": "__suture_new_1_pre"}
+
+
+def test_a_callback_kind_twice_in_one_object_is_refused() -> None:
+    with pytest.raises(BuildError, match="more than one pre_patch callback for vmlinux"):
+        _klp_objects(
+            [
+                _part("fs/proc/cmdline.c", "vmlinux", ["a"], {"pre_patch": "x"}),
+                _part("fs/proc/version.c", "vmlinux", ["b"], {"pre_patch": "y"}),
+            ]
+        )
+
+
+def test_stub_has_one_klp_object_per_object() -> None:
+    stub = module.stub_source(
+        "suture_x",
+        [
+            module.KlpObject("vmlinux", [module.PatchedFunction("cmdline_proc_show", "n0", 0)]),
+            module.KlpObject(
+                "mrp", [module.PatchedFunction("mrp_rcv", "n1", 1)], {"pre_patch": "cb1"}
+            ),
+        ],
+        {"suture_build_id": "ab"},
+    )
+    assert "extern char cb1[];\nextern char n0[];\nextern char n1[];" in stub
+    assert '.old_name = "cmdline_proc_show", .new_func = n0, .old_sympos = 0' in stub
+    objs = stub.split("static struct klp_object suture_objs[] = {")[1].split("};")[0]
+    assert "{ .name = NULL, .funcs = suture_funcs0 }," in objs
+    assert '{ .name = "mrp", .funcs = suture_funcs1, .callbacks = {' in objs
+    assert ".pre_patch = (void *)cb1," in objs
+    funcs1 = stub.split("static struct klp_func suture_funcs1[] = {")[1].split("};")[0]
+    assert '"mrp_rcv"' in funcs1 and "cmdline_proc_show" not in funcs1
+
+
+def test_stub_refuses_an_object_twice() -> None:
+    obj = module.KlpObject("vmlinux", [module.PatchedFunction("f", "n")])
+    with pytest.raises(BuildError, match="repeat"):
+        module.stub_source("suture_x", [obj, obj], {})
