@@ -26,6 +26,7 @@ suture-update: the no-change cycle: the repository's timestamp compared with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -283,7 +284,7 @@ def main() -> None:
         published_repo(setup.repo, tmp)
         token = tmp / "admin.token"
         server = ServeProcess(setup.repo, f"sqlite:///{tmp}/server.db", tmp / "server.log", token)
-        setup.registration_key = _registration_key(server.url, token)
+        setup = dataclasses.replace(setup, registration_key=_registration_key(server.url, token))
         measured = bench(setup, server, args.runs)
         server_rss = server.peak_rss_mib()
     finally:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from suture import __version__
 from suture.cli import (
@@ -44,7 +45,32 @@ from suture.errors import SutureError
 Handler = Callable[[argparse.Namespace, Output], int]
 
 
-def _parser() -> argparse.ArgumentParser:
+class _Discard:
+    """Takes every parser call and keeps nothing: the commands that were not asked for.
+
+    Building all the sub-parsers costs ~25 ms, a sixth of an agent run's CPU
+    (bench/update.py); only the command on the command line is built for real.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+class _OneCommand:
+    """The sub-parsers action, for one command only."""
+
+    def __init__(self, subs: Any, wanted: str) -> None:
+        self._subs = subs
+        self._wanted = wanted
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if name == self._wanted:
+            return self._subs.add_parser(name, **kwargs)
+        return _Discard()
+
+
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the named command's sub-parser is built."""
     # --json is accepted before and after the sub-command.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -56,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"suture {__version__}")
-    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subs: Any = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    command = next((a for a in argv or () if not a.startswith("-")), None)
+    if command is not None and "-h" not in (argv or ()) and "--help" not in (argv or ()):
+        subs = _OneCommand(subs, command)
     kernel_cmds.register(subs, common)
     build_cmds.register(subs, common)
     lab_cmds.register(subs, common)
@@ -69,7 +98,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser(argv)
+    if getattr(parser, "_subparsers", None) and not _known(parser, argv):
+        parser = _parser()  # not a command: the full parser says so, and lists them
     args = parser.parse_args(argv)
     out = Output(json_mode=getattr(args, "json", False))
     handler: Handler = args.handler
@@ -81,6 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         out.message("interrupted")
         return 130
+
+
+def _known(parser: argparse.ArgumentParser, argv: Sequence[str]) -> bool:
+    """True when the parser built for ``argv``'s command has that command."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        if isinstance(action, argparse._SubParsersAction):
+            return command in action.choices
+    return False
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 
+from suture.cli import main as main_module
 from suture.cli.main import main
 from suture.kernel import engine
 from suture.lab import guest, kernels
@@ -150,3 +152,13 @@ def test_status_text(
     assert shown["agent"]["last_check"]["at"] is None
     del shown["agent"]
     assert shown == data
+
+
+def test_only_the_command_asked_for_is_built(capsys: pytest.CaptureFixture[str]) -> None:
+    # Every agent run pays for the parser: one command's sub-parser, not all of them.
+    parser = main_module._parser(["--json", "uname", "-r"])
+    [action] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert list(action.choices) == ["uname"]
+    with pytest.raises(SystemExit):  # the full parser answers an unknown command
+        main(["bogus"])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
