@@ -239,5 +239,6 @@ def _load_routes() -> None:
         routes_admin,
         routes_agent,
         routes_dashboard,
+        routes_dashboard_rollouts,
         routes_query,
     )

@@ -1,22 +1,8 @@
-"""The web dashboard at ``/``: server-rendered pages for operators.
+"""The web dashboard at ``/``: login, and the fleet pages (overview, kernels, CVEs, hosts).
 
-Pages are plain HTML from :mod:`suture.server.html` and one stylesheet the
-server serves itself (``/ui/dashboard.css``), so the dashboard works with no
-network beyond the server: no JavaScript framework, no CDN.
-
-Who may see it: an operator who gave the admin token on ``/login`` gets a
-session (:mod:`suture.server.sessions`) in an HttpOnly, SameSite=Strict
-cookie. The routes are ``public`` to :mod:`suture.server.api` and check the
-session themselves (:func:`_page`): a page without one redirects to the login
-page instead of answering 401 as the JSON API does.
-
-Forms that change something (the rollout controls, logout) carry the
-session's CSRF token, checked on every POST. A rollout action also needs
-``confirm=yes``: without it the server answers with a page that says what the
-action will do and asks again, so nothing changes on a single click or a
-forged request. The actions themselves are the admin API's route functions
-(:mod:`suture.server.routes_admin`), so the dashboard and the API cannot
-disagree on what "halt" means.
+What the pages share (sessions, CSRF checks, replies, the data they read, the
+small rendering pieces) is in :mod:`suture.server.dashboard_base`; the rollout
+pages and controls are in :mod:`suture.server.routes_dashboard_rollouts`.
 
 (Routes register themselves with :func:`suture.server.api.route` when this module loads.)
 """
@@ -24,138 +10,52 @@ disagree on what "halt" means.
 from __future__ import annotations
 
 import hmac
-import json
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode
 
 from suture.errors import UsageError
 from suture.repo.layout import CHANNELS
-from suture.server import fleetdb, queries, rollout, routes_admin
+from suture.server import fleetdb, queries
 from suture.server.api import Context, Reply, Request, route
-from suture.server.catalog import LevelInfo
 from suture.server.checkin import STATES
+from suture.server.dashboard_base import (
+    COOKIE,
+    BuildKey,
+    View,
+    _build_cell,
+    _cards,
+    _catalog,
+    _cookie,
+    _cve_links,
+    _fix_levels,
+    _form,
+    _groups,
+    _host_link,
+    _hosts_table,
+    _html,
+    _not_found,
+    _page,
+    _redirect,
+    _rollouts_table,
+    _when,
+)
 from suture.server.html import (
     CSS_PATH,
     Markup,
     el,
     hidden,
-    join,
     link,
     page,
     state_badge,
     table,
     url,
 )
-from suture.server.sessions import LIFETIME, Session
+from suture.server.sessions import LIFETIME
 
-COOKIE = "suture_session"
-MAX_ROWS = 500  # hosts listed on one page; the filters narrow it down
 RECENT_FAILURES = 20
-# HTML pages: only this server's stylesheet, no scripts at all, never inside a frame
-# (a framed confirmation page could be clicked through by another site).
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
-        " frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
-
-
-@dataclass
-class View:
-    """What a page handler gets beside the request: the operator's session and form fields."""
-
-    session: Session
-    form: dict[str, str] = field(default_factory=dict)
-
-    def render(self, title: str, *content: object, current: str = "") -> Reply:
-        """A page for this session (its CSRF token in the logout form, its message shown once)."""
-        flash, self.session.flash = self.session.flash, ""
-        body = page(title, *content, csrf=self.session.csrf, flash=flash, current=current)
-        return _html(body)
-
-
-PageHandler = Callable[[Request, Context, dict[str, str], View], Reply]
-
-
-def _html(body: bytes, status: HTTPStatus = HTTPStatus.OK) -> Reply:
-    return Reply(
-        status, body=body, content_type="text/html; charset=utf-8", headers=SECURITY_HEADERS
-    )
-
-
-def _redirect(location: str, **headers: str) -> Reply:
-    return Reply(
-        HTTPStatus.SEE_OTHER,
-        body=b"",
-        content_type="text/plain",
-        headers={"Location": location, **headers},
-    )
-
-
-def _cookie(req: Request) -> str:
-    for part in req.headers.get("cookie", "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == COOKIE:
-            return value
-    return ""
-
-
-def _form(req: Request) -> dict[str, str]:
-    ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        return {}
-    try:
-        fields = parse_qs(req.body.decode(), keep_blank_values=True, max_num_fields=50)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    return {k: v[0] for k, v in fields.items()}
-
-
-def _page(method: str, pattern: str) -> Callable[[PageHandler], PageHandler]:
-    """Register a dashboard page: it needs a session, and a POST needs the session's CSRF token."""
-
-    def register(handler: PageHandler) -> PageHandler:
-        def run(req: Request, ctx: Context, params: dict[str, str]) -> Reply:
-            session = ctx.sessions.get(_cookie(req))
-            if session is None:
-                asked = req.path + (f"?{urlencode(req.query, doseq=True)}" if req.query else "")
-                return _redirect(url("login", next=asked if method == "GET" else ""))
-            view = View(session, _form(req) if method == "POST" else {})
-            if method == "POST" and not hmac.compare_digest(
-                view.form.get("csrf", "").encode(), session.csrf.encode()
-            ):
-                return _refused(
-                    HTTPStatus.FORBIDDEN,
-                    "This form is stale or did not come from this dashboard (CSRF check). "
-                    "Go back, reload the page and try again.",
-                )
-            return handler(req, ctx, {k: unquote(v) for k, v in params.items()}, view)
-
-        route(method, pattern, "public")(run)
-        return handler
-
-    return register
-
-
-def _refused(status: HTTPStatus, message: str) -> Reply:
-    body = page("Refused", el("p", message, class_="flash error"), el("p", link("Back", "/")))
-    return _html(body, status)
-
-
-def _not_found(view: View, what: str) -> Reply:
-    reply = view.render("Not found", el("p", what), el("p", link("Overview", "/")))
-    reply.status = HTTPStatus.NOT_FOUND
-    return reply
 
 
 # --- login --------------------------------------------------------------------------
@@ -234,141 +134,6 @@ def stylesheet(req: Request, ctx: Context, params: dict[str, str]) -> Reply:
     """The dashboard's stylesheet, from the package (public: the login page uses it)."""
     css = resources.files("suture.server").joinpath("ui/dashboard.css").read_bytes()
     return Reply(body=css, content_type="text/css; charset=utf-8")
-
-
-# --- what the pages read ---------------------------------------------------------------
-# The fleet queries (states, exposure, filters) are suture.server.queries', shared with the
-# JSON API so the dashboard and the API count the same way. Only the per-channel
-# grouping the kernel view needs is local.
-
-BuildKey = tuple[str, str, str]  # (release, build id, channel)
-
-
-def _stamp(unix: float) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _groups(ctx: Context) -> dict[tuple[BuildKey, int], dict[str, int]]:
-    """Host counts by (build, reported level), then by state as reported."""
-    rows = ctx.store.execute(
-        "SELECT kernel_release, kernel_build_id, channel, level, state, COUNT(*) FROM hosts"
-        " GROUP BY kernel_release, kernel_build_id, channel, level, state"
-    )
-    found: dict[tuple[BuildKey, int], dict[str, int]] = {}
-    for release, build_id, channel, level, state, count in rows:
-        found.setdefault(((release, build_id, channel), int(level)), {})[state] = int(count)
-    return found
-
-
-def _catalog(ctx: Context) -> dict[BuildKey, list[LevelInfo]]:
-    found: dict[BuildKey, list[LevelInfo]] = {}
-    for lv in ctx.catalog.all():
-        found.setdefault((lv.release, lv.build_id, lv.channel), []).append(lv)
-    return found
-
-
-def _fix_levels(ctx: Context) -> dict[str, dict[BuildKey, LevelInfo]]:
-    """CVE -> build -> the first level that fixes it (levels are cumulative)."""
-    found: dict[str, dict[BuildKey, LevelInfo]] = {}
-    for key, levels in _catalog(ctx).items():
-        for lv in sorted(levels, key=lambda lv: lv.level):
-            for cve in lv.cves:
-                found.setdefault(cve, {}).setdefault(key, lv)
-    return found
-
-
-def _policy(ctx: Context, channel: str) -> rollout.Policy:
-    return rollout.Policy.from_dict(fleetdb.policy(ctx.store, channel))
-
-
-# --- small pieces -------------------------------------------------------------------
-
-
-def _build_cell(release: str, build_id: str, channel: str = "") -> Markup:
-    # The kernel view has a section per build and channel; without the channel, its top.
-    anchor = f"/kernels#{release}-{build_id[:12]}-{channel}" if channel else "/kernels"
-    return join([link(release, anchor), " ", el("code", build_id[:12] or "(no build id)")])
-
-
-def _host_link(host_id: str) -> Markup:
-    return link(host_id, url("hosts", host_id))
-
-
-def _cve_links(cves: Iterable[str]) -> Markup:
-    return join((link(c, url("cves", c)) for c in cves), ", ")
-
-
-def _when(unix: float | None) -> str:
-    return "" if unix is None else _stamp(unix)
-
-
-def _rollout_status(policy: rollout.Policy) -> Markup:
-    parts: list[object] = []
-    if policy.halted_level is not None:
-        parts.append(el("span", f"halted at level {policy.halted_level}", class_="halted"))
-        parts.append(f" ({policy.halt_reason})" if policy.halt_reason else "")
-    if policy.unroll_to is not None:
-        parts.append(el("span", f" unrolling to level {policy.unroll_to}", class_="halted"))
-    return join(parts) if parts else el("span", "rolling out", class_="fixed")
-
-
-def _rollouts_table(ctx: Context) -> Markup:
-    newest: dict[str, int] = {}
-    for lv in ctx.catalog.all():
-        newest[lv.channel] = max(newest.get(lv.channel, 0), lv.level)
-    rows = []
-    for channel in CHANNELS:
-        policy = _policy(ctx, channel)
-        rows.append(
-            [
-                link(channel, url("rollouts", channel)),
-                _rollout_status(policy),
-                newest.get(channel, "none"),
-                policy.promoted_level if policy.staged else "(not staged: every level)",
-            ]
-        )
-    return table(["Channel", "Status", "Newest level published", "Promoted to everyone"], rows)
-
-
-def _hosts_table(found: list[dict[str, Any]], extra: str = "") -> Markup:
-    """Hosts as :mod:`suture.server.queries` gives them; ``extra`` names one more column."""
-    rows = [
-        [
-            _host_link(h["host_id"]),
-            h["hostname"],
-            _build_cell(h["kernel"]["release"], h["kernel"]["build_id"], h["channel"]),
-            h["channel"],
-            h["level"],
-            *([h.get(extra, {}).get("level", "")] if extra else []),
-            state_badge(h["status"]),
-            h["last_seen"],
-        ]
-        for h in found[:MAX_ROWS]
-    ]
-    note = (
-        el("p", f"The first {MAX_ROWS} of {len(found)}; filter to see the rest.", class_="muted")
-        if len(found) > MAX_ROWS
-        else ""
-    )
-    headers = ["Host", "Hostname", "Kernel", "Channel", "Level"]
-    headers += ["Fixed by level"] if extra else []
-    headers += ["Status", "Last seen"]
-    return join([note, table(headers, rows, "No hosts.")])
-
-
-def _cards(items: Iterable[tuple[str, object, str, str]]) -> Markup:
-    """Big numbers: (label, count, link or "", CSS class)."""
-    cards = [
-        el(
-            "a" if href else "div",
-            el("span", n, class_="count"),
-            label,
-            href=href or None,
-            class_=f"card {cls}",
-        )
-        for label, n, href, cls in items
-    ]
-    return el("div", *cards, class_="cards")
 
 
 # --- pages ---------------------------------------------------------------------------
@@ -674,214 +439,3 @@ def host_detail(req: Request, ctx: Context, params: dict[str, str], view: View) 
         table(["At", "Kernel", "Level", "Tried", "State", "Error"], history, "No history."),
         current="/hosts",
     )
-
-
-# --- rollouts ----------------------------------------------------------------------------
-
-
-@_page("GET", "/rollouts")
-def rollouts(req: Request, ctx: Context, params: dict[str, str], view: View) -> Reply:
-    """Each channel's rollout at a glance."""
-    return view.render("Rollouts", _rollouts_table(ctx), current="/rollouts")
-
-
-def _level_input(label: str, *, required: bool, value: object = "") -> Markup:
-    field_ = el("input", type="number", name="level", min="0", value=value, required=required)
-    return el("label", label, field_)
-
-
-def _action_form(channel: str, action: str, title: str, *fields: object, csrf: str) -> Markup:
-    return el(
-        "form",
-        el("h3", title),
-        *fields,
-        hidden("csrf", csrf),
-        el(
-            "button",
-            title,
-            type="submit",
-            class_="danger" if action in ("halt", "unroll") else None,
-        ),
-        method="post",
-        action=url("rollouts", channel, action),
-        class_="action",
-        id=f"{action}-form",
-    )
-
-
-@_page("GET", "/rollouts/{channel}")
-def rollout_page(req: Request, ctx: Context, params: dict[str, str], view: View) -> Reply:
-    """A channel's policy, its levels, and the controls: halt, resume, promote, unroll."""
-    channel = params["channel"]
-    if channel not in CHANNELS:
-        return _not_found(view, f"No channel {channel}.")
-    policy = _policy(ctx, channel)
-    csrf = view.session.csrf
-    settings = [[el("code", k), el("code", json.dumps(v))] for k, v in policy.to_dict().items()]
-    levels = sorted(
-        (lv for lv in ctx.catalog.all() if lv.channel == channel),
-        key=lambda lv: (lv.release, lv.build_id, lv.level),
-    )
-    level_rows = [
-        [
-            _build_cell(lv.release, lv.build_id, lv.channel),
-            lv.level,
-            lv.name,
-            _cve_links(lv.cves),
-            _when(lv.published),
-        ]
-        for lv in levels
-    ]
-    halt_level = policy.halted_level if policy.halted_level is not None else ""
-    controls = [
-        _action_form(
-            channel,
-            "halt",
-            "Halt a level",
-            _level_input("Level", required=True, value=halt_level),
-            el("label", "Reason", el("input", name="reason", size=40, maxlength="200")),
-            csrf=csrf,
-        ),
-        _action_form(channel, "resume", "Resume", csrf=csrf)
-        if policy.halted_level is not None
-        else el("p", "Nothing is halted: no halt to lift.", class_="muted"),
-        _action_form(
-            channel,
-            "promote",
-            "Promote a level",
-            _level_input("Level", required=True, value=policy.promoted_level),
-            csrf=csrf,
-        ),
-        _action_form(
-            channel,
-            "unroll",
-            "Unroll",
-            _level_input("Back to level (empty: end the unroll)", required=False),
-            csrf=csrf,
-        ),
-    ]
-    return view.render(
-        f"Rollout: {channel}",
-        el("p", "Status: ", _rollout_status(policy)),
-        el("h2", "Controls"),
-        *controls,
-        el("h2", "Levels published on this channel"),
-        table(["Kernel build", "Level", "Name", "CVEs", "Published"], level_rows, "None yet."),
-        el("h2", "Policy"),
-        table(["Setting", "Value"], settings),
-        el("p", "Change the other settings with PUT /api/v1/rollouts/", channel, class_="muted"),
-        current="/rollouts",
-    )
-
-
-@dataclass(frozen=True)
-class _Action:
-    needs_level: bool
-    call: Callable[[Request, Context, dict[str, str]], Reply]
-
-
-_ACTIONS = {
-    "halt": _Action(True, routes_admin.halt),
-    "resume": _Action(False, routes_admin.resume),
-    "promote": _Action(True, routes_admin.promote),
-    "unroll": _Action(False, routes_admin.unroll),
-}
-
-
-def _affected(ctx: Context, channel: str, above: int) -> int:
-    rows = ctx.store.execute(
-        "SELECT COUNT(*) FROM hosts WHERE channel = ? AND level > ?", (channel, above)
-    )
-    return int(rows[0][0]) if rows else 0
-
-
-def _describe(ctx: Context, channel: str, action: str, level: int | None, reason: str) -> str:
-    policy = _policy(ctx, channel)
-    if action == "halt":
-        return (
-            f"Halt level {level} on {channel}: no more hosts move to level {level} or above. "
-            f"Hosts already on it stay there unless you unroll. Reason: {reason or '(none given)'}."
-        )
-    if action == "resume":
-        if policy.halted_level is None:
-            return f"Nothing is halted on {channel}; resuming changes nothing."
-        return (
-            f"Lift the halt of level {policy.halted_level} on {channel}: hosts may move to it "
-            "again, and failures will not halt it by themselves again."
-        )
-    if action == "promote":
-        return f"Release levels up to {level} on {channel} to every host, not only the canaries."
-    if level is None:
-        return f"End the unroll on {channel}: hosts may climb to the newest allowed level again."
-    count = _affected(ctx, channel, level)
-    return f"Send every host on {channel} back to level {level}: {count} hosts are above it now."
-
-
-@_page("POST", "/rollouts/{channel}/{action}")
-def rollout_action(req: Request, ctx: Context, params: dict[str, str], view: View) -> Reply:
-    """Halt, resume, promote or unroll: asks for confirmation, then does it and goes back."""
-    channel, action = params["channel"], params["action"]
-    found = _ACTIONS.get(action)
-    if channel not in CHANNELS or found is None:
-        return _not_found(view, "No such rollout control.")
-    back = url("rollouts", channel)
-    text = view.form.get("level", "").strip()
-    reason = view.form.get("reason", "").strip()[:200]
-    if (text and not text.isdigit()) or (found.needs_level and not text):
-        view.session.flash = "Give a level: a whole number, 0 or more."
-        return _redirect(back)
-    level = int(text) if text else None
-    if view.form.get("confirm") != "yes":
-        return _confirm_page(ctx, view, channel=channel, action=action, level=level, reason=reason)
-    data: dict[str, Any] = {} if action == "resume" else {"level": level}
-    if action == "halt":
-        data["reason"] = reason or "halted by an operator (dashboard)"
-    api_req = Request(
-        "POST",
-        req.path,
-        headers={"content-type": "application/json"},
-        body=json.dumps(data).encode(),
-        address=req.address,
-    )
-    try:
-        found.call(api_req, ctx, {"channel": channel})
-    except UsageError as e:
-        view.session.flash = f"Refused: {e.message}"
-        return _redirect(back)
-    ctx.log(f"dashboard: {action} on {channel} confirmed by an operator")
-    view.session.flash = _done(channel, action, level)
-    return _redirect(back)
-
-
-def _done(channel: str, action: str, level: int | None) -> str:
-    if action == "halt":
-        return f"Done: level {level} on {channel} is halted."
-    if action == "resume":
-        return f"Done: the halt on {channel} is lifted."
-    if action == "promote":
-        return f"Done: levels up to {level} on {channel} go to every host."
-    if level is None:
-        return f"Done: the unroll on {channel} has ended."
-    return f"Done: hosts on {channel} go back to level {level}."
-
-
-def _confirm_page(
-    ctx: Context, view: View, *, channel: str, action: str, level: int | None, reason: str
-) -> Reply:
-    fields = [hidden("csrf", view.session.csrf), hidden("confirm", "yes")]
-    if level is not None:
-        fields.append(hidden("level", level))
-    if reason:
-        fields.append(hidden("reason", reason))
-    form = el(
-        "form",
-        *fields,
-        el("button", f"Yes, {action}", type="submit", class_="danger", id="confirm"),
-        " ",
-        link("Cancel", url("rollouts", channel)),
-        method="post",
-        action=url("rollouts", channel, action),
-    )
-    text = _describe(ctx, channel, action, level, reason)
-    box = el("div", el("p", text), form, class_="confirm")
-    return view.render(f"Confirm: {action} on {channel}", box, current="/rollouts")
