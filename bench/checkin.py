@@ -45,6 +45,9 @@ from typing import Any
 
 from serving import ServeProcess, fs_type, machine
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, as bench/fleet.py
+from tests import fleet_sim
+
 GOAL_RATE = 300.0  # check-ins/s
 GOAL_P99_MS = 50.0
 REQUEST_TIMEOUT = 30.0  # s; a check-in slower than this counts as an error
@@ -127,16 +130,7 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     request: bytes) -> tuple[int, bool]:  # fmt: skip
     """Send one request, read the whole answer; its status and whether the server closes."""
     writer.write(request)
-    status = int((await reader.readline()).split(b" ", 2)[1])
-    length, closing = 0, False
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"connection":
-            closing = value.strip().lower() == b"close"
-    await reader.readexactly(length)
+    status, _, closing = await fleet_sim.read_answer(reader)
     return status, closing
 
 

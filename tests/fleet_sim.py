@@ -289,7 +289,7 @@ class Connection:
             reader, writer = self._streams
             try:
                 writer.write(head.encode() + b"\r\n" + body)
-                status, payload, closing = await _answer(reader)
+                status, payload, closing = await read_answer(reader)
             except BaseException:
                 self.close()
                 raise
@@ -304,7 +304,8 @@ class Connection:
             self._streams = None
 
 
-async def _answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """One HTTP/1.1 answer off a kept-alive stream: status, body, whether the server closes."""
     status = int((await reader.readline()).split(b" ", 2)[1])
     length, closing = 0, False
     while (line := await reader.readline()) not in (b"\r\n", b""):
