@@ -79,12 +79,20 @@ def _valid_until(metadata: bytes) -> float:
     return datetime.fromisoformat(expires.replace("Z", "+00:00")).astimezone(UTC).timestamp()
 
 
-def _fetch(config: AgentConfig, url: str) -> bytes:
+def opener(config: AgentConfig) -> urllib.request.OpenerDirector:
+    """The standard library's client through the configured proxy (none: direct).
+
+    The agent's small requests (this probe, check-ins) use it rather than the
+    TUF client's urllib3, which a no-change cycle does not load.
+    """
     handlers: list[urllib.request.BaseHandler] = []
     if config.proxy:
         handlers.append(urllib.request.ProxyHandler({"http": config.proxy, "https": config.proxy}))
-    opener = urllib.request.build_opener(*handlers)
-    with opener.open(url, timeout=config.timeout) as answer:
+    return urllib.request.build_opener(*handlers)
+
+
+def _fetch(config: AgentConfig, url: str) -> bytes:
+    with opener(config).open(url, timeout=config.timeout) as answer:
         data: bytes = answer.read(MAX_TIMESTAMP + 1)
     if len(data) > MAX_TIMESTAMP:
         raise ValueError("timestamp.json is larger than any real one")

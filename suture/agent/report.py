@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from suture import __version__
+from suture.agent import quick
 from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
@@ -212,10 +213,7 @@ def _post(
     last one per host), so trying again is safe.
     """
     url = config.server.rstrip("/") + path
-    handlers: list[urllib.request.BaseHandler] = []
-    if config.proxy:
-        handlers.append(urllib.request.ProxyHandler({"http": config.proxy, "https": config.proxy}))
-    opener = urllib.request.build_opener(*handlers)
+    client = quick.opener(config)
     headers = {"Content-Type": "application/json", "User-Agent": f"suture/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -227,7 +225,7 @@ def _post(
         if attempt:
             time.sleep(1.0)
         try:
-            with opener.open(request, timeout=config.timeout) as answer:
+            with client.open(request, timeout=config.timeout) as answer:
                 return answer.status, _json(answer.read(64 << 10)), None
         except urllib.error.HTTPError as e:
             status = e.code

@@ -9,8 +9,6 @@ unroll brings hosts back to the earlier level.
 from __future__ import annotations
 
 import contextlib
-import json
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +26,9 @@ from suture.server.catalog import LevelInfo
 from suture.server.rollout import Policy, allowed_level, halt_reason, is_canary
 from tests.unit.repo_helpers import BUILD_A, RELEASE
 from tests.unit.test_agent_cycle import FakeKernel, publish_level
+from tests.unit.test_agent_http import ADMIN, admin
 
 NOW = 1_000_000.0
-ADMIN = "sat_rollout-test-admin-token"
 
 
 def levels(*published: float | None) -> list[LevelInfo]:
@@ -119,15 +117,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.start(poll_interval=0.01)
     yield srv
     srv.stop()
-
-
-def admin(server: Server, method: str, path: str, body: object = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(server.url + path, data=data, method=method)  # noqa: S310
-    req.add_header("Authorization", f"Bearer {ADMIN}")
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=5) as answer:  # noqa: S310 - loopback
-        return json.load(answer)
 
 
 @dataclass
