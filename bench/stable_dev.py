@@ -26,6 +26,20 @@ WORKLOAD = (
     "ip link >/dev/null; ping -c1 -W1 127.0.0.1 >/dev/null 2>&1; sync; "
     "dd if=/dev/zero of=/tmp/suture-w bs=64k count=16 2>/dev/null; rm -f /tmp/suture-w"
 )
+# Objects freed through paths several fixes patch (perf events, BPF maps):
+# open and close a software perf event and a BPF ring buffer.
+WORKLOAD_PY = """
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+attr = struct.pack("IIQ", 1, 64, 0) + bytes(48)  # PERF_TYPE_SOFTWARE, cpu-clock
+fd = libc.syscall(298, attr, 0, -1, -1, 0)  # perf_event_open
+if fd >= 0:
+    os.close(fd)
+ring = struct.pack("IIIII", 27, 0, 0, 4096, 0) + bytes(100)  # BPF_MAP_TYPE_RINGBUF
+fd = libc.syscall(321, 0, ring, len(ring))  # bpf(BPF_MAP_CREATE)
+if fd >= 0:
+    os.close(fd)
+"""
 BAD = ("Call Trace", "BUG:", "WARNING:", "Oops")
 
 
@@ -44,6 +58,8 @@ def build_all(corpus: Path, out: Path, only: list[str]) -> list[dict[str, object
         try:
             report = build(BuildRequest(RELEASE, patch, out, name=f"sd_{row['id'][:3]}"))
             entry.update(status="built", bundle=str(report.bundle), functions=report.objects)
+            if report.unpatched:  # a partial fix: these ways keep the old code
+                entry["unpatched"] = report.unpatched
         except NoChangeError as e:
             entry.update(status="no-change", reason=e.message)
         except SutureError as e:
@@ -75,6 +91,7 @@ def load_inside(bundles: list[str]) -> None:
                 loaded = subprocess.run(["modprobe", mod], capture_output=True, check=False)
                 res.setdefault("modprobe", {})[mod] = loaded.returncode == 0  # type: ignore[index]
             subprocess.run(["sh", "-c", WORKLOAD], check=False)
+            subprocess.run([sys.executable, "-c", WORKLOAD_PY], check=False)
             name = Path(path).stem
             unload = subprocess.run(
                 [sys.executable, "-m", "suture.cli.main", "unload", name],

@@ -3,8 +3,12 @@
 may_create() in fs/namei.c is ``static inline`` (so ``notrace``) and GCC
 keeps it out of line: the livepatch core cannot redirect it. The builder
 carries its new code and patches its callers (vfs_mkdir, vfs_create ...)
-instead; tests/kernel/test_callers.py checks the behaviour in the guest.
-Refusals (exported, address taken) are checked on the host.
+instead. generate_random_uuid() in lib/uuid.c (lib/ is built without
+ftrace) is called from other files: the builder compiles those and patches
+the callers there (proc_do_uuid for /proc/sys/kernel/random/uuid).
+tests/kernel/test_callers.py checks both behaviours in the guest. The
+paths left to the old code (exports, pointers) and ``--complete`` are
+checked on the host.
 """
 
 from __future__ import annotations
@@ -40,7 +44,13 @@ def tree() -> source.SourceTree:
     return source.prepare(RELEASE)
 
 
-def test_exported_without_fentry_is_refused(tree: source.SourceTree, tmp_path: Path) -> None:
+UUID = (
+    "\tget_random_bytes(uuid, 16);\n\t/* Set UUID version to 4",
+    "\tmemset(uuid, 0x5a, 16);\n\t/* Set UUID version to 4",
+)
+
+
+def test_exported_without_fentry_is_partial(tree: source.SourceTree, tmp_path: Path) -> None:
     # kernel/irq_work.c is built without ftrace and irq_work_sync() is exported.
     fix = make_fix(
         tree,
@@ -49,10 +59,21 @@ def test_exported_without_fentry_is_refused(tree: source.SourceTree, tmp_path: P
          "\t\tsynchronize_rcu();\n\t\treturn;"),
         out=tmp_path,
     )  # fmt: skip
-    with pytest.raises(
-        BuildError, match=r"irq_work_sync changed but has no ftrace entry.*exported"
-    ):
-        build(BuildRequest(RELEASE, fix, tmp_path))
+    with pytest.raises(BuildError, match=r"irq_work_sync changed but .*exported"):
+        build(BuildRequest(RELEASE, fix, tmp_path, complete=True))
+    report = build(BuildRequest(RELEASE, fix, tmp_path / "out", name="suture_t_irq"))
+    assert report.carried == ["irq_work_sync"]
+    # Callers in kernel/relay.c, kernel/events/core.c, kernel/bpf/ and the
+    # scheduler (kernel/sched/build_utility.c includes cpufreq_schedutil.c).
+    assert {"relay_close_buf", "_free_event", "ringbuf_map_free", "sugov_stop"} <= set(
+        report.objects["vmlinux"]
+    )
+    assert "irq_work_sync" not in report.objects["vmlinux"]
+    assert "irq_work_sync: it is exported, so modules may call the old code" in report.unpatched
+    # kernel/trace/ is built without ftrace too: its callers stay old, and say so.
+    assert any("ring_buffer_free" in u and "no ftrace entry" in u for u in report.unpatched)
+    manifest = bundle.read_manifest(tmp_path / "out" / "suture_t_irq.bundle")
+    assert list(manifest.unpatched) == report.unpatched
 
 
 def test_callers_patched_in_guest(tree: source.SourceTree, tmp_path: Path) -> None:
@@ -60,8 +81,13 @@ def test_callers_patched_in_guest(tree: source.SourceTree, tmp_path: Path) -> No
     fix = make_fix(tree, "fs/namei.c", DENY, out=tmp_path)
     report = build(BuildRequest(RELEASE, fix, out, name="suture_t_callers"))
     assert report.carried == ["may_create"]
+    assert report.unpatched == []  # every way in is a patched caller
     manifest = bundle.read_manifest(out / "suture_t_callers.bundle")
     assert set(manifest.functions) == REDIRECTED
+    fix = make_fix(tree, "lib/uuid.c", UUID, out=tmp_path)
+    report = build(BuildRequest(RELEASE, fix, out, name="suture_t_uuid"))
+    assert report.carried == ["generate_random_uuid"]
+    assert "proc_do_uuid" in report.objects["vmlinux"]
     run_guest_tests(
         kernels.fetch(RELEASE), "tests/kernel/test_callers.py", {"SUTURE_TEST_BUNDLES": str(out)}
     )

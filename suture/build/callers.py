@@ -6,24 +6,35 @@ The livepatch core redirects a function through its ftrace entry (the
 has none. Such a changed function is *carried* instead: the patch holds its
 new code as a plain function, and the functions that call it are patched,
 so that their new copies call the new code. A caller without an ftrace entry
-is carried in turn and its own callers looked at, a few levels up.
+is carried in turn and its own callers looked at, a few levels up. Callers
+in other files of vmlinux (found in the build's image) are handed back as
+``outside``: the pipeline compiles their files and patches them too.
 
-That is only sound when every way into the old code passes through a
-patched function, so the plan is refused when the old code of a carried
-function can be reached any other way:
+Some ways into the old code cannot pass through a patched function:
 
 - its address is taken (an ops table, a function pointer, a static call
   key): calls through the pointer reach the old code;
-- it is exported: modules the builder cannot see may call it;
-- code in other files refers to it (a global function; ``outside`` says);
-- a caller reaches it by a tail jump and cannot be carried. The caller's
-  frame is gone from the stack while the carried code runs, so the
-  livepatch core's stack check cannot see the task: in the old code, a task
-  would be switched to the new code while still running the old carried
-  function; in the new code, the module holding the carried copy could be
-  freed under a task still running it once the patch is disabled. A caller
-  that tail-jumps is therefore carried like one without an ftrace entry,
-  and its callers (whose frames stay on the stack) are patched.
+- it is exported: modules may call it;
+- a caller with no ftrace entry is too far up, or in another file;
+- a global function of a module: its other files are not searched.
+
+Those paths keep running the old code. They are listed in the plan
+(``unpatched``) and in the bundle's manifest, and the fix is refused when
+no path at all passes through a patched function, or when the author asks
+for complete coverage (``complete``).
+
+Refused whatever is asked, because they are unsafe rather than incomplete:
+
+- a caller that the fix changes reaches a carried function by a tail jump.
+  The caller's frame is gone from the stack while the carried code runs,
+  so the livepatch core's stack check cannot see the task: in the old code,
+  a task would be switched to the new code while still running the old
+  carried function; in the new code, the module holding the carried copy
+  could be freed under a task still running it once the patch is disabled.
+  A caller that tail-jumps and is not changed is therefore carried like one
+  without an ftrace entry, and its callers (whose frames stay) are patched;
+- code the patch replaces takes the address of a carried function: the
+  pointer to the copy in the module could outlive the patch.
 
 Calls from ``__init`` code of vmlinux are no path: that code ran at boot
 and is freed.
@@ -49,6 +60,7 @@ from suture.errors import BuildError
 
 MAX_DEPTH = 4  # caller levels above a changed function searched for ftrace entries
 MAX_CARRIED = 24  # functions carried for one fix, beyond which the plan is refused
+_SHOWN = 12  # paths named in a refusal
 
 # Sections whose entries describe code (unwind data, exception and bug
 # tables, alternatives, call-site lists), never pointers anything calls.
@@ -80,11 +92,14 @@ class Reference:
     where: str
     kind: RefKind
     has_fentry: bool = False  # the referring function can be redirected
+    address: int = 0  # where the referring function starts in the image (outside refs)
 
     def describe(self) -> str:
         """Words for a refusal message."""
         if self.kind is RefKind.EXPORT:
-            return "it is exported, so modules the builder cannot see may call the old code"
+            return "it is exported, so modules may call the old code"
+        if self.kind is RefKind.ADDRESS and self.where.endswith(")"):
+            return f"code patched in at boot calls it ({self.where}), and stays old"
         if self.kind is RefKind.ADDRESS:
             return f"its address is taken in {self.where}, so calls through that pointer stay old"
         how = "tail-jumps to" if self.kind is RefKind.JUMP else "calls"
@@ -103,6 +118,10 @@ class CallerPlan:
     carried: list[str] = field(default_factory=list)  # new code in the patch, not redirected
     patched: list[str] = field(default_factory=list)  # callers redirected (klp_func), unchanged
     paths: dict[str, str] = field(default_factory=dict)  # caller -> the function it leads to
+    # Callers in other files of vmlinux (they call it, their frames stay), and
+    # the carried function each calls: for the pipeline to compile and patch.
+    outside: list[tuple[Reference, str]] = field(default_factory=list)
+    unpatched: list[str] = field(default_factory=list)  # paths that keep the old code, and why
 
 
 def has_fentry(obj: ObjectFile, sec: Section) -> bool:
@@ -123,7 +142,7 @@ def _named(obj: ObjectFile, rela: Rela) -> Symbol | None:
     return obj.symbol_at(sec, target_offset(rela))
 
 
-def _branch_kind(sec: Section, rela: Rela) -> RefKind:
+def branch_kind(sec: Section, rela: Rela) -> RefKind:
     """CALL or JUMP when the relocated field is a near call's or jump's displacement."""
     if rela.type not in (RelocType.PC32, RelocType.PLT32) or rela.offset < 1:
         return RefKind.ADDRESS
@@ -168,7 +187,7 @@ class _Graph:
                 return None
             return Reference(owner.name if owner else sec.name, RefKind.ADDRESS)
         where = owner.name.removesuffix(".cold") if owner else sec.name
-        kind = _branch_kind(sec, rela)
+        kind = branch_kind(sec, rela)
         if kind is not RefKind.ADDRESS and sec.name.startswith(_INIT_TEXT) and self.vmlinux:
             return Reference(where, RefKind.INIT)
         home = self.functions.get(where)
@@ -189,13 +208,21 @@ def _offset_in(obj: ObjectFile, rela: Rela, target: Symbol) -> int:
 
 class _Planner:
     def __init__(
-        self, orig: _Graph, patched: _Graph, outside: OutsideRefs, renames: dict[str, str]
+        self,
+        orig: _Graph,
+        patched: _Graph,
+        outside: OutsideRefs,
+        renames: dict[str, str],
+        *,
+        complete: bool,
     ) -> None:
         self.orig = orig
         self.patched = patched
         self.outside = outside
         self.to_patched = {o: p for p, o in renames.items()}
+        self.complete = complete
         self.plan = CallerPlan()
+        self.pointers: list[tuple[list[str], Reference]] = []  # address taken in this object
 
     def carry(self, name: str, path: list[str], fixed: set[str]) -> None:
         """Carry ``name`` and make sure each of its callers is patched or carried."""
@@ -208,7 +235,7 @@ class _Planner:
         if self.orig.is_global(name):
             outside = self.outside(name)
             if outside is None:
-                self.refuse(path, "it is global and its callers in other files are not known")
+                self.leave(path, "it is global and its callers in other files are not known")
             refs += outside or []
         for ref in refs:
             self.follow(ref, name, path, fixed)
@@ -217,12 +244,19 @@ class _Planner:
         """Make the path through ``ref`` into ``name`` pass through a patched function."""
         caller = ref.where
         if ref.kind in (RefKind.EXPORT, RefKind.ADDRESS):
-            # Even from a carried function: a pointer its old code stored stays old.
-            self.refuse(path, ref.describe())
-        if ref.kind is RefKind.INIT or caller in self.plan.carried:
-            return
-        if caller not in self.orig.defined:  # another file's function (from ``outside``)
-            self.refuse(path, f"{ref.describe()}, and callers in other files are not patched")
+            if ref.kind is RefKind.ADDRESS and caller in self.orig.functions:
+                self.pointers.append((path, ref))  # checked once the plan is whole
+            self.leave(path, ref.describe())
+        elif ref.kind is RefKind.INIT or caller in self.plan.carried:
+            pass
+        elif caller not in self.orig.defined:  # another file's function (from ``outside``)
+            self.elsewhere(ref, name, path)
+        else:
+            self.reach(ref, name, path, fixed)
+
+    def reach(self, ref: Reference, name: str, path: list[str], fixed: set[str]) -> None:
+        """A caller in this object: patched if it can be, carried in turn if not."""
+        caller = ref.where
         jumps = ref.kind is RefKind.JUMP or self._tail_jumps(caller, name)
         if caller in fixed:
             if jumps:
@@ -242,11 +276,37 @@ class _Planner:
             return
         if len(path) >= MAX_DEPTH:
             why = "tail-jumps to it" if jumps else "has no ftrace entry either"
-            self.refuse(
+            self.leave(
                 [*path, caller], f"{caller} {why}, and no caller with an ftrace entry is "
                 f"found within {MAX_DEPTH} levels",
             )  # fmt: skip
+            return
         self.carry(caller, [*path, caller], fixed)
+
+    def elsewhere(self, ref: Reference, name: str, path: list[str]) -> None:
+        """A caller in another file: for the pipeline to patch, unless it tail-jumps."""
+        if ref.kind is RefKind.JUMP:
+            self.leave(path, f"{ref.describe()} from another file")
+        elif all(r.where != ref.where or r.address != ref.address for r, _ in self.plan.outside):
+            self.plan.outside.append((ref, name))
+
+    def check_pointers(self, fixed: set[str]) -> None:
+        """Refuse a pointer to a carried function that code in the patch would hand out."""
+        replaced = fixed | set(self.plan.carried) | set(self.plan.patched)
+        for path, ref in self.pointers:
+            if ref.where in replaced:
+                self.refuse(
+                    path, f"its address is taken in {ref.where}, which the patch replaces: "
+                    "a pointer to the copy in the patch could outlive the patch",
+                )  # fmt: skip
+
+    def leave(self, path: list[str], why: str) -> None:
+        """A path that keeps reaching the old code: noted, or refused if coverage must be whole."""
+        if self.complete:
+            self.refuse(path, why)
+        note = f"{' <- '.join(path)}: {why}"
+        if note not in self.plan.unpatched:
+            self.plan.unpatched.append(note)
 
     def _tail_jumps(self, caller: str, name: str) -> bool:
         """The patched copy of ``caller`` reaches ``name`` by a jump."""
@@ -272,6 +332,7 @@ def plan_callers(
     vmlinux: bool,
     outside: OutsideRefs,
     renames: dict[str, str] | None = None,
+    complete: bool = False,
 ) -> CallerPlan:
     """Which functions to carry and which callers to patch for changed ``no_fentry`` functions.
 
@@ -283,17 +344,32 @@ def plan_callers(
         vmlinux: the object is part of vmlinux (its ``__init`` code is freed).
         outside: references to a global function from other files, or None if unknown.
         renames: patched-object names -> original names (clones GCC renumbered).
+        complete: refuse when any path keeps reaching the old code.
 
     Raises:
-        BuildError: some path to the old code of a carried function cannot be patched.
+        BuildError: no path to a carried function can be patched, a path cannot be
+            patched safely, or (``complete``) some path cannot be patched.
     """
     planner = _Planner(
-        _Graph(orig, vmlinux=vmlinux), _Graph(patched, vmlinux=vmlinux), outside, renames or {}
+        _Graph(orig, vmlinux=vmlinux),
+        _Graph(patched, vmlinux=vmlinux),
+        outside,
+        renames or {},
+        complete=complete,
     )
     for name in no_fentry:
         planner.carry(name, [name], fixed)
-    if not planner.plan.patched and not fixed:
-        planner.refuse(
-            no_fentry, "no caller with an ftrace entry reaches it (only boot code, or nothing)"
-        )
+    planner.check_pointers(fixed)
+    if not planner.plan.patched and not planner.plan.outside and not fixed:
+        refuse_uncovered(no_fentry, planner.plan.unpatched)
     return planner.plan
+
+
+def refuse_uncovered(no_fentry: list[str], unpatched: list[str]) -> None:
+    """Refuse a fix none of whose paths passes through a patched function."""
+    why = "no caller with an ftrace entry reaches it (only boot code, or nothing)"
+    if unpatched:
+        shown = "; ".join(unpatched[:_SHOWN])
+        more = f"; and {len(unpatched) - _SHOWN} more" if len(unpatched) > _SHOWN else ""
+        why = f"no path to it passes through a function the patch can redirect: {shown}{more}"
+    _Planner.refuse(no_fentry, why)

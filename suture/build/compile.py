@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from suture.build.elfobj import ObjectFile
 from suture.build.fix import Fix
 from suture.build.source import SourceTree
 from suture.errors import BuildError
@@ -64,6 +65,34 @@ def _compile(tree: SourceTree, source: str, dest: Path) -> None:
     # The tree's object is the patched or the original one depending on the
     # step; never let make take it for up to date in the next build.
     (tree.path / obj).unlink()
+
+
+def compile_originals(tree: SourceTree, sources: list[str], work: Path) -> dict[str, ObjectFile]:
+    """Compile files the fix does not touch, as they are; those that do not compile are left out.
+
+    One ``make`` for all of them first (it runs the compiles side by side),
+    then one by one if that failed, to keep the files that do compile.
+    """
+    out: dict[str, ObjectFile] = {}
+    if not sources:
+        return out
+    objs = [s.removesuffix(".c") + ".o" for s in sources]
+    with locked(tree.path.parent / ".build.lock"):
+        for obj in objs:
+            (tree.path / obj).unlink(missing_ok=True)
+        together = subprocess.run(
+            tree.make_argv(SECTION_FLAGS, *objs), capture_output=True, check=False
+        )
+        for src, obj in zip(sources, objs, strict=True):
+            built = tree.path / obj
+            if together.returncode != 0 and not built.exists():
+                subprocess.run(tree.make_argv(SECTION_FLAGS, obj), capture_output=True, check=False)
+            if built.exists():
+                dest = work / "callers" / obj
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(built, dest)
+                out[src] = ObjectFile.load(dest)
+    return out
 
 
 def compile_pair(tree: SourceTree, fix: Path, work: Path) -> list[ObjectPair]:

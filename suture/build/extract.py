@@ -80,8 +80,10 @@ class _Extractor:
         new_data: set[str],
         objname: str,
         tag: str,
+        redirects: dict[str, str],
     ) -> None:
         self.obj = obj
+        self.redirects = redirects
         self.objname = objname
         self.tag = tag
         self.new_data = new_data  # objects the fix adds: the patch carries them
@@ -215,7 +217,17 @@ class _Extractor:
             for rela in self._relas_of(idx):
                 external = self._external(rela)
                 target = external[0] if external else ""
-                if target and target not in self._external_syms:
+                if target in self.redirects:
+                    # Carried by another file's patch object: linked within the module.
+                    self._external_syms.setdefault(
+                        target,
+                        ew.OutSymbol(
+                            self.redirects[target],
+                            (SymBind.GLOBAL << 4) | SymType.NOTYPE,
+                            ew.SHN_UNDEF,
+                        ),
+                    )
+                elif target and target not in self._external_syms:
                     # A tag keeps the unexported names of several files apart in
                     # the one module: each may mean another same-named static.
                     name = (
@@ -364,6 +376,7 @@ def extract(
     new_data: set[str] | None = None,
     objname: str = "vmlinux",
     tag: str = "",
+    redirects: dict[str, str] | None = None,
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -376,6 +389,8 @@ def extract(
         objname: ``vmlinux`` or the module the object is linked into.
         tag: set when several patch objects go into one module: it prefixes
             the object's global names (new code, klp references) to keep them apart.
+        redirects: kernel functions whose calls go to a global of the module instead
+            (the carried copy another file's patch object holds).
     """
     ex = _Extractor(
         obj,
@@ -385,6 +400,7 @@ def extract(
         new_data=new_data or set(),
         objname=objname,
         tag=tag,
+        redirects=redirects or {},
     )
     ex.run()
     data = ex.build()

@@ -134,6 +134,7 @@ class ImageIndex:
         return cls(_loaded_sections(vmlinux), ksyms)
 
     def _container(self, address: int, text: bool) -> tuple[int, str]:
+        """The symbol whose span holds ``address``: its start and name."""
         addrs, names = (self._text_addrs, self._text) if text else (self._data_addrs, self._data)
         i = bisect.bisect_right(addrs, address) - 1
         return names[i] if i >= 0 else (0, "?")
@@ -170,8 +171,18 @@ class ImageIndex:
         if sec.name in _INIT and kind is not RefKind.ADDRESS:
             kind = RefKind.INIT
         elif sec.name != ".text":
-            where = f"{where} ({sec.name})"  # alternatives: the site is not where it is stored
-        return Reference(where, kind)
+            # Alternatives: the site is not where it is stored, so not a caller to patch.
+            where = f"{where} ({sec.name})"
+            kind = RefKind.ADDRESS if kind is RefKind.CALL else kind
+        return Reference(where, kind, address=start)
+
+    def code(self, address: int, size: int) -> bytes | None:
+        """``size`` bytes of the image's code at ``address``, or None outside its code."""
+        for sec in self.sections:
+            start = address - sec.address
+            if sec.text and start >= 0 and start + size <= len(sec.data):
+                return sec.data[start : start + size]
+        return None
 
 
 def _text_kind(data: bytes, p: int) -> RefKind | None:

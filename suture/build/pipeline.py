@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.build import callers, klp, module, source, symbols
+from suture.build import callers, klp, module, outside, source, symbols
 from suture.build.compile import ObjectPair, compile_pair
 from suture.build.differ import DiffResult, FunctionChange, diff_objects
 from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
 from suture.build.extract import PatchObject, extract
+from suture.build.extract import new_symbol_name as extract_new_name
 from suture.build.fix import Fix
 from suture.build.image_refs import ImageIndex
 from suture.errors import BuildError, NoChangeError
@@ -48,6 +49,7 @@ class BuildRequest:
     cves: tuple[str, ...] = ()
     description: str = ""
     level: int = 1
+    complete: bool = False  # refuse a fix whose carried code stays reachable some other way
 
 
 @dataclass
@@ -62,6 +64,7 @@ class BuildReport:
     line_only: list[str] = field(default_factory=list)
     klp_symbols: list[str] = field(default_factory=list)
     carried: list[str] = field(default_factory=list)  # new code without ftrace: callers patched
+    unpatched: list[str] = field(default_factory=list)  # paths that keep reaching old code
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -75,6 +78,7 @@ class BuildReport:
             "line_only": self.line_only,
             "klp_symbols": self.klp_symbols,
             "carried": self.carried,
+            "unpatched": self.unpatched,
         }
 
 
@@ -157,6 +161,9 @@ class _Unit:
     patched: ObjectFile
     diff: DiffResult
     objname: str  # vmlinux or the module the unit is linked into
+    # A file the fix does not change, patched because its functions call carried
+    # code: carried kernel function -> index of the unit that carries it.
+    carriers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,7 +202,7 @@ def build(req: BuildRequest) -> BuildReport:
                 f"the fix changes no code in {image.release}: the objects it touches compile "
                 "the same (or this configuration does not build the changed code)",
             )
-        return _generate(req, name=name, image=image, units=units, work=work)
+        return _generate(req, name=name, image=image, tree=tree, units=units, work=work)
 
 
 def _generate(
@@ -203,22 +210,41 @@ def _generate(
     *,
     name: str,
     image: kernels.KernelTree,
+    tree: source.SourceTree,
     units: list[_Unit],
     work: Path,
 ) -> BuildReport:
     exported = symbols.exported(image)
     ksyms: dict[str, symbols.Kallsyms] = {}
-    parts = []
-    for i, unit in enumerate(units):
+    for unit in units:
         if unit.objname not in ksyms:
             ksyms[unit.objname] = (
                 symbols.kallsyms(image.release)
                 if unit.objname == "vmlinux"
                 else symbols.module_symbols(image, unit.objname)
             )
+    plans = [_plan_callers(u, image=image, ksyms=ksyms[u.objname], complete=req.complete)
+             for u in units]  # fmt: skip
+    callers_units, unpatched = _outside_callers(
+        req, image=image, tree=tree, units=units, plans=plans, work=work
+    )
+    units = units + callers_units
+    plans += [callers.CallerPlan() for _ in callers_units]
+    tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
+    parts = []
+    for unit, plan, tag in zip(units, plans, tags, strict=True):
         # Several files in one module: tags keep their global names apart.
-        tag = "" if len(units) == 1 else f"{i}_"
-        parts.append(_extract_unit(unit, tag, image, ksyms[unit.objname], exported))
+        redirects = {fn: extract_new_name(fn, tags[i]) for fn, i in unit.carriers.items()}
+        parts.append(
+            _extract_unit(
+                unit,
+                plan,
+                tag=tag,
+                ksyms=ksyms[unit.objname],
+                exported=exported,
+                redirects=redirects,
+            )
+        )
     _check_shared_new_code(parts)
     objects = _klp_objects(parts)
     build_id = _build_id(image)
@@ -232,8 +258,9 @@ def _generate(
         patch_objects=[p.patch.data for p in parts], stub=stub, klp_symbols=klp_syms,
     )  # fmt: skip
     manifest = _manifest(
-        req, name=name, release=image.release, build_id=build_id, parts=parts, ko=ko
-    )
+        req, name=name, release=image.release, build_id=build_id, parts=parts, ko=ko,
+        unpatched=unpatched,
+    )  # fmt: skip
     req.out_dir.mkdir(parents=True, exist_ok=True)
     out = req.out_dir / f"{name}.bundle"
     bundle.write(out, manifest, ko.read_bytes())
@@ -247,21 +274,27 @@ def _generate(
         line_only=[f for p in parts for f in p.unit.diff.line_only],
         klp_symbols=sorted({s.name for s in klp_syms.values()}),
         carried=[c for p in parts for c in p.carried],
+        unpatched=unpatched,
     )
+
+
+def _local_names(obj: ObjectFile) -> list[str]:
+    """Names an object defines: anchors that tell same-named locals of the kernel apart."""
+    return [s.name for s in obj.symbols if s.shndx and s.name and s.type in (1, 2)]
 
 
 def _extract_unit(
     unit: _Unit,
+    plan: callers.CallerPlan,
+    *,
     tag: str,
-    image: kernels.KernelTree,
     ksyms: symbols.Kallsyms,
     exported: set[str],
+    redirects: dict[str, str],
 ) -> _UnitPatch:
-    """Plan, extract and resolve one changed unit into its own patch object."""
+    """Extract and resolve one unit into its own patch object."""
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
-    # Names the original object defines: anchors that tell same-named locals apart.
-    local_names = [s.name for s in orig.symbols if s.shndx and s.name and s.type in (1, 2)]
-    plan = _plan_callers(unit, image=image, ksyms=ksyms, local_names=local_names)
+    local_names = _local_names(orig)
     redirected = [c for c in diff.changed if c.has_fentry]
     redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
     inverse = {v: k for k, v in diff.renames.items()}
@@ -276,7 +309,7 @@ def _extract_unit(
     _progress(f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}")
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=exported,
-        new_data=set(diff.new_data), objname=objname, tag=tag,
+        new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
     )  # fmt: skip
     _progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "
@@ -357,7 +390,7 @@ def _plan_callers(
     *,
     image: kernels.KernelTree,
     ksyms: symbols.Kallsyms,
-    local_names: list[str],
+    complete: bool,
 ) -> callers.CallerPlan:
     """Changed functions without an ftrace entry: which to carry, which callers to patch."""
     pair, orig, patched, diff, objname = (
@@ -366,19 +399,80 @@ def _plan_callers(
     no_fentry = [c.name for c in diff.changed if not c.has_fentry]
     if not no_fentry:
         return callers.CallerPlan()
-    outside = _outside_refs(objname, image, ksyms, local_names, orig)
+    outside = _outside_refs(objname, image, ksyms, _local_names(orig), orig)
     try:
         plan = callers.plan_callers(
             orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
             vmlinux=objname == "vmlinux", outside=outside, renames=diff.renames,
+            complete=complete,
         )  # fmt: skip
     except BuildError as e:
         raise BuildError(f"{pair.source}: {e.message}", hint=e.hint) from e
+    elsewhere = sorted({ref.where for ref, _ in plan.outside})
     _progress(
         f"no ftrace entry in {', '.join(no_fentry)}: carrying {', '.join(plan.carried)}, "
-        f"patching {', '.join(plan.patched) or 'no other function'}"
+        f"patching {', '.join(plan.patched) or 'no other function'} in the file"
+        + (f", and looking for {', '.join(elsewhere)} in other files" if elsewhere else "")
     )
     return plan
+
+
+def _outside_callers(
+    req: BuildRequest,
+    *,
+    image: kernels.KernelTree,
+    tree: source.SourceTree,
+    units: list[_Unit],
+    plans: list[callers.CallerPlan],
+    work: Path,
+) -> tuple[list[_Unit], list[str]]:
+    """Units for the other files of vmlinux that call carried code, and the paths left old."""
+    unpatched = [u for p in plans for u in p.unpatched]
+    wanted = [(ref, fn, i) for i, p in enumerate(plans) for ref, fn in p.outside]
+    extra: list[_Unit] = []
+    if wanted:
+        index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux),
+                                symbols.kallsyms(image.release))  # fmt: skip
+        _progress(f"compiling the files of {len({r.where for r, _, _ in wanted})} callers "
+                  "in other files")  # fmt: skip
+        found = outside.resolve(
+            tree, index, [(r, fn) for r, fn, _ in wanted], work / "callers",
+            fix_files={u.pair.source for u in units},
+        )  # fmt: skip
+        unpatched += found.unpatched
+        carrier = {fn: i for _, fn, i in wanted}
+        for cf in found.files:
+            sections = cf.obj.functions()
+            changes = [
+                FunctionChange(
+                    name,
+                    "caller",
+                    sections[name].name,
+                    len(sections[name].data),
+                    has_fentry=True,
+                    reason=f"calls {fn}, whose new code the patch carries",
+                )
+                for name, fn in cf.callers.items()
+            ]
+            pair = ObjectPair(cf.source, cf.obj.path, cf.obj.path)
+            carriers = {fn: carrier[fn] for fn in set(cf.callers.values())}
+            diff = DiffResult(changed=changes)
+            extra.append(_Unit(pair, cf.obj, cf.obj, diff, "vmlinux", carriers))
+    if req.complete and unpatched:
+        raise BuildError(
+            "some paths keep reaching the old code: " + "; ".join(unpatched),
+            hint="build without --complete to patch the paths that can be patched",
+        )
+    for i, plan in enumerate(plans):
+        reached = plan.patched or any(i in u.carriers.values() for u in extra)
+        if plan.carried and not reached and not any(c.has_fentry for c in units[i].diff.changed):
+            try:
+                callers.refuse_uncovered(plan.carried[:1], unpatched)
+            except BuildError as e:
+                raise BuildError(f"{units[i].pair.source}: {e.message}", hint=e.hint) from e
+    for note in unpatched:
+        _progress(f"warning: left calling the old code: {note}")
+    return extra, unpatched
 
 
 def _outside_refs(
@@ -432,6 +526,7 @@ def _manifest(
     build_id: str,
     parts: list[_UnitPatch],
     ko: Path,
+    unpatched: list[str],
 ) -> bundle.Manifest:
     module_bytes = ko.read_bytes()
     objects: dict[str, list[bundle.Function]] = {}
@@ -458,4 +553,5 @@ def _manifest(
         fix_sha256=hashlib.sha256(req.fix.read_bytes()).hexdigest(),
         builder=f"suture {__version__}",
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        unpatched=tuple(unpatched),
     )

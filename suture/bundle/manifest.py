@@ -14,6 +14,9 @@ Format 1, JSON::
 listed once: a fix of several files lists all their functions there.
 ``old_sha256`` is the hash of the code each function has in the target build
 (relocation targets zeroed), so builder and agent can check it before loading.
+``unpatched`` (present only when not empty) lists the ways into changed code
+without an ftrace entry that the patch could not route to the new code: the
+fix is partial there (see suture/build/callers.py).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Manifest:
     fix_sha256: str = ""
     builder: str = ""
     created: str = ""
+    unpatched: tuple[str, ...] = ()  # paths that keep reaching old code: a partial fix
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,6 +100,7 @@ class Manifest:
             "fix_sha256": self.fix_sha256,
             "builder": self.builder,
             "created": self.created,
+            **({"unpatched": list(self.unpatched)} if self.unpatched else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -159,6 +164,7 @@ class Manifest:
             fix_sha256=str(data.get("fix_sha256", "")),
             builder=str(data.get("builder", "")),
             created=str(data.get("created", "")),
+            unpatched=tuple(str(u) for u in data.get("unpatched", [])),
             extra=dict(data.get("extra", {})),
         )
 

@@ -22,6 +22,12 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--cve", action="append", default=[], metavar="ID", help="CVE fixed")
     p.add_argument("--description", default="", help="what the fix does")
     p.add_argument("--level", type=int, default=1, help="cumulative patch level (1)")
+    p.add_argument(
+        "--complete",
+        action="store_true",
+        help="refuse the fix if any way into changed code without an ftrace entry "
+        "(a pointer, an export, a caller that cannot be patched) would keep the old code",
+    )
     p.set_defaults(handler=cmd_build)
 
 
@@ -42,11 +48,15 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
             cves=tuple(args.cve),
             description=args.description,
             level=args.level,
+            complete=args.complete,
         )
     )
     funcs = ", ".join(f for fs in report.objects.values() for f in fs)
-    out.result(
-        {"ok": True, **report.to_dict()},
-        f"built {report.bundle} for {report.release}: {funcs}",
-    )
+    text = f"built {report.bundle} for {report.release}: {funcs}"
+    if report.unpatched:
+        text += (
+            f"\npartial fix: {len(report.unpatched)} ways into the carried code keep the old "
+            'code (listed above and in the manifest\'s "unpatched"); --complete refuses that'
+        )
+    out.result({"ok": True, **report.to_dict()}, text)
     return 0

@@ -33,3 +33,13 @@ def test_carried_function_reached_through_patched_callers(tmp_path: Path) -> Non
     suture("unload", "suture_t_callers")
     denied.mkdir()
     assert denied.is_dir()
+
+
+def test_carried_function_reached_from_callers_in_other_files() -> None:
+    uuid = Path("/proc/sys/kernel/random/uuid")
+    assert uuid.read_text() != uuid.read_text()
+    suture("apply", str(BUNDLES / "suture_t_uuid.bundle"))
+    # proc_do_uuid (drivers/char/random.c) now calls the carried generate_random_uuid.
+    assert uuid.read_text().strip() == "5a5a5a5a-5a5a-4a5a-9a5a-5a5a5a5a5a5a"
+    suture("unload", "suture_t_uuid")
+    assert uuid.read_text() != uuid.read_text()

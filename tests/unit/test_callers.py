@@ -97,59 +97,77 @@ def test_a_changed_caller_that_tail_jumps_is_refused(tmp_path: Path) -> None:
         plan_callers(orig, patched, ["helper"], fixed={"user"}, vmlinux=True, outside=_none_outside)
 
 
-def test_address_taken_is_refused(tmp_path: Path) -> None:
+def test_address_taken_is_left_old_and_noted(tmp_path: Path) -> None:
     body = "int user(int x) { return helper(x) + 1; }\nstruct ops helper_ops = { .fn = helper };\n"
+    plan = _plan(tmp_path, body)
+    assert plan.patched == ["user"]
+    assert plan.unpatched == [
+        "helper: its address is taken in helper_ops, so calls through that pointer stay old"
+    ]
+    orig, patched = _objects(tmp_path / "b", body)
     with pytest.raises(BuildError, match="address is taken in helper_ops"):
-        _plan(tmp_path, body)
+        plan_callers(
+            orig, patched, ["helper"], fixed=set(), vmlinux=True, outside=_none_outside,
+            complete=True,
+        )  # fmt: skip
 
 
-def test_address_taken_up_the_path_is_refused(tmp_path: Path) -> None:
+def test_no_patchable_path_is_refused(tmp_path: Path) -> None:
     body = (
         "static noipa notrace int middle(int x) { return helper(x) + 2; }\n"
         "struct ops middle_ops = { .fn = middle };\n"
     )
-    with pytest.raises(BuildError, match=r"helper <- middle: its address is taken in middle_ops"):
+    with pytest.raises(
+        BuildError, match=r"no path to it passes .*helper <- middle: its address is taken in mid"
+    ):
         _plan(tmp_path, body)
 
 
 def test_address_taken_by_a_carried_function_is_refused(tmp_path: Path) -> None:
-    # A pointer that middle's old code handed out (a callback) reaches the old helper.
+    # middle's new code would hand out a pointer to the patch's copy of helper.
     body = (
         "extern void keep(int (*fn)(int));\n"
         "static noipa notrace int middle(int x) { keep(helper); return helper(x) + 2; }\n"
         "int top(int x) { return middle(x) + 1; }\n"
     )
-    with pytest.raises(BuildError, match="its address is taken in middle"):
+    with pytest.raises(BuildError, match="taken in middle, which the patch replaces"):
         _plan(tmp_path, body)
 
 
-def test_exported_is_refused(tmp_path: Path) -> None:
+def test_exported_is_left_old_and_noted(tmp_path: Path) -> None:
     helper = "noipa notrace int helper(int x) { return sink(x * 3); }\n"
     body = (
         "int user(int x) { return helper(x) + 1; }\n"
         '__attribute__((section("___ksymtab_gpl+helper"), used)) '
         "static void *const __ksymtab_helper = helper;\n"
     )
-    with pytest.raises(BuildError, match="exported"):
-        _plan(tmp_path, body, helper)
+    plan = _plan(tmp_path, body, helper)
+    assert plan.patched == ["user"]
+    assert plan.unpatched == ["helper: it is exported, so modules may call the old code"]
 
 
-def test_global_callers_in_other_files_are_refused(tmp_path: Path) -> None:
+def test_global_callers_in_other_files_go_to_the_pipeline(tmp_path: Path) -> None:
     helper = "noipa notrace int helper(int x) { return sink(x * 3); }\n"
     body = "int user(int x) { return helper(x) + 1; }\n"
+    caller = Reference("other_caller", RefKind.CALL, address=0x1000)
+    jumper = Reference("other_jumper", RefKind.JUMP, address=0x2000)
 
     def elsewhere(_name: str) -> list[Reference] | None:
-        return [Reference("other_caller", RefKind.CALL)]
+        return [caller, jumper]
 
     def unknown(_name: str) -> list[Reference] | None:
         return None
 
-    with pytest.raises(BuildError, match="other_caller calls it, and callers in other files"):
-        _plan(tmp_path, body, helper, outside=elsewhere)
-    with pytest.raises(BuildError, match="callers in other files are not known"):
-        _plan(tmp_path / "b", body, helper, outside=unknown)
-    plan = _plan(tmp_path / "c", body, helper)
+    plan = _plan(tmp_path, body, helper, outside=elsewhere)
     assert plan.patched == ["user"]
+    assert plan.outside == [(caller, "helper")]
+    assert plan.unpatched == ["helper: other_jumper tail-jumps to it from another file"]
+    plan = _plan(tmp_path / "b", body, helper, outside=unknown)
+    assert plan.unpatched == ["helper: it is global and its callers in other files are not known"]
+    # Only callers elsewhere: the plan stands, for the pipeline to find them.
+    only = _plan(tmp_path / "c", "int x;\n", helper, outside=elsewhere)
+    assert only.patched == []
+    assert only.outside == [(caller, "helper")]
 
 
 def test_boot_code_is_no_path_but_must_not_be_the_only_one(tmp_path: Path) -> None:
@@ -170,7 +188,7 @@ def test_depth_is_bounded(tmp_path: Path) -> None:
         for below, name in itertools.pairwise(chain)
     )
     body += f"int top(int x) {{ return {chain[-1]}(x) + 1; }}\n"
-    with pytest.raises(BuildError, match=f"within {MAX_DEPTH} levels"):
+    with pytest.raises(BuildError, match=f"no path to it .* within {MAX_DEPTH} levels"):
         _plan(tmp_path, body)
 
 
@@ -205,8 +223,8 @@ def test_image_scan_names_calls_jumps_and_pointers() -> None:
     text[0xFC:0x100] = bytes(4)  # the padding before a function: a zero "displacement"
     data = TARGET.to_bytes(8, "little")
     refs = _index(bytes(text), data).references(TARGET, own={TARGET})
-    assert Reference("caller", RefKind.CALL) in refs
-    assert Reference("jumper", RefKind.JUMP) in refs
+    assert Reference("caller", RefKind.CALL, address=BASE) in refs
+    assert Reference("jumper", RefKind.JUMP, address=BASE + 0x40) in refs
     assert Reference("ops", RefKind.ADDRESS) in refs
     assert len(refs) == 3
 
