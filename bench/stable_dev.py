@@ -2,7 +2,9 @@
 
 Prints one JSON document: per patch, built / no-change / refused (with the
 reason), and for built ones whether it loaded, transitioned, unloaded, and
-kept dmesg clean while a short workload ran.
+kept dmesg clean while a short workload ran. A patch for a module counts as
+right only if that module then loads and the livepatch core patches it. A
+partial fix (ways into carried code left to the old code) lists them.
 
     .venv/bin/python bench/stable_dev.py [--corpus DIR] [--only ID...]
 """
@@ -144,7 +146,8 @@ def main() -> None:
         if r["status"] == "no-change":
             return True
         healthy = r.get("loaded") and r.get("unloaded") and r.get("dmesg_clean")
-        return r["status"] == "built" and bool(healthy)
+        modules = r.get("modprobe", {})  # each patched module loaded, and patched as it did
+        return r["status"] == "built" and bool(healthy) and all(modules.values())  # type: ignore[union-attr]
 
     ok = sum(1 for r in results if right(r))
     print(json.dumps({
@@ -157,6 +160,7 @@ def main() -> None:
         "built": sum(1 for r in results if r["status"] == "built"),
         "no_change": sum(1 for r in results if r["status"] == "no-change"),
         "refused": sum(1 for r in results if r["status"] == "refused"),
+        "partial": sum(1 for r in results if r.get("unpatched")),
         "results": results,
     }, indent=2))  # fmt: skip
 

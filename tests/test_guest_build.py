@@ -166,6 +166,15 @@ MRP_EDITS = [
         "\t*offset += sizeof(_vah);",
     )
 ]
+# A module's code calling what another module exports: ebtable_filter's table
+# set-up calls ebt_register_table() of ebtables (the core looks it up there).
+EBT_EDITS = [
+    (
+        "\treturn ebt_register_table(net, &frame_filter, ebt_ops_filter);",
+        '\tpr_info("suture-ebt: filter table set up\\n");\n'
+        "\treturn ebt_register_table(net, &frame_filter, ebt_ops_filter);",
+    )
+]
 # Fixes of several files: one module with a klp_object per patched object.
 MULTI_FILE = {
     "two_files": [
@@ -238,6 +247,8 @@ def test_built_patches_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
             assert sorted(manifest.functions) == sorted(CHANGED[name]), report.to_dict()
     module_fix = make_fix(tree, "net/802/mrp.c", *MRP_EDITS, out=tmp_path)
     build(BuildRequest(RELEASE, module_fix, out, name="suture_t_mrp"))
+    ebt_fix = make_fix(tree, "net/bridge/netfilter/ebtable_filter.c", *EBT_EDITS, out=tmp_path)
+    build(BuildRequest(RELEASE, ebt_fix, out, name="suture_t_ebt"))
     for name, files in MULTI_FILE.items():
         fix = make_multi_fix(tree, files, tmp_path)
         report = build(BuildRequest(RELEASE, fix, out, name=f"suture_t_{name}"))

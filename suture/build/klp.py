@@ -35,6 +35,15 @@ class KlpSymbol:
     objname: str  # vmlinux or the module the symbol lives in
     name: str  # in that object
     sympos: int = 0  # position among same-named symbols (0: unique)
+    # The patched object whose load applies the relocation, when not ``objname``:
+    # a module's patch names what another module exports to it (loaded first,
+    # as a dependency) in the module's own ``.klp.rela.<module>.*`` sections.
+    applied_with: str = ""
+
+    @property
+    def section_objname(self) -> str:
+        """The ``<object>`` of the ``.klp.rela.<object>.<section>`` that holds its relocations."""
+        return self.applied_with or self.objname
 
     @property
     def klp_name(self) -> str:
@@ -71,7 +80,7 @@ def convert(ko: bytes, symbols: Mapping[str, KlpSymbol]) -> bytes:
         if name in symbols and shndx == ew.SHN_UNDEF and info >> 4 == _STB_GLOBAL:
             new_name = strings.add(symbols[name].klp_name)
             _SYM.pack_into(data, off, new_name, info, other, ew.SHN_LIVEPATCH, value, size)
-            converted[index] = symbols[name].objname
+            converted[index] = symbols[name].section_objname
     missing = set(symbols) - {
         _name_at(bytes(strtab.data), _SYM.unpack_from(symtab.data, i * _SYM.size)[0])
         for i in converted

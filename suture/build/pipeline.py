@@ -214,7 +214,8 @@ def _generate(
     units: list[_Unit],
     work: Path,
 ) -> BuildReport:
-    exported = symbols.exported(image)
+    owners = symbols.export_owners(image)
+    exported = {name for name, owner in owners.items() if owner == "vmlinux"}
     ksyms: dict[str, symbols.Kallsyms] = {}
     for unit in units:
         if unit.objname not in ksyms:
@@ -242,6 +243,7 @@ def _generate(
                 tag=tag,
                 ksyms=ksyms[unit.objname],
                 exported=exported,
+                owners=owners,
                 redirects=redirects,
             )
         )
@@ -290,6 +292,7 @@ def _extract_unit(
     tag: str,
     ksyms: symbols.Kallsyms,
     exported: set[str],
+    owners: dict[str, str],
     redirects: dict[str, str],
 ) -> _UnitPatch:
     """Extract and resolve one unit into its own patch object."""
@@ -316,7 +319,7 @@ def _extract_unit(
         f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
     )
     klp_syms = {
-        s: klp.KlpSymbol(objname, kname, ksyms.sympos(kname, local_names))
+        s: _klp_symbol(kname, objname, ksyms, local_names, owners)
         for s, kname in patch_obj.klp_symbols.items()
     }
     klp_funcs = [
@@ -329,6 +332,30 @@ def _extract_unit(
         unit, patch_obj, redirected, klp_funcs, klp_syms,
         {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()}, plan.carried,
     )  # fmt: skip
+
+
+def _klp_symbol(
+    name: str,
+    objname: str,
+    ksyms: symbols.Kallsyms,
+    local_names: list[str],
+    owners: dict[str, str],
+) -> klp.KlpSymbol:
+    """Where the livepatch core finds a symbol the patch of ``objname`` references.
+
+    vmlinux code only references vmlinux. A module's code references its own
+    symbols, and symbols other modules export to it: those are looked up in
+    that module, which the loader has loaded before ours (a dependency).
+    """
+    if objname == "vmlinux" or ksyms.count(name):
+        return klp.KlpSymbol(objname, name, ksyms.sympos(name, local_names))
+    owner = owners.get(name)
+    if owner is None or owner in ("vmlinux", objname):
+        raise BuildError(
+            f"the patched code of {objname} uses {name}, which neither {objname} defines "
+            "nor another module exports",
+        )
+    return klp.KlpSymbol(owner, name, 0, applied_with=objname)
 
 
 def _check_shared_new_code(parts: list[_UnitPatch]) -> None:

@@ -22,14 +22,28 @@ from suture.fsutil import atomic_write, cache_dir
 from suture.lab import guest, kernels
 
 
-def exported(tree: kernels.KernelTree) -> set[str]:
-    """Symbols vmlinux exports to modules (``Module.symvers``, module column ``vmlinux``)."""
+def export_owners(tree: kernels.KernelTree) -> dict[str, str]:
+    """Every exported symbol of the build -> ``vmlinux`` or the module that exports it.
+
+    Read from ``Module.symvers``, whose third column is ``vmlinux`` or the
+    module's path in the tree (``drivers/md/md-mod``); the kernel names that
+    module ``md_mod``.
+    """
     path = tree.headers_dir / "Module.symvers"
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
         raise BuildError(f"cannot read {path}: {e.strerror}", hint="fetch the kernel again") from e
-    return {f[1] for line in lines if len(f := line.split("\t")) >= 3 and f[2] == "vmlinux"}
+    return {
+        f[1]: f[2].rsplit("/", 1)[-1].replace("-", "_")
+        for line in lines
+        if len(f := line.split("\t")) >= 3
+    }
+
+
+def exported(tree: kernels.KernelTree) -> set[str]:
+    """Symbols vmlinux exports to modules (``Module.symvers``, module column ``vmlinux``)."""
+    return {name for name, owner in export_owners(tree).items() if owner == "vmlinux"}
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -79,6 +81,32 @@ def test_module_patch_applies_when_the_module_loads() -> None:
     assert "applying patch 'suture_t_mrp' to loading module 'mrp'" in log
     suture("unload", "suture_t_mrp")
     subprocess.run(["modprobe", "-r", "mrp"], check=True)
+
+
+def ebtables_filter_info() -> int:
+    """Ask for ebtables' "filter" table (EBT_SO_GET_INFO): the first ask in a netns sets it up."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    replace = ctypes.create_string_buffer(b"filter", 120)  # struct ebt_replace, name first
+    size = ctypes.c_uint(120)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as s:
+        return int(libc.getsockopt(s.fileno(), socket.IPPROTO_IP, 128, replace, ctypes.byref(size)))
+
+
+def test_module_patch_uses_another_modules_export() -> None:
+    # Before the fix, a klp symbol of ebtables was looked up in ebtable_filter
+    # and the core refused to load the module at all.
+    apply("ebt")
+    subprocess.run(["modprobe", "ebtable_filter"], check=True)
+    try:
+        (patch,) = status()["patches"]  # type: ignore[misc]
+        assert patch["objects"][0]["name"] == "ebtable_filter"
+        assert patch["objects"][0]["patched"]
+        assert ebtables_filter_info() == 0  # the new code ran ebtables' ebt_register_table()
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+        assert "suture-ebt: filter table set up" in log
+    finally:
+        suture("unload", "suture_t_ebt")
+        subprocess.run(["modprobe", "-r", "ebtable_filter"], check=False)
 
 
 def stack_labels() -> tuple[bool, bool]:

@@ -18,7 +18,8 @@ import pytest
 from suture.build import klp, module
 from suture.build.elfobj import ObjectFile
 from suture.build.extract import extract
-from suture.build.pipeline import _klp_objects, _UnitPatch
+from suture.build.pipeline import _klp_objects, _klp_symbol, _UnitPatch
+from suture.build.symbols import Kallsyms
 from suture.errors import BuildError
 
 CFLAGS = ["-O2", "-fno-pie", "-pg", "-mfentry", "-ffunction-sections", "-fdata-sections", "-c"]
@@ -136,3 +137,16 @@ def test_stub_refuses_an_object_twice() -> None:
     obj = module.KlpObject("vmlinux", [module.PatchedFunction("f", "n")])
     with pytest.raises(BuildError, match="repeat"):
         module.stub_source("suture_x", [obj, obj], {})
+
+
+def test_a_modules_references_are_looked_up_where_they_live() -> None:
+    raid456 = Kallsyms({"raid5d": [(7, "t")], "conf_lock": [(9, "d")]})
+    owners = {"md_check_recovery": "md_mod", "printk": "vmlinux", "raid5_set_cache_size": "raid456"}
+    assert _klp_symbol("conf_lock", "raid456", raid456, [], owners) == klp.KlpSymbol(
+        "raid456", "conf_lock", 0
+    )
+    assert _klp_symbol("md_check_recovery", "raid456", raid456, [], owners) == klp.KlpSymbol(
+        "md_mod", "md_check_recovery", 0, applied_with="raid456"
+    )
+    with pytest.raises(BuildError, match="neither raid456 defines nor another module exports"):
+        _klp_symbol("printk", "raid456", raid456, [], owners)

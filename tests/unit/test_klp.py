@@ -102,3 +102,21 @@ def test_convert_splits_relocations_by_object(tmp_path: Path) -> None:
     assert ".klp.sym.mrp.mrp_rcv,0" in sections[".klp.rela.mrp..text.f"]
     assert "vmlinux" not in sections[".klp.rela.mrp..text.f"]
     assert "R_X86" not in sections.get(".rela.text.f", "")
+
+
+def test_another_modules_export_is_applied_with_the_patched_module(tmp_path: Path) -> None:
+    # raid456's patch calls md_check_recovery, which md_mod exports: the core
+    # looks it up in md_mod, but only once raid456 (which needs md_mod) loads.
+    converted = klp.convert(
+        _object(),
+        {
+            "hidden": klp.KlpSymbol("raid456", "raid5d", 0),
+            "exported": klp.KlpSymbol("md_mod", "md_check_recovery", 0, applied_with="raid456"),
+        },
+    )
+    out = _readelf(tmp_path, converted, "-r")
+    sections = {part.split("'")[0]: part for part in out.split("Relocation section '")[1:]}
+    assert set(sections) == {".klp.rela.raid456..text.f"}
+    listing = sections[".klp.rela.raid456..text.f"]
+    assert ".klp.sym.raid456.raid5d,0" in listing
+    assert ".klp.sym.md_mod.md_check_recovery,0" in listing
