@@ -85,6 +85,8 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     from suture.repo.publish import publish
 
     result = publish(args.repo, args.bundle, args.channel)
+    for way in result.manifest.unpatched:
+        out.message(f"warning: partial fix, this way in keeps the old code: {way}")
     text = f"published level {result.manifest.level} as {result.path}"
     out.result({"format": 1, "ok": True, **result.to_dict()}, text)
     return 0

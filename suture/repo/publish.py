@@ -44,6 +44,7 @@ class PublishResult:
             "level": m.level,
             "name": m.name,
             "cves": list(m.cves),
+            "unpatched": list(m.unpatched),
             "length": self.length,
             "sha256": self.sha256,
             "targets_version": self.targets_version,
@@ -123,6 +124,8 @@ def publish(
             # when the level was signed in: the fleet server's rollout delay counts from it
             "published": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        if manifest.unpatched:  # a partial fix: signed in, for whoever reads the metadata
+            custom["unpatched"] = list(manifest.unpatched)
         target = _store(layout, path, data, custom)
         targets.targets[path] = target
         new_index = index.with_level(manifest.level, path)

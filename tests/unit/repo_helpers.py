@@ -38,6 +38,7 @@ def make_bundle(
     build_id: str = BUILD_A,
     release: str = RELEASE,
     name: str = NAME,
+    unpatched: tuple[str, ...] = (),
 ) -> Path:
     """A valid bundle of ``level`` for that build, around a fake module."""
     module = f"fake module {name} L{level} for {release}/{build_id}".encode()
@@ -50,6 +51,7 @@ def make_bundle(
         module_sha256=hashlib.sha256(module).hexdigest(),
         module_size=len(module),
         cves=(f"CVE-2026-{1000 + level}",),
+        unpatched=unpatched,
     )
     path = folder / f"{name}-{release}-{build_id[:8]}-L{level}.bundle"
     bundle.write(path, manifest, module)

@@ -155,6 +155,13 @@ def test_publish_signs_the_bundle_under_its_build_and_channel(repo: Path, tmp_pa
     assert versions(repo) == {"root": 1, "targets": 2, "snapshot": 2, "timestamp": 2}
 
 
+def test_publish_signs_in_the_ways_a_partial_fix_leaves_old(repo: Path, tmp_path: Path) -> None:
+    way = "irq_work_sync: it is exported, so modules may call the old code"
+    result = publish.publish(repo, make_bundle(tmp_path, 1, unpatched=(way,)))
+    assert targets(repo).targets[result.path].custom["unpatched"] == [way]
+    assert result.to_dict()["unpatched"] == [way]
+
+
 def test_publish_pins_each_role_by_version_length_and_hash(repo: Path, tmp_path: Path) -> None:
     publish.publish(repo, make_bundle(tmp_path, 1))
     meta = repo / "metadata"
