@@ -96,6 +96,10 @@ class KbuildError(BuildError):
     """kbuild failed to compile or link a module."""
 
 
+class StaticKeyError(BuildError):
+    """A module's changed code uses a static key its loader cannot resolve (retried as reads)."""
+
+
 class NoChangeError(BuildError):
     """The fix changes no code in this kernel build: nothing to patch (not a failure)."""
 

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from suture import bundle
 from suture.build import source
@@ -175,6 +176,14 @@ EBT_EDITS = [
         "\treturn ebt_register_table(net, &frame_filter, ebt_ops_filter);",
     )
 ]
+# A module function with a tracepoint of its own module: the builder compiles it
+# again with static branches as key reads (the loader cannot resolve that key).
+EXT4_EDITS = [
+    (
+        "\ttrace_ext4_sync_fs(sb, wait);\n",
+        '\ttrace_ext4_sync_fs(sb, wait);\n\tpr_info("suture-ext4: sync_fs\\n");\n',
+    )
+]
 # Fixes of several files: one module with a klp_object per patched object.
 MULTI_FILE = {
     "two_files": [
@@ -249,6 +258,11 @@ def test_built_patches_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
     build(BuildRequest(RELEASE, module_fix, out, name="suture_t_mrp"))
     ebt_fix = make_fix(tree, "net/bridge/netfilter/ebtable_filter.c", *EBT_EDITS, out=tmp_path)
     build(BuildRequest(RELEASE, ebt_fix, out, name="suture_t_ebt"))
+    ext4_fix = make_fix(tree, "fs/ext4/super.c", *EXT4_EDITS, out=tmp_path)
+    build(BuildRequest(RELEASE, ext4_fix, out, name="suture_t_ext4"))
+    with (out / "suture_t_ext4.ko").open("rb") as f:
+        sections = {sec.name for sec in ELFFile(f).iter_sections()}
+    assert "__jump_table" not in sections  # the tracepoint's key is read, not jumped on
     for name, files in MULTI_FILE.items():
         fix = make_multi_fix(tree, files, tmp_path)
         report = build(BuildRequest(RELEASE, fix, out, name=f"suture_t_{name}"))

@@ -24,6 +24,9 @@ from suture.fsutil import locked
 # kpatch-macros.h) on the include path. The same flags for both compiles.
 INCLUDE_DIR = Path(__file__).parent / "include"
 SECTION_FLAGS = f"KCFLAGS=-ffunction-sections -fdata-sections -I{INCLUDE_DIR}"
+# Static branches as reads of their keys, for a module's code whose keys the
+# loader cannot resolve (include/suture_static_keys.h says why).
+KEY_READ_FLAGS = f"{SECTION_FLAGS} -include {INCLUDE_DIR / 'suture_static_keys.h'}"
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,10 @@ def _patch(tree: SourceTree, fix: Path, *extra: str) -> None:
         )
 
 
-def _compile(tree: SourceTree, source: str, dest: Path) -> None:
+def _compile(tree: SourceTree, source: str, dest: Path, flags: str) -> None:
     obj = source.removesuffix(".c") + ".o"
     (tree.path / obj).unlink(missing_ok=True)  # make must compile, whatever mtimes say
-    proc = subprocess.run(
-        tree.make_argv(SECTION_FLAGS, obj), capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(tree.make_argv(flags, obj), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuildError(
             f"compiling {source} failed:\n{proc.stderr.strip()[-3000:]}",
@@ -95,7 +96,9 @@ def compile_originals(tree: SourceTree, sources: list[str], work: Path) -> dict[
     return out
 
 
-def compile_pair(tree: SourceTree, fix: Path, work: Path) -> list[ObjectPair]:
+def compile_pair(
+    tree: SourceTree, fix: Path, work: Path, *, flags: str = SECTION_FLAGS
+) -> list[ObjectPair]:
     """Compile every file ``fix`` touches, original and patched, into ``work``.
 
     Raises:
@@ -108,13 +111,13 @@ def compile_pair(tree: SourceTree, fix: Path, work: Path) -> list[ObjectPair]:
         for src in sources:
             if not (tree.path / src).exists():
                 raise BuildError(f"{src} is not in the source of {tree.release}")
-            _compile(tree, src, work / "orig" / (src + ".o"))
+            _compile(tree, src, work / "orig" / (src + ".o"), flags)
             (pristine / src).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(tree.path / src, pristine / src)
         try:
             _patch(tree, fix)
             for src in sources:
-                _compile(tree, src, work / "patched" / (src + ".o"))
+                _compile(tree, src, work / "patched" / (src + ".o"), flags)
         finally:
             for src in sources:
                 shutil.copyfile(pristine / src, tree.path / src)

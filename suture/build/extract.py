@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from suture.build import elfwrite as ew
 from suture.build.differ import SPECIAL_STATIC
 from suture.build.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
-from suture.errors import BuildError
+from suture.errors import BuildError, StaticKeyError
 
 # Special sections whose entries point at code: entry size, offset of the
 # relocation that says which function an entry belongs to.
@@ -308,7 +308,9 @@ class _Extractor:
                     keep.append(i)
             if not keep:
                 continue
-            self._check_keys(sec, keep, size, by_offset)
+            keep = self._check_keys(sec, keep, size, by_offset)
+            if not keep:
+                continue
             result[sec.index] = (b"".join(sec.data[i * size : (i + 1) * size] for i in keep), None)
             relas = []
             for new_i, old_i in enumerate(keep):
@@ -332,10 +334,12 @@ class _Extractor:
 
     def _check_keys(
         self, sec: Section, keep: list[int], size: int, by_offset: dict[int, Rela]
-    ) -> None:
+    ) -> list[int]:
+        """The entries of a keyed table the patch can keep; refuse what it cannot have."""
         key_at = _KEYED.get(sec.name)
         if key_at is None:
-            return
+            return keep
+        kept = []
         for i in keep:
             rela = by_offset.get(i * size + key_at)
             sym = self.obj.symbols[rela.sym] if rela else None
@@ -343,9 +347,11 @@ class _Extractor:
             named = self._named(sym, ksec, rela) if sym and ksec and rela else sym
             name = named.name if named else "?"
             if name in self.exported:
+                kept.append(i)
                 continue
             if ksec is not None and self._carried(ksec, named):
                 self._include(ksec)  # a key of the patch's own (dynamic debug descriptors)
+                kept.append(i)
                 continue
             # A module names a static call it may not update by its exported
             # trampoline; the kernel finds the key from it (static_call_add_module),
@@ -353,18 +359,24 @@ class _Extractor:
             tramp = "__SCT__" + name.removeprefix("__SCK__")
             if sec.name == ".static_call_sites" and tramp in self.exported:
                 self.substitutes[name] = tramp
-                continue
-            if self.objname == "vmlinux":
+                kept.append(i)
+            elif self.objname == "vmlinux":
                 # Since Linux 5.8 the module loader applies klp relocations against
                 # vmlinux itself (apply_relocations), before jump labels and static
-                # calls are set up, so the key can be a klp symbol.
+                # calls are set up, so a vmlinux key can be a klp symbol.
+                kept.append(i)
+            elif sec.name == ".static_call_sites":
+                # Without the entry the site keeps calling the trampoline, which
+                # static_call_update() retargets: the same call, one jump longer.
                 continue
-            raise BuildError(
-                f"the patched code uses the static key {name} of the module it patches: "
-                "the module loader sets up jump labels before the livepatch core can "
-                "resolve a module's symbols",
-                hint="rewrite the fix without the static branch in the changed function",
-            )
+            else:
+                raise StaticKeyError(
+                    f"the patched code uses the static key {name}, which the module loader "
+                    "cannot resolve when it loads the patch (it belongs to the patched "
+                    "module, or vmlinux does not export it)",
+                    hint="read the key instead: static_key_enabled() in place of the static branch",
+                )
+        return kept
 
 
 def extract(

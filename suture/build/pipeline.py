@@ -15,6 +15,7 @@ module, which has one ``klp_object`` per patched object.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import shutil
@@ -25,14 +26,14 @@ from pathlib import Path
 
 from suture import __version__, bundle
 from suture.build import callers, klp, module, outside, source, symbols
-from suture.build.compile import ObjectPair, compile_pair
+from suture.build.compile import KEY_READ_FLAGS, ObjectPair, compile_pair
 from suture.build.differ import DiffResult, FunctionChange, diff_objects
 from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
 from suture.build.extract import PatchObject, extract
 from suture.build.extract import new_symbol_name as extract_new_name
 from suture.build.fix import Fix
 from suture.build.image_refs import ImageIndex
-from suture.errors import BuildError, NoChangeError
+from suture.errors import BuildError, NoChangeError, StaticKeyError
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
 from suture.lab import kernels, vmlinux
@@ -164,6 +165,9 @@ class _Unit:
     # A file the fix does not change, patched because its functions call carried
     # code: carried kernel function -> index of the unit that carries it.
     carriers: dict[str, int] = field(default_factory=dict)
+    # The object as the running kernel has it, when ``orig`` was compiled otherwise
+    # (static branches as key reads): the manifest's hashes of the old code.
+    running: ObjectFile | None = None
 
 
 @dataclass
@@ -214,8 +218,7 @@ def _generate(
     units: list[_Unit],
     work: Path,
 ) -> BuildReport:
-    owners = symbols.export_owners(image)
-    exported = {name for name, owner in owners.items() if owner == "vmlinux"}
+    where = _Whereabouts(symbols.export_owners(image), symbols.kallsyms(image.release))
     ksyms: dict[str, symbols.Kallsyms] = {}
     for unit in units:
         if unit.objname not in ksyms:
@@ -236,17 +239,18 @@ def _generate(
     for unit, plan, tag in zip(units, plans, tags, strict=True):
         # Several files in one module: tags keep their global names apart.
         redirects = {fn: extract_new_name(fn, tags[i]) for fn, i in unit.carriers.items()}
-        parts.append(
-            _extract_unit(
-                unit,
-                plan,
-                tag=tag,
-                ksyms=ksyms[unit.objname],
-                exported=exported,
-                owners=owners,
-                redirects=redirects,
+        try:
+            parts.append(_extract_unit(unit, plan, tag, ksyms[unit.objname], where, redirects))
+        except StaticKeyError as e:
+            if unit.objname == "vmlinux":
+                raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
+            again = _with_key_reads(req, tree, unit, work, e)
+            plan_again = _plan_callers(
+                again, image=image, ksyms=ksyms[unit.objname], complete=req.complete
             )
-        )
+            parts.append(
+                _extract_unit(again, plan_again, tag, ksyms[unit.objname], where, redirects)
+            )
     _check_shared_new_code(parts)
     objects = _klp_objects(parts)
     build_id = _build_id(image)
@@ -280,19 +284,59 @@ def _generate(
     )
 
 
+def _with_key_reads(
+    req: BuildRequest,
+    tree: source.SourceTree,
+    unit: _Unit,
+    work: Path,
+    why: StaticKeyError,
+) -> _Unit:
+    """The unit compiled again with its static branches as reads of their keys."""
+    _progress(f"{unit.pair.source}: {why.message}; compiling it again with key reads")
+    try:
+        pairs = compile_pair(tree, req.fix, work / "key-reads", flags=KEY_READ_FLAGS)
+    except BuildError as e:
+        raise BuildError(f"{unit.pair.source}: {why.message}", hint=why.hint) from e
+    pair = next(p for p in pairs if p.source == unit.pair.source)
+    orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
+    fix = Fix.parse(req.fix.read_text(errors="replace"))
+    diff = diff_objects(orig, patched, fix.files[pair.source])
+    _refuse(pair, diff)
+    running = unit.orig.functions()
+    unknown = [c.name for c in diff.changed if c.name not in running]
+    if unknown:
+        raise BuildError(
+            f"{pair.source}: {why.message}; compiled with key reads, the changed code is in "
+            f"functions the running {unit.objname} does not have ({', '.join(unknown)})",
+            hint=why.hint,
+        )
+    return _Unit(pair, orig, patched, diff, unit.objname, unit.carriers, running=unit.orig)
+
+
 def _local_names(obj: ObjectFile) -> list[str]:
     """Names an object defines: anchors that tell same-named locals of the kernel apart."""
     return [s.name for s in obj.symbols if s.shndx and s.name and s.type in (1, 2)]
 
 
-def _extract_unit(
+@dataclass
+class _Whereabouts:
+    """Where the build's symbols live: exports by owner, and vmlinux's kallsyms."""
+
+    owners: dict[str, str]  # exported symbol -> vmlinux or the module exporting it
+    vmlinux: symbols.Kallsyms
+
+    @functools.cached_property
+    def exported(self) -> set[str]:
+        """What vmlinux exports: the module loader resolves those."""
+        return {name for name, owner in self.owners.items() if owner == "vmlinux"}
+
+
+def _extract_unit(  # noqa: PLR0917 - one call site, each argument distinct
     unit: _Unit,
     plan: callers.CallerPlan,
-    *,
     tag: str,
     ksyms: symbols.Kallsyms,
-    exported: set[str],
-    owners: dict[str, str],
+    where: _Whereabouts,
     redirects: dict[str, str],
 ) -> _UnitPatch:
     """Extract and resolve one unit into its own patch object."""
@@ -311,7 +355,7 @@ def _extract_unit(
     functions.update({fn: fn for fn in callbacks.values()})
     _progress(f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}")
     patch_obj = extract(
-        patched, functions, renames=diff.renames, exported=exported,
+        patched, functions, renames=diff.renames, exported=where.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
     )  # fmt: skip
     _progress(
@@ -319,7 +363,7 @@ def _extract_unit(
         f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
     )
     klp_syms = {
-        s: _klp_symbol(kname, objname, ksyms, local_names, owners)
+        s: _klp_symbol(kname, objname, ksyms, local_names, where)
         for s, kname in patch_obj.klp_symbols.items()
     }
     klp_funcs = [
@@ -339,17 +383,21 @@ def _klp_symbol(
     objname: str,
     ksyms: symbols.Kallsyms,
     local_names: list[str],
-    owners: dict[str, str],
+    where: _Whereabouts,
 ) -> klp.KlpSymbol:
     """Where the livepatch core finds a symbol the patch of ``objname`` references.
 
     vmlinux code only references vmlinux. A module's code references its own
     symbols, and symbols other modules export to it: those are looked up in
-    that module, which the loader has loaded before ours (a dependency).
+    that module, which the loader has loaded before ours (a dependency). A
+    module's code compiled with key reads may name an unexported vmlinux key:
+    that relocation is applied with vmlinux, when the patch loads.
     """
     if objname == "vmlinux" or ksyms.count(name):
         return klp.KlpSymbol(objname, name, ksyms.sympos(name, local_names))
-    owner = owners.get(name)
+    owner = where.owners.get(name)
+    if owner is None and where.vmlinux.count(name) == 1:
+        return klp.KlpSymbol("vmlinux", name, 0)
     if owner is None or owner in ("vmlinux", objname):
         raise BuildError(
             f"the patched code of {objname} uses {name}, which neither {objname} defines "
@@ -558,7 +606,7 @@ def _manifest(
     module_bytes = ko.read_bytes()
     objects: dict[str, list[bundle.Function]] = {}
     for part in parts:
-        funcs = part.unit.orig.functions()
+        funcs = (part.unit.running or part.unit.orig).functions()
         objects.setdefault(part.unit.objname, []).extend(
             bundle.Function(
                 c.name, 0, c.size, _old_sha256(funcs[c.name]) if c.name in funcs else ""

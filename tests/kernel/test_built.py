@@ -109,6 +109,37 @@ def test_module_patch_uses_another_modules_export() -> None:
         subprocess.run(["modprobe", "-r", "ebtable_filter"], check=False)
 
 
+def test_module_patch_reads_its_modules_static_key(tmp_path: Path) -> None:
+    # ext4_sync_fs() with its tracepoint, whose key is ext4's own: the patched
+    # copy reads the key, so the event still fires when it is enabled.
+    apply("ext4")
+    subprocess.run(["modprobe", "-a", "ext4", "loop"], check=True)
+    image, mnt = tmp_path / "e4.img", tmp_path / "e4"
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    tracing = Path("/sys/kernel/tracing")
+    if not (tracing / "events").exists():
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(tracing)], check=True)
+    event = tracing / "events/ext4/ext4_sync_fs/enable"
+    try:
+        (patch,) = status()["patches"]  # type: ignore[misc]
+        assert patch["objects"][0]["name"] == "ext4" and patch["objects"][0]["patched"]
+        (tracing / "trace").write_text("")
+        event.write_text("1")
+        (mnt / "x").write_text("x")
+        subprocess.run(["sync", "-f", str(mnt / "x")], check=True)
+        event.write_text("0")
+        assert "ext4_sync_fs" in (tracing / "trace").read_text()
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+        assert "suture-ext4: sync_fs" in log
+    finally:
+        event.write_text("0")
+        subprocess.run(["umount", str(mnt)], check=False)
+        suture("unload", "suture_t_ext4")
+
+
 def stack_labels() -> tuple[bool, bool]:
     """Whether /proc/self/maps and /proc/self/numa_maps label the stack (via is_stack())."""
     maps = Path("/proc/self/maps").read_text()

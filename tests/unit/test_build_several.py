@@ -18,7 +18,7 @@ import pytest
 from suture.build import klp, module
 from suture.build.elfobj import ObjectFile
 from suture.build.extract import extract
-from suture.build.pipeline import _klp_objects, _klp_symbol, _UnitPatch
+from suture.build.pipeline import _klp_objects, _klp_symbol, _UnitPatch, _Whereabouts
 from suture.build.symbols import Kallsyms
 from suture.errors import BuildError
 
@@ -142,11 +142,17 @@ def test_stub_refuses_an_object_twice() -> None:
 def test_a_modules_references_are_looked_up_where_they_live() -> None:
     raid456 = Kallsyms({"raid5d": [(7, "t")], "conf_lock": [(9, "d")]})
     owners = {"md_check_recovery": "md_mod", "printk": "vmlinux", "raid5_set_cache_size": "raid456"}
-    assert _klp_symbol("conf_lock", "raid456", raid456, [], owners) == klp.KlpSymbol(
+    vmlinux = Kallsyms({"printk": [(1, "T")], "hidden_key": [(2, "d")]})
+    where = _Whereabouts(owners, vmlinux)
+    assert _klp_symbol("conf_lock", "raid456", raid456, [], where) == klp.KlpSymbol(
         "raid456", "conf_lock", 0
     )
-    assert _klp_symbol("md_check_recovery", "raid456", raid456, [], owners) == klp.KlpSymbol(
+    assert _klp_symbol("md_check_recovery", "raid456", raid456, [], where) == klp.KlpSymbol(
         "md_mod", "md_check_recovery", 0, applied_with="raid456"
     )
+    # An unexported vmlinux key read by a module's code: applied with vmlinux.
+    assert _klp_symbol("hidden_key", "raid456", raid456, [], where) == klp.KlpSymbol(
+        "vmlinux", "hidden_key", 0
+    )
     with pytest.raises(BuildError, match="neither raid456 defines nor another module exports"):
-        _klp_symbol("printk", "raid456", raid456, [], owners)
+        _klp_symbol("printk", "raid456", raid456, [], where)
