@@ -129,8 +129,10 @@ class _Extractor:
         """True when the referenced section is copied into the patch rather than linked."""
         if sec.is_strings or sec.name.startswith(_WHOLE):
             return True
-        if named is None:
-            return not sec.is_text  # compiler-private data (switch tables, anonymous consts)
+        if named is None or (named.name.startswith(".L") and named.bind == SymBind.LOCAL):
+            # Compiler-private data (switch tables, anonymous constants; GCC's
+            # .LC labels when it keeps them in the symbol table).
+            return not sec.is_text
         if named.type == SymType.OBJECT and (
             SPECIAL_STATIC.match(named.name) or named.name in self.new_data
         ):

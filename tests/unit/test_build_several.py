@@ -156,3 +156,27 @@ def test_a_modules_references_are_looked_up_where_they_live() -> None:
     )
     with pytest.raises(BuildError, match="neither raid456 defines nor another module exports"):
         _klp_symbol("printk", "raid456", raid456, [], where)
+
+
+def test_compiler_constants_named_by_local_labels_are_carried(tmp_path: Path) -> None:
+    # gas keeps .LC0 in the symbol table for a reference into a mergeable
+    # constant section (.rodata.cst8): it is the patch's data, not the kernel's.
+    src = tmp_path / "lc.c"
+    src.write_text("double g(double);\ndouble f(double x) { return g(x * 1.2345); }\n")
+    subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(tmp_path / "lc.o")], check=True)
+    obj = ObjectFile.load(tmp_path / "lc.o")
+    assert any(s.name == ".LC0" for s in obj.symbols)
+    patch = extract(obj, {"f": "f"}, renames={}, exported={"g", "__fentry__"})
+    assert patch.klp_symbols == {}
+    (tmp_path / "p.o").write_bytes(patch.data)
+    listing = _symbols(tmp_path / "p.o")
+    assert (
+        ".rodata.cst8"
+        in subprocess.run(
+            ["readelf", "-W", "-S", str(tmp_path / "p.o")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert "UND .LC0" not in listing
