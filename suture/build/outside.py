@@ -48,24 +48,32 @@ class OutsideResult:
     unpatched: list[str] = field(default_factory=list)
 
 
-def definition_files(tree: Path, name: str) -> list[str]:
-    """The .c files of ``tree`` (x86 and generic code) that define a function ``name``."""
+def definition_files(tree: Path, names: Iterable[str]) -> dict[str, list[str]]:
+    """For each name, the .c files of ``tree`` (x86 and generic code) that define that function.
+
+    One ``grep`` over the tree for all the names; each hit is then read for
+    a definition of the names it mentions.
+    """
+    wanted = sorted(set(names))
+    found: dict[str, list[str]] = {name: [] for name in wanted}
+    if not wanted:
+        return found
     dirs = [
         p.name
         for p in tree.iterdir()
         if p.is_dir() and not p.name.startswith(".") and p.name not in (*_NOT_VMLINUX, "arch")
     ]
     dirs.append("arch/x86")
+    patterns = [arg for name in wanted for arg in ("-e", name)]
     proc = subprocess.run(
-        ["grep", "-rlw", "--include=*.c", "-e", name, *dirs],
+        ["grep", "-rlw", "--include=*.c", *patterns, *dirs],
         cwd=tree, capture_output=True, text=True, check=False,
     )  # fmt: skip
-    found = []
     for rel in sorted(proc.stdout.split()):
         text = (tree / rel).read_text(errors="replace")
-        if _defines(text, name):
-            found.append(rel)
-            found += _including(tree, rel)
+        for name in wanted:
+            if name in text and _defines(text, name):
+                found[name] += [rel, *_including(tree, rel)]
     return found
 
 
@@ -128,8 +136,9 @@ def resolve(
     for ref, carried in wanted:
         by_name.setdefault(ref.where, []).append((ref, carried))
     files: dict[str, list[str]] = {}  # source -> caller names it may define
+    defined = definition_files(tree.path, by_name)
     for name in by_name:
-        found = definition_files(tree.path, name)
+        found = defined[name]
         where = f"{by_name[name][0][1]} <- {name}"
         if not found or len(found) > _CANDIDATES:
             how = "no" if not found else f"{len(found)}"

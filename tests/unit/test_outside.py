@@ -32,10 +32,12 @@ def test_definition_files_include_the_files_that_include_them(tmp_path: Path) ->
     (tmp_path / "arch" / "arm64" / "x.c").write_text("void sugov_stop(void)\n{\n}\n")
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "y.c").write_text("void sugov_stop(void)\n{\n}\n")
-    assert definition_files(tmp_path, "sugov_stop") == [
-        "kernel/sched/cpufreq_schedutil.c",
-        "kernel/sched/build_utility.c",
-    ]
+    (sched / "fair.c").write_text("void other(void)\n{\n}\n")
+    assert definition_files(tmp_path, ["sugov_stop", "other", "nowhere"]) == {
+        "sugov_stop": ["kernel/sched/cpufreq_schedutil.c", "kernel/sched/build_utility.c"],
+        "other": ["kernel/sched/fair.c"],
+        "nowhere": [],
+    }
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
