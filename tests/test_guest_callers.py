@@ -6,7 +6,9 @@ carries its new code and patches its callers (vfs_mkdir, vfs_create ...)
 instead. generate_random_uuid() in lib/uuid.c (lib/ is built without
 ftrace) is called from other files: the builder compiles those and patches
 the callers there (proc_do_uuid for /proc/sys/kernel/random/uuid).
-tests/kernel/test_callers.py checks both behaviours in the guest. The
+A fix inside the syscall body of wait4 is patched through its wrappers,
+compiled to call the carried body instead of jumping to it.
+tests/kernel/test_callers.py checks these behaviours in the guest. The
 paths left to the old code (exports, pointers) and ``--complete`` are
 checked on the host.
 """
@@ -44,6 +46,11 @@ def tree() -> source.SourceTree:
     return source.prepare(RELEASE)
 
 
+WAIT4 = (
+    "\tstruct rusage r;\n\tlong err = kernel_wait4(upid, stat_addr, options, ru ? &r : NULL);\n",
+    "\tstruct rusage r;\n\tlong err;\n\n\tif (upid == -4242)\n\t\treturn -ENOTTY;\n"
+    "\terr = kernel_wait4(upid, stat_addr, options, ru ? &r : NULL);\n",
+)
 UUID = (
     "\tget_random_bytes(uuid, 16);\n\t/* Set UUID version to 4",
     "\tmemset(uuid, 0x5a, 16);\n\t/* Set UUID version to 4",
@@ -84,6 +91,13 @@ def test_callers_patched_in_guest(tree: source.SourceTree, tmp_path: Path) -> No
     assert report.unpatched == []  # every way in is a patched caller
     manifest = bundle.read_manifest(out / "suture_t_callers.bundle")
     assert set(manifest.functions) == REDIRECTED
+    # A syscall body: __do_sys_wait4 has no ftrace entry and its wrappers reach it
+    # by a tail jump; they are patched with copies that call it.
+    fix = make_fix(tree, "kernel/exit.c", WAIT4, out=tmp_path)
+    report = build(BuildRequest(RELEASE, fix, out, name="suture_t_wait4"))
+    assert report.carried == ["__do_sys_wait4"]
+    assert sorted(report.objects["vmlinux"]) == ["__ia32_sys_wait4", "__x64_sys_wait4"]
+    assert report.unpatched == []
     fix = make_fix(tree, "lib/uuid.c", UUID, out=tmp_path)
     report = build(BuildRequest(RELEASE, fix, out, name="suture_t_uuid"))
     assert report.carried == ["generate_random_uuid"]

@@ -36,6 +36,18 @@ Refused whatever is asked, because they are unsafe rather than incomplete:
 - code the patch replaces takes the address of a carried function: the
   pointer to the copy in the module could outlive the patch.
 
+A caller with an ftrace entry that reaches carried code only by a tail jump
+(a syscall wrapper ``__x64_sys_x`` jumping to its out-of-line body
+``__do_sys_x``, itself reached through the syscall table) is carried first,
+as above. When that leaves ways in old, the plan is tried again with such a
+caller *framed*: patched, with its copy compiled without sibling calls so
+that it calls the carried code and its frame stays on the stack (the new
+side is then as safe as any patched caller). On the old side a task running
+the old carried code has no frame of that caller, so the core switches it
+while it finishes the old code; framing is refused when that old code
+reaches anything the patch replaces, and kept only when it leaves fewer
+ways in old than carrying.
+
 Calls from ``__init`` code of vmlinux are no path: that code ran at boot
 and is freed.
 """
@@ -61,6 +73,7 @@ from suture.errors import BuildError
 MAX_DEPTH = 4  # caller levels above a changed function searched for ftrace entries
 MAX_CARRIED = 24  # functions carried for one fix, beyond which the plan is refused
 _SHOWN = 12  # paths named in a refusal
+_OLD_REACH = "its old code reaches"
 
 # Sections whose entries describe code (unwind data, exception and bug
 # tables, alternatives, call-site lists), never pointers anything calls.
@@ -122,6 +135,15 @@ class CallerPlan:
     # the carried function each calls: for the pipeline to compile and patch.
     outside: list[tuple[Reference, str]] = field(default_factory=list)
     unpatched: list[str] = field(default_factory=list)  # paths that keep the old code, and why
+    # Callers with an ftrace entry that tail-jump to carried code, patched with
+    # copies compiled without sibling calls (so their frame stays): see plan_callers.
+    framed: list[str] = field(default_factory=list)
+    fixed_reach: bool = False  # a changed function with an ftrace entry calls carried code
+
+    @property
+    def reached(self) -> bool:
+        """Some way into the carried code passes through a patched function."""
+        return bool(self.patched or self.framed or self.fixed_reach)
 
 
 def has_fentry(obj: ObjectFile, sec: Section) -> bool:
@@ -215,7 +237,9 @@ class _Planner:
         renames: dict[str, str],
         *,
         complete: bool,
+        frame_jumps: bool = False,
     ) -> None:
+        self.frame_jumps = frame_jumps
         self.orig = orig
         self.patched = patched
         self.outside = outside
@@ -261,6 +285,7 @@ class _Planner:
         if caller in fixed:
             if jumps:
                 self.refuse([*path, caller], f"the changed {caller} tail-jumps to it")
+            self.plan.fixed_reach = True
             return
         if caller in self.plan.patched:
             if not jumps:
@@ -274,6 +299,10 @@ class _Planner:
         if ref.has_fentry and not jumps:
             self.plan.patched.append(caller)
             return
+        if ref.has_fentry and self.frame_jumps:
+            if caller not in self.plan.framed:
+                self.plan.framed.append(caller)
+            return
         if len(path) >= MAX_DEPTH:
             why = "tail-jumps to it" if jumps else "has no ftrace entry either"
             self.leave(
@@ -282,6 +311,34 @@ class _Planner:
             )  # fmt: skip
             return
         self.carry(caller, [*path, caller], fixed)
+
+    def check_old_reach(self, fixed: set[str]) -> None:
+        """Refuse framing when the old code a framed caller jumps to reaches replaced code.
+
+        A task running that old code has no frame of the caller on its stack
+        (the jump removed it), so the livepatch core switches it while it runs
+        the old code: the old code must then call nothing the patch replaces.
+        """
+        replaced = fixed | set(self.plan.patched) | set(self.plan.framed)
+        calls: dict[str, set[str]] = {}
+        for target, refs in self.orig.refs.items():
+            for r in refs:
+                if r.kind in (RefKind.CALL, RefKind.JUMP):
+                    calls.setdefault(r.where, set()).add(target)
+        for caller in self.plan.framed:
+            start = self.plan.paths[caller]
+            seen, todo = {start}, [start]
+            while todo:
+                for callee in calls.get(todo.pop(), ()):
+                    if callee in replaced:
+                        self.refuse(
+                            [start, caller], f"{caller} tail-jumps to it, and {_OLD_REACH} "
+                            f"{callee}, which the patch replaces: a task switched while it "
+                            "runs that old code would mix old and new code",
+                        )  # fmt: skip
+                    if callee not in seen:
+                        seen.add(callee)
+                        todo.append(callee)
 
     def elsewhere(self, ref: Reference, name: str, path: list[str]) -> None:
         """A caller in another file: for the pipeline to patch, unless it tail-jumps."""
@@ -350,19 +407,41 @@ def plan_callers(
         BuildError: no path to a carried function can be patched, a path cannot be
             patched safely, or (``complete``) some path cannot be patched.
     """
-    planner = _Planner(
-        _Graph(orig, vmlinux=vmlinux),
-        _Graph(patched, vmlinux=vmlinux),
-        outside,
-        renames or {},
-        complete=complete,
-    )
-    for name in no_fentry:
-        planner.carry(name, [name], fixed)
-    planner.check_pointers(fixed)
-    if not planner.plan.patched and not planner.plan.outside and not fixed:
-        refuse_uncovered(no_fentry, planner.plan.unpatched)
-    return planner.plan
+    graphs = (_Graph(orig, vmlinux=vmlinux), _Graph(patched, vmlinux=vmlinux))
+
+    def attempt(frame_jumps: bool) -> CallerPlan:
+        planner = _Planner(
+            *graphs, outside, renames or {}, complete=complete, frame_jumps=frame_jumps
+        )
+        for name in no_fentry:
+            planner.carry(name, [name], fixed)
+        planner.check_pointers(fixed)
+        planner.check_old_reach(fixed)
+        plan = planner.plan
+        if not plan.reached and not plan.outside:
+            refuse_uncovered(no_fentry, plan.unpatched)
+        return plan
+
+    # Carrying a tail-jumping caller keeps every task consistent; framing it
+    # (its copy calls instead of jumping) is only tried when carrying leaves
+    # ways in old, and kept when it leaves fewer.
+    try:
+        plan = attempt(frame_jumps=False)
+    except BuildError as first:
+        try:
+            return attempt(frame_jumps=True)
+        except BuildError as second:
+            if _OLD_REACH in second.message:  # say why framing did not help either
+                raise BuildError(f"{first.message}; {second.message}", hint=first.hint) from None
+            raise first from None
+    if plan.unpatched:
+        try:
+            framed = attempt(frame_jumps=True)
+        except BuildError:
+            return plan
+        if framed.framed and len(framed.unpatched) < len(plan.unpatched):
+            return framed
+    return plan
 
 
 def refuse_uncovered(no_fentry: list[str], unpatched: list[str]) -> None:

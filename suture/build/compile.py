@@ -24,6 +24,8 @@ from suture.fsutil import locked
 # kpatch-macros.h) on the include path. The same flags for both compiles.
 INCLUDE_DIR = Path(__file__).parent / "include"
 SECTION_FLAGS = f"KCFLAGS=-ffunction-sections -fdata-sections -I{INCLUDE_DIR}"
+# Calls where GCC would jump (a tail call): for callers of carried code (callers.py).
+NO_SIBLING_CALL_FLAGS = f"{SECTION_FLAGS} -fno-optimize-sibling-calls"
 # Static branches as reads of their keys, for a module's code whose keys the
 # loader cannot resolve (include/suture_static_keys.h says why).
 KEY_READ_FLAGS = f"{SECTION_FLAGS} -include {INCLUDE_DIR / 'suture_static_keys.h'}"

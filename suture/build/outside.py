@@ -117,9 +117,15 @@ def matches_image(obj: ObjectFile, sec: Section, image: bytes | None) -> bool:
     return all(m or a == b for m, a, b in zip(mask, sec.data, image, strict=True))
 
 
-def _call_kinds(obj: ObjectFile, sec: Section, target: str) -> set[RefKind]:
-    """How the function in ``sec`` refers to ``target``, a function of another file."""
-    return {callers.branch_kind(sec, r) for r in sec.relas if obj.symbols[r.sym].name == target}
+def call_kinds(obj: ObjectFile, sec: Section, target: str) -> set[RefKind]:
+    """How the function in ``sec`` refers to the function ``target`` (by name, or its section)."""
+    kinds = set()
+    for r in sec.relas:
+        sym = obj.symbols[r.sym]
+        home = obj.symbol_section(sym)
+        if sym.name == target or (home is not None and home.symbol and home.symbol.name == target):
+            kinds.add(callers.branch_kind(sec, r))
+    return kinds
 
 
 def resolve(
@@ -184,7 +190,7 @@ def _place(
                 continue
             if not callers.has_fentry(obj, sec):
                 return f"{name} ({src}) has no ftrace entry"
-            kinds = _call_kinds(obj, sec, carried)
+            kinds = call_kinds(obj, sec, carried)
             if kinds != {RefKind.CALL}:
                 return f"{name} ({src}) does not only call it ({', '.join(k.value for k in kinds)})"
             entry = placed.setdefault(src, CallerFile(src, obj))

@@ -26,7 +26,12 @@ from pathlib import Path
 
 from suture import __version__, bundle
 from suture.build import callers, klp, module, outside, source, symbols
-from suture.build.compile import KEY_READ_FLAGS, ObjectPair, compile_pair
+from suture.build.compile import (
+    KEY_READ_FLAGS,
+    NO_SIBLING_CALL_FLAGS,
+    ObjectPair,
+    compile_pair,
+)
 from suture.build.differ import DiffResult, FunctionChange, diff_objects
 from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
 from suture.build.extract import PatchObject, extract
@@ -486,10 +491,63 @@ def _plan_callers(
     elsewhere = sorted({ref.where for ref, _ in plan.outside})
     _progress(
         f"no ftrace entry in {', '.join(no_fentry)}: carrying {', '.join(plan.carried)}, "
-        f"patching {', '.join(plan.patched) or 'no other function'} in the file"
+        f"patching {', '.join(plan.patched + plan.framed) or 'no other function'} in the file"
         + (f", and looking for {', '.join(elsewhere)} in other files" if elsewhere else "")
     )
     return plan
+
+
+def _framed_callers(
+    req: BuildRequest,
+    tree: source.SourceTree,
+    units: list[_Unit],
+    plans: list[callers.CallerPlan],
+    work: Path,
+) -> list[_Unit]:
+    """Units for callers that tail-jump to carried code, compiled without sibling calls.
+
+    Their copies must call the carried code, so that their frame stays on the
+    stack while it runs (callers.py says why).
+    """
+    wanted = [i for i, plan in enumerate(plans) if plan.framed]
+    if not wanted:
+        return []
+    names = sorted({f for i in wanted for f in plans[i].framed})
+    _progress(f"compiling {', '.join(names)} again without sibling calls (they tail-jump)")
+    pairs = compile_pair(tree, req.fix, work / "framed", flags=NO_SIBLING_CALL_FLAGS)
+    extra = []
+    for i in wanted:
+        unit, plan = units[i], plans[i]
+        pair = next(p for p in pairs if p.source == unit.pair.source)
+        obj = ObjectFile.load(pair.patched)
+        sections = obj.functions()
+        changes = []
+        for name in plan.framed:
+            target = plan.paths[name]
+            sec = sections.get(name)
+            kinds = outside.call_kinds(obj, sec, target) if sec else set()
+            if sec is None or kinds != {callers.RefKind.CALL}:
+                raise BuildError(
+                    f"{unit.pair.source}: {name} tail-jumps to {target}, whose new code the "
+                    "patch carries, and compiled without sibling calls it still does not "
+                    "just call it",
+                    hint="patch it by hand",
+                )
+            changes.append(
+                FunctionChange(
+                    name,
+                    "caller",
+                    sec.name,
+                    len(sec.data),
+                    has_fentry=True,
+                    reason=f"tail-jumps to {target}, whose new code the patch carries",
+                )
+            )
+        carriers = {plan.paths[name]: i for name in plan.framed}
+        framed = ObjectPair(unit.pair.source, pair.patched, pair.patched)
+        diff = DiffResult(changed=changes)
+        extra.append(_Unit(framed, obj, obj, diff, unit.objname, carriers, running=unit.orig))
+    return extra
 
 
 def _outside_callers(
@@ -501,10 +559,10 @@ def _outside_callers(
     plans: list[callers.CallerPlan],
     work: Path,
 ) -> tuple[list[_Unit], list[str]]:
-    """Units for the other files of vmlinux that call carried code, and the paths left old."""
+    """Units for callers of carried code kept apart (framed, other files), and paths left old."""
     unpatched = [u for p in plans for u in p.unpatched]
     wanted = [(ref, fn, i) for i, p in enumerate(plans) for ref, fn in p.outside]
-    extra: list[_Unit] = []
+    extra = _framed_callers(req, tree, units, plans, work)
     if wanted:
         index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux),
                                 symbols.kallsyms(image.release))  # fmt: skip
@@ -539,8 +597,8 @@ def _outside_callers(
             hint="build without --complete to patch the paths that can be patched",
         )
     for i, plan in enumerate(plans):
-        reached = plan.patched or any(i in u.carriers.values() for u in extra)
-        if plan.carried and not reached and not any(c.has_fentry for c in units[i].diff.changed):
+        elsewhere = any(i in u.carriers.values() for u in extra)
+        if plan.carried and not plan.reached and not elsewhere:
             try:
                 callers.refuse_uncovered(plan.carried[:1], unpatched)
             except BuildError as e:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,26 @@ def test_carried_function_reached_from_callers_in_other_files() -> None:
     assert uuid.read_text().strip() == "5a5a5a5a-5a5a-4a5a-9a5a-5a5a5a5a5a5a"
     suture("unload", "suture_t_uuid")
     assert uuid.read_text() != uuid.read_text()
+
+
+def wait4_probe() -> str:
+    try:
+        os.wait4(-4242, 0)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    return "no error"
+
+
+def test_syscall_body_patched_through_framed_wrappers() -> None:
+    assert wait4_probe() == "ECHILD"
+    sleeper = subprocess.Popen(["sleep", "3"])  # a task asleep in wait4 (the thread below)
+    waiter = threading.Thread(target=sleeper.wait)
+    waiter.start()
+    try:
+        suture("apply", str(BUNDLES / "suture_t_wait4.bundle"))
+        assert wait4_probe() == "ENOTTY"  # __x64_sys_wait4 -> the carried __do_sys_wait4
+    finally:
+        waiter.join()
+    assert sleeper.returncode == 0  # the wait that began in the old body ended well
+    suture("unload", "suture_t_wait4")
+    assert wait4_probe() == "ECHILD"

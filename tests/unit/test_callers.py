@@ -91,6 +91,37 @@ def test_a_tail_jump_is_no_anchor(tmp_path: Path) -> None:
     assert plan.patched == ["top"]
 
 
+def test_a_tail_jumper_reached_only_by_pointer_is_patched_with_a_frame(tmp_path: Path) -> None:
+    # A syscall wrapper: reached through the syscall table, it tail-jumps to the
+    # body. Carrying it leaves no way in; patching it (its copy compiled to call)
+    # covers every way in.
+    body = (
+        "noipa int jumper(int x) { return helper(x); }\nstruct ops jumper_ops = { .fn = jumper };\n"
+    )
+    plan = _plan(tmp_path, body)
+    assert plan.framed == ["jumper"]
+    assert plan.carried == ["helper"]
+    assert plan.patched == []
+    assert plan.unpatched == []
+    assert plan.paths == {"jumper": "helper"}
+
+
+def test_framing_is_refused_when_the_old_code_reaches_replaced_code(tmp_path: Path) -> None:
+    # A task switched while it runs the old helper (no frame of jumper) would
+    # go on into other's new code from old code.
+    helper = "static noipa notrace int helper(int x) { return other(x * 3) + 1; }\n"
+    body = (
+        "noipa int jumper(int x) { return helper(x); }\nstruct ops jumper_ops = { .fn = jumper };\n"
+    )
+    orig, patched = _objects(
+        tmp_path, body, "noipa int other(int x) { return sink(x); }\n" + helper
+    )
+    with pytest.raises(BuildError, match="its old code reaches other, which the patch replaces"):
+        plan_callers(
+            orig, patched, ["helper"], fixed={"other"}, vmlinux=True, outside=_none_outside
+        )
+
+
 def test_a_changed_caller_that_tail_jumps_is_refused(tmp_path: Path) -> None:
     orig, patched = _objects(tmp_path, "int user(int x) { return helper(x); }\n")
     with pytest.raises(BuildError, match="the changed user tail-jumps to it"):
