@@ -2,8 +2,9 @@
 
 source (prepared once per build) -> compile the touched units twice ->
 diff -> refuse what cannot be patched safely -> patch the callers of changed
-functions without an ftrace entry (callers.py) -> extract the changed code ->
-link a livepatch module with kbuild -> klp relocations -> bundle.
+functions without an ftrace entry (callers.py; the units they add, units.py)
+-> extract the changed code -> link a livepatch module with kbuild -> klp
+relocations -> bundle.
 
 A fix may change several files, of vmlinux and of modules. Each changed file
 is planned and extracted on its own into a patch object (its locals stay its
@@ -19,25 +20,19 @@ import functools
 import hashlib
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.build import callers, klp, module, outside, source, symbols
-from suture.build.compile import (
-    KEY_READ_FLAGS,
-    NO_SIBLING_CALL_FLAGS,
-    ObjectPair,
-    compile_pair,
-)
-from suture.build.differ import DiffResult, FunctionChange, diff_objects
+from suture.build import callers, klp, module, source, symbols
+from suture.build import units as units_mod
+from suture.build.compile import ObjectPair, compile_pair
+from suture.build.differ import FunctionChange, diff_objects
 from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
 from suture.build.extract import PatchObject, extract
 from suture.build.extract import new_symbol_name as extract_new_name
 from suture.build.fix import Fix
-from suture.build.image_refs import ImageIndex
 from suture.errors import BuildError, NoChangeError, StaticKeyError
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
@@ -88,10 +83,6 @@ class BuildReport:
         }
 
 
-def _progress(text: str) -> None:
-    print(f"suture: {text}", file=sys.stderr)
-
-
 def default_name(fix: Path) -> str:
     """A module name from the fix's file name: ``007-fs-x.patch`` -> ``suture_007_fs_x``."""
     stem = re.sub(r"[^a-z0-9_]", "_", fix.name.lower().removesuffix(".patch").removesuffix(".diff"))
@@ -108,19 +99,6 @@ def _objname(tree: source.SourceTree, pair: ObjectPair) -> str:
     if match is None:
         raise BuildError(f"cannot tell which module {pair.source} belongs to")
     return match.group(1)
-
-
-def _refuse(pair: ObjectPair, diff: DiffResult) -> None:
-    if diff.unpatchable:
-        what, why = diff.unpatchable[0]
-        raise BuildError(f"{pair.source}: {what} changed, but {why}")
-    if diff.changed_data:
-        raise BuildError(
-            f"{pair.source}: the fix changes existing data ({', '.join(diff.changed_data)}); "
-            "a live patch cannot change data the running kernel already uses",
-            hint="keep the data as it is and attach new state with shadow variables "
-            "(klp_shadow_*), or set it up in a pre-patch callback",
-        )
 
 
 def _callbacks(obj: ObjectFile) -> dict[str, str]:
@@ -158,28 +136,11 @@ def _build_id(tree: kernels.KernelTree) -> str:
     return parse_build_id(section_data(image.read_bytes(), b".notes") or b"")
 
 
-@dataclass(frozen=True)
-class _Unit:
-    """One changed translation unit: compiled before and after, diffed, and where it links."""
-
-    pair: ObjectPair
-    orig: ObjectFile
-    patched: ObjectFile
-    diff: DiffResult
-    objname: str  # vmlinux or the module the unit is linked into
-    # A file the fix does not change, patched because its functions call carried
-    # code: carried kernel function -> index of the unit that carries it.
-    carriers: dict[str, int] = field(default_factory=dict)
-    # The object as the running kernel has it, when ``orig`` was compiled otherwise
-    # (static branches as key reads): the manifest's hashes of the old code.
-    running: ObjectFile | None = None
-
-
 @dataclass
 class _UnitPatch:
     """What one unit puts into the livepatch module."""
 
-    unit: _Unit
+    unit: units_mod.Unit
     patch: PatchObject
     redirected: list[FunctionChange]  # klp_funcs
     klp_funcs: list[module.PatchedFunction]
@@ -193,19 +154,19 @@ def build(req: BuildRequest) -> BuildReport:
     fix = Fix.parse(req.fix.read_text(errors="replace"))
     name = req.name or default_name(req.fix)
     image = kernels.fetch(req.release)
-    _progress(f"preparing the source of {image.release} (once per build)")
+    units_mod.progress(f"preparing the source of {image.release} (once per build)")
     tree = source.prepare(image.release)
     with tempfile.TemporaryDirectory(prefix="suture-build-") as tmp:
         work = Path(tmp)
-        _progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
+        units_mod.progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
         pairs = compile_pair(tree, req.fix, work / "objects")
         units = []
         for pair in pairs:
             orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
             diff = diff_objects(orig, patched, fix.files[pair.source])
-            _refuse(pair, diff)
+            units_mod.refuse_unpatchable(pair, diff)
             if diff.changed or diff.new:  # a unit that changes nothing is left out
-                units.append(_Unit(pair, orig, patched, diff, _objname(tree, pair)))
+                units.append(units_mod.Unit(pair, orig, patched, diff, _objname(tree, pair)))
         if not units:
             raise NoChangeError(
                 f"the fix changes no code in {image.release}: the objects it touches compile "
@@ -220,7 +181,7 @@ def _generate(
     name: str,
     image: kernels.KernelTree,
     tree: source.SourceTree,
-    units: list[_Unit],
+    units: list[units_mod.Unit],
     work: Path,
 ) -> BuildReport:
     where = _Whereabouts(symbols.export_owners(image), symbols.kallsyms(image.release))
@@ -232,11 +193,12 @@ def _generate(
                 if unit.objname == "vmlinux"
                 else symbols.module_symbols(image, unit.objname)
             )
-    plans = [_plan_callers(u, image=image, ksyms=ksyms[u.objname], complete=req.complete)
+    plans = [units_mod.plan_unit(u, image=image, ksyms=ksyms[u.objname], complete=req.complete)
              for u in units]  # fmt: skip
-    callers_units, unpatched = _outside_callers(
-        req, image=image, tree=tree, units=units, plans=plans, work=work
-    )
+    callers_units, unpatched = units_mod.outside_callers(
+        req.fix, complete=req.complete, image=image, tree=tree, units=units, plans=plans,
+        work=work,
+    )  # fmt: skip
     units = units + callers_units
     plans += [callers.CallerPlan() for _ in callers_units]
     tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
@@ -249,8 +211,10 @@ def _generate(
         except StaticKeyError as e:
             if unit.objname == "vmlinux":
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
-            again = _with_key_reads(req, tree, unit, work, e)
-            plan_again = _plan_callers(
+            if unit.carriers:  # a file added for callers: compiled otherwise already
+                raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
+            again = units_mod.with_key_reads(req.fix, tree, unit, work, e)
+            plan_again = units_mod.plan_unit(
                 again, image=image, ksyms=ksyms[unit.objname], complete=req.complete
             )
             parts.append(
@@ -263,7 +227,7 @@ def _generate(
         name, objects, {"suture_build_id": build_id, "description": req.description}
     )
     klp_syms = {k: v for p in parts for k, v in p.klp_syms.items()}
-    _progress("linking the live patch module")
+    units_mod.progress("linking the live patch module")
     ko = module.link(
         image.headers_dir, work / "module", name=name,
         patch_objects=[p.patch.data for p in parts], stub=stub, klp_symbols=klp_syms,
@@ -289,40 +253,6 @@ def _generate(
     )
 
 
-def _with_key_reads(
-    req: BuildRequest,
-    tree: source.SourceTree,
-    unit: _Unit,
-    work: Path,
-    why: StaticKeyError,
-) -> _Unit:
-    """The unit compiled again with its static branches as reads of their keys."""
-    _progress(f"{unit.pair.source}: {why.message}; compiling it again with key reads")
-    try:
-        pairs = compile_pair(tree, req.fix, work / "key-reads", flags=KEY_READ_FLAGS)
-    except BuildError as e:
-        raise BuildError(f"{unit.pair.source}: {why.message}", hint=why.hint) from e
-    pair = next(p for p in pairs if p.source == unit.pair.source)
-    orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
-    fix = Fix.parse(req.fix.read_text(errors="replace"))
-    diff = diff_objects(orig, patched, fix.files[pair.source])
-    _refuse(pair, diff)
-    running = unit.orig.functions()
-    unknown = [c.name for c in diff.changed if c.name not in running]
-    if unknown:
-        raise BuildError(
-            f"{pair.source}: {why.message}; compiled with key reads, the changed code is in "
-            f"functions the running {unit.objname} does not have ({', '.join(unknown)})",
-            hint=why.hint,
-        )
-    return _Unit(pair, orig, patched, diff, unit.objname, unit.carriers, running=unit.orig)
-
-
-def _local_names(obj: ObjectFile) -> list[str]:
-    """Names an object defines: anchors that tell same-named locals of the kernel apart."""
-    return [s.name for s in obj.symbols if s.shndx and s.name and s.type in (1, 2)]
-
-
 @dataclass
 class _Whereabouts:
     """Where the build's symbols live: exports by owner, and vmlinux's kallsyms."""
@@ -337,7 +267,7 @@ class _Whereabouts:
 
 
 def _extract_unit(  # noqa: PLR0917 - one call site, each argument distinct
-    unit: _Unit,
+    unit: units_mod.Unit,
     plan: callers.CallerPlan,
     tag: str,
     ksyms: symbols.Kallsyms,
@@ -346,7 +276,7 @@ def _extract_unit(  # noqa: PLR0917 - one call site, each argument distinct
 ) -> _UnitPatch:
     """Extract and resolve one unit into its own patch object."""
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
-    local_names = _local_names(orig)
+    local_names = units_mod.local_names(orig)
     redirected = [c for c in diff.changed if c.has_fentry]
     redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
     inverse = {v: k for k, v in diff.renames.items()}
@@ -358,12 +288,14 @@ def _extract_unit(  # noqa: PLR0917 - one call site, each argument distinct
     except BuildError as e:
         raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
     functions.update({fn: fn for fn in callbacks.values()})
-    _progress(f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}")
+    units_mod.progress(
+        f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}"
+    )
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=where.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
     )  # fmt: skip
-    _progress(
+    units_mod.progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "
         f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
     )
@@ -463,183 +395,6 @@ def _klp_objects(parts: list[_UnitPatch]) -> list[module.KlpObject]:
                 callbacks[kind] = sym
         objects.append(module.KlpObject(objname, funcs, callbacks))
     return objects
-
-
-def _plan_callers(
-    unit: _Unit,
-    *,
-    image: kernels.KernelTree,
-    ksyms: symbols.Kallsyms,
-    complete: bool,
-) -> callers.CallerPlan:
-    """Changed functions without an ftrace entry: which to carry, which callers to patch."""
-    pair, orig, patched, diff, objname = (
-        unit.pair, unit.orig, unit.patched, unit.diff, unit.objname
-    )  # fmt: skip
-    no_fentry = [c.name for c in diff.changed if not c.has_fentry]
-    if not no_fentry:
-        return callers.CallerPlan()
-    outside = _outside_refs(objname, image, ksyms, _local_names(orig), orig)
-    try:
-        plan = callers.plan_callers(
-            orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
-            vmlinux=objname == "vmlinux", outside=outside, renames=diff.renames,
-            complete=complete,
-        )  # fmt: skip
-    except BuildError as e:
-        raise BuildError(f"{pair.source}: {e.message}", hint=e.hint) from e
-    elsewhere = sorted({ref.where for ref, _ in plan.outside})
-    _progress(
-        f"no ftrace entry in {', '.join(no_fentry)}: carrying {', '.join(plan.carried)}, "
-        f"patching {', '.join(plan.patched + plan.framed) or 'no other function'} in the file"
-        + (f", and looking for {', '.join(elsewhere)} in other files" if elsewhere else "")
-    )
-    return plan
-
-
-def _framed_callers(
-    req: BuildRequest,
-    tree: source.SourceTree,
-    units: list[_Unit],
-    plans: list[callers.CallerPlan],
-    work: Path,
-) -> list[_Unit]:
-    """Units for callers that tail-jump to carried code, compiled without sibling calls.
-
-    Their copies must call the carried code, so that their frame stays on the
-    stack while it runs (callers.py says why).
-    """
-    wanted = [i for i, plan in enumerate(plans) if plan.framed]
-    if not wanted:
-        return []
-    names = sorted({f for i in wanted for f in plans[i].framed})
-    _progress(f"compiling {', '.join(names)} again without sibling calls (they tail-jump)")
-    pairs = compile_pair(tree, req.fix, work / "framed", flags=NO_SIBLING_CALL_FLAGS)
-    extra = []
-    for i in wanted:
-        unit, plan = units[i], plans[i]
-        pair = next(p for p in pairs if p.source == unit.pair.source)
-        obj = ObjectFile.load(pair.patched)
-        sections = obj.functions()
-        changes = []
-        for name in plan.framed:
-            target = plan.paths[name]
-            sec = sections.get(name)
-            kinds = outside.call_kinds(obj, sec, target) if sec else set()
-            if sec is None or kinds != {callers.RefKind.CALL}:
-                raise BuildError(
-                    f"{unit.pair.source}: {name} tail-jumps to {target}, whose new code the "
-                    "patch carries, and compiled without sibling calls it still does not "
-                    "just call it",
-                    hint="patch it by hand",
-                )
-            changes.append(
-                FunctionChange(
-                    name,
-                    "caller",
-                    sec.name,
-                    len(sec.data),
-                    has_fentry=True,
-                    reason=f"tail-jumps to {target}, whose new code the patch carries",
-                )
-            )
-        carriers = {plan.paths[name]: i for name in plan.framed}
-        framed = ObjectPair(unit.pair.source, pair.patched, pair.patched)
-        diff = DiffResult(changed=changes)
-        extra.append(_Unit(framed, obj, obj, diff, unit.objname, carriers, running=unit.orig))
-    return extra
-
-
-def _outside_callers(
-    req: BuildRequest,
-    *,
-    image: kernels.KernelTree,
-    tree: source.SourceTree,
-    units: list[_Unit],
-    plans: list[callers.CallerPlan],
-    work: Path,
-) -> tuple[list[_Unit], list[str]]:
-    """Units for callers of carried code kept apart (framed, other files), and paths left old."""
-    unpatched = [u for p in plans for u in p.unpatched]
-    wanted = [(ref, fn, i) for i, p in enumerate(plans) for ref, fn in p.outside]
-    extra = _framed_callers(req, tree, units, plans, work)
-    if wanted:
-        index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux),
-                                symbols.kallsyms(image.release))  # fmt: skip
-        _progress(f"compiling the files of {len({r.where for r, _, _ in wanted})} callers "
-                  "in other files")  # fmt: skip
-        found = outside.resolve(
-            tree, index, [(r, fn) for r, fn, _ in wanted], work / "callers",
-            fix_files={u.pair.source for u in units},
-        )  # fmt: skip
-        unpatched += found.unpatched
-        carrier = {fn: i for _, fn, i in wanted}
-        for cf in found.files:
-            sections = cf.obj.functions()
-            changes = [
-                FunctionChange(
-                    name,
-                    "caller",
-                    sections[name].name,
-                    len(sections[name].data),
-                    has_fentry=True,
-                    reason=f"calls {fn}, whose new code the patch carries",
-                )
-                for name, fn in cf.callers.items()
-            ]
-            pair = ObjectPair(cf.source, cf.obj.path, cf.obj.path)
-            carriers = {fn: carrier[fn] for fn in set(cf.callers.values())}
-            diff = DiffResult(changed=changes)
-            extra.append(_Unit(pair, cf.obj, cf.obj, diff, "vmlinux", carriers))
-    if req.complete and unpatched:
-        raise BuildError(
-            "some paths keep reaching the old code: " + "; ".join(unpatched),
-            hint="build without --complete to patch the paths that can be patched",
-        )
-    for i, plan in enumerate(plans):
-        elsewhere = any(i in u.carriers.values() for u in extra)
-        if plan.carried and not plan.reached and not elsewhere:
-            try:
-                callers.refuse_uncovered(plan.carried[:1], unpatched)
-            except BuildError as e:
-                raise BuildError(f"{units[i].pair.source}: {e.message}", hint=e.hint) from e
-    for note in unpatched:
-        _progress(f"warning: left calling the old code: {note}")
-    return extra, unpatched
-
-
-def _outside_refs(
-    objname: str,
-    image: kernels.KernelTree,
-    ksyms: symbols.Kallsyms,
-    local_names: list[str],
-    orig: ObjectFile,
-) -> callers.OutsideRefs:
-    """References to a global function from the rest of vmlinux (read from its image)."""
-
-    def unknown(_name: str) -> list[callers.Reference] | None:
-        return None  # a module's other files are not searched
-
-    if objname != "vmlinux":
-        return unknown
-    index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux), ksyms)
-    own = {a for n in orig.functions() if (a := _address(ksyms, n, local_names)) is not None}
-
-    def outside(name: str) -> list[callers.Reference] | None:
-        address = _address(ksyms, name, local_names)
-        return None if address is None else index.references(address, own)
-
-    return outside
-
-
-def _address(ksyms: symbols.Kallsyms, name: str, local_names: list[str]) -> int | None:
-    """The running kernel's address of a function of the patched file, or None if unsure."""
-    entries = ksyms.by_name.get(name, [])
-    try:
-        pos = ksyms.sympos(name, local_names)
-    except BuildError:
-        return None
-    return entries[max(pos, 1) - 1][0] if entries else None
 
 
 def _caller_change(orig: ObjectFile, name: str, plan: callers.CallerPlan) -> FunctionChange:

@@ -1,0 +1,272 @@
+"""The translation units a build patches, and how callers of carried code join them.
+
+A unit is one file compiled before and after the fix. The files of the fix
+are the first units; the builder adds others for the callers of carried code
+(callers.py): the fixed file compiled again without sibling calls for callers
+that tail-jump (*framed*), and other files of vmlinux that call a carried
+global function (outside.py). A module's file whose changed code uses static
+keys its loader cannot resolve is compiled again with key reads.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suture.build import callers, outside, source, symbols
+from suture.build.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
+from suture.build.differ import DiffResult, FunctionChange, diff_objects
+from suture.build.elfobj import ObjectFile
+from suture.build.fix import Fix
+from suture.build.image_refs import ImageIndex
+from suture.errors import BuildError, StaticKeyError
+from suture.lab import kernels, vmlinux
+
+
+def progress(text: str) -> None:
+    """A step of the build, on stderr."""
+    print(f"suture: {text}", file=sys.stderr)
+
+
+def local_names(obj: ObjectFile) -> list[str]:
+    """Names an object defines: anchors that tell same-named locals of the kernel apart."""
+    return [s.name for s in obj.symbols if s.shndx and s.name and s.type in (1, 2)]
+
+
+def refuse_unpatchable(pair: ObjectPair, diff: DiffResult) -> None:
+    """Refuse a unit whose diff changes what a live patch cannot (data, __init code ...)."""
+    if diff.unpatchable:
+        what, why = diff.unpatchable[0]
+        raise BuildError(f"{pair.source}: {what} changed, but {why}")
+    if diff.changed_data:
+        raise BuildError(
+            f"{pair.source}: the fix changes existing data ({', '.join(diff.changed_data)}); "
+            "a live patch cannot change data the running kernel already uses",
+            hint="keep the data as it is and attach new state with shadow variables "
+            "(klp_shadow_*), or set it up in a pre-patch callback",
+        )
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One changed translation unit: compiled before and after, diffed, and where it links."""
+
+    pair: ObjectPair
+    orig: ObjectFile
+    patched: ObjectFile
+    diff: DiffResult
+    objname: str  # vmlinux or the module the unit is linked into
+    # A file the fix does not change, patched because its functions call carried
+    # code: carried kernel function -> index of the unit that carries it.
+    carriers: dict[str, int] = field(default_factory=dict)
+    # The object as the running kernel has it, when ``orig`` was compiled otherwise
+    # (static branches as key reads): the manifest's hashes of the old code.
+    running: ObjectFile | None = None
+
+
+def with_key_reads(
+    fix: Path,
+    tree: source.SourceTree,
+    unit: Unit,
+    work: Path,
+    why: StaticKeyError,
+) -> Unit:
+    """The unit compiled again with its static branches as reads of their keys."""
+    progress(f"{unit.pair.source}: {why.message}; compiling it again with key reads")
+    try:
+        pairs = compile_pair(tree, fix, work / "key-reads", flags=KEY_READ_FLAGS)
+    except BuildError as e:
+        raise BuildError(f"{unit.pair.source}: {why.message}", hint=why.hint) from e
+    pair = next(p for p in pairs if p.source == unit.pair.source)
+    orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
+    lines = Fix.parse(fix.read_text(errors="replace")).files[pair.source]
+    diff = diff_objects(orig, patched, lines)
+    refuse_unpatchable(pair, diff)
+    running = unit.orig.functions()
+    unknown = [c.name for c in diff.changed if c.name not in running]
+    if unknown:
+        raise BuildError(
+            f"{pair.source}: {why.message}; compiled with key reads, the changed code is in "
+            f"functions the running {unit.objname} does not have ({', '.join(unknown)})",
+            hint=why.hint,
+        )
+    return Unit(pair, orig, patched, diff, unit.objname, unit.carriers, running=unit.orig)
+
+
+def plan_unit(
+    unit: Unit,
+    *,
+    image: kernels.KernelTree,
+    ksyms: symbols.Kallsyms,
+    complete: bool,
+) -> callers.CallerPlan:
+    """Changed functions without an ftrace entry: which to carry, which callers to patch."""
+    pair, orig, patched, diff, objname = (
+        unit.pair, unit.orig, unit.patched, unit.diff, unit.objname
+    )  # fmt: skip
+    no_fentry = [c.name for c in diff.changed if not c.has_fentry]
+    if not no_fentry:
+        return callers.CallerPlan()
+    outside = _outside_refs(objname, image, ksyms, local_names(orig), orig)
+    try:
+        plan = callers.plan_callers(
+            orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
+            vmlinux=objname == "vmlinux", outside=outside, renames=diff.renames,
+            complete=complete,
+        )  # fmt: skip
+    except BuildError as e:
+        raise BuildError(f"{pair.source}: {e.message}", hint=e.hint) from e
+    elsewhere = sorted({ref.where for ref, _ in plan.outside})
+    progress(
+        f"no ftrace entry in {', '.join(no_fentry)}: carrying {', '.join(plan.carried)}, "
+        f"patching {', '.join(plan.patched + plan.framed) or 'no other function'} in the file"
+        + (f", and looking for {', '.join(elsewhere)} in other files" if elsewhere else "")
+    )
+    return plan
+
+
+def framed_callers(
+    fix: Path,
+    tree: source.SourceTree,
+    units: list[Unit],
+    plans: list[callers.CallerPlan],
+    work: Path,
+) -> list[Unit]:
+    """Units for callers that tail-jump to carried code, compiled without sibling calls.
+
+    Their copies must call the carried code, so that their frame stays on the
+    stack while it runs (callers.py says why).
+    """
+    wanted = [i for i, plan in enumerate(plans) if plan.framed]
+    if not wanted:
+        return []
+    names = sorted({f for i in wanted for f in plans[i].framed})
+    progress(f"compiling {', '.join(names)} again without sibling calls (they tail-jump)")
+    pairs = compile_pair(tree, fix, work / "framed", flags=NO_SIBLING_CALL_FLAGS)
+    extra = []
+    for i in wanted:
+        unit, plan = units[i], plans[i]
+        pair = next(p for p in pairs if p.source == unit.pair.source)
+        obj = ObjectFile.load(pair.patched)
+        sections = obj.functions()
+        changes = []
+        for name in plan.framed:
+            target = plan.paths[name]
+            sec = sections.get(name)
+            kinds = outside.call_kinds(obj, sec, target) if sec else set()
+            if sec is None or kinds != {callers.RefKind.CALL}:
+                raise BuildError(
+                    f"{unit.pair.source}: {name} tail-jumps to {target}, whose new code the "
+                    "patch carries, and compiled without sibling calls it still does not "
+                    "just call it",
+                    hint="patch it by hand",
+                )
+            changes.append(
+                FunctionChange(
+                    name,
+                    "caller",
+                    sec.name,
+                    len(sec.data),
+                    has_fentry=True,
+                    reason=f"tail-jumps to {target}, whose new code the patch carries",
+                )
+            )
+        carriers = {plan.paths[name]: i for name in plan.framed}
+        framed = ObjectPair(unit.pair.source, pair.patched, pair.patched)
+        diff = DiffResult(changed=changes)
+        extra.append(Unit(framed, obj, obj, diff, unit.objname, carriers, running=unit.orig))
+    return extra
+
+
+def outside_callers(
+    fix: Path,
+    *,
+    complete: bool,
+    image: kernels.KernelTree,
+    tree: source.SourceTree,
+    units: list[Unit],
+    plans: list[callers.CallerPlan],
+    work: Path,
+) -> tuple[list[Unit], list[str]]:
+    """Units for callers of carried code kept apart (framed, other files), and paths left old."""
+    unpatched = [u for p in plans for u in p.unpatched]
+    wanted = [(ref, fn, i) for i, p in enumerate(plans) for ref, fn in p.outside]
+    extra = framed_callers(fix, tree, units, plans, work)
+    if wanted:
+        index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux),
+                                symbols.kallsyms(image.release))  # fmt: skip
+        progress(f"compiling the files of {len({r.where for r, _, _ in wanted})} callers "
+                  "in other files")  # fmt: skip
+        found = outside.resolve(
+            tree, index, [(r, fn) for r, fn, _ in wanted], work / "callers",
+            fix_files={u.pair.source for u in units},
+        )  # fmt: skip
+        unpatched += found.unpatched
+        carrier = {fn: i for _, fn, i in wanted}
+        for cf in found.files:
+            sections = cf.obj.functions()
+            changes = [
+                FunctionChange(
+                    name,
+                    "caller",
+                    sections[name].name,
+                    len(sections[name].data),
+                    has_fentry=True,
+                    reason=f"calls {fn}, whose new code the patch carries",
+                )
+                for name, fn in cf.callers.items()
+            ]
+            pair = ObjectPair(cf.source, cf.obj.path, cf.obj.path)
+            carriers = {fn: carrier[fn] for fn in set(cf.callers.values())}
+            diff = DiffResult(changed=changes)
+            extra.append(Unit(pair, cf.obj, cf.obj, diff, "vmlinux", carriers))
+    if complete and unpatched:
+        raise BuildError(
+            "some paths keep reaching the old code: " + "; ".join(unpatched),
+            hint="build without --complete to patch the paths that can be patched",
+        )
+    for i, plan in enumerate(plans):
+        elsewhere = any(i in u.carriers.values() for u in extra)
+        if plan.carried and not plan.reached and not elsewhere:
+            try:
+                callers.refuse_uncovered(plan.carried[:1], unpatched)
+            except BuildError as e:
+                raise BuildError(f"{units[i].pair.source}: {e.message}", hint=e.hint) from e
+    for note in unpatched:
+        progress(f"warning: left calling the old code: {note}")
+    return extra, unpatched
+
+
+def _outside_refs(
+    objname: str,
+    image: kernels.KernelTree,
+    ksyms: symbols.Kallsyms,
+    local_names: list[str],
+    orig: ObjectFile,
+) -> callers.OutsideRefs:
+    """References to a global function from the rest of vmlinux (read from its image)."""
+
+    def unknown(_name: str) -> list[callers.Reference] | None:
+        return None  # a module's other files are not searched
+
+    if objname != "vmlinux":
+        return unknown
+    index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux), ksyms)
+    own = {a for n in orig.functions() if (a := _address(ksyms, n, local_names)) is not None}
+
+    def outside(name: str) -> list[callers.Reference] | None:
+        address = _address(ksyms, name, local_names)
+        return None if address is None else index.references(address, own)
+
+    return outside
+
+
+def _address(ksyms: symbols.Kallsyms, name: str, local_names: list[str]) -> int | None:
+    """The running kernel's address of a function of the patched file, or None if unsure."""
+    entries = ksyms.by_name.get(name, [])
+    try:
+        pos = ksyms.sympos(name, local_names)
+    except BuildError:
+        return None
+    return entries[max(pos, 1) - 1][0] if entries else None
