@@ -2,7 +2,8 @@
 
 Prints one JSON document: per patch, built / no-change / refused (with the
 reason), and for built ones whether it loaded, transitioned, unloaded, and
-kept dmesg clean while a short workload ran. A patch for a module counts as
+kept dmesg clean while a short workload ran (a generic one, and for some
+fixes one of their own from bench/workloads.py). A patch for a module counts as
 right only if that module then loads and the livepatch core patches it. A
 partial fix (ways into carried code left to the old code) lists them.
 
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import workloads  # bench/workloads.py, next to this file
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "patches" / "stable-dev"
@@ -89,12 +92,21 @@ def load_inside(bundles: list[str]) -> None:
 
             targets = [o.name for o in bundle.read_manifest(Path(path)).objects]
             modules = [t for t in targets if t != "vmlinux"]
+            name = Path(path).stem
             for mod in modules:  # the core patches a module as it loads
                 loaded = subprocess.run(["modprobe", mod], capture_output=True, check=False)
-                res.setdefault("modprobe", {})[mod] = loaded.returncode == 0  # type: ignore[index]
+                flag = Path(f"/sys/kernel/livepatch/{name}/{mod}/patched")
+                patched = flag.exists() and flag.read_text().strip() == "1"
+                res.setdefault("modprobe", {})[mod] = loaded.returncode == 0 and patched  # type: ignore[index]
             subprocess.run(["sh", "-c", WORKLOAD], check=False)
             subprocess.run([sys.executable, "-c", WORKLOAD_PY], check=False)
-            name = Path(path).stem
+            own = workloads.program(name.removeprefix("sd_"))
+            if own is not None:  # this fix's subsystem, more closely
+                try:
+                    done = subprocess.run([sys.executable, "-c", own], check=False, timeout=60)
+                    res["workload"] = "ran" if done.returncode == 0 else f"exit {done.returncode}"
+                except subprocess.TimeoutExpired:
+                    res["workload"] = "timed out"
             unload = subprocess.run(
                 [sys.executable, "-m", "suture.cli.main", "unload", name],
                 capture_output=True, text=True, check=False,
