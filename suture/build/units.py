@@ -10,6 +10,7 @@ keys its loader cannot resolve is compiled again with key reads.
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,11 +109,11 @@ def plan_unit(
     no_fentry = [c.name for c in diff.changed if not c.has_fentry]
     if not no_fentry:
         return callers.CallerPlan()
-    outside = _outside_refs(objname, image, ksyms, local_names(orig), orig)
+    elsewhere_refs = _outside_refs(objname, image, ksyms, local_names(orig), orig)
     try:
         plan = callers.plan_callers(
             orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
-            vmlinux=objname == "vmlinux", outside=outside, renames=diff.renames,
+            vmlinux=objname == "vmlinux", outside=elsewhere_refs, renames=diff.renames,
             complete=complete,
         )  # fmt: skip
     except BuildError as e:
@@ -194,8 +195,7 @@ def outside_callers(
     wanted = [(ref, fn, i) for i, p in enumerate(plans) for ref, fn in p.outside]
     extra = framed_callers(fix, tree, units, plans, work)
     if wanted:
-        index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux),
-                                symbols.kallsyms(image.release))  # fmt: skip
+        index = _image_index(image)
         progress(f"compiling the files of {len({r.where for r, _, _ in wanted})} callers "
                   "in other files")  # fmt: skip
         found = outside.resolve(
@@ -238,11 +238,19 @@ def outside_callers(
     return extra, unpatched
 
 
+@functools.lru_cache(maxsize=2)
+def _image_index(image: kernels.KernelTree) -> ImageIndex:
+    """The build's vmlinux image, indexed by its kallsyms (read once per build)."""
+    return ImageIndex.load(
+        vmlinux.ensure(image.vmlinuz, image.vmlinux), symbols.kallsyms(image.release)
+    )
+
+
 def _outside_refs(
     objname: str,
     image: kernels.KernelTree,
     ksyms: symbols.Kallsyms,
-    local_names: list[str],
+    anchors: list[str],
     orig: ObjectFile,
 ) -> callers.OutsideRefs:
     """References to a global function from the rest of vmlinux (read from its image)."""
@@ -252,21 +260,21 @@ def _outside_refs(
 
     if objname != "vmlinux":
         return unknown
-    index = ImageIndex.load(vmlinux.ensure(image.vmlinuz, image.vmlinux), ksyms)
-    own = {a for n in orig.functions() if (a := _address(ksyms, n, local_names)) is not None}
+    index = _image_index(image)
+    own = {a for n in orig.functions() if (a := _address(ksyms, n, anchors)) is not None}
 
-    def outside(name: str) -> list[callers.Reference] | None:
-        address = _address(ksyms, name, local_names)
+    def elsewhere(name: str) -> list[callers.Reference] | None:
+        address = _address(ksyms, name, anchors)
         return None if address is None else index.references(address, own)
 
-    return outside
+    return elsewhere
 
 
-def _address(ksyms: symbols.Kallsyms, name: str, local_names: list[str]) -> int | None:
+def _address(ksyms: symbols.Kallsyms, name: str, anchors: list[str]) -> int | None:
     """The running kernel's address of a function of the patched file, or None if unsure."""
     entries = ksyms.by_name.get(name, [])
     try:
-        pos = ksyms.sympos(name, local_names)
+        pos = ksyms.sympos(name, anchors)
     except BuildError:
         return None
     return entries[max(pos, 1) - 1][0] if entries else None
