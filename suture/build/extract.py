@@ -230,13 +230,11 @@ class _Extractor:
                         ),
                     )
                 elif target and target not in self._external_syms:
-                    # A tag keeps the unexported names of several files apart in
-                    # the one module: each may mean another same-named static.
-                    name = (
-                        target
-                        if target in self.exported or not self.tag
-                        else (KLP_PREFIX + self.tag + target)
-                    )
+                    # An unexported name gets a name of its own in the module: the
+                    # module's link defines some of the same names for itself
+                    # (__this_module, which the patched code means as its module's),
+                    # and a tag keeps several files' same-named statics apart.
+                    name = target if target in self.exported else KLP_PREFIX + self.tag + target
                     self._external_syms[target] = ew.OutSymbol(
                         name, (SymBind.GLOBAL << 4) | SymType.NOTYPE, ew.SHN_UNDEF
                     )

@@ -180,3 +180,14 @@ def test_compiler_constants_named_by_local_labels_are_carried(tmp_path: Path) ->
         ).stdout
     )
     assert "UND .LC0" not in listing
+
+
+def test_unexported_references_get_names_the_modules_link_cannot_take(tmp_path: Path) -> None:
+    # THIS_MODULE in a module's patched code means that module's __this_module,
+    # not the one modpost gives the livepatch module itself.
+    src = tmp_path / "m.c"
+    src.write_text("extern char __this_module[];\nvoid *owner(void) { return __this_module; }\n")
+    subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(tmp_path / "m.o")], check=True)
+    obj = ObjectFile.load(tmp_path / "m.o")
+    patch = extract(obj, {"owner": "owner"}, renames={}, exported={"__fentry__"}, objname="m")
+    assert patch.klp_symbols == {"__suture_klp___this_module": "__this_module"}
