@@ -7,7 +7,10 @@ fixes one of their own from bench/workloads.py). A patch for a module counts as
 right only if that module then loads and the livepatch core patches it. A
 partial fix (ways into carried code left to the old code) lists them.
 
-    .venv/bin/python bench/stable_dev.py [--corpus DIR] [--only ID...]
+    .venv/bin/python bench/stable_dev.py [--corpus DIR] [--only ID...] [--kernel RELEASE]
+
+The kernel build is the one the corpus' README names as its base
+(``linux-image-<release>``), unless ``--kernel`` says otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,7 +29,7 @@ import workloads  # bench/workloads.py, next to this file
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "patches" / "stable-dev"
-RELEASE = "6.1.0-47-amd64"  # the corpus' base (see its README)
+RELEASE = "6.1.0-47-amd64"  # stable-dev's base, when a corpus' README names none
 WORKLOAD = (
     "ls -R /sys/kernel/livepatch >/dev/null; cat /proc/self/status /proc/cmdline >/dev/null; "
     "ip link >/dev/null; ping -c1 -W1 127.0.0.1 >/dev/null 2>&1; sync; "
@@ -48,7 +52,15 @@ if fd >= 0:
 BAD = ("Call Trace", "BUG:", "WARNING:", "Oops")
 
 
-def build_all(corpus: Path, out: Path, only: list[str]) -> list[dict[str, object]]:
+def base_kernel(corpus: Path) -> str:
+    """The build a corpus' patches apply to: the first ``linux-image-<release>`` of its README."""
+    readme = corpus / "README.md"
+    text = readme.read_text(errors="replace") if readme.exists() else ""
+    match = re.search(r"linux-image-(\d+\.\d+\.\d+-\d+-[a-z0-9]+)", text)
+    return match.group(1) if match else RELEASE
+
+
+def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[dict[str, object]]:
     from suture.build.pipeline import BuildRequest, build
     from suture.errors import NoChangeError, SutureError
 
@@ -61,7 +73,7 @@ def build_all(corpus: Path, out: Path, only: list[str]) -> list[dict[str, object
         entry: dict[str, object] = {"id": row["id"], "file": row["file"], "target": row["target"]}
         start = time.monotonic()
         try:
-            report = build(BuildRequest(RELEASE, patch, out, name=f"sd_{row['id'][:3]}"))
+            report = build(BuildRequest(release, patch, out, name=f"sd_{row['id'][:3]}"))
             entry.update(status="built", bundle=str(report.bundle), functions=report.objects)
             if report.unpatched:  # a partial fix: these ways keep the old code
                 entry["unpatched"] = report.unpatched
@@ -125,6 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--only", nargs="*", default=[])
+    parser.add_argument("--kernel", help="the build to patch (default: the one the README names)")
     parser.add_argument("--inside", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside is not None:
@@ -133,14 +146,15 @@ def main() -> None:
     from suture.lab import guest, kernels
 
     out = Path(tempfile.mkdtemp(prefix="suture-stable-dev-"))
-    results = build_all(args.corpus, out, args.only)
+    release = args.kernel or base_kernel(args.corpus)
+    results = build_all(args.corpus, out, args.only, release)
     bundles = [str(r["bundle"]) for r in results if r["status"] == "built"]
     loads: dict[str, dict[str, object]] = {}
     if bundles:
         log = out / "guest.log"
         with log.open("wb") as sink:
             guest.run(
-                kernels.fetch(RELEASE),
+                kernels.fetch(release),
                 [sys.executable, str(Path(__file__).resolve()), "--inside", *bundles],
                 guest.GuestConfig(timeout=3000),
                 cwd=ROOT,
@@ -165,7 +179,7 @@ def main() -> None:
     print(json.dumps({
         "format": 1,
         "bench": "stable-dev",
-        "kernel": RELEASE,
+        "kernel": release,
         "patches": len(results),
         "right": ok,
         "right_share": round(ok / max(len(results), 1), 3),
