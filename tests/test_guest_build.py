@@ -233,6 +233,21 @@ def test_no_change_is_reported(tree: source.SourceTree, tmp_path: Path) -> None:
         build(BuildRequest(RELEASE, fix, tmp_path))
 
 
+def test_code_the_configuration_leaves_out_is_no_change(
+    tree: source.SourceTree, tmp_path: Path
+) -> None:
+    # CONFIG_SERIAL_MAX310X is not set: kbuild still compiles the file when asked
+    # by name (and without -DMODULE), but the kernel has none of its functions.
+    fix = make_fix(
+        tree,
+        "drivers/tty/serial/max310x.c",
+        ("\ts32 uartclk = 0;\n\tbool xtal;", "\ts32 uartclk = 1;\n\tbool xtal;"),
+        out=tmp_path,
+    )
+    with pytest.raises(NoChangeError, match=r"does not build drivers/tty/serial/max310x.c"):
+        build(BuildRequest(RELEASE, fix, tmp_path))
+
+
 def test_init_code_is_refused(tree: source.SourceTree, tmp_path: Path) -> None:
     fix = make_fix(tree, "fs/proc/cmdline.c", ('"cmdline", 0,', '"cmdline", 0444,'), out=tmp_path)
     with pytest.raises(BuildError, match=r"proc_cmdline_init changed, but __init"):

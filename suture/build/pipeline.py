@@ -101,6 +101,23 @@ def _objname(tree: source.SourceTree, pair: ObjectPair) -> str:
     return match.group(1)
 
 
+def _in_build(image: kernels.KernelTree, objname: str, orig: ObjectFile) -> bool:
+    """The compiled file is part of the build: its module ships, or vmlinux has its functions.
+
+    kbuild compiles a file this configuration leaves out when asked for it by
+    name, and without ``-DMODULE``, so it looks like vmlinux code. The running
+    kernel's kallsyms has (nearly) every out-of-line function of a file that
+    is built in, and none of one that is not.
+    """
+    if objname != "vmlinux":
+        return symbols.has_module(image, objname)
+    names = [n for n in orig.functions() if "." not in n]
+    if not names:
+        return True  # nothing to tell by: let the diff decide
+    ksyms = symbols.kallsyms(image.release)
+    return sum(1 for n in names if ksyms.count(n)) * 2 >= len(names)
+
+
 def _callbacks(obj: ObjectFile) -> dict[str, str]:
     """Callbacks the fix registers with suture_livepatch.h: kind -> function name."""
     found = {}
@@ -160,18 +177,24 @@ def build(req: BuildRequest) -> BuildReport:
         work = Path(tmp)
         units_mod.progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
         pairs = compile_pair(tree, req.fix, work / "objects")
-        units = []
+        units, absent = [], []
         for pair in pairs:
             orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
+            objname = _objname(tree, pair)
+            if not _in_build(image, objname, orig):
+                absent.append(pair.source)
+                continue
             diff = diff_objects(orig, patched, fix.files[pair.source])
             units_mod.refuse_unpatchable(pair, diff)
             if diff.changed or diff.new:  # a unit that changes nothing is left out
-                units.append(units_mod.Unit(pair, orig, patched, diff, _objname(tree, pair)))
+                units.append(units_mod.Unit(pair, orig, patched, diff, objname))
         if not units:
-            raise NoChangeError(
-                f"the fix changes no code in {image.release}: the objects it touches compile "
-                "the same (or this configuration does not build the changed code)",
+            why = (
+                f"its configuration does not build {', '.join(absent)} into it"
+                if absent
+                else "the objects it touches compile the same"
             )
+            raise NoChangeError(f"the fix changes no code in {image.release}: {why}")
         return _generate(req, name=name, image=image, tree=tree, units=units, work=work)
 
 

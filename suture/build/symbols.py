@@ -94,17 +94,26 @@ def _kind(kallsyms_type: str) -> str:
     return "text" if kallsyms_type in "tTwW" else "data"
 
 
+def _module_files(tree: kernels.KernelTree, module: str) -> list[Path]:
+    return [
+        p
+        for p in tree.modules_dir.joinpath("kernel").rglob("*.ko*")
+        if p.name.split(".ko")[0].replace("-", "_") == module
+    ]
+
+
+def has_module(tree: kernels.KernelTree, module: str) -> bool:
+    """The image ships ``module`` (its configuration builds it)."""
+    return bool(_module_files(tree, module))
+
+
 def module_symbols(tree: kernels.KernelTree, module: str) -> Kallsyms:
     """The symbols of the distro's ``module``.ko, in its symtab's order (module kallsyms order).
 
     Raises:
         BuildError: the image ships no such module.
     """
-    candidates = [
-        p
-        for p in tree.modules_dir.joinpath("kernel").rglob("*.ko*")
-        if p.name.split(".ko")[0].replace("-", "_") == module
-    ]
+    candidates = _module_files(tree, module)
     if not candidates:
         raise BuildError(f"the image of {tree.release} has no module {module}")
     by_name: dict[str, list[tuple[int, str]]] = {}
