@@ -349,7 +349,7 @@ class _Planner:
 
     def check_pointers(self, fixed: set[str]) -> None:
         """Refuse a pointer to a carried function that code in the patch would hand out."""
-        replaced = fixed | set(self.plan.carried) | set(self.plan.patched)
+        replaced = fixed | set(self.plan.carried) | set(self.plan.patched) | set(self.plan.framed)
         for path, ref in self.pointers:
             if ref.where in replaced:
                 self.refuse(
