@@ -91,7 +91,7 @@ def compile_originals(tree: SourceTree, sources: list[str], work: Path) -> dict[
             if together.returncode != 0 and not built.exists():
                 subprocess.run(tree.make_argv(SECTION_FLAGS, obj), capture_output=True, check=False)
             if built.exists():
-                dest = work / "callers" / obj
+                dest = work / obj
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(built, dest)
                 out[src] = ObjectFile.load(dest)

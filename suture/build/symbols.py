@@ -41,10 +41,6 @@ def export_owners(tree: kernels.KernelTree) -> dict[str, str]:
     }
 
 
-def exported(tree: kernels.KernelTree) -> set[str]:
-    """Symbols vmlinux exports to modules (``Module.symvers``, module column ``vmlinux``)."""
-    return {name for name, owner in export_owners(tree).items() if owner == "vmlinux"}
-
 
 @dataclass(frozen=True)
 class Kallsyms:
