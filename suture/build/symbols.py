@@ -41,7 +41,6 @@ def export_owners(tree: kernels.KernelTree) -> dict[str, str]:
     }
 
 
-
 @dataclass(frozen=True)
 class Kallsyms:
     """vmlinux symbols of one build in kallsyms order (by address): name -> [(address, type)]."""
