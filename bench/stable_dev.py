@@ -61,7 +61,7 @@ def base_kernel(corpus: Path) -> str:
 
 
 def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[dict[str, object]]:
-    from suture.build.pipeline import BuildRequest, build
+    from suture.builder.pipeline import BuildRequest, build
     from suture.errors import NoChangeError, SutureError
 
     rows = list(csv.DictReader((corpus / "manifest.tsv").open(), delimiter="\t"))

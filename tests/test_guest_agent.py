@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from suture.build import source
-from suture.build.pipeline import BuildRequest, build
+from suture.builder import source
+from suture.builder.pipeline import BuildRequest, build
 from suture.lab import kernels
 from tests.test_guest_build import RELEASE, SHOW, make_fix
 from tests.test_guest_engine import require_qemu, run_guest_tests

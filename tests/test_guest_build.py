@@ -16,8 +16,8 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from suture import bundle
-from suture.build import source
-from suture.build.pipeline import BuildRequest, build
+from suture.builder import source
+from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError, NoChangeError
 from suture.lab import kernels
 from tests.test_guest_engine import require_qemu, run_guest_tests

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from suture import bundle
-from suture.build import source
-from suture.build.pipeline import BuildRequest, build
+from suture.builder import source
+from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError
 from suture.lab import kernels
 from tests.test_guest_build import RELEASE, make_fix

@@ -16,7 +16,7 @@ listed once: a fix of several files lists all their functions there.
 (relocation targets zeroed), so builder and agent can check it before loading.
 ``unpatched`` (present only when not empty) lists the ways into changed code
 without an ftrace entry that the patch could not route to the new code: the
-fix is partial there (see suture/build/callers.py).
+fix is partial there (see suture/builder/callers.py).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
     """Build one bundle."""
-    from suture.build.pipeline import BuildRequest, build
+    from suture.builder.pipeline import BuildRequest, build
 
     if not args.fix.is_file():
         raise UsageError(f"{args.fix} is not a file", hint="give the path of a .patch file")

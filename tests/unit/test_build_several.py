@@ -15,11 +15,11 @@ from typing import cast
 
 import pytest
 
-from suture.build import klp, module
-from suture.build.elfobj import ObjectFile
-from suture.build.extract import extract
-from suture.build.pipeline import _klp_objects, _klp_symbol, _UnitPatch, _Whereabouts
-from suture.build.symbols import Kallsyms
+from suture.builder import klp, module
+from suture.builder.elfobj import ObjectFile
+from suture.builder.extract import extract
+from suture.builder.pipeline import _klp_objects, _klp_symbol, _UnitPatch, _Whereabouts
+from suture.builder.symbols import Kallsyms
 from suture.errors import BuildError
 
 CFLAGS = ["-O2", "-fno-pie", "-pg", "-mfentry", "-ffunction-sections", "-fdata-sections", "-c"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from suture.build.callers import (
+from suture.builder.callers import (
     MAX_DEPTH,
     CallerPlan,
     OutsideRefs,
@@ -23,9 +23,9 @@ from suture.build.callers import (
     RefKind,
     plan_callers,
 )
-from suture.build.elfobj import ObjectFile
-from suture.build.image_refs import ImageIndex, LoadedSection, _rel32_hits
-from suture.build.symbols import Kallsyms
+from suture.builder.elfobj import ObjectFile
+from suture.builder.image_refs import ImageIndex, LoadedSection, _rel32_hits
+from suture.builder.symbols import Kallsyms
 from suture.errors import BuildError
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

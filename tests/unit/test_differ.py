@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from suture.build.differ import DiffResult, diff_objects, mangle
-from suture.build.elfobj import ObjectFile
-from suture.build.fix import Fix
+from suture.builder.differ import DiffResult, diff_objects, mangle
+from suture.builder.elfobj import ObjectFile
+from suture.builder.fix import Fix
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from suture.build.fix import Fix
+from suture.builder.fix import Fix
 from suture.errors import BuildError
 
 FIX = """\

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from suture.build import elfwrite as ew
-from suture.build import klp
+from suture.builder import elfwrite as ew
+from suture.builder import klp
 
 pytestmark = pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils")
 

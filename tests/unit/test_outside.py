@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from suture.build.elfobj import ObjectFile
-from suture.build.outside import _defines, definition_files, matches_image
+from suture.builder.elfobj import ObjectFile
+from suture.builder.outside import _defines, definition_files, matches_image
 
 
 def test_definitions_and_declarations_told_apart() -> None:

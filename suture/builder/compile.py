@@ -14,9 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from suture.build.elfobj import ObjectFile
-from suture.build.fix import Fix
-from suture.build.source import SourceTree
+from suture.builder.elfobj import ObjectFile
+from suture.builder.fix import Fix
+from suture.builder.source import SourceTree
 from suture.errors import BuildError
 from suture.fsutil import locked
 

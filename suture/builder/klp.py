@@ -17,7 +17,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from suture.build import elfwrite as ew
+from suture.builder import elfwrite as ew
 from suture.errors import BuildError
 
 _SYM = struct.Struct("<IBBHQQ")

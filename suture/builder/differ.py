@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from suture.build.elfobj import (
+from suture.builder.elfobj import (
     ObjectFile,
     Rela,
     RelocType,
@@ -30,7 +30,7 @@ from suture.build.elfobj import (
     SymType,
     target_offset,
 )
-from suture.build.fix import LineMap
+from suture.builder.fix import LineMap
 
 # Static objects the compiler makes per use site; never correlated as data.
 SPECIAL_STATIC = re.compile(

@@ -15,12 +15,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.build import callers, outside, source, symbols
-from suture.build.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
-from suture.build.differ import DiffResult, FunctionChange, diff_objects
-from suture.build.elfobj import ObjectFile
-from suture.build.fix import Fix
-from suture.build.image_refs import ImageIndex
+from suture.builder import callers, outside, source, symbols
+from suture.builder.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
+from suture.builder.differ import DiffResult, FunctionChange, diff_objects
+from suture.builder.elfobj import ObjectFile
+from suture.builder.fix import Fix
+from suture.builder.image_refs import ImageIndex
 from suture.errors import BuildError, StaticKeyError
 from suture.lab import kernels, vmlinux
 

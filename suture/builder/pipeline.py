@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.build import callers, klp, module, source, symbols
-from suture.build import units as units_mod
-from suture.build.compile import ObjectPair, compile_pair
-from suture.build.differ import FunctionChange, diff_objects
-from suture.build.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
-from suture.build.extract import PatchObject, extract
-from suture.build.extract import new_symbol_name as extract_new_name
-from suture.build.fix import Fix
+from suture.builder import callers, klp, module, source, symbols
+from suture.builder import units as units_mod
+from suture.builder.compile import ObjectPair, compile_pair
+from suture.builder.differ import FunctionChange, diff_objects
+from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
+from suture.builder.extract import PatchObject, extract
+from suture.builder.extract import new_symbol_name as extract_new_name
+from suture.builder.fix import Fix
 from suture.errors import BuildError, NoChangeError, StaticKeyError
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from suture.build.callers import Reference, RefKind
-from suture.build.symbols import Kallsyms
+from suture.builder.callers import Reference, RefKind
+from suture.builder.symbols import Kallsyms
 
 # Sections whose entries describe code (unwind data, exception, bug and
 # alternatives tables, call-site lists) or hold no pointers at all.

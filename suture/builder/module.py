@@ -5,7 +5,7 @@ patched object, one ``klp_func`` per function, atomic replace on: levels are
 cumulative) and the module's info. kbuild links it with the extracted patch
 objects (one per changed file) against the target build's headers, so vermagic and symbol CRCs are
 that build's; modpost is told to let the unexported references through,
-because :mod:`suture.build.klp` turns them into klp relocations afterwards.
+because :mod:`suture.builder.klp` turns them into klp relocations afterwards.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.build import klp
-from suture.build.kbuild import BUILD_JOBS
+from suture.builder import klp
+from suture.builder.kbuild import BUILD_JOBS
 from suture.errors import BuildError, KbuildError
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from suture.build import elfwrite as ew
-from suture.build.differ import SPECIAL_STATIC
-from suture.build.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
+from suture.builder import elfwrite as ew
+from suture.builder.differ import SPECIAL_STATIC
+from suture.builder.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
 from suture.errors import BuildError, StaticKeyError
 
 # Special sections whose entries point at code: entry size, offset of the

@@ -58,7 +58,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from suture.build.elfobj import (
+from suture.builder.elfobj import (
     ObjectFile,
     Rela,
     RelocType,

@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.build import callers
-from suture.build.callers import Reference, RefKind
-from suture.build.compile import compile_originals
-from suture.build.elfobj import ObjectFile, RelocType, Section
-from suture.build.image_refs import ImageIndex
-from suture.build.source import SourceTree
+from suture.builder import callers
+from suture.builder.callers import Reference, RefKind
+from suture.builder.compile import compile_originals
+from suture.builder.elfobj import ObjectFile, RelocType, Section
+from suture.builder.image_refs import ImageIndex
+from suture.builder.source import SourceTree
 
 # Source folders that never hold x86-64 vmlinux code.
 _NOT_VMLINUX = ("Documentation", "tools", "samples", "scripts", "usr", "LICENSES", "debian")
