@@ -58,6 +58,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from suture.builder import sections
 from suture.builder.elfobj import (
     ObjectFile,
     Rela,
@@ -75,15 +76,6 @@ MAX_CARRIED = 24  # functions carried for one fix, beyond which the plan is refu
 _SHOWN = 12  # paths named in a refusal
 _OLD_REACH = "its old code reaches"
 
-# Sections whose entries describe code (unwind data, exception and bug
-# tables, alternatives, call-site lists), never pointers anything calls.
-_CODE_TABLES = (
-    ".orc_unwind", "__ex_table", "__bug_table", ".altinstructions", ".return_sites",
-    ".retpoline_sites", ".call_sites", ".smp_locks", "__mcount_loc", ".parainstructions",
-    "__jump_table", ".static_call_sites", "__patchable_function_entries", ".discard",
-    ".debug", ".note", ".BTF", ".rela", "__ksymtab_strings",
-)  # fmt: skip
-_EXPORT_TABLES = ("___ksymtab", "__ksymtab", ".export_symbol")  # 6.1 and 6.5+ layouts
 _INIT_TEXT = (".init.text", ".exit.text")
 _JCC_LOW, _JCC_HIGH = 0x80, 0x8F  # 0f 80..0f 8f: conditional near jumps
 
@@ -197,9 +189,9 @@ class _Graph:
                     self.refs.setdefault(target.name, []).append(ref)
 
     def _reference(self, sec: Section, rela: Rela, target: Symbol) -> Reference | None:
-        if sec.name.startswith(_EXPORT_TABLES):
+        if sections.is_export_table(sec.name):
             return Reference(sec.name, RefKind.EXPORT)
-        if sec.name.startswith(_CODE_TABLES):
+        if sections.describes_code(sec.name):
             return None
         owner = sec.symbol or self.obj.symbol_at(sec, rela.offset)
         if not sec.is_text:

@@ -19,31 +19,8 @@ from dataclasses import dataclass, field
 from suture.builder import elfwrite as ew
 from suture.builder.differ import SPECIAL_STATIC
 from suture.builder.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
+from suture.builder.sections import ENTRY_TABLES, WHOLE
 from suture.errors import BuildError, StaticKeyError
-
-# Special sections whose entries point at code: entry size, offset of the
-# relocation that says which function an entry belongs to.
-_TABLES: dict[str, tuple[int, int]] = {
-    "__bug_table": (12, 0),
-    "__ex_table": (12, 0),
-    ".orc_unwind_ip": (4, 0),
-    ".altinstructions": (12, 0),
-    ".return_sites": (4, 0),
-    ".retpoline_sites": (4, 0),
-    ".call_sites": (4, 0),
-    ".smp_locks": (4, 0),
-    "__mcount_loc": (8, 0),
-    ".parainstructions": (16, 0),
-    "__jump_table": (16, 0),
-    ".static_call_sites": (8, 0),
-}
-# Parallel tables: entry i of the first describes entry i of the second.
-_PARALLEL = {".orc_unwind_ip": (".orc_unwind", 6)}
-# Referenced as a whole when a kept entry points into them.
-_WHOLE = (".altinstr_replacement", ".altinstr_aux")
-# Tables whose keys live in the kernel: the loader reads them before the
-# livepatch core resolves anything, so a key must be an exported symbol.
-_KEYED = {"__jump_table": 8, ".static_call_sites": 4}
 
 NEW_PREFIX = "__suture_new_"
 KLP_PREFIX = "__suture_klp_"
@@ -127,7 +104,7 @@ class _Extractor:
 
     def _carried(self, sec: Section, named: Symbol | None) -> bool:
         """True when the referenced section is copied into the patch rather than linked."""
-        if sec.is_strings or sec.name.startswith(_WHOLE):
+        if sec.is_strings or sec.name.startswith(WHOLE):
             return True
         if named is None or (named.name.startswith(".L") and named.bind == SymBind.LOCAL):
             # Compiler-private data (switch tables, anonymous constants; GCC's
@@ -296,9 +273,10 @@ class _Extractor:
         result: dict[int, tuple[bytes, int | None]] = {}
         code = set(self.included)
         for sec in self.obj.sections:
-            if sec.name not in _TABLES or not sec.relas:
+            table = ENTRY_TABLES.get(sec.name)
+            if table is None or not sec.relas:
                 continue
-            size, anchor = _TABLES[sec.name]
+            size, anchor = table.entry_size, table.anchor
             by_offset = {r.offset: r for r in sec.relas}
             keep = []
             for i in range(len(sec.data) // size):
@@ -322,8 +300,8 @@ class _Extractor:
             self.included.add(sec.index)
             for r in relas:
                 self._classify(r)
-            parallel = _PARALLEL.get(sec.name)
-            if parallel is not None:
+            parallel = table.parallel
+            if parallel is not None and parallel[0] in self.obj.by_name:
                 other = self.obj.by_name[parallel[0]]
                 psize = parallel[1]
                 data = b"".join(other.data[i * psize : (i + 1) * psize] for i in keep)
@@ -336,7 +314,7 @@ class _Extractor:
         self, sec: Section, keep: list[int], size: int, by_offset: dict[int, Rela]
     ) -> list[int]:
         """The entries of a keyed table the patch can keep; refuse what it cannot have."""
-        key_at = _KEYED.get(sec.name)
+        key_at = ENTRY_TABLES[sec.name].key
         if key_at is None:
             return keep
         kept = []

@@ -20,24 +20,10 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
+from suture.builder import sections as special
 from suture.builder.callers import Reference, RefKind
 from suture.builder.symbols import Kallsyms
 
-# Sections whose entries describe code (unwind data, exception, bug and
-# alternatives tables, call-site lists) or hold no pointers at all.
-_DESCRIBE_CODE = frozenset({
-    ".orc_unwind_ip", ".orc_unwind", ".orc_lookup", "__ex_table", "__bug_table",
-    ".parainstructions", ".retpoline_sites", ".return_sites", ".altinstructions",
-    ".smp_locks", ".BTF", ".BTF_ids", ".notes", "__ksymtab_strings", "__kcrctab",
-    "__kcrctab_gpl", ".init.scratch", ".vvar",
-})  # fmt: skip
-# Tables inside .rodata/.data that describe code too, by their kallsyms bounds.
-_CODE_TABLE_BOUNDS = (
-    ("__start___jump_table", "__stop___jump_table"),
-    ("__start_static_call_sites", "__stop_static_call_sites"),
-    ("__start_mcount_loc", "__stop_mcount_loc"),
-)
-_EXPORTS = frozenset({"__ksymtab", "__ksymtab_gpl"})
 _INIT = frozenset({".init.text"})
 _NEVER_RUN = frozenset({".exit.text"})  # built-in exit code: kept for alternatives, never run
 _WINDOW = 1 << 15  # bytes scanned per displacement pattern (< 2**16: two patterns at most)
@@ -62,7 +48,7 @@ def _loaded_sections(vmlinux: Path) -> list[LoadedSection]:
         for sec in elf.iter_sections():
             if sec["sh_type"] != "SHT_PROGBITS" or not sec["sh_flags"] & 0x2:  # SHF_ALLOC
                 continue
-            if sec.name in _DESCRIBE_CODE:
+            if special.describes_code(sec.name):
                 continue
             text = bool(sec["sh_flags"] & 0x4)  # SHF_EXECINSTR
             out.append(LoadedSection(sec.name, sec["sh_addr"], sec.data(), text))
@@ -124,7 +110,7 @@ class ImageIndex:
         self._text_addrs = [a for a, _ in self._text]
         self._data_addrs = [a for a, _ in self._data]
         self._skip = []
-        for lo, hi in _CODE_TABLE_BOUNDS:
+        for lo, hi in special.VMLINUX_TABLE_BOUNDS:
             if ksyms.count(lo) == 1 and ksyms.count(hi) == 1:
                 self._skip.append((ksyms.by_name[lo][0][0], ksyms.by_name[hi][0][0]))
 
@@ -160,7 +146,7 @@ class ImageIndex:
         address = sec.address + p
         if any(lo <= address < hi for lo, hi in self._skip) or sec.name in _NEVER_RUN:
             return None
-        if sec.name in _EXPORTS:
+        if special.is_export_table(sec.name):
             return Reference(sec.name, RefKind.EXPORT)
         start, where = self._container(address, sec.text)
         if not sec.text:
