@@ -63,6 +63,7 @@ def base_kernel(corpus: Path) -> str:
 def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[dict[str, object]]:
     from suture.builder.pipeline import BuildRequest, build
     from suture.errors import NoChangeError, SutureError
+    from suture.lab.kallsyms import GuestKallsyms
 
     rows = list(csv.DictReader((corpus / "manifest.tsv").open(), delimiter="\t"))
     results = []
@@ -73,7 +74,8 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
         entry: dict[str, object] = {"id": row["id"], "file": row["file"], "target": row["target"]}
         start = time.monotonic()
         try:
-            report = build(BuildRequest(release, patch, out, name=f"sd_{row['id'][:3]}"))
+            request = BuildRequest(release, patch, out, name=f"sd_{row['id'][:3]}")
+            report = build(request, GuestKallsyms())
             entry.update(status="built", bundle=str(report.bundle), functions=report.objects)
             if report.unpatched:  # a partial fix: these ways keep the old code
                 entry["unpatched"] = report.unpatched

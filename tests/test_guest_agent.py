@@ -15,7 +15,8 @@ import pytest
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
 from suture.lab import kernels
-from tests.test_guest_build import RELEASE, SHOW, make_fix
+from tests.builds import LAB, build_release
+from tests.test_guest_build import SHOW, make_fix
 from tests.test_guest_engine import require_qemu, run_guest_tests
 
 pytestmark = pytest.mark.guest
@@ -26,7 +27,7 @@ LEVELS = {1: "L1:", 2: "L2:"}
 
 def test_update_path_in_guest(tmp_path: Path) -> None:
     require_qemu()
-    tree = source.prepare(RELEASE)
+    tree = source.prepare(build_release())
     out = tmp_path / "bundles"
     for level, prefix in LEVELS.items():
         fix = make_fix(
@@ -37,13 +38,14 @@ def test_update_path_in_guest(tmp_path: Path) -> None:
         )
         build(
             BuildRequest(
-                RELEASE,
+                build_release(),
                 fix,
                 out,
                 name=f"suture_cmdline_l{level}",
                 cves=(f"CVE-2026-{9000 + level}",),
                 level=level,
-            )
+            ),
+            LAB,
         )
     env = {"SUTURE_TEST_BUNDLES": str(out)}
-    run_guest_tests(kernels.fetch(RELEASE), "tests/kernel/test_agent.py", env)
+    run_guest_tests(kernels.fetch(build_release()), "tests/kernel/test_agent.py", env)

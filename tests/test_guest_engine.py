@@ -15,10 +15,10 @@ import pytest
 
 from suture.lab import guest, kernels
 from tests import kmod
+from tests.builds import build_release, other_release
 
 ROOT = Path(__file__).resolve().parent.parent
 # A second, older build that is still in the archive: "a module built for another build".
-OTHER_RELEASE = os.environ.get("SUTURE_TEST_OTHER_KERNEL", "6.1.0-47-amd64")
 
 pytestmark = pytest.mark.guest
 
@@ -39,9 +39,13 @@ def run_guest_tests(tree: kernels.KernelTree, path: str, env: dict[str, str]) ->
 
 def test_engine_in_guest(tmp_path: Path) -> None:
     require_qemu()
-    tree = kernels.fetch(None)
+    tree = kernels.fetch(build_release())
     built = kmod.build(tree, tmp_path)
-    other = kernels.fetch(OTHER_RELEASE)
+    other = kernels.fetch(other_release())
     kmod.build(other, tmp_path / "other", ("suture_test_v1",))
     assert set(built) == set(kmod.MODULES)
-    run_guest_tests(tree, "tests/kernel/test_engine.py", {"SUTURE_TEST_MODULES": str(tmp_path)})
+    run_guest_tests(
+        tree,
+        "tests/kernel/test_engine.py",
+        {"SUTURE_TEST_MODULES": str(tmp_path), "SUTURE_TEST_OTHER_KERNEL": other_release()},
+    )

@@ -16,7 +16,6 @@ module, which has one ``klp_object`` per patched object.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import re
 import shutil
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.builder import callers, klp, module, source, symbols
+from suture.builder import callers, klp, module, symbols
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
@@ -33,10 +32,8 @@ from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymBind,
 from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
 from suture.builder.fix import Fix
+from suture.builder.target import SymbolPositions, Target, open_target
 from suture.errors import BuildError, NoChangeError, StaticKeyError
-from suture.kernel.identity import parse_build_id
-from suture.kernel.modinfo import section_data
-from suture.lab import kernels, vmlinux
 
 
 @dataclass(frozen=True)
@@ -89,9 +86,9 @@ def default_name(fix: Path) -> str:
     return ("suture_" + stem)[:55].rstrip("_")
 
 
-def _objname(tree: source.SourceTree, pair: ObjectPair) -> str:
+def _objname(target: Target, pair: ObjectPair) -> str:
     """``vmlinux``, or the module a unit is linked into (read from kbuild's .cmd file)."""
-    cmd = tree.path / Path(pair.source).parent / f".{Path(pair.source).stem}.o.cmd"
+    cmd = target.tree.path / Path(pair.source).parent / f".{Path(pair.source).stem}.o.cmd"
     text = cmd.read_text(errors="replace") if cmd.exists() else ""
     if "-DMODULE" not in text:
         return "vmlinux"
@@ -101,7 +98,7 @@ def _objname(tree: source.SourceTree, pair: ObjectPair) -> str:
     return match.group(1)
 
 
-def _in_build(image: kernels.KernelTree, objname: str, orig: ObjectFile) -> bool:
+def _in_build(target: Target, objname: str, orig: ObjectFile) -> bool:
     """The compiled file is part of the build: its module ships, or vmlinux has its functions.
 
     kbuild compiles a file this configuration leaves out when asked for it by
@@ -110,11 +107,11 @@ def _in_build(image: kernels.KernelTree, objname: str, orig: ObjectFile) -> bool
     is built in, and none of one that is not.
     """
     if objname != "vmlinux":
-        return symbols.has_module(image, objname)
+        return target.ships_module(objname)
     names = [n for n in orig.functions() if "." not in n]
     if not names:
         return True  # nothing to tell by: let the diff decide
-    ksyms = symbols.kallsyms(image.release)
+    ksyms = target.kallsyms
     return sum(1 for n in names if ksyms.count(n)) * 2 >= len(names)
 
 
@@ -148,11 +145,6 @@ def _old_sha256(sec: Section) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _build_id(tree: kernels.KernelTree) -> str:
-    image = vmlinux.ensure(tree.vmlinuz, tree.vmlinux)
-    return parse_build_id(section_data(image.read_bytes(), b".notes") or b"")
-
-
 @dataclass
 class _UnitPatch:
     """What one unit puts into the livepatch module."""
@@ -166,13 +158,17 @@ class _UnitPatch:
     carried: list[str]
 
 
-def build(req: BuildRequest) -> BuildReport:
-    """Run the whole build. Raises :class:`BuildError` (or :class:`NoChangeError`)."""
+def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
+    """Run the whole build; ``positions`` reads where the build's symbols are (the lab).
+
+    Raises:
+        BuildError: the fix cannot be built or is refused (NoChangeError: nothing to patch).
+    """
     fix = Fix.parse(req.fix.read_text(errors="replace"))
     name = req.name or default_name(req.fix)
-    image = kernels.fetch(req.release)
-    units_mod.progress(f"preparing the source of {image.release} (once per build)")
-    tree = source.prepare(image.release)
+    units_mod.progress(f"preparing the build {req.release or '(current)'} (once per build)")
+    target = open_target(req.release, positions)
+    image, tree = target.image, target.tree
     with tempfile.TemporaryDirectory(prefix="suture-build-") as tmp:
         work = Path(tmp)
         units_mod.progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
@@ -180,8 +176,8 @@ def build(req: BuildRequest) -> BuildReport:
         units, absent = [], []
         for pair in pairs:
             orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
-            objname = _objname(tree, pair)
-            if not _in_build(image, objname, orig):
+            objname = _objname(target, pair)
+            if not _in_build(target, objname, orig):
                 absent.append(pair.source)
                 continue
             diff = diff_objects(orig, patched, fix.files[pair.source])
@@ -195,33 +191,21 @@ def build(req: BuildRequest) -> BuildReport:
                 else "the objects it touches compile the same"
             )
             raise NoChangeError(f"the fix changes no code in {image.release}: {why}")
-        return _generate(req, name=name, image=image, tree=tree, units=units, work=work)
+        return _generate(req, name=name, target=target, units=units, work=work)
 
 
 def _generate(
     req: BuildRequest,
     *,
     name: str,
-    image: kernels.KernelTree,
-    tree: source.SourceTree,
+    target: Target,
     units: list[units_mod.Unit],
     work: Path,
 ) -> BuildReport:
-    where = _Whereabouts(symbols.export_owners(image), symbols.kallsyms(image.release))
-    ksyms: dict[str, symbols.Kallsyms] = {}
-    for unit in units:
-        if unit.objname not in ksyms:
-            ksyms[unit.objname] = (
-                symbols.kallsyms(image.release)
-                if unit.objname == "vmlinux"
-                else symbols.module_symbols(image, unit.objname)
-            )
-    plans = [units_mod.plan_unit(u, image=image, ksyms=ksyms[u.objname], complete=req.complete)
-             for u in units]  # fmt: skip
+    plans = [units_mod.plan_unit(u, target=target, complete=req.complete) for u in units]
     callers_units, unpatched = units_mod.outside_callers(
-        req.fix, complete=req.complete, image=image, tree=tree, units=units, plans=plans,
-        work=work,
-    )  # fmt: skip
+        req.fix, complete=req.complete, target=target, units=units, plans=plans, work=work
+    )
     units = units + callers_units
     plans += [callers.CallerPlan() for _ in callers_units]
     tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
@@ -230,33 +214,29 @@ def _generate(
         # Several files in one module: tags keep their global names apart.
         redirects = {fn: extract_new_name(fn, tags[i]) for fn, i in unit.carriers.items()}
         try:
-            parts.append(_extract_unit(unit, plan, tag, ksyms[unit.objname], where, redirects))
+            parts.append(_extract_unit(unit, plan, tag, target, redirects))
         except StaticKeyError as e:
             if unit.objname == "vmlinux":
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             if unit.carriers:  # a file added for callers: compiled otherwise already
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
-            again = units_mod.with_key_reads(req.fix, tree, unit, work, e)
-            plan_again = units_mod.plan_unit(
-                again, image=image, ksyms=ksyms[unit.objname], complete=req.complete
-            )
-            parts.append(
-                _extract_unit(again, plan_again, tag, ksyms[unit.objname], where, redirects)
-            )
+            again = units_mod.with_key_reads(req.fix, target, unit, work, e)
+            plan_again = units_mod.plan_unit(again, target=target, complete=req.complete)
+            parts.append(_extract_unit(again, plan_again, tag, target, redirects))
     _check_shared_new_code(parts)
     objects = _klp_objects(parts)
-    build_id = _build_id(image)
+    build_id = target.build_id
     stub = module.stub_source(
         name, objects, {"suture_build_id": build_id, "description": req.description}
     )
     klp_syms = {k: v for p in parts for k, v in p.klp_syms.items()}
     units_mod.progress("linking the live patch module")
     ko = module.link(
-        image.headers_dir, work / "module", name=name,
+        target.image.headers_dir, work / "module", name=name,
         patch_objects=[p.patch.data for p in parts], stub=stub, klp_symbols=klp_syms,
     )  # fmt: skip
     manifest = _manifest(
-        req, name=name, release=image.release, build_id=build_id, parts=parts, ko=ko,
+        req, name=name, release=target.release, build_id=build_id, parts=parts, ko=ko,
         unpatched=unpatched,
     )  # fmt: skip
     req.out_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +244,7 @@ def _generate(
     bundle.write(out, manifest, ko.read_bytes())
     shutil.copyfile(ko, req.out_dir / ko.name)
     return BuildReport(
-        release=image.release,
+        release=target.release,
         bundle=out,
         name=name,
         objects={o.name: [f.name for f in o.functions] for o in manifest.objects},
@@ -276,30 +256,17 @@ def _generate(
     )
 
 
-@dataclass
-class _Whereabouts:
-    """Where the build's symbols live: exports by owner, and vmlinux's kallsyms."""
-
-    owners: dict[str, str]  # exported symbol -> vmlinux or the module exporting it
-    vmlinux: symbols.Kallsyms
-
-    @functools.cached_property
-    def exported(self) -> set[str]:
-        """What vmlinux exports: the module loader resolves those."""
-        return {name for name, owner in self.owners.items() if owner == "vmlinux"}
-
-
-def _extract_unit(  # noqa: PLR0917 - one call site, each argument distinct
+def _extract_unit(
     unit: units_mod.Unit,
     plan: callers.CallerPlan,
     tag: str,
-    ksyms: symbols.Kallsyms,
-    where: _Whereabouts,
+    target: Target,
     redirects: dict[str, str],
 ) -> _UnitPatch:
     """Extract and resolve one unit into its own patch object."""
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
     local_names = units_mod.local_names(orig)
+    ksyms = target.symbols_of(objname)
     redirected = [c for c in diff.changed if c.has_fentry]
     redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
     inverse = {v: k for k, v in diff.renames.items()}
@@ -315,7 +282,7 @@ def _extract_unit(  # noqa: PLR0917 - one call site, each argument distinct
         f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}"
     )
     patch_obj = extract(
-        patched, functions, renames=diff.renames, exported=where.exported,
+        patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
     )  # fmt: skip
     units_mod.progress(
@@ -323,7 +290,7 @@ def _extract_unit(  # noqa: PLR0917 - one call site, each argument distinct
         f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
     )
     klp_syms = {
-        s: _klp_symbol(kname, objname, ksyms, local_names, where)
+        s: _klp_symbol(kname, objname, ksyms, local_names, target)
         for s, kname in patch_obj.klp_symbols.items()
     }
     klp_funcs = [
@@ -343,7 +310,7 @@ def _klp_symbol(
     objname: str,
     ksyms: symbols.Kallsyms,
     local_names: list[str],
-    where: _Whereabouts,
+    target: Target,
 ) -> klp.KlpSymbol:
     """Where the livepatch core finds a symbol the patch of ``objname`` references.
 
@@ -355,8 +322,8 @@ def _klp_symbol(
     """
     if objname == "vmlinux" or ksyms.count(name):
         return klp.KlpSymbol(objname, name, ksyms.sympos(name, local_names))
-    owner = where.owners.get(name)
-    if owner is None and where.vmlinux.count(name) == 1:
+    owner = target.export_owners.get(name)
+    if owner is None and target.kallsyms.count(name) == 1:
         return klp.KlpSymbol("vmlinux", name, 0)
     if owner is None or owner in ("vmlinux", objname):
         raise BuildError(

@@ -1,15 +1,14 @@
-"""What the target kernel exports, and where its symbols are (kallsyms of a booted build).
+"""What the target kernel exports, and where its symbols are.
 
 Module.symvers (in the build's headers) lists the exported symbols: the
 module loader resolves those. /proc/kallsyms of the running target build
 lists every symbol with its position among same-named ones, which the
-livepatch core needs for names that are not unique. It is read once per
-build from a lab guest and cached.
+livepatch core needs for names that are not unique; the lab reads it in a
+guest (suture/lab/kallsyms.py) and the builder parses it here.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from suture.errors import BuildError
-from suture.fsutil import atomic_write, cache_dir
-from suture.lab import guest, kernels
+from suture.lab import kernels
 
 
 def export_owners(tree: kernels.KernelTree) -> dict[str, str]:
@@ -122,24 +120,10 @@ def module_symbols(tree: kernels.KernelTree, module: str) -> Kallsyms:
     return Kallsyms(by_name)
 
 
-def kallsyms(release: str) -> Kallsyms:
-    """The vmlinux symbols of ``release``, read in a lab guest on first use and cached."""
-    path = cache_dir() / "kallsyms" / release
-    if not path.exists():
-        tree = kernels.fetch(release)
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = guest.GuestConfig(timeout=300, output_dir=Path(tmp))
-            result = guest.run(
-                tree,
-                ["sh", "-c", 'cat /proc/kallsyms > "$SUTURE_OUT/kallsyms"'],
-                cfg,
-                cwd=Path("/"),
-            )
-            if result.returncode != 0:
-                raise BuildError(f"reading /proc/kallsyms in the {release} guest failed")
-            atomic_write(path, (Path(tmp) / "kallsyms").read_bytes())
+def parse_kallsyms(text: str) -> Kallsyms:
+    """The vmlinux symbols in the text of ``/proc/kallsyms`` (module lines are left out)."""
     by_name: dict[str, list[tuple[int, str]]] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         fields = line.split()
         if len(fields) == 3:  # vmlinux symbols only: module lines carry "[module]"
             by_name.setdefault(fields[2], []).append((int(fields[0], 16), fields[1]))

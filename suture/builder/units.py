@@ -10,19 +10,17 @@ keys its loader cannot resolve is compiled again with key reads.
 
 from __future__ import annotations
 
-import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.builder import callers, outside, source, symbols
+from suture.builder import callers, outside, symbols
 from suture.builder.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
 from suture.builder.differ import DiffResult, FunctionChange, diff_objects
 from suture.builder.elfobj import ObjectFile
 from suture.builder.fix import Fix
-from suture.builder.image_refs import ImageIndex
+from suture.builder.target import Target
 from suture.errors import BuildError, StaticKeyError
-from suture.lab import kernels, vmlinux
 
 
 def progress(text: str) -> None:
@@ -68,7 +66,7 @@ class Unit:
 
 def with_key_reads(
     fix: Path,
-    tree: source.SourceTree,
+    target: Target,
     unit: Unit,
     work: Path,
     why: StaticKeyError,
@@ -76,7 +74,7 @@ def with_key_reads(
     """The unit compiled again with its static branches as reads of their keys."""
     progress(f"{unit.pair.source}: {why.message}; compiling it again with key reads")
     try:
-        pairs = compile_pair(tree, fix, work / "key-reads", flags=KEY_READ_FLAGS)
+        pairs = compile_pair(target.tree, fix, work / "key-reads", flags=KEY_READ_FLAGS)
     except BuildError as e:
         raise BuildError(f"{unit.pair.source}: {why.message}", hint=why.hint) from e
     pair = next(p for p in pairs if p.source == unit.pair.source)
@@ -95,13 +93,7 @@ def with_key_reads(
     return Unit(pair, orig, patched, diff, unit.objname, unit.carriers, running=unit.orig)
 
 
-def plan_unit(
-    unit: Unit,
-    *,
-    image: kernels.KernelTree,
-    ksyms: symbols.Kallsyms,
-    complete: bool,
-) -> callers.CallerPlan:
+def plan_unit(unit: Unit, *, target: Target, complete: bool) -> callers.CallerPlan:
     """Changed functions without an ftrace entry: which to carry, which callers to patch."""
     pair, orig, patched, diff, objname = (
         unit.pair, unit.orig, unit.patched, unit.diff, unit.objname
@@ -109,7 +101,7 @@ def plan_unit(
     no_fentry = [c.name for c in diff.changed if not c.has_fentry]
     if not no_fentry:
         return callers.CallerPlan()
-    elsewhere_refs = _outside_refs(objname, image, ksyms, local_names(orig), orig)
+    elsewhere_refs = _outside_refs(objname, target, local_names(orig), orig)
     try:
         plan = callers.plan_callers(
             orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
@@ -129,7 +121,7 @@ def plan_unit(
 
 def framed_callers(
     fix: Path,
-    tree: source.SourceTree,
+    target: Target,
     units: list[Unit],
     plans: list[callers.CallerPlan],
     work: Path,
@@ -144,7 +136,7 @@ def framed_callers(
         return []
     names = sorted({f for i in wanted for f in plans[i].framed})
     progress(f"compiling {', '.join(names)} again without sibling calls (they tail-jump)")
-    pairs = compile_pair(tree, fix, work / "framed", flags=NO_SIBLING_CALL_FLAGS)
+    pairs = compile_pair(target.tree, fix, work / "framed", flags=NO_SIBLING_CALL_FLAGS)
     extra = []
     for i in wanted:
         unit, plan = units[i], plans[i]
@@ -153,12 +145,12 @@ def framed_callers(
         sections = obj.functions()
         changes = []
         for name in plan.framed:
-            target = plan.paths[name]
+            callee = plan.paths[name]
             sec = sections.get(name)
-            kinds = outside.call_kinds(obj, sec, target) if sec else set()
+            kinds = outside.call_kinds(obj, sec, callee) if sec else set()
             if sec is None or kinds != {callers.RefKind.CALL}:
                 raise BuildError(
-                    f"{unit.pair.source}: {name} tail-jumps to {target}, whose new code the "
+                    f"{unit.pair.source}: {name} tail-jumps to {callee}, whose new code the "
                     "patch carries, and compiled without sibling calls it still does not "
                     "just call it",
                     hint="patch it by hand",
@@ -170,7 +162,7 @@ def framed_callers(
                     sec.name,
                     len(sec.data),
                     has_fentry=True,
-                    reason=f"tail-jumps to {target}, whose new code the patch carries",
+                    reason=f"tail-jumps to {callee}, whose new code the patch carries",
                 )
             )
         carriers = {plan.paths[name]: i for name in plan.framed}
@@ -184,8 +176,7 @@ def outside_callers(
     fix: Path,
     *,
     complete: bool,
-    image: kernels.KernelTree,
-    tree: source.SourceTree,
+    target: Target,
     units: list[Unit],
     plans: list[callers.CallerPlan],
     work: Path,
@@ -193,13 +184,12 @@ def outside_callers(
     """Units for callers of carried code kept apart (framed, other files), and paths left old."""
     unpatched = [u for p in plans for u in p.unpatched]
     wanted = [(ref, fn, i) for i, p in enumerate(plans) for ref, fn in p.outside]
-    extra = framed_callers(fix, tree, units, plans, work)
+    extra = framed_callers(fix, target, units, plans, work)
     if wanted:
-        index = _image_index(image)
         progress(f"compiling the files of {len({r.where for r, _, _ in wanted})} callers "
                   "in other files")  # fmt: skip
         found = outside.resolve(
-            tree, index, [(r, fn) for r, fn, _ in wanted], work / "callers",
+            target.tree, target.image_index, [(r, fn) for r, fn, _ in wanted], work / "callers",
             fix_files={u.pair.source for u in units},
         )  # fmt: skip
         unpatched += found.unpatched
@@ -238,20 +228,8 @@ def outside_callers(
     return extra, unpatched
 
 
-@functools.lru_cache(maxsize=2)
-def _image_index(image: kernels.KernelTree) -> ImageIndex:
-    """The build's vmlinux image, indexed by its kallsyms (read once per build)."""
-    return ImageIndex.load(
-        vmlinux.ensure(image.vmlinuz, image.vmlinux), symbols.kallsyms(image.release)
-    )
-
-
 def _outside_refs(
-    objname: str,
-    image: kernels.KernelTree,
-    ksyms: symbols.Kallsyms,
-    anchors: list[str],
-    orig: ObjectFile,
+    objname: str, target: Target, anchors: list[str], orig: ObjectFile
 ) -> callers.OutsideRefs:
     """References to a global function from the rest of vmlinux (read from its image)."""
 
@@ -260,7 +238,7 @@ def _outside_refs(
 
     if objname != "vmlinux":
         return unknown
-    index = _image_index(image)
+    index, ksyms = target.image_index, target.kallsyms
     own = {a for n in orig.functions() if (a := _address(ksyms, n, anchors)) is not None}
 
     def elsewhere(name: str) -> list[callers.Reference] | None:

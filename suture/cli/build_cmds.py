@@ -34,6 +34,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
     """Build one bundle."""
     from suture.builder.pipeline import BuildRequest, build
+    from suture.lab.kallsyms import GuestKallsyms
 
     if not args.fix.is_file():
         raise UsageError(f"{args.fix} is not a file", hint="give the path of a .patch file")
@@ -49,7 +50,8 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
             description=args.description,
             level=args.level,
             complete=args.complete,
-        )
+        ),
+        GuestKallsyms(),
     )
     funcs = ", ".join(f for fs in report.objects.values() for f in fs)
     text = f"built {report.bundle} for {report.release}: {funcs}"

@@ -11,15 +11,16 @@ import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from suture.builder import klp, module
 from suture.builder.elfobj import ObjectFile
 from suture.builder.extract import extract
-from suture.builder.pipeline import _klp_objects, _klp_symbol, _UnitPatch, _Whereabouts
+from suture.builder.pipeline import _klp_objects, _klp_symbol, _UnitPatch
 from suture.builder.symbols import Kallsyms
+from suture.builder.target import Target
 from suture.errors import BuildError
 
 CFLAGS = ["-O2", "-fno-pie", "-pg", "-mfentry", "-ffunction-sections", "-fdata-sections", "-c"]
@@ -143,7 +144,8 @@ def test_a_modules_references_are_looked_up_where_they_live() -> None:
     raid456 = Kallsyms({"raid5d": [(7, "t")], "conf_lock": [(9, "d")]})
     owners = {"md_check_recovery": "md_mod", "printk": "vmlinux", "raid5_set_cache_size": "raid456"}
     vmlinux = Kallsyms({"printk": [(1, "T")], "hidden_key": [(2, "d")]})
-    where = _Whereabouts(owners, vmlinux)
+    where = Target(cast(Any, None), cast(Any, None), cast(Any, None))
+    where.__dict__.update(export_owners=owners, kallsyms=vmlinux)  # read once, as cached
     assert _klp_symbol("conf_lock", "raid456", raid456, [], where) == klp.KlpSymbol(
         "raid456", "conf_lock", 0
     )
