@@ -9,6 +9,7 @@ that are restored afterwards), under a lock so two builds never interleave.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -54,75 +55,137 @@ def _patch(tree: SourceTree, fix: Path, *extra: str) -> None:
         )
 
 
-def _compile(tree: SourceTree, source: str, dest: Path, flags: str) -> None:
-    obj = source.removesuffix(".c") + ".o"
-    (tree.path / obj).unlink(missing_ok=True)  # make must compile, whatever mtimes say
-    proc = subprocess.run(tree.make_argv(flags, obj), capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BuildError(
-            f"compiling {source} failed:\n{proc.stderr.strip()[-3000:]}",
-            hint="fix the compile error in the patch",
-        )
+def _objects(sources: list[str]) -> list[str]:
+    return [s.removesuffix(".c") + ".o" for s in sources]
+
+
+def _make_objects(tree: SourceTree, sources: list[str], flags: str) -> dict[str, str]:
+    """Compile ``sources`` in the tree with one ``make`` (side by side, up to the cores).
+
+    Returns the compiler's messages of each file that failed (empty: all compiled).
+    The objects are left in the tree for the caller to take.
+    """
+    objs = _objects(sources)
+    for obj in objs:
+        (tree.path / obj).unlink(missing_ok=True)  # make must compile, whatever mtimes say
+    together = subprocess.run(
+        tree.make_argv("-k", flags, *objs), capture_output=True, text=True, check=False
+    )
+    failed = {}
+    for src, obj in zip(sources, objs, strict=True):
+        if not (tree.path / obj).exists():
+            mine = [line for line in together.stderr.splitlines() if src in line or obj in line]
+            failed[src] = "\n".join(mine[-40:]) or together.stderr.strip()[-3000:]
+    return failed
+
+
+def _take(tree: SourceTree, source: str, dest: Path) -> None:
+    """Move a compiled object out of the tree (the next step must compile it again)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tree.path / obj, dest)
-    # The tree's object is the patched or the original one depending on the
-    # step; never let make take it for up to date in the next build.
-    (tree.path / obj).unlink()
+    shutil.move(tree.path / _objects([source])[0], dest)
+
+
+def _originals(tree: SourceTree, sources: list[str], work: Path, flags: str) -> None:
+    """The objects of the pristine ``sources`` into ``work/orig``: from the build's cache or made.
+
+    A build's tree only ever changes under the build lock and is put back
+    after each fix, so the object of an unchanged file with the same flags is
+    the same object: it is compiled once per build (a header fix reaching
+    dozens of units compiles only their patched side when run again).
+    """
+    cache = tree.path.parent / "objects" / hashlib.sha256(flags.encode()).hexdigest()[:16]
+    missing = [s for s in sources if not (cache / (s + ".o")).exists()]
+    if missing:
+        failed = _make_objects(tree, missing, flags)
+        if failed:
+            src, why = next(iter(failed.items()))
+            raise BuildError(
+                f"compiling the unchanged {src} failed in the source of {tree.release}:\n{why}",
+                hint="remove the build's source folder from the cache and build again",
+            )
+        for src in missing:
+            _take(tree, src, cache / (src + ".o"))
+    for src in sources:
+        dest = work / "orig" / (src + ".o")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cache / (src + ".o"), dest)
+
+
+def _restore(pristine: Path, tree: SourceTree, files: list[str]) -> None:
+    """Put the fix's files back as they were: new files (never writing into a shared inode)."""
+    for rel in files:
+        saved, target = pristine / rel, tree.path / rel
+        tmp = target.with_name(f".{target.name}.suture-restore")
+        shutil.copy2(saved, tmp)  # its old mtime too: make then sees nothing changed
+        tmp.replace(target)
 
 
 def compile_originals(tree: SourceTree, sources: list[str], work: Path) -> dict[str, ObjectFile]:
-    """Compile files the fix does not touch, as they are; those that do not compile are left out.
-
-    One ``make`` for all of them first (it runs the compiles side by side),
-    then one by one if that failed, to keep the files that do compile.
-    """
+    """Compile files the fix does not touch, as they are; those that do not compile are left out."""
     out: dict[str, ObjectFile] = {}
     if not sources:
         return out
-    objs = [s.removesuffix(".c") + ".o" for s in sources]
     with locked(tree.path.parent / ".build.lock"):
-        for obj in objs:
-            (tree.path / obj).unlink(missing_ok=True)
-        together = subprocess.run(
-            tree.make_argv(SECTION_FLAGS, *objs), capture_output=True, check=False
-        )
-        for src, obj in zip(sources, objs, strict=True):
-            built = tree.path / obj
-            if together.returncode != 0 and not built.exists():
-                subprocess.run(tree.make_argv(SECTION_FLAGS, obj), capture_output=True, check=False)
-            if built.exists():
-                dest = work / obj
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(built, dest)
+        failed = _make_objects(tree, sources, SECTION_FLAGS)
+        for src in sources:
+            if src not in failed:
+                dest = work / (src.removesuffix(".c") + ".o")
+                _take(tree, src, dest)
                 out[src] = ObjectFile.load(dest)
     return out
 
 
 def compile_pair(
-    tree: SourceTree, fix: Path, work: Path, *, flags: str = SECTION_FLAGS
+    tree: SourceTree,
+    fix: Path,
+    work: Path,
+    *,
+    flags: str = SECTION_FLAGS,
+    sources: list[str] | None = None,
 ) -> list[ObjectPair]:
-    """Compile every file ``fix`` touches, original and patched, into ``work``.
+    """Compile units before and after ``fix`` into ``work``: the fix's .c files by default.
+
+    Args:
+        tree: the build's prepared tree (left as it was, whatever happens).
+        fix: the unified diff, applied to the tree between the two compiles.
+        work: where ``orig/`` and ``patched/`` objects go.
+        flags: kbuild variables for both compiles.
+        sources: the units to compile (a header fix reaches units it does not change).
 
     Raises:
         BuildError: the fix does not apply or does not compile; the tree is unchanged.
     """
-    sources = sorted(Fix.parse(fix.read_text(errors="replace")).files)
+    files = sorted(Fix.parse(fix.read_text(errors="replace")).files)
+    if sources is None:
+        sources = [f for f in files if f.endswith(".c")]
+    sources = sorted(set(sources))
     pristine = work / "pristine"
     with locked(tree.path.parent / ".build.lock"):
         _patch(tree, fix, "--dry-run")
         for src in sources:
             if not (tree.path / src).exists():
                 raise BuildError(f"{src} is not in the source of {tree.release}")
-            _compile(tree, src, work / "orig" / (src + ".o"), flags)
-            (pristine / src).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(tree.path / src, pristine / src)
+        _originals(tree, sources, work, flags)
+        for rel in files:
+            (pristine / rel).parent.mkdir(parents=True, exist_ok=True)
+            if (tree.path / rel).exists():
+                shutil.copy2(tree.path / rel, pristine / rel)
         try:
             _patch(tree, fix)
+            failed = _make_objects(tree, sources, flags)
+            if failed:
+                src, why = next(iter(failed.items()))
+                raise BuildError(
+                    f"compiling {src} with the fix failed:\n{why}",
+                    hint="fix the compile error in the patch",
+                )
             for src in sources:
-                _compile(tree, src, work / "patched" / (src + ".o"), flags)
+                _take(tree, src, work / "patched" / (src + ".o"))
         finally:
-            for src in sources:
-                shutil.copyfile(pristine / src, tree.path / src)
+            _restore(pristine, tree, [f for f in files if (pristine / f).exists()])
+            for rel in files:  # files the fix creates
+                if not (pristine / rel).exists():
+                    (tree.path / rel).unlink(missing_ok=True)
     return [
         ObjectPair(src, work / "orig" / (src + ".o"), work / "patched" / (src + ".o"))
         for src in sources

@@ -237,37 +237,51 @@ def _classify(toks: list[_Tok], context: tuple[str, ...]) -> Item:
     return Item(kind, name, text, context, mentions - {name}, toks[0].line)
 
 
-def _kind_and_name(toks: list[_Tok], words: list[str]) -> tuple[Kind, str]:  # noqa: PLR0911 - one return per kind
+def _kind_and_name(toks: list[_Tok], words: list[str]) -> tuple[Kind, str]:
     if "typedef" in words[:1] or words[:2] == ["__extension__", "typedef"]:
         return Kind.TYPEDEF, _last_ident(toks, before=len(toks))
     brace = words.index("{") if "{" in words else -1
-    head = words[: brace if brace >= 0 else len(words)]
+    if brace >= 0:
+        aggregate = _aggregate(toks, words, brace)
+        if aggregate is not None:
+            return aggregate
+        if _body_after_params(words[:brace]):
+            return Kind.FUNCTION, _function_name(toks, brace)
+    return _declaration(toks, words)
+
+
+def _aggregate(toks: list[_Tok], words: list[str], brace: int) -> tuple[Kind, str] | None:
+    """A struct, union or enum definition: ``struct {`` or ``struct name {``."""
     for word, kind in (("struct", Kind.STRUCT), ("union", Kind.UNION), ("enum", Kind.ENUM)):
-        if brace >= 0 and word in head and "(" not in head[: head.index(word)]:
-            after = head[head.index(word) + 1 :]
-            names = [w for w in after if re.match(r"^[A-Za-z_]\w*$", w) and w not in _KEYWORDS]
-            if names:
-                return kind, names[-1]
-            if kind is Kind.ENUM:  # an anonymous enum: named by its first constant
-                return kind, next((t.text for t in toks[brace:] if t.kind == "ident"), "")
-            return kind, ""
-    if (brace >= 0 and head and head[-1] == ")") or (brace >= 0 and _body_after_params(head)):
-        return Kind.FUNCTION, _function_name(toks, brace)
+        at = words.index(word) if word in words else -1
+        # Not a function returning one: the body follows the keyword (and a name).
+        if at < 0 or brace not in (at + 1, at + 2) or "(" in words[:at]:
+            continue
+        if brace == at + 2:
+            return kind, words[at + 1]
+        if kind is Kind.ENUM:  # an anonymous enum: named by its first constant
+            return kind, next((t.text for t in toks[brace:] if t.kind == "ident"), "")
+        return kind, ""
+    return None
+
+
+def _declaration(toks: list[_Tok], words: list[str]) -> tuple[Kind, str]:
+    """A prototype, a variable, or a macro used at top level."""
     if "(" in words and words[-1:] == [";"]:
         paren = words.index("(")
         name = words[paren - 1] if paren > 0 else ""
-        if paren == 1 or (paren > 1 and words[paren - 2] in (";", "}")):
+        if paren == 1:
             return Kind.INVOCATION, name  # DECLARE_SOMETHING(...);
         if name == ")":  # a function pointer: int (*name)(...)
             return Kind.DECLARATION, _last_ident(toks, before=paren)
         return Kind.DECLARATION, name
-    if words and words[0] not in _KEYWORDS and len(words) >= 2 and words[1] == "(":
+    if len(words) >= 2 and words[0] not in _KEYWORDS and words[1] == "(":
         return Kind.INVOCATION, words[0]
     return Kind.DECLARATION, _declared(toks)
 
 
 def _body_after_params(head: list[str]) -> bool:
-    """``f(args) __attribute__((x)) {`` or ``f(args) __acquires(x) {``."""
+    """``f(args) {``, ``f(args) __attribute__((x)) {``: parameters, no initializer."""
     return ")" in head and "=" not in head
 
 

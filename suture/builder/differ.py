@@ -18,7 +18,7 @@ functions that cannot be patched (no fentry, ``__init``), and changed data.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from suture.builder.elfobj import (
@@ -108,7 +108,7 @@ def _pairs(
 class _Side:
     """One object plus the helpers to describe what its relocations point at."""
 
-    def __init__(self, obj: ObjectFile, lines: LineMap) -> None:
+    def __init__(self, obj: ObjectFile, lines: Sequence[LineMap]) -> None:
         self.obj = obj
         self.lines = lines
 
@@ -178,7 +178,7 @@ def _compare_code(a: _Side, code_a: _Code, b: _Side, code_b: _Code) -> str:
     return f"code differs at +{diffs[0]:#x}"
 
 
-def _is_line_immediate(ma: bytearray, mb: bytearray, pos: int, lines: LineMap) -> bool:
+def _is_line_immediate(ma: bytearray, mb: bytearray, pos: int, lines: Sequence[LineMap]) -> bool:
     """``pos`` lies in a 32-bit constant that moved exactly as the fix moved that line.
 
     ``__LINE__`` passed to WARN, might_sleep or a filesystem's error helper
@@ -189,7 +189,7 @@ def _is_line_immediate(ma: bytearray, mb: bytearray, pos: int, lines: LineMap) -
     for start in range(max(0, pos - 3), min(pos, len(ma) - 4) + 1):
         old = int.from_bytes(ma[start : start + 4], "little")
         new = int.from_bytes(mb[start : start + 4], "little")
-        if old != new and 0 < old < _MAX_LINE and lines.new_line(old) == new:
+        if old != new and 0 < old < _MAX_LINE and any(m.new_line(old) == new for m in lines):
             return True
     return False
 
@@ -296,10 +296,17 @@ def _fold_cold_parts(result: DiffResult, a: _Side, functions: dict[str, Section]
     result.new = [n for n in result.new if not n.name.endswith(".cold")]
 
 
-def diff_objects(orig: ObjectFile, patched: ObjectFile, lines: LineMap | None = None) -> DiffResult:
-    """Compare two compilations of one translation unit; ``lines`` is the fix's line map."""
-    lines = lines or LineMap()
-    a, b = _Side(orig, lines), _Side(patched, lines)
+def diff_objects(
+    orig: ObjectFile, patched: ObjectFile, lines: LineMap | Sequence[LineMap] = ()
+) -> DiffResult:
+    """Compare two compilations of one translation unit.
+
+    ``lines`` are the line maps of the fix's files that the unit's code comes
+    from: its own, and those of the headers the fix changes (an inline
+    function's ``__LINE__`` is its header's).
+    """
+    maps = [lines] if isinstance(lines, LineMap) else list(lines)
+    a, b = _Side(orig, maps), _Side(patched, maps)
     result = DiffResult()
     functions = orig.functions()
     for name, sa, sb in _pairs(functions, patched.functions()):

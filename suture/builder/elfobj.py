@@ -60,6 +60,7 @@ SHF_STRINGS = 0x20
 SHF_EXECINSTR = 0x4
 SHN_UNDEF = 0
 
+_DEBUG = (".debug", ".BTF")
 _FUNC_SECTION = re.compile(r"^\.text(?:\.unlikely|\.hot)?\.(.+)$")
 
 
@@ -144,7 +145,9 @@ class ObjectFile:
     def _read(cls, path: Path, elf: ELFFile) -> ObjectFile:
         sections = []
         for i, sec in enumerate(elf.iter_sections()):
-            data = b"" if sec["sh_type"] == "SHT_NOBITS" else sec.data()
+            # Debug info is never compared nor carried: not read (it is most of an object).
+            skip = sec["sh_type"] == "SHT_NOBITS" or sec.name.startswith(_DEBUG)
+            data = b"" if skip else sec.data()
             sections.append(
                 Section(
                     i, sec.name, sec["sh_type"], sec["sh_flags"], data,
@@ -171,7 +174,11 @@ class ObjectFile:
                 )
             )
         for rsec in elf.iter_sections():
-            if isinstance(rsec, RelocationSection) and rsec["sh_type"] == "SHT_RELA":
+            if (
+                isinstance(rsec, RelocationSection)
+                and rsec["sh_type"] == "SHT_RELA"
+                and not sections[rsec["sh_info"]].name.startswith(_DEBUG)
+            ):
                 target = sections[rsec["sh_info"]]
                 target.relas = [
                     Rela(r["r_offset"], r["r_info_type"], r["r_info_sym"], r["r_addend"])

@@ -65,6 +65,21 @@ class Fix:
         _check(files)
         return cls(text, files)
 
+    @property
+    def headers(self) -> list[str]:
+        """The headers the fix changes."""
+        return sorted(f for f in self.files if f.endswith(".h"))
+
+    @property
+    def sources(self) -> list[str]:
+        """The C files the fix changes."""
+        return sorted(f for f in self.files if f.endswith(".c"))
+
+    def line_maps(self, source: str) -> list[LineMap]:
+        """How the fix moves the lines a unit's code comes from: its own, then its headers'."""
+        own = [self.files[source]] if source in self.files else []
+        return own + [self.files[h] for h in self.headers]
+
 
 def _step(lm: LineMap, kind: str, old: int, new: int) -> tuple[int, int]:
     if kind == " ":
@@ -97,9 +112,10 @@ def _check(files: dict[str, LineMap]) -> None:
             "the fix is not a unified diff (no '+++' lines)",
             hint="make it with diff -u or git diff",
         )
-    unsupported = sorted(p for p in files if not p.endswith(".c"))
+    unsupported = sorted(p for p in files if not p.endswith((".c", ".h")))
     if unsupported:
         raise BuildError(
-            f"the fix changes {', '.join(unsupported)}: only .c files can be live patched today",
-            hint="a header change alters every user of it; port the fix to the .c files it needs",
+            f"the fix changes {', '.join(unsupported)}: only C files and headers can be "
+            "live patched (build files, assembly and configuration need a new kernel)",
+            hint="leave those changes out if the C change stands on its own",
         )

@@ -115,6 +115,12 @@ def _in_build(target: Target, objname: str, orig: ObjectFile) -> bool:
     return sum(1 for n in names if ksyms.count(n)) * 2 >= len(names)
 
 
+def _listed(names: list[str], shown: int = 8) -> str:
+    """``a, b, c`` or ``a, b, ... (and 12 more)``: progress lines stay short."""
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def _callbacks(obj: ObjectFile) -> dict[str, str]:
     """Callbacks the fix registers with suture_livepatch.h: kind -> function name."""
     found = {}
@@ -171,8 +177,13 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
     image, tree = target.image, target.tree
     with tempfile.TemporaryDirectory(prefix="suture-build-") as tmp:
         work = Path(tmp)
-        units_mod.progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
-        pairs = compile_pair(tree, req.fix, work / "objects")
+        reached = units_mod.reached_by_headers(req.fix, fix, target, work)
+        sources = sorted(set(fix.sources) | set(reached))
+        units_mod.progress(
+            f"compiling {_listed(sources)} before and after the fix"
+            if sources else "no unit of this build uses what the fix changes"
+        )  # fmt: skip
+        pairs = compile_pair(tree, req.fix, work / "objects", sources=sources) if sources else []
         units, absent = [], []
         for pair in pairs:
             orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
@@ -180,7 +191,7 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
             if not _in_build(target, objname, orig):
                 absent.append(pair.source)
                 continue
-            diff = diff_objects(orig, patched, fix.files[pair.source])
+            diff = diff_objects(orig, patched, fix.line_maps(pair.source))
             units_mod.refuse_unpatchable(pair, diff)
             if diff.changed or diff.new:  # a unit that changes nothing is left out
                 units.append(units_mod.Unit(pair, orig, patched, diff, objname))

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from suture.builder import source, symbols
+from suture.builder import catalog as catalog_mod
+from suture.builder import includes, source, symbols
 from suture.builder.image_refs import ImageIndex
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
@@ -75,6 +76,16 @@ class Target:
     def build_id(self) -> str:
         """The GNU build id of vmlinux (what ``/sys/kernel/notes`` says on a host)."""
         return parse_build_id(section_data(self.vmlinux.read_bytes(), b".notes") or b"")
+
+    @functools.cached_property
+    def catalog(self) -> catalog_mod.Catalog:
+        """Every C unit the build compiles, and how (kbuild's dry run, cached per build)."""
+        return catalog_mod.load(self.tree)
+
+    @functools.cached_property
+    def include_graph(self) -> includes.IncludeGraph:
+        """Who includes what in the build's tree (cached per build)."""
+        return includes.load(self.tree, self.catalog)
 
     def symbols_of(self, objname: str) -> symbols.Kallsyms:
         """The symbols of ``vmlinux`` or of one of the build's modules (read once each)."""

@@ -10,11 +10,13 @@ keys its loader cannot resolve is compiled again with key reads.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.builder import callers, outside, symbols
+from suture.builder import callers, headers, outside, symbols
 from suture.builder.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
 from suture.builder.differ import DiffResult, FunctionChange, diff_objects
 from suture.builder.elfobj import ObjectFile
@@ -64,6 +66,63 @@ class Unit:
     running: ObjectFile | None = None
 
 
+def reached_by_headers(fix_path: Path, fix: Fix, target: Target, work: Path) -> list[str]:
+    """The units of the build whose code the fix's header changes can alter (none: no header).
+
+    Raises:
+        BuildError: a header change alters data the kernel has (listed), or reaches too far.
+    """
+    if not fix.headers:
+        return []
+    changes = {h: headers.compare(h, old, new) for h, (old, new) in
+               _header_texts(target, fix_path, fix, work).items()}  # fmt: skip
+    for change in changes.values():
+        for line in change.changed:
+            progress(f"header change: {line}")
+    headers.refuse(changes)
+    if not any(c.names for c in changes.values()):
+        return []
+    progress(f"finding the units of {target.release} that use "
+             f"{', '.join(sorted(n for c in changes.values() for n in c.names))}")  # fmt: skip
+    found = headers.reach(target.tree.path, target.catalog, target.include_graph, changes)
+    progress(
+        f"{len(found.units)} of the {found.including} units including the headers use the "
+        f"changed names ({len(found.names)} names, with what they define in turn)"
+    )
+    return found.units
+
+
+def _header_texts(
+    target: Target, fix_path: Path, fix: Fix, work: Path
+) -> dict[str, tuple[str, str]]:
+    """Each header of the fix before and after it (applied to copies of the fix's files)."""
+    copy = work / "headers"
+    for rel in fix.files:
+        src = target.tree.path / rel
+        if src.exists():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, copy / rel)
+    proc = subprocess.run(
+        ["patch", "-p1", "-F0", "--no-backup-if-mismatch", "-s", "-f", "-d", str(copy), "-i",
+         str(fix_path.absolute())],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise BuildError(
+            f"the fix does not apply to the source of {target.release}:\n"
+            f"{(proc.stdout + proc.stderr).strip()[-2000:]}",
+            hint=f"rebase the fix on Debian's linux-source at {target.tree.version}",
+        )
+    texts = {}
+    for rel in fix.headers:
+        old = target.tree.path / rel
+        texts[rel] = (
+            old.read_text(errors="replace") if old.exists() else "",
+            (copy / rel).read_text(errors="replace") if (copy / rel).exists() else "",
+        )
+    return texts
+
+
 def with_key_reads(
     fix: Path,
     target: Target,
@@ -74,12 +133,14 @@ def with_key_reads(
     """The unit compiled again with its static branches as reads of their keys."""
     progress(f"{unit.pair.source}: {why.message}; compiling it again with key reads")
     try:
-        pairs = compile_pair(target.tree, fix, work / "key-reads", flags=KEY_READ_FLAGS)
+        pairs = compile_pair(
+            target.tree, fix, work / "key-reads", flags=KEY_READ_FLAGS, sources=[unit.pair.source]
+        )
     except BuildError as e:
         raise BuildError(f"{unit.pair.source}: {why.message}", hint=why.hint) from e
     pair = next(p for p in pairs if p.source == unit.pair.source)
     orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
-    lines = Fix.parse(fix.read_text(errors="replace")).files[pair.source]
+    lines = Fix.parse(fix.read_text(errors="replace")).line_maps(pair.source)
     diff = diff_objects(orig, patched, lines)
     refuse_unpatchable(pair, diff)
     running = unit.orig.functions()
@@ -136,7 +197,10 @@ def framed_callers(
         return []
     names = sorted({f for i in wanted for f in plans[i].framed})
     progress(f"compiling {', '.join(names)} again without sibling calls (they tail-jump)")
-    pairs = compile_pair(target.tree, fix, work / "framed", flags=NO_SIBLING_CALL_FLAGS)
+    pairs = compile_pair(
+        target.tree, fix, work / "framed", flags=NO_SIBLING_CALL_FLAGS,
+        sources=[units[i].pair.source for i in wanted],
+    )  # fmt: skip
     extra = []
     for i in wanted:
         unit, plan = units[i], plans[i]
