@@ -32,7 +32,7 @@ from suture.builder.differ import FunctionChange, diff_objects
 from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
 from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
-from suture.builder.fix import Fix
+from suture.builder.fix import Fix, require_c_sources
 from suture.errors import BuildError, NoChangeError, StaticKeyError
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
@@ -169,6 +169,7 @@ class _UnitPatch:
 def build(req: BuildRequest) -> BuildReport:
     """Run the whole build. Raises :class:`BuildError` (or :class:`NoChangeError`)."""
     fix = Fix.parse(req.fix.read_text(errors="replace"))
+    require_c_sources(fix)
     name = req.name or default_name(req.fix)
     image = kernels.fetch(req.release)
     units_mod.progress(f"preparing the source of {image.release} (once per build)")
