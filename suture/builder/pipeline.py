@@ -15,6 +15,7 @@ module, which has one ``klp_object`` per patched object.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.builder import callers, klp, module, source, symbols
+from suture.builder import callers, klp, module, port, source, symbols
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
@@ -66,6 +67,7 @@ class BuildReport:
     klp_symbols: list[str] = field(default_factory=list)
     carried: list[str] = field(default_factory=list)  # new code without ftrace: callers patched
     unpatched: list[str] = field(default_factory=list)  # paths that keep reaching old code
+    port: dict[str, object] | None = None  # how the fix ported to this build (port.PortResult)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -80,6 +82,7 @@ class BuildReport:
             "klp_symbols": self.klp_symbols,
             "carried": self.carried,
             "unpatched": self.unpatched,
+            "port": self.port,
         }
 
 
@@ -166,18 +169,43 @@ class _UnitPatch:
     carried: list[str]
 
 
+def with_fix_about(req: BuildRequest, fix: Fix) -> BuildRequest:
+    """``req`` with the fix's CVE ids and subjects where the request names none."""
+    return dataclasses.replace(
+        req, cves=req.cves or fix.cves, description=req.description or fix.description
+    )
+
+
 def build(req: BuildRequest) -> BuildReport:
-    """Run the whole build. Raises :class:`BuildError` (or :class:`NoChangeError`)."""
-    fix = Fix.parse(req.fix.read_text(errors="replace"))
-    require_c_sources(fix)
+    """Run the whole build.
+
+    Raises:
+        BuildError: the build failed or was refused; :class:`NoChangeError` (and
+            :class:`AlreadyFixedError`, the build's source has the fix) when there is
+            nothing to patch, :class:`PortConflictError` when the fix does not apply.
+        SourceGoneError: the build's exact source is no longer in the archive.
+    """
+    # surrogateescape: bytes that are not UTF-8 reach GNU patch unchanged.
+    given = Fix.parse(req.fix.read_text(errors="surrogateescape"))
+    require_c_sources(given)
+    req = with_fix_about(req, given)
     name = req.name or default_name(req.fix)
     image = kernels.fetch(req.release)
     units_mod.progress(f"preparing the source of {image.release} (once per build)")
     tree = source.prepare(image.release)
     with tempfile.TemporaryDirectory(prefix="suture-build-") as tmp:
         work = Path(tmp)
+        ported = port.port(given, tree.path, release=image.release)
+        units_mod.progress(f"porting the fix to the source of {image.release}: {ported.detail}")
+        exact = work / "fix.patch"  # the fix as it applies to this build, with patch -F0
+        exact.write_bytes(port.applied_diff(ported).encode("utf-8", "surrogateescape"))
+        if ported.outcome is port.PortOutcome.MOVED:
+            units_mod.progress(f"warning: {ported.detail}")
+        if not exact.stat().st_size:
+            raise NoChangeError(f"the fix's commits change nothing in {image.release} together")
+        fix = Fix.parse(exact.read_text(errors="surrogateescape"))
         units_mod.progress(f"compiling {', '.join(sorted(fix.files))} before and after the fix")
-        pairs = compile_pair(tree, req.fix, work / "objects")
+        pairs = compile_pair(tree, exact, work / "objects")
         units, absent = [], []
         for pair in pairs:
             orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
@@ -196,7 +224,11 @@ def build(req: BuildRequest) -> BuildReport:
                 else "the objects it touches compile the same"
             )
             raise NoChangeError(f"the fix changes no code in {image.release}: {why}")
-        return _generate(req, name=name, image=image, tree=tree, units=units, work=work)
+        report = _generate(
+            req, name=name, image=image, tree=tree, units=units, work=work, exact_fix=exact
+        )
+        report.port = ported.to_dict()
+        return report
 
 
 def _generate(
@@ -207,6 +239,7 @@ def _generate(
     tree: source.SourceTree,
     units: list[units_mod.Unit],
     work: Path,
+    exact_fix: Path,
 ) -> BuildReport:
     where = _Whereabouts(symbols.export_owners(image), symbols.kallsyms(image.release))
     ksyms: dict[str, symbols.Kallsyms] = {}
@@ -220,7 +253,7 @@ def _generate(
     plans = [units_mod.plan_unit(u, image=image, ksyms=ksyms[u.objname], complete=req.complete)
              for u in units]  # fmt: skip
     callers_units, unpatched = units_mod.outside_callers(
-        req.fix, complete=req.complete, image=image, tree=tree, units=units, plans=plans,
+        exact_fix, complete=req.complete, image=image, tree=tree, units=units, plans=plans,
         work=work,
     )  # fmt: skip
     units = units + callers_units
@@ -237,7 +270,7 @@ def _generate(
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             if unit.carriers:  # a file added for callers: compiled otherwise already
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
-            again = units_mod.with_key_reads(req.fix, tree, unit, work, e)
+            again = units_mod.with_key_reads(exact_fix, tree, unit, work, e)
             plan_again = units_mod.plan_unit(
                 again, image=image, ksyms=ksyms[unit.objname], complete=req.complete
             )
