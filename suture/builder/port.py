@@ -39,7 +39,7 @@ from suture.fsutil import locked
 
 # GNU patch's own default: up to two context lines at each end of a hunk may differ.
 FUZZ = 2
-# Names of files in messages must be plain and in English, whatever the locale.
+# patch's messages are read below: in English, whatever the locale.
 _ENV = {**os.environ, "LC_ALL": "C"}
 _FILE = re.compile(r"^(?:patching|checking) file (.*)$")
 _HUNK = re.compile(
@@ -198,6 +198,12 @@ class _HunkRef:
 
     place: HunkPlace
     fd: FileDiff
+    section: int  # the file section's place in its commit's diff, from 0
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """Commit, section, hunk: unique even when a commit changes one file twice."""
+        return (self.place.commit, self.section, self.place.hunk)
 
 
 def _port_copies(
@@ -220,8 +226,9 @@ def _port_copies(
             release, PortOutcome.CLEAN, diff=_diff(tree, work / "fwd", paths),
             detail="applies cleanly",
         )  # fmt: skip
-    # A hunk that moved or failed may be one the build already has.
-    present = [h for h in hunks if _present(tree, work, h)]
+    # A hunk that failed or needed fuzz may be one the build already has. (One that
+    # applied exactly, at an offset or not, found its old lines: it is not there.)
+    present = [h for h in hunks if h.key in fwd.doubtful and _present(tree, work, h)]
     if len(present) == len(hunks):
         return PortResult(
             release, PortOutcome.CONTAINED, present=everything,
@@ -254,6 +261,7 @@ class _Applied:
     applied: bool = True
     moved: list[HunkPlace] = field(default_factory=list)
     failed: list[HunkPlace] = field(default_factory=list)
+    doubtful: set[tuple[int, int, int]] = field(default_factory=set)  # failed or fuzzy hunks
 
 
 def _apply_commits(
@@ -268,19 +276,21 @@ def _apply_commits(
     for number, commit in commits:
         diff = dest.parent / f"{dest.name}-{number}.diff"
         diff.write_bytes(commit.diff.encode("utf-8", "surrogateescape"))
-        for place, ok in _run_patch(dest, diff, commit, number, reverse=reverse):
+        for section, place, ok in _run_patch(dest, diff, commit, number, reverse=reverse):
             if not ok:
                 result.applied = False
                 result.failed.append(place)
             elif place.offset or place.fuzz:
                 result.moved.append(place)
+            if not ok or place.fuzz:
+                result.doubtful.add((number, section, place.hunk))
     return result
 
 
 def _run_patch(
     dest: Path, diff: Path, commit: Commit, number: int, *, reverse: bool, dry_run: bool = False
-) -> list[tuple[HunkPlace, bool]]:
-    """Run GNU patch; every hunk of ``commit`` with where it went and whether it applied."""
+) -> list[tuple[int, HunkPlace, bool]]:
+    """Run GNU patch; every hunk of ``commit``: its section, where it went, whether it applied."""
     argv = [
         "patch", "-p1", "--force", "--reject-file=-", "--no-backup-if-mismatch",
         "--quoting-style=literal", f"--fuzz={0 if reverse else FUZZ}",
@@ -301,7 +311,7 @@ def _run_patch(
     return _read_patch_output(proc.stdout, commit, number)
 
 
-def _read_patch_output(out: str, commit: Commit, number: int) -> list[tuple[HunkPlace, bool]]:
+def _read_patch_output(out: str, commit: Commit, number: int) -> list[tuple[int, HunkPlace, bool]]:
     """Where each hunk went, from GNU patch's messages (silence: exactly where the fix says).
 
     patch names each file section as it starts it ("patching file x"), in
@@ -323,7 +333,7 @@ def _read_patch_output(out: str, commit: Commit, number: int) -> list[tuple[Hunk
             if seen is not None and n in seen:
                 ok, offset, fuzz = seen[n]
             text = "" if ok else hunk.text
-            places.append((HunkPlace(fd.path, number, n, offset, fuzz, text), ok))
+            places.append((k, HunkPlace(fd.path, number, n, offset, fuzz, text), ok))
     return places
 
 
@@ -339,15 +349,15 @@ def _present(tree: Path, work: Path, h: _HunkRef) -> bool:
     single = Commit("", "", "", "", (), (one,))
     diff = work / f"hunk-{h.place.commit}-{h.place.hunk}.diff"
     diff.write_bytes(single.diff.encode("utf-8", "surrogateescape"))
-    ((_, ok),) = _run_patch(tree, diff, single, h.place.commit, reverse=True, dry_run=True)
+    ((_, _, ok),) = _run_patch(tree, diff, single, h.place.commit, reverse=True, dry_run=True)
     return ok
 
 
 def _every_hunk(commits: list[tuple[int, Commit]]) -> tuple[_HunkRef, ...]:
     return tuple(
-        _HunkRef(HunkPlace(fd.path, i, n), fd)
+        _HunkRef(HunkPlace(fd.path, i, n), fd, k)
         for i, c in commits
-        for fd in c.files
+        for k, fd in enumerate(c.files)
         for n in range(1, len(fd.hunks) + 1)
     )
 

@@ -129,6 +129,16 @@ def test_partly_contained_is_a_conflict(tmp_path: Path) -> None:
         port.applied_diff(result)
 
 
+def test_an_exact_match_is_not_taken_for_already_there(tmp_path: Path) -> None:
+    # The file also holds a copy of hunk 1's fixed text elsewhere (say, a similar
+    # function already fixed). Hunk 1 applies exactly where its old lines are:
+    # it moved, it is not "partly there already".
+    copy = "".join(f"line {i}\n" for i in range(17, 24)).replace("line 20\n", "line 20 fixed\n")
+    result = port.port(FIX, tree_with(tmp_path, copy + BASE))
+    assert result.outcome is PortOutcome.MOVED, result.to_dict()
+    assert [(h.hunk, h.offset) for h in result.moved] == [(1, 7), (2, 7)]
+
+
 def test_conflict_shows_the_hunk(tmp_path: Path) -> None:
     root = tree_with(tmp_path, BASE.replace("line 20\n", "line 20 rewritten\n"))
     result = port.port(FIX, root, release="r3")
