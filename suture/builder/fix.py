@@ -134,7 +134,8 @@ class Fix:
             preamble = text[: _diff_start(text)]
             commits = [_commit("", "", "", preamble, text)]
         else:
-            commits = [_mail_commit(m) for m in mails]
+            # A mail without a diff (a cover letter) is no commit of the fix.
+            commits = [c for c in map(_mail_commit, mails) if c.files]
         files: dict[str, LineMap] = {}
         for commit in commits:
             for fd in commit.files:

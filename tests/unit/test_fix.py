@@ -233,6 +233,18 @@ def test_mbox_of_two_commits_composes_line_maps() -> None:
     assert lm.new_line(100) == 101
 
 
+def test_cover_letter_is_no_commit() -> None:
+    cover = (
+        "From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+        "From: A <a@example.org>\nSubject: [PATCH 0/2] x: a series\n\nWhy the series.\n\n"
+    )
+    fix = Fix.parse(cover + TWO)
+    assert [c.subject for c in fix.commits] == [
+        "x: add two lines",
+        "x: drop a line (CVE-2025-0002)",
+    ]
+
+
 def test_headers_alone_make_a_mail() -> None:
     # A single mail saved without mbox's "From " line.
     mail = ONE.split("\n", 1)[1]
