@@ -59,6 +59,22 @@ class DownloadError(LabError):
     """A package could not be downloaded or unpacked."""
 
 
+class SourceGoneError(DownloadError):
+    """The exact source package of a kernel build is no longer in the package archive.
+
+    Attributes:
+        release: the kernel build whose source is gone.
+    """
+
+    def __init__(self, message: str, *, release: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.release = release
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the build to the JSON form."""
+        return {**super().to_dict(), "release": self.release}
+
+
 class ToolMissingError(LabError):
     """A host program the lab needs (qemu, busybox, apt-get) is missing."""
 
@@ -104,6 +120,40 @@ class NoChangeError(BuildError):
     """The fix changes no code in this kernel build: nothing to patch (not a failure)."""
 
     exit_code = 3
+
+
+class AlreadyFixedError(NoChangeError):
+    """The build's own source already contains the fix: fixed in this build, nothing to patch.
+
+    Attributes:
+        release: the kernel build that has the fix.
+    """
+
+    def __init__(self, message: str, *, release: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.release = release
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the build to the JSON form."""
+        return {**super().to_dict(), "release": self.release}
+
+
+class PortConflictError(BuildError):
+    """The fix does not apply to the build's exact source (or is only partly in it already).
+
+    Attributes:
+        file: the file of the first hunk that does not apply.
+        hunk: that hunk's text.
+    """
+
+    def __init__(self, message: str, *, file: str, hunk: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.file = file
+        self.hunk = hunk
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the failing hunk to the JSON form."""
+        return {**super().to_dict(), "file": self.file, "hunk": self.hunk}
 
 
 # --- bundles ------------------------------------------------------------------

@@ -21,6 +21,7 @@ from suture.errors import BuildError, NoChangeError
 from suture.lab import kernels
 from tests.builds import LAB, build_release
 from tests.test_guest_engine import require_qemu, run_guest_tests
+from tests.test_host_port import SYSCALL_EDITS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,6 +142,8 @@ FEATURES = {
             )
         ],
     ),
+    # kpatch's syscall macros: newuname's body is patched through its stubs.
+    "kpatch_syscall": ("kernel/sys.c", SYSCALL_EDITS),
     # Lines added above proc_pid_cmdline_read() move its BUG_ON's line (kept in
     # __bug_table, not in its code); only proc_pid_personality() really changes.
     "bug_moved": (
@@ -207,6 +210,7 @@ CHANGED = {
     "inline": ("show_map_vma", "show_numa_map"),
     "clone": ("__set_oom_adj.isra.0",),
     "bug_moved": ("proc_pid_personality",),
+    "kpatch_syscall": ("__ia32_sys_newuname", "__x64_sys_newuname"),
 }
 # The same for fixes of several files: object -> functions, in the manifest's order.
 CHANGED_OBJECTS = {

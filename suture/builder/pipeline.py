@@ -15,6 +15,7 @@ module, which has one ``klp_object`` per patched object.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -24,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.builder import callers, klp, module, symbols
+from suture.builder import callers, klp, module, port, symbols
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
 from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
 from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
-from suture.builder.fix import Fix
+from suture.builder.fix import Fix, require_c_files
 from suture.builder.target import SymbolPositions, Target, open_target
 from suture.errors import BuildError, NoChangeError, StaticKeyError
 
@@ -63,6 +64,7 @@ class BuildReport:
     klp_symbols: list[str] = field(default_factory=list)
     carried: list[str] = field(default_factory=list)  # new code without ftrace: callers patched
     unpatched: list[str] = field(default_factory=list)  # paths that keep reaching old code
+    port: dict[str, object] | None = None  # how the fix ported to this build (port.PortResult)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -77,6 +79,7 @@ class BuildReport:
             "klp_symbols": self.klp_symbols,
             "carried": self.carried,
             "unpatched": self.unpatched,
+            "port": self.port,
         }
 
 
@@ -164,26 +167,48 @@ class _UnitPatch:
     carried: list[str]
 
 
+def with_fix_about(req: BuildRequest, fix: Fix) -> BuildRequest:
+    """``req`` with the fix's CVE ids and subjects where the request names none."""
+    return dataclasses.replace(
+        req, cves=req.cves or fix.cves, description=req.description or fix.description
+    )
+
+
 def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
     """Run the whole build; ``positions`` reads where the build's symbols are (the lab).
 
     Raises:
-        BuildError: the fix cannot be built or is refused (NoChangeError: nothing to patch).
+        BuildError: the build failed or was refused; :class:`NoChangeError` (and
+            :class:`AlreadyFixedError`, the build's source has the fix) when there is
+            nothing to patch, :class:`PortConflictError` when the fix does not apply.
+        SourceGoneError: the build's exact source is no longer in the archive.
     """
-    fix = Fix.parse(req.fix.read_text(errors="replace"))
+    # surrogateescape: bytes that are not UTF-8 reach GNU patch unchanged.
+    given = Fix.parse(req.fix.read_text(errors="surrogateescape"))
+    require_c_files(given)
+    req = with_fix_about(req, given)
     name = req.name or default_name(req.fix)
     units_mod.progress(f"preparing the build {req.release or '(current)'} (once per build)")
     target = open_target(req.release, positions)
     image, tree = target.image, target.tree
     with tempfile.TemporaryDirectory(prefix="suture-build-") as tmp:
         work = Path(tmp)
-        reached = units_mod.reached_by_headers(req.fix, fix, target, work)
+        ported = port.port(given, tree.path, release=image.release)
+        units_mod.progress(f"porting the fix to the source of {image.release}: {ported.detail}")
+        exact = work / "fix.patch"  # the fix as it applies to this build, with patch -F0
+        exact.write_bytes(port.applied_diff(ported).encode("utf-8", "surrogateescape"))
+        if ported.outcome is port.PortOutcome.MOVED:
+            units_mod.progress(f"warning: {ported.detail}")
+        if not exact.stat().st_size:
+            raise NoChangeError(f"the fix's commits change nothing in {image.release} together")
+        fix = Fix.parse(exact.read_text(errors="surrogateescape"))
+        reached = units_mod.reached_by_headers(exact, fix, target, work)
         sources = sorted(set(fix.sources) | set(reached))
         units_mod.progress(
             f"compiling {_listed(sources)} before and after the fix"
             if sources else "no unit of this build uses what the fix changes"
         )  # fmt: skip
-        pairs = compile_pair(tree, req.fix, work / "objects", sources=sources) if sources else []
+        pairs = compile_pair(tree, exact, work / "objects", sources=sources) if sources else []
         units, absent = [], []
         for pair in pairs:
             orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
@@ -202,7 +227,9 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
                 else "the objects it touches compile the same"
             )
             raise NoChangeError(f"the fix changes no code in {image.release}: {why}")
-        return _generate(req, name=name, target=target, units=units, work=work)
+        report = _generate(req, name=name, target=target, units=units, work=work, exact_fix=exact)
+        report.port = ported.to_dict()
+        return report
 
 
 def _generate(
@@ -212,10 +239,11 @@ def _generate(
     target: Target,
     units: list[units_mod.Unit],
     work: Path,
+    exact_fix: Path,
 ) -> BuildReport:
     plans = [units_mod.plan_unit(u, target=target, complete=req.complete) for u in units]
     callers_units, unpatched = units_mod.outside_callers(
-        req.fix, complete=req.complete, target=target, units=units, plans=plans, work=work
+        exact_fix, complete=req.complete, target=target, units=units, plans=plans, work=work
     )
     units = units + callers_units
     plans += [callers.CallerPlan() for _ in callers_units]
@@ -231,7 +259,7 @@ def _generate(
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             if unit.carriers:  # a file added for callers: compiled otherwise already
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
-            again = units_mod.with_key_reads(req.fix, target, unit, work, e)
+            again = units_mod.with_key_reads(exact_fix, target, unit, work, e)
             plan_again = units_mod.plan_unit(again, target=target, complete=req.complete)
             parts.append(_extract_unit(again, plan_again, tag, target, redirects))
     _check_shared_new_code(parts)

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from suture.errors import BuildError, DownloadError, ToolMissingError
+from suture.errors import BuildError, SourceGoneError, ToolMissingError
 from suture.fsutil import atomic_write, cache_dir, locked
 from suture.lab import apt, kernels
 
@@ -106,7 +106,8 @@ def prepare(release: str | None = None) -> SourceTree:
 
     Raises:
         BuildError: wrong compiler, or configuring failed.
-        DownloadError: the source package is not in the archive.
+        SourceGoneError: the build's source package is no longer in the archive.
+        DownloadError: the source package could not be downloaded or unpacked.
     """
     image = kernels.fetch(release)
     config_text = image.config.read_text()
@@ -139,8 +140,9 @@ def _series(version: str) -> str:
 def _prepare_locked(image: kernels.KernelTree, dest: Path, cc: str) -> None:
     package = f"linux-source-{_series(image.version)}"
     if image.version not in apt.versions(package):
-        raise DownloadError(
+        raise SourceGoneError(
             f"the archive has no {package}={image.version}, the source of {image.release}",
+            release=image.release,
             hint="only builds whose source package is still in the archive can be patched",
         )
     if dest.exists():

@@ -15,12 +15,25 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p = subs.add_parser(
         "build", parents=[common], help="build a live patch bundle from a source fix"
     )
-    p.add_argument("fix", type=Path, help="a unified diff against the distro source")
+    p.add_argument(
+        "fix",
+        type=Path,
+        help="the fix: a unified diff, or git format-patch/mbox output of one or more commits "
+        "(applied in order); ported to the build's exact source first",
+    )
     p.add_argument("--kernel", metavar="RELEASE", help="target build (default: current)")
     p.add_argument("-o", "--output", type=Path, default=Path(), help="folder for the bundle")
     p.add_argument("--name", default="", help="module name (default: from the fix's name)")
-    p.add_argument("--cve", action="append", default=[], metavar="ID", help="CVE fixed")
-    p.add_argument("--description", default="", help="what the fix does")
+    p.add_argument(
+        "--cve",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="CVE fixed (default: the CVE ids the fix's subjects and commit texts name)",
+    )
+    p.add_argument(
+        "--description", default="", help="what the fix does (default: its commits' subjects)"
+    )
     p.add_argument("--level", type=int, default=1, help="cumulative patch level (1)")
     p.add_argument(
         "--complete",
@@ -37,7 +50,9 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     from suture.lab.kallsyms import GuestKallsyms
 
     if not args.fix.is_file():
-        raise UsageError(f"{args.fix} is not a file", hint="give the path of a .patch file")
+        raise UsageError(
+            f"{args.fix} is not a file", hint="give the path of a .patch or .mbox file"
+        )
     if args.level < 1:
         raise UsageError("--level must be 1 or more")
     report = build(
@@ -55,6 +70,8 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     )
     funcs = ", ".join(f for fs in report.objects.values() for f in fs)
     text = f"built {report.bundle} for {report.release}: {funcs}"
+    if report.port and report.port.get("outcome") == "moved":
+        text += f"\nported with moved hunks, read them: {report.port.get('detail')}"
     if report.unpatched:
         text += (
             f"\npartial fix: {len(report.unpatched)} ways into the carried code keep the old "

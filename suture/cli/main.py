@@ -4,17 +4,20 @@ Exit codes (also in README.md):
     0   success (update/info: up to date or applied)
     1   update/info: no patches for this kernel build
     2   update/info: an update is pending
-    3   build: the fix changes no code in this kernel build (nothing to patch);
+    3   build: the fix changes no code in this kernel build (nothing to patch), or
+        its source has the fix already (JSON error AlreadyFixedError: fixed in this build);
         update/info: no livepatch support
     (``lab run`` passes the guest command's own status through)
     10  other Suture error
-    20  lab: fetching a kernel or running a guest failed
+    20  lab: fetching a kernel or running a guest failed; build: the build's exact
+        source is no longer in the archive (JSON error SourceGoneError)
     30  kernel: talking to the running kernel failed
     31  pre-flight refused the patch (nothing loaded)
     32  the kernel refused to load or remove the module
     33  the transition did not finish and was backed out
     34  no such live patch
-    40  build failed or refused (the message says why and what to do)
+    40  build failed or refused (the message says why and what to do); the fix does not
+        apply to the build's source (JSON error PortConflictError, with the hunk)
     50  bad bundle; 60-61 repository; 70-72 update (fetch, verification)
     4   update/status/boot: the crash-loop guard holds a level (status: or the last check failed)
     80  server; 81 fleet API call (cannot reach the server, or refused)

@@ -237,3 +237,11 @@ def test_fix_of_vmlinux_and_a_module() -> None:
         assert cmdline() == original
     finally:
         subprocess.run(["modprobe", "-r", "mrp"], check=True)
+
+
+def test_syscall_with_kpatch_syscall_define() -> None:
+    original = os.uname().sysname
+    apply("kpatch_syscall")
+    assert os.uname().sysname == original + ".suture"
+    suture("unload", "suture_t_kpatch_syscall")
+    assert os.uname().sysname == original
