@@ -116,11 +116,10 @@ class _Side:
         sym = self.obj.symbols[rela.sym]
         offset = target_offset(rela)
         sec = self.obj.symbol_section(sym)
-        # A string is compared by its text, whether reached through the section
-        # symbol or a local label (.LC0) in it: offsets move when strings change.
-        if sec is not None and sec.is_strings:
-            text = self.obj.string_at(sec, offset + sym.value)
-            return ("str", _LINE_IN_STRING.sub(r"\1:LINE", text))
+        if sec is not None and not sec.is_text:
+            by_content = self._content(sym, sec, offset)
+            if by_content is not None:
+                return by_content
         if sym.type != SymType.SECTION:
             return ("sym", mangle(sym.name), rela.addend)
         if sec is None:
@@ -131,6 +130,22 @@ class _Side:
         if inner is not None:
             return ("sym", mangle(inner.name), rela.addend - inner.value)
         return ("sec", mangle(sec.name), rela.addend)
+
+    def _content(self, sym: Symbol, sec: Section, offset: int) -> tuple[object, ...] | None:
+        """What a reference into merged data points at, when its name or offset cannot tell.
+
+        A string is compared by its text, whether reached through the section
+        symbol or a local label (.LC0) in it: offsets move when strings change.
+        A constant GCC keeps in a mergeable section (.rodata.cst8), under a
+        numbered label or through the section, by its bytes: numbers and
+        offsets shift when other constants come or go.
+        """
+        start = sym.value + offset
+        if sec.is_strings:
+            return ("str", _LINE_IN_STRING.sub(r"\1:LINE", self.obj.string_at(sec, start)))
+        if sec.entsize and (sym.name.startswith(".L") or sym.type == SymType.SECTION):
+            return ("const", sec.entsize, sec.data[start : start + sec.entsize])
+        return None
 
     def target_name(self, rela: Rela) -> str:
         kind, *rest = self.target(rela)
