@@ -49,6 +49,7 @@ class BuildRequest:
     description: str = ""
     level: int = 1
     complete: bool = False  # refuse a fix whose carried code stays reachable some other way
+    fixes: tuple[bundle.FixRecord, ...] = ()  # the fixes a cumulative level is made of
 
 
 @dataclass
@@ -471,4 +472,5 @@ def _manifest(
         builder=f"suture {__version__}",
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         unpatched=tuple(unpatched),
+        fixes=req.fixes,
     )

@@ -6,10 +6,11 @@ applies. See :mod:`suture.bundle.manifest` for the fields and
 """
 
 from suture.bundle.archive import is_bundle, opened, read_manifest, write
-from suture.bundle.manifest import FORMAT_VERSION, Function, Manifest, PatchedObject
+from suture.bundle.manifest import FORMAT_VERSION, FixRecord, Function, Manifest, PatchedObject
 
 __all__ = [
     "FORMAT_VERSION",
+    "FixRecord",
     "Function",
     "Manifest",
     "PatchedObject",

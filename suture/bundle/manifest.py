@@ -17,6 +17,10 @@ listed once: a fix of several files lists all their functions there.
 ``unpatched`` (present only when not empty) lists the ways into changed code
 without an ftrace entry that the patch could not route to the new code: the
 fix is partial there (see suture/builder/callers.py).
+``fixes`` (present only for a level made by ``suture release``) lists the
+fixes the level was built from, in order: each fix file's sha256, its
+subject(s) and CVE ids. The files themselves are signed into the repository
+as ``fixes/<sha256>.patch``, so a level can be rebuilt and audited.
 """
 
 from __future__ import annotations
@@ -42,6 +46,26 @@ class Function:
     sympos: int = 0  # position among same-named local symbols (0: unique)
     size: int = 0  # bytes of the old function in the target build (0: unknown)
     old_sha256: str = ""  # hash of the old code, relocations zeroed ("" : not checked)
+
+
+@dataclass(frozen=True)
+class FixRecord:
+    """One fix a cumulative level was built from."""
+
+    sha256: str  # of the fix file as given (a diff or an mbox)
+    subject: str = ""
+    cves: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"sha256": self.sha256, "subject": self.subject, "cves": list(self.cves)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FixRecord:
+        """Parse one entry of ``fixes``."""
+        return cls(
+            str(data["sha256"]), str(data.get("subject", "")), tuple(map(str, data.get("cves", [])))
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,7 @@ class Manifest:
     builder: str = ""
     created: str = ""
     unpatched: tuple[str, ...] = ()  # paths that keep reaching old code: a partial fix
+    fixes: tuple[FixRecord, ...] = ()  # what a released level was built from, in order
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,6 +126,7 @@ class Manifest:
             "builder": self.builder,
             "created": self.created,
             **({"unpatched": list(self.unpatched)} if self.unpatched else {}),
+            **({"fixes": [f.to_dict() for f in self.fixes]} if self.fixes else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -165,6 +191,7 @@ class Manifest:
             builder=str(data.get("builder", "")),
             created=str(data.get("created", "")),
             unpatched=tuple(str(u) for u in data.get("unpatched", [])),
+            fixes=tuple(FixRecord.from_dict(f) for f in data.get("fixes", [])),
             extra=dict(data.get("extra", {})),
         )
 
@@ -187,6 +214,8 @@ class Manifest:
             problems.append(f"level {self.level} is below 1")
         if not self.release:
             problems.append("kernel release is empty")
+        if any(len(f.sha256) != 64 or not _HEX.match(f.sha256) for f in self.fixes):
+            problems.append("a fix's sha256 is not 64 hex digits")
         names = [o.name for o in self.objects]
         if len(set(names)) != len(names):
             problems.append(f"objects {names} list one twice")

@@ -59,6 +59,17 @@ def bundle_path(release: str, build_id: str, channel: str, name: str, level: int
     return f"{kernel_dir(release, build_id, channel)}/{bundle_name(name, level)}"
 
 
+def fix_path(sha256: str) -> str:
+    """The target path of a fix file a released level was built from: ``fixes/<sha256>.patch``.
+
+    Raises:
+        UsageError: ``sha256`` is not 64 lowercase hex digits.
+    """
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise UsageError(f"{sha256!r} is not the sha256 of a fix")
+    return f"fixes/{sha256}.patch"
+
+
 def index_path(release: str, build_id: str, channel: str) -> str:
     """The target path of the level index of one kernel build and channel."""
     return f"{kernel_dir(release, build_id, channel)}/{INDEX_NAME}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,8 +78,13 @@ def publish(
     channel: str = "stable",
     *,
     keys: SignerSource | None = None,
+    fix_files: Mapping[str, bytes] | None = None,
 ) -> PublishResult:
     """Sign ``bundle_path`` into the repository for its kernel build and ``channel``.
+
+    A level made by ``suture release`` names the fixes it was built from; each
+    fix file is signed in too (``fixes/<sha256>.patch``), from ``fix_files``
+    (sha256 -> bytes) unless the repository has it already.
 
     The target path comes from the bundle's verified manifest:
     ``<release>/<build_id>/<channel>/<name>-L<level>.bundle``. Levels are
@@ -86,7 +93,8 @@ def publish(
 
     Raises:
         BundleError: the bundle is malformed or its module does not match its manifest.
-        UsageError: the channel is unknown or the manifest names no build id.
+        UsageError: the channel is unknown, the manifest names no build id, or a
+            fix it names is neither given nor in the repository.
         LevelError: the level is not above the published ones.
         NotARepoError, SigningKeyError: the repository or its keys cannot be used.
     """
@@ -126,6 +134,9 @@ def publish(
         }
         if manifest.unpatched:  # a partial fix: signed in, for whoever reads the metadata
             custom["unpatched"] = list(manifest.unpatched)
+        if manifest.fixes:
+            custom["fixes"] = [f.sha256 for f in manifest.fixes]
+            _store_fixes(layout, targets, manifest, fix_files or {})
         target = _store(layout, path, data, custom)
         targets.targets[path] = target
         new_index = index.with_level(manifest.level, path)
@@ -218,6 +229,24 @@ def _read_index(
             f"the level index {stored} is missing or altered: {e}",
             hint="restore the targets folder from a backup",
         ) from e
+
+
+def _store_fixes(
+    layout: Layout, targets: Targets, manifest: Manifest, given: Mapping[str, bytes]
+) -> None:
+    """Sign in the fix files a level names that the repository does not have yet."""
+    for fix in manifest.fixes:
+        path = paths.fix_path(fix.sha256)
+        if path in targets.targets:
+            continue
+        data = given.get(fix.sha256)
+        if data is None or hashlib.sha256(data).hexdigest() != fix.sha256:
+            raise UsageError(
+                f"level {manifest.level} names the fix {fix.sha256[:12]}… "
+                f"({fix.subject or 'no subject'}), which is neither given nor in the repository",
+                hint="publish it with suture release, which signs in the fix files too",
+            )
+        targets.targets[path] = _store(layout, path, data)
 
 
 def _store(layout: Layout, path: str, data: bytes, custom: Any = None) -> TargetFile:
