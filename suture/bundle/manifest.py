@@ -17,6 +17,9 @@ listed once: a fix of several files lists all their functions there.
 ``unpatched`` (present only when not empty) lists the ways into changed code
 without an ftrace entry that the patch could not route to the new code: the
 fix is partial there (see suture/builder/callers.py).
+``test`` (present only once ``suture test`` ran) is the result of testing the
+bundle in a guest of its kernel build, with a format number of its own (see
+:mod:`suture.bundle.labtest`); publish requires a pass on the manifest's build.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from suture.bundle import labtest
 from suture.errors import BundleError
 
 FORMAT_VERSION = 1
@@ -71,6 +75,7 @@ class Manifest:
     builder: str = ""
     created: str = ""
     unpatched: tuple[str, ...] = ()  # paths that keep reaching old code: a partial fix
+    test: labtest.LabTest | None = None  # the last `suture test` result (None: never tested)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -101,6 +106,7 @@ class Manifest:
             "builder": self.builder,
             "created": self.created,
             **({"unpatched": list(self.unpatched)} if self.unpatched else {}),
+            **({"test": self.test.to_dict()} if self.test else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -165,6 +171,7 @@ class Manifest:
             builder=str(data.get("builder", "")),
             created=str(data.get("created", "")),
             unpatched=tuple(str(u) for u in data.get("unpatched", [])),
+            test=labtest.parse(data.get("test")),
             extra=dict(data.get("extra", {})),
         )
 
@@ -192,3 +199,5 @@ class Manifest:
             problems.append(f"objects {names} list one twice")
         if problems:
             raise BundleError("invalid manifest: " + "; ".join(problems))
+        if self.test is not None:
+            self.test.validate()
