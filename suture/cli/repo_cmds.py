@@ -16,7 +16,9 @@ from suture.repo.layout import CHANNELS, ONLINE_ROLES
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``publish`` and ``repo`` with its sub-commands."""
     p = subs.add_parser("publish", parents=[common], help="sign a bundle into a repository")
-    p.add_argument("bundle", type=Path, help="a bundle from 'suture build', tested by 'suture test'")
+    p.add_argument(
+        "bundle", type=Path, help="a bundle from 'suture build', tested by 'suture test'"
+    )
     _repo_option(p)
     _channel_option(p)
     p.add_argument(

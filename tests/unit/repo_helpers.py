@@ -39,7 +39,7 @@ def make_bundle(
     release: str = RELEASE,
     name: str = NAME,
     unpatched: tuple[str, ...] = (),
-    test: LabTest | None | str = "passed",
+    test: LabTest | str | None = "passed",
 ) -> Path:
     """A valid bundle of ``level`` for that build, around a fake module.
 
