@@ -92,7 +92,7 @@ def test_bundle(
     plan, timing = plan or LoadPlan(), timing or Timing()
     manifest = bundle.read_manifest(path)
     steps = _Steps(manifest.name)
-    subprocess.run(["dmesg", "-C"], check=True)
+    clear_kernel_log()
     at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     start = time.monotonic()
     with running(plan) as load:
@@ -101,7 +101,7 @@ def test_bundle(
         finally:
             steps.add(load.stop())
             left = _remove_all(timing)
-    log = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+    log = read_kernel_log()
     ident = read_identity()
     verdict = kernel_log.judge(log, ident.taint_flags)
     steps.add(LabStep("kernel-log", ok=verdict.clean, detail="; ".join(verdict.problems[:3])))
@@ -123,6 +123,16 @@ def test_bundle(
         reason="; ".join(f"{s.name}: {s.detail}" for s in failed)[:1000],
     )
     return Outcome(test, log, clean=verdict.clean and not left)
+
+
+def clear_kernel_log() -> None:
+    """Empty the kernel's ring buffer, so that the log read at the end is this test's own."""
+    subprocess.run(["dmesg", "-C"], check=True)
+
+
+def read_kernel_log() -> str:
+    """The kernel's ring buffer, as ``dmesg`` prints it."""
+    return subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
 
 
 def _patch_steps(
