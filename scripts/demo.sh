@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The demo, the whole pipeline: build a live patch from a source fix for the
-# current Debian 12 kernel build, test it in a guest of that build, sign it
-# into a repository, then boot that
-# kernel under QEMU and, inside it, serve the repository and let the agent
-# update the running kernel; /proc/cmdline changes with no reboot.
+# current Debian 12 kernel build, test it in a guest of that build under load
+# (about 40 s), sign it into a repository, then boot that kernel under QEMU
+# and, inside it, serve the repository and let the agent update the running
+# kernel; /proc/cmdline changes with no reboot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
