@@ -192,7 +192,7 @@ def _load_patched_modules(manifest: bundle.Manifest, steps: _Steps) -> list[str]
         if not any(o.name == name and o.patched for o in (state.objects if state else ())):
             problems.append(f"{name} is loaded but the livepatch core did not patch it")
     ok = not problems
-    detail = "; ".join(problems) or f"patched as they loaded: {', '.join(wanted)}"
+    detail = "; ".join(problems) or f"the core patched {', '.join(wanted)}"
     steps.add(LabStep("modules", ok=ok, seconds=_since(started), detail=detail))
     return loaded
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from suture.errors import (
     ToolMissingError,
     UsageError,
 )
-from suture.kernel import engine
+from suture.kernel import engine, livepatch
 from suture.kernel.identity import TAINT_LETTERS
 from suture.lab import guest
 from suture.lab.kernels import KernelTree
@@ -274,6 +275,48 @@ def test_a_script_is_stopped_with_its_children_at_its_time_limit(
     assert (before.name, before.ok, before.exit) == ("before", False, None)
     assert before.detail == "killed after 0.5 s; output: started"
     assert before.seconds < 10
+
+
+def test_the_modules_a_patch_changes_are_loaded_and_must_be_patched(
+    kernel: FakeGuestKernel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = (
+        bundle.PatchedObject("vmlinux", (bundle.Function("cmdline_proc_show"),)),
+        bundle.PatchedObject("mrp", (bundle.Function("mrp_rcv"),)),
+        bundle.PatchedObject("ext4", (bundle.Function("ext4_sync_fs"),)),
+    )
+    path = make_bundle(tmp_path, 1)
+    with bundle.opened(path) as (manifest, ko):
+        bundle.write(path, replace(manifest, objects=objects), ko.read_bytes())
+    commands: list[list[str]] = []
+
+    def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        commands.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    patched = {"mrp": True, "ext4": False}  # ext4 was loaded already, and is not patched
+
+    class Sysfs:
+        def state(self, name: str) -> livepatch.PatchState:
+            objs = tuple(livepatch.PatchedObject(n, p, ()) for n, p in patched.items())
+            return livepatch.PatchState(name, True, False, True, objs)
+
+    monkeypatch.setattr(inside.subprocess, "run", run)
+    monkeypatch.setattr(inside.module, "is_loaded", lambda name: name == "ext4")
+    monkeypatch.setattr(inside, "LivepatchSysfs", Sysfs)
+    test = inside.test_bundle(path, None, timing=FAST).test
+    step = next(s for s in test.steps if s.name == "modules")
+    assert not step.ok
+    assert step.detail == "ext4 is loaded but the livepatch core did not patch it"
+    assert ["modprobe", "mrp"] in commands and ["modprobe", "ext4"] not in commands
+    assert commands[-1] == ["modprobe", "-r", "mrp"]  # only what the test loaded is removed
+    patched["ext4"] = True
+    commands.clear()
+    test = inside.test_bundle(path, None, timing=FAST).test
+    assert test.passed
+    assert next(s for s in test.steps if s.name == "modules").detail == (
+        "the core patched mrp, ext4"
+    )
 
 
 def test_the_runner_writes_each_result_and_stops_after_an_unclean_kernel(
