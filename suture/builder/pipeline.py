@@ -34,6 +34,8 @@ from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
 from suture.builder.fix import Fix
 from suture.errors import BuildError, NoChangeError, StaticKeyError
+from suture.kernel.identity import parse_build_id
+from suture.kernel.modinfo import section_data
 from suture.lab import kernels, vmlinux
 
 
@@ -147,7 +149,8 @@ def _old_sha256(sec: Section) -> str:
 
 
 def _build_id(tree: kernels.KernelTree) -> str:
-    return vmlinux.build_id(tree.vmlinuz, tree.vmlinux)
+    image = vmlinux.ensure(tree.vmlinuz, tree.vmlinux)
+    return parse_build_id(section_data(image.read_bytes(), b".notes") or b"")
 
 
 @dataclass
