@@ -259,6 +259,40 @@ class SigningKeyError(RepoError):
     """A role's private keys are missing, unusable, or fewer than its threshold."""
 
 
+class UntestedError(RepoError):
+    """``publish`` refused a bundle without a passing lab test on its own build.
+
+    Attributes:
+        result: what the bundle's manifest says: ``untested`` (no result),
+            ``failed``, or ``other-build`` (a result for another kernel build).
+    """
+
+    exit_code = 62
+
+    def __init__(self, message: str, *, result: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
+
+    def to_dict(self) -> dict[str, str]:
+        """Add what the manifest says about the test to the JSON form."""
+        return {**super().to_dict(), "result": self.result}
+
+
+# --- testing bundles in the lab before they are published (suture.tester) -----
+
+
+class PatchTestError(SutureError):
+    """``suture test`` could not test a bundle: wrong build, unusable script, missing tool."""
+
+    exit_code = 90
+
+
+class PatchTestFailedError(PatchTestError):
+    """A bundle failed its test in the lab; the failed result is written into its manifest."""
+
+    exit_code = 91
+
+
 # --- updates: fetching and verifying bundles (suture.agent.update) ------------
 
 

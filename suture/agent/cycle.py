@@ -78,6 +78,7 @@ class UpdateResult:
     superseded: tuple[str, ...] = ()
     recovered: bool = False  # a run killed while applying was found (and finished)
     sticky_level: int | None = None
+    tested: str = ""  # the offered level's signed test result ("": no offer, or not known)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -94,6 +95,7 @@ class UpdateResult:
             "superseded": list(self.superseded),
             "recovered": self.recovered,
             "sticky_level": self.sticky_level,
+            "tested": self.tested or None,
         }
 
 
@@ -335,6 +337,7 @@ class _Run:
             offer.level,
             offer.name,
             offer.cves,
+            offer.tested,
         )
         if memo != self.state.offered:
             self.save(offered=memo)
@@ -390,6 +393,7 @@ class _Run:
             superseded=tuple(superseded or ()),
             recovered=self.recovered,
             sticky_level=self.config.sticky_level,
+            tested=offer.tested if offer else "",
         )
 
 

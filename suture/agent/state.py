@@ -18,7 +18,7 @@ Format 1::
      "last_report": {"at": "...", "error": null},
      "attempted_level": 3, "directive": {"max_level": 3, "unroll": false},
      "offered": {"key": ["<server>", "stable", "None", "<release>", "<build id>"],
-                 "level": 2, "name": "fix_x", "cves": ["CVE-2026-0001"]}}
+                 "level": 2, "name": "fix_x", "cves": ["CVE-2026-0001"], "tested": "passed"}}
 
 ``applied`` is null until a level was applied, ``in_progress`` is set only
 while the engine is applying (a leftover one means that run was killed),
@@ -81,6 +81,7 @@ class Offered:
     level: int
     name: str
     cves: tuple[str, ...] = ()
+    tested: str = ""  # its signed test result ("": recorded before results were signed)
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ class AgentState:
                 "level": self.offered.level,
                 "name": self.offered.name,
                 "cves": list(self.offered.cves),
+                "tested": self.offered.tested,
             },
         }
 
@@ -248,6 +250,7 @@ class AgentState:
                     level=as_int(o["level"]),
                     name=as_str(o["name"]),
                     cves=tuple(as_str(c) for c in o["cves"]),
+                    tested=as_str(o.get("tested", "")),
                 ),
             )
         except (KeyError, TypeError, AttributeError) as e:

@@ -31,6 +31,7 @@ from tuf.ngclient import FetcherInterface, Updater
 
 from suture import bundle
 from suture.agent import trust
+from suture.bundle import labtest
 from suture.errors import (
     BundleError,
     SutureError,
@@ -59,6 +60,7 @@ class Offer:
     length: int  # bytes, signed
     sha256: str  # signed
     yanked: tuple[int, ...]  # levels withdrawn for this build and channel
+    tested: str  # the signed word on its lab test: passed, failed or untested
     _target: TargetFile = field(repr=False, compare=False)
     _session: object = field(repr=False, compare=False)
 
@@ -75,6 +77,7 @@ class Offer:
             "length": self.length,
             "sha256": self.sha256,
             "yanked": list(self.yanked),
+            "tested": self.tested,
         }
 
 
@@ -272,6 +275,7 @@ class UpdateSession:
             length=target.length,
             sha256=target.hashes.get("sha256", ""),
             yanked=yanked,
+            tested=labtest.signed_result(custom.get("test")),
             _target=target,
             _session=self,
         )

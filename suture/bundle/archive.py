@@ -9,6 +9,7 @@ checked against the manifest before anything uses it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import tarfile
@@ -16,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from suture.bundle.labtest import LabTest
 from suture.bundle.manifest import Manifest
 from suture.errors import BundleError
 from suture.fsutil import atomic_write
@@ -114,3 +116,28 @@ def opened(path: Path) -> Iterator[tuple[Manifest, Path]]:
         ko = Path(tmp) / manifest.module_file
         ko.write_bytes(module)
         yield manifest, ko
+
+
+def record_test(path: Path, test: LabTest, *, module_sha256: str) -> Manifest:
+    """Write ``test`` into the manifest of the bundle at ``path``, atomically; same module bytes.
+
+    Args:
+        path: the bundle.
+        test: the result; it replaces any earlier one.
+        module_sha256: the module that was tested: the bundle must still hold it.
+
+    Returns:
+        The new manifest.
+
+    Raises:
+        BundleError: the bundle is malformed, or now holds another module than the one tested.
+    """
+    manifest, module = _members(path)
+    if manifest.module_sha256 != module_sha256:
+        raise BundleError(
+            f"{path} changed while it was tested (its module is not the one tested)",
+            hint="run 'suture test' on it again",
+        )
+    new = dataclasses.replace(manifest, test=test)
+    write(path, new, module)
+    return new

@@ -21,6 +21,9 @@ fix is partial there (see suture/builder/callers.py).
 fixes the level was built from, in order: each fix file's sha256, its
 subject(s) and CVE ids. The files themselves are signed into the repository
 as ``fixes/<sha256>.patch``, so a level can be rebuilt and audited.
+``test`` (present only once ``suture test`` ran) is the result of testing the
+bundle in a guest of its kernel build, with a format number of its own (see
+:mod:`suture.bundle.labtest`); publish requires a pass on the manifest's build.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from suture.bundle import labtest
 from suture.errors import BundleError
 
 FORMAT_VERSION = 1
@@ -96,6 +100,7 @@ class Manifest:
     created: str = ""
     unpatched: tuple[str, ...] = ()  # paths that keep reaching old code: a partial fix
     fixes: tuple[FixRecord, ...] = ()  # what a released level was built from, in order
+    test: labtest.LabTest | None = None  # the last `suture test` result (None: never tested)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -127,6 +132,7 @@ class Manifest:
             "created": self.created,
             **({"unpatched": list(self.unpatched)} if self.unpatched else {}),
             **({"fixes": [f.to_dict() for f in self.fixes]} if self.fixes else {}),
+            **({"test": self.test.to_dict()} if self.test else {}),
             **({"extra": self.extra} if self.extra else {}),
         }
 
@@ -192,6 +198,7 @@ class Manifest:
             created=str(data.get("created", "")),
             unpatched=tuple(str(u) for u in data.get("unpatched", [])),
             fixes=tuple(FixRecord.from_dict(f) for f in data.get("fixes", [])),
+            test=labtest.parse(data.get("test")),
             extra=dict(data.get("extra", {})),
         )
 
@@ -221,3 +228,5 @@ class Manifest:
             problems.append(f"objects {names} list one twice")
         if problems:
             raise BundleError("invalid manifest: " + "; ".join(problems))
+        if self.test is not None:
+            self.test.validate()

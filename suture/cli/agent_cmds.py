@@ -226,7 +226,15 @@ def _describe(r: UpdateResult) -> str:
         "'suture update --clear-hold' applies it",
     }[r.outcome]
     note = "\nnote:    an interrupted update was found and finished" if r.recovered else ""
-    return text + fixes + note
+    return text + fixes + _TESTED.get(r.tested, "") + note
+
+
+# The offered level's signed lab test (publish --untested lets the last two through).
+_TESTED = {
+    "passed": "\ntested:  passed in the lab on this build",
+    "failed": "\ntested:  FAILED its lab test (published with --untested)",
+    "untested": "\ntested:  not tested (published with --untested)",
+}
 
 
 def cmd_uname(args: argparse.Namespace, out: Output) -> int:

@@ -19,6 +19,9 @@ Exit codes (also in README.md):
     40  build failed or refused (the message says why and what to do); the fix does not
         apply to the build's source (JSON error PortConflictError, with the hunk)
     50  bad bundle; 60-61 repository; 70-72 update (fetch, verification)
+    62  publish: the bundle has no passing `suture test` on its own build (or give --untested)
+    90  test: a bundle could not be tested (not for its kernel build)
+    91  test: a bundle failed its test (the result is written into its manifest)
     4   update/status/boot: the crash-loop guard holds a level (status: or the last check failed)
     80  server; 81 fleet API call (cannot reach the server, or refused)
     64  bad command line or input
@@ -41,6 +44,7 @@ from suture.cli import (
     lab_cmds,
     repo_cmds,
     serve_cmds,
+    tester_cmds,
 )
 from suture.cli.output import Output
 from suture.errors import SutureError
@@ -91,6 +95,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         subs = _OneCommand(subs, command)
     kernel_cmds.register(subs, common)
     build_cmds.register(subs, common)
+    tester_cmds.register(subs, common)
     lab_cmds.register(subs, common)
     repo_cmds.register(subs, common)
     agent_cmds.register(subs, common)

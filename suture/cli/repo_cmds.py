@@ -16,9 +16,17 @@ from suture.repo.layout import CHANNELS, ONLINE_ROLES
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``publish`` and ``repo`` with its sub-commands."""
     p = subs.add_parser("publish", parents=[common], help="sign a bundle into a repository")
-    p.add_argument("bundle", type=Path, help="a bundle from 'suture build'")
+    p.add_argument(
+        "bundle", type=Path, help="a bundle from 'suture build', tested by 'suture test'"
+    )
     _repo_option(p)
     _channel_option(p)
+    p.add_argument(
+        "--untested",
+        action="store_true",
+        help="publish without a passing 'suture test' on the bundle's build "
+        "(the signed metadata says so, and agents and the dashboard show it)",
+    )
     p.set_defaults(handler=cmd_publish)
 
     repo = subs.add_parser("repo", parents=[common], help="create and maintain a repository")
@@ -84,9 +92,11 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     """Sign a bundle into the repository."""
     from suture.repo.publish import publish
 
-    result = publish(args.repo, args.bundle, args.channel)
+    result = publish(args.repo, args.bundle, args.channel, untested=args.untested)
     for way in result.manifest.unpatched:
         out.message(f"warning: partial fix, this way in keeps the old code: {way}")
+    if result.test != "passed":
+        out.message(f"warning: published as {result.test}: no passing 'suture test' on this build")
     text = f"published level {result.manifest.level} as {result.path}"
     out.result({"format": 1, "ok": True, **result.to_dict()}, text)
     return 0

@@ -13,8 +13,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from suture.bundle import FixRecord
 from suture.builder.fix import Fix
+from suture.bundle import FixRecord
 from suture.errors import UsageError
 
 

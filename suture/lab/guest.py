@@ -47,7 +47,8 @@ class GuestConfig:
         extra_cmdline: appended to the kernel command line.
         env: extra variables for the guest command.
         output_dir: where files the command writes to ``$SUTURE_OUT`` (in the
-            guest: /run/suture-lab/out) are copied when it ends; None: dropped.
+            guest: /run/suture-lab/out) are copied when it ends, or when the
+            guest fails or times out; None: dropped.
     """
 
     memory_mb: int = 1024
@@ -211,6 +212,7 @@ def run(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            _copy_out(exchange, cfg)  # what the command finished before it hung
             console = _read(exchange / "console.log")
             raise GuestTimeoutError(
                 f"the guest command did not finish within {cfg.timeout:g} s",
@@ -224,9 +226,13 @@ def run(
         seconds = time.monotonic() - start
         console = _read(exchange / "console.log")
         rc_text = _read(exchange / "rc").strip()
-        if cfg.output_dir is not None:
-            shutil.copytree(exchange / "out", cfg.output_dir, dirs_exist_ok=True)
+        _copy_out(exchange, cfg)
     return _result(proc.returncode, err.decode(errors="replace"), console, rc_text, seconds)
+
+
+def _copy_out(exchange: Path, cfg: GuestConfig) -> None:
+    if cfg.output_dir is not None:
+        shutil.copytree(exchange / "out", cfg.output_dir, dirs_exist_ok=True)
 
 
 def _read(path: Path) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from suture.errors import LabError
 from suture.fsutil import atomic_write
+from suture.kernel.identity import parse_build_id
+from suture.kernel.modinfo import section_data
 
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -62,3 +64,11 @@ def ensure(vmlinuz: Path, dest: Path) -> Path:
     if not dest.exists():
         atomic_write(dest, extract(vmlinuz.read_bytes()))
     return dest
+
+
+def build_id(vmlinuz: Path, dest: Path) -> str:
+    """The GNU build id of the kernel in ``vmlinuz`` (its vmlinux extracted to ``dest`` once).
+
+    It is what ``/sys/kernel/notes`` shows when that kernel runs; "" when it has none.
+    """
+    return parse_build_id(section_data(ensure(vmlinuz, dest).read_bytes(), b".notes") or b"")

@@ -14,8 +14,8 @@ from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile, Targets
 
 from suture import bundle
-from suture.bundle import Manifest
-from suture.errors import LevelError, NotARepoError, NotPublishedError, UsageError
+from suture.bundle import Manifest, labtest
+from suture.errors import LevelError, NotARepoError, NotPublishedError, UntestedError, UsageError
 from suture.fsutil import atomic_write, locked
 from suture.repo import layout as paths
 from suture.repo.index import BuildIndex
@@ -34,6 +34,7 @@ class PublishResult:
     length: int
     sha256: str
     targets_version: int
+    test: str  # what the signed metadata says: passed, failed or untested
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -47,6 +48,7 @@ class PublishResult:
             "name": m.name,
             "cves": list(m.cves),
             "unpatched": list(m.unpatched),
+            "test": self.test,
             "length": self.length,
             "sha256": self.sha256,
             "targets_version": self.targets_version,
@@ -78,6 +80,7 @@ def publish(
     channel: str = "stable",
     *,
     keys: SignerSource | None = None,
+    untested: bool = False,
     fix_files: Mapping[str, bytes] | None = None,
 ) -> PublishResult:
     """Sign ``bundle_path`` into the repository for its kernel build and ``channel``.
@@ -91,10 +94,16 @@ def publish(
     cumulative, so the level must be above every level ever published for
     that build and channel, yanked ones included.
 
+    The manifest must carry a passing ``suture test`` result for its own
+    kernel build (release and build id). ``untested`` lifts that gate; the
+    signed metadata (``custom["test"]``) then says what is true: ``failed``
+    for a failed result on this build, ``untested`` otherwise.
+
     Raises:
         BundleError: the bundle is malformed or its module does not match its manifest.
         UsageError: the channel is unknown, the manifest names no build id, or a
             fix it names is neither given nor in the repository.
+        UntestedError: no passing test on this build, and ``untested`` is not set.
         LevelError: the level is not above the published ones.
         NotARepoError, SigningKeyError: the repository or its keys cannot be used.
     """
@@ -106,6 +115,7 @@ def publish(
             f"{bundle_path}: the manifest names no build id",
             hint="a patch is published for one exact kernel build: rebuild it with its build id",
         )
+    test = _test_summary(bundle_path, manifest, untested)
     path = paths.bundle_path(
         manifest.release, manifest.build_id, channel, manifest.name, manifest.level
     )
@@ -134,6 +144,7 @@ def publish(
         }
         if manifest.unpatched:  # a partial fix: signed in, for whoever reads the metadata
             custom["unpatched"] = list(manifest.unpatched)
+        custom["test"] = test
         if manifest.fixes:
             custom["fixes"] = [f.sha256 for f in manifest.fixes]
             _store_fixes(layout, targets, manifest, fix_files or {})
@@ -149,6 +160,41 @@ def publish(
         length=target.length,
         sha256=target.hashes["sha256"],
         targets_version=targets.version,
+        test=labtest.signed_result(test),
+    )
+
+
+def _test_summary(bundle_path: Path, manifest: Manifest, untested: bool) -> dict[str, Any]:
+    """What the signed metadata says of the bundle's test; refuses an untested bundle.
+
+    Raises:
+        UntestedError: no passing result for the manifest's own build, and not ``untested``.
+    """
+    build = (manifest.release, manifest.build_id)
+    test = manifest.test
+    # A result of another build says nothing about this one: it counts as none.
+    own = test if test is not None and (test.release, test.build_id) == build else None
+    if own is not None and (own.passed or untested):
+        return own.summary()
+    if untested:
+        return {"format": labtest.FORMAT_VERSION, "result": labtest.UNTESTED}
+    named = f"{manifest.release} ({manifest.build_id[:12]}…)"
+    if own is not None:
+        what, why = "failed", f"{bundle_path} failed its test on {named} at {own.at}: {own.reason}"
+    elif test is not None:
+        what = "other-build"
+        why = (
+            f"{bundle_path} was tested on {test.release} ({test.build_id[:12]}…), "
+            f"not on its own build {named}"
+        )
+    else:
+        what, why = "untested", f"{bundle_path} has no test result"
+    raise UntestedError(
+        f"publish refused: {why}",
+        result=what,
+        hint=f"run 'suture test {bundle_path} [--test SCRIPT]' (it boots {manifest.release} "
+        "in the lab) and publish once it passes, or give --untested to sign it in marked "
+        "as not tested",
     )
 
 

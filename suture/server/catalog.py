@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from suture.bundle.labtest import signed_result
 from suture.errors import SutureError
 from suture.repo.index import BuildIndex
 from suture.repo.layout import INDEX_NAME, Layout
@@ -31,6 +32,7 @@ class LevelInfo:
     name: str
     cves: tuple[str, ...]
     published: float | None  # unix time, s; None for levels signed before it was recorded
+    tested: str = "untested"  # its signed lab test result: passed, failed or untested
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -42,6 +44,7 @@ class LevelInfo:
             "name": self.name,
             "cves": list(self.cves),
             "published": self.published,
+            "tested": self.tested,
         }
 
 
@@ -101,6 +104,7 @@ def _read(layout: Layout) -> dict[tuple[str, str, str], list[LevelInfo]]:
                     name=str(custom.get("name", "")),
                     cves=tuple(str(c) for c in custom.get("cves", [])),
                     published=_time(custom.get("published")),
+                    tested=signed_result(custom.get("test")),
                 )
             )
     for group in found.values():

@@ -213,6 +213,14 @@ def _when(unix: float | None) -> str:
     return "" if unix is None else _stamp(unix)
 
 
+# A level's signed lab test result (suture test), as the dashboard shows it.
+_TESTED = {"passed": "tested", "failed": "test FAILED", "untested": "not tested"}
+
+
+def _tested(result: str) -> Markup:
+    return el("span", _TESTED.get(result, result), class_=f"tested-{result}")
+
+
 def _rollout_status(policy: rollout.Policy) -> Markup:
     parts: list[object] = []
     if policy.halted_level is not None:

@@ -151,7 +151,7 @@ _EVENT = _object(
     last_error={"type": ["string", "null"]},
 )
 _LEVEL_INFO = _object(
-    ["release", "build_id", "channel", "level", "name", "cves", "published"],
+    ["release", "build_id", "channel", "level", "name", "cves", "published", "tested"],
     release=_STRING,
     build_id=_STRING,
     channel=_STRING,
@@ -159,6 +159,10 @@ _LEVEL_INFO = _object(
     name=_STRING,
     cves={"type": "array", "items": _STRING},
     published={"type": ["number", "null"], "description": "unix time, s"},
+    tested={
+        "enum": ["passed", "failed", "untested"],
+        "description": "its signed lab test result (suture test); untested: published so",
+    },
 )
 _NUMBER = {"type": "number", "minimum": 0}
 _POLICY = _object(

@@ -40,6 +40,7 @@ from suture.server.dashboard_base import (
     _page,
     _redirect,
     _rollouts_table,
+    _tested,
     _when,
 )
 from suture.server.html import (
@@ -213,11 +214,16 @@ def kernels(req: Request, ctx: Context, params: dict[str, str], view: View) -> R
         for level in sorted(set(levels) | set(counts) | {0}):
             lv = levels.get(level)
             if lv is not None:
-                what: list[object] = [lv.name, _cve_links(lv.cves), _when(lv.published)]
+                what: list[object] = [
+                    lv.name,
+                    _cve_links(lv.cves),
+                    _when(lv.published),
+                    _tested(lv.tested),
+                ]
             elif level == 0:
-                what = ["(no patch)", "", ""]
+                what = ["(no patch)", "", "", ""]
             else:
-                what = [el("span", "not in the repository (yanked?)", class_="muted"), "", ""]
+                what = [el("span", "not in the repository (yanked?)", class_="muted"), "", "", ""]
             hosts_href = url("hosts", release=release, build=build_id, channel=channel, level=level)
             rows.append([level, *what, link(counts.get(level, 0), hosts_href)])
         title = f"{release} {build_id[:12] or '(no build id)'} ({channel})"
@@ -229,7 +235,10 @@ def kernels(req: Request, ctx: Context, params: dict[str, str], view: View) -> R
                 el("code", build_id or "(none: cannot be live patched)"),
                 class_="muted",
             ),
-            table(["Level", "Name", "CVEs fixed", "Published", "Hosts (reported level)"], rows),
+            table(
+                ["Level", "Name", "CVEs fixed", "Published", "Lab test", "Hosts (reported level)"],
+                rows,
+            ),
         ]
     if not sections:
         sections.append(el("p", "No levels published and no hosts yet.", class_="empty"))
@@ -416,7 +425,7 @@ def host_detail(req: Request, ctx: Context, params: dict[str, str], view: View) 
     ]
     facts_table = el("table", *(el("tr", el("th", k), el("td", v)) for k, v in facts))
     pending = [
-        [lv.level, lv.name, _cve_links(lv.cves), _when(lv.published)]
+        [lv.level, lv.name, _cve_links(lv.cves), _when(lv.published), _tested(lv.tested)]
         for lv in fixed.pending(c.release, c.build_id, c.channel, live)
     ]
     history = [
@@ -434,7 +443,11 @@ def host_detail(req: Request, ctx: Context, params: dict[str, str], view: View) 
         f"Host {c.host_id}",
         facts_table,
         el("h2", "Published levels not live on it"),
-        table(["Level", "Name", "CVEs", "Published"], pending, "None: it runs the newest level."),
+        table(
+            ["Level", "Name", "CVEs", "Published", "Lab test"],
+            pending,
+            "None: it runs the newest level.",
+        ),
         el("h2", "History"),
         table(["At", "Kernel", "Level", "Tried", "State", "Error"], history, "No history."),
         current="/hosts",

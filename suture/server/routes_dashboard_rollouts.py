@@ -31,6 +31,7 @@ from suture.server.dashboard_base import (
     _redirect,
     _rollout_status,
     _rollouts_table,
+    _tested,
     _when,
 )
 from suture.server.html import (
@@ -93,6 +94,7 @@ def rollout_page(req: Request, ctx: Context, params: dict[str, str], view: View)
             lv.name,
             _cve_links(lv.cves),
             _when(lv.published),
+            _tested(lv.tested),
         ]
         for lv in levels
     ]
@@ -130,7 +132,11 @@ def rollout_page(req: Request, ctx: Context, params: dict[str, str], view: View)
         el("h2", "Controls"),
         *controls,
         el("h2", "Levels published on this channel"),
-        table(["Kernel build", "Level", "Name", "CVEs", "Published"], level_rows, "None yet."),
+        table(
+            ["Kernel build", "Level", "Name", "CVEs", "Published", "Lab test"],
+            level_rows,
+            "None yet.",
+        ),
         el("h2", "Policy"),
         table(["Setting", "Value"], settings),
         el("p", "Change the other settings with PUT /api/v1/rollouts/", channel, class_="muted"),

@@ -20,7 +20,7 @@ from tuf.api.metadata import Metadata
 
 from suture import bundle
 from suture.agent import trust
-from suture.bundle import Manifest
+from suture.bundle import LabStep, LabTest, Manifest
 from suture.repo.keys import Keyring
 from suture.repo.layout import Layout
 from suture.repo.metadata import load, sign
@@ -39,8 +39,13 @@ def make_bundle(
     release: str = RELEASE,
     name: str = NAME,
     unpatched: tuple[str, ...] = (),
+    test: LabTest | str | None = "passed",
 ) -> Path:
-    """A valid bundle of ``level`` for that build, around a fake module."""
+    """A valid bundle of ``level`` for that build, around a fake module.
+
+    ``test``: the lab test result it carries; by default a pass on its own
+    build (publish requires one), "failed" a failure there, None no result.
+    """
     module = f"fake module {name} L{level} for {release}/{build_id}".encode()
     manifest = Manifest(
         name=name,
@@ -52,10 +57,37 @@ def make_bundle(
         module_size=len(module),
         cves=(f"CVE-2026-{1000 + level}",),
         unpatched=unpatched,
+        test=lab_test(release, build_id, test) if isinstance(test, str) else test,
     )
     path = folder / f"{name}-{release}-{build_id[:8]}-L{level}.bundle"
     bundle.write(path, manifest, module)
     return path
+
+
+def lab_test(release: str, build_id: str, result: str = "passed") -> LabTest:
+    """A ``suture test`` result on that build, as the tester writes it."""
+    passed = result == "passed"
+    return LabTest(
+        result=result,
+        release=release,
+        build_id=build_id,
+        at="2026-12-03T10:00:00Z",
+        tester="suture 0.1.0",
+        steps=(
+            LabStep("before", ok=True, expect="fail", exit=1),
+            LabStep("apply", ok=True),
+            LabStep("patched", ok=passed, expect="pass", exit=0 if passed else 1),
+            LabStep("unload", ok=True),
+            LabStep("after", ok=True, expect="fail", exit=1),
+            LabStep("kernel-log", ok=True),
+        ),
+        script="check.sh",
+        script_sha256="cd" * 32,
+        kernel_log_sha256="ef" * 32,
+        kernel_log=("livepatch: enabling patch 'x'",),
+        taint="OEK",
+        reason="" if passed else "patched: the test script exited 1, it must pass",
+    )
 
 
 def signed_as(repo: Path, md: Metadata[Any], role: str) -> bytes:

@@ -16,10 +16,10 @@ from suture.agent.config import ENVIRONMENT
 from suture.cli.main import main
 from suture.kernel import engine, livepatch
 from suture.kernel import identity as identity_module
-from suture.repo import create
+from suture.repo import create, publish
 from tests.unit.fakes import identity
-from tests.unit.repo_helpers import BUILD_A, BUILD_B, RELEASE
-from tests.unit.test_agent_cycle import FakeKernel, publish_level
+from tests.unit.repo_helpers import BUILD_A, BUILD_B, RELEASE, make_bundle
+from tests.unit.test_agent_cycle import FakeKernel, name, publish_level
 
 
 @pytest.fixture
@@ -67,6 +67,34 @@ def test_update_and_info_exit_codes(
     kernel.ident = identity(build_id=BUILD_A, livepatch=False)
     assert run(repo, "update") == 3
     assert run(repo, "info") == 3
+
+
+@pytest.mark.parametrize(
+    ("test", "shown"),
+    [
+        ("passed", "passed in the lab on this build"),
+        ("failed", "FAILED its lab test (published with --untested)"),
+        (None, "not tested"),
+    ],
+)
+def test_info_says_whether_the_offered_level_was_tested(
+    repo: Path,
+    kernel: FakeKernel,
+    capsys: pytest.CaptureFixture[str],
+    test: str | None,
+    shown: str,
+) -> None:
+    bundle = make_bundle(repo.parent, 1, name=name(1), test=test)
+    publish.publish(repo, bundle, untested=True)
+    assert run(repo, "info") == 2
+    assert f"tested:  {shown}" in capsys.readouterr().out
+    assert run(repo, "info", "--json") == 2
+    assert json.loads(capsys.readouterr().out)["tested"] == (test or "untested")
+    assert run(repo, "update") == 0
+    assert f"tested:  {shown}" in capsys.readouterr().out
+    assert run(repo, "update") == 0  # the answer kept from the last full check says it too
+    assert "up to date: level 1 is live" in (out := capsys.readouterr().out)
+    assert f"tested:  {shown}" in out
 
 
 def test_update_errors_keep_their_exit_codes(

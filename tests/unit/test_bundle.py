@@ -129,3 +129,112 @@ def test_not_a_bundle(tmp_path: Path) -> None:
     assert not bundle.is_bundle(path)
     with pytest.raises(BundleError):
         bundle.read_manifest(path)
+
+
+# --- the `test` field: the result of `suture test` -------------------------------
+
+
+def lab_test(**changes: object) -> bundle.LabTest:
+    base = bundle.LabTest(
+        result="passed",
+        release="6.1.0-47-amd64",
+        build_id="ab" * 20,
+        at="2026-12-03T10:00:00Z",
+        tester="suture 0.1.0",
+        steps=(
+            bundle.LabStep("before", ok=True, expect="fail", exit=1, seconds=0.5),
+            bundle.LabStep("apply", ok=True, seconds=2.0),
+            bundle.LabStep("patched", ok=True, expect="pass", exit=0, detail="ok\n"),
+            bundle.LabStep("after", ok=True, expect="fail", exit=1),
+        ),
+        seconds=61.5,
+        script="check.sh",
+        script_sha256="cd" * 32,
+        load="stress-ng --cpu 1",
+        kernel_log_sha256="ef" * 32,
+        kernel_log=("livepatch: enabling patch 'suture_fix_1'",),
+        taint="OEK",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_test_result_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    bundle.write(path, manifest(test=lab_test()), MODULE)
+    got = bundle.read_manifest(path)
+    assert got.test == lab_test()
+    assert got == manifest(test=lab_test())
+    data = json.loads(got.to_json())
+    assert data["format"] == 1 and data["test"]["format"] == 1
+    assert data["test"]["kernel"] == {"release": "6.1.0-47-amd64", "build_id": "ab" * 20}
+    assert data["test"]["script"] == {"name": "check.sh", "sha256": "cd" * 32}
+    without_script = manifest(test=lab_test(script="", script_sha256=""))
+    assert json.loads(without_script.to_json())["test"]["script"] is None
+
+
+def test_an_untested_manifest_has_no_test_field() -> None:
+    # Bundles built before tests were recorded keep their bytes.
+    assert "test" not in json.loads(manifest().to_json())
+
+
+def test_a_newer_test_format_is_ignored_not_refused(tmp_path: Path) -> None:
+    # Agents never need the result: a newer one must not make them refuse the bundle.
+    data = json.loads(manifest(test=lab_test()).to_json())
+    data["test"]["format"] = 2
+    path = tmp_path / "b.bundle"
+    _tar(path, [("manifest.json", json.dumps(data).encode()), ("suture_fix_1.ko", MODULE)])
+    assert bundle.read_manifest(path).test is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"result": "maybe"}, "not one of passed, failed"),
+        ({"build_id": ""}, "names no kernel build"),
+        ({"kernel_log_sha256": "xyz"}, "not 64 hex digits"),
+        ({"reason": "patched: exit 1"}, "says passed, but a step failed"),
+    ],
+)
+def test_invalid_test_result(tmp_path: Path, change: dict[str, object], message: str) -> None:
+    with pytest.raises(BundleError, match=message):
+        bundle.write(tmp_path / "b", manifest(test=lab_test(**change)), MODULE)
+
+
+def test_a_malformed_test_result_is_refused(tmp_path: Path) -> None:
+    data = json.loads(manifest(test=lab_test()).to_json())
+    del data["test"]["kernel"]
+    path = tmp_path / "b.bundle"
+    _tar(path, [("manifest.json", json.dumps(data).encode()), ("suture_fix_1.ko", MODULE)])
+    with pytest.raises(BundleError, match="test result is malformed"):
+        bundle.read_manifest(path)
+
+
+def test_record_test_rewrites_the_manifest_with_the_same_module(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    bundle.write(path, manifest(), MODULE)
+    failed = lab_test(result="failed", reason="patched: exit 1")
+    new = bundle.record_test(path, failed, module_sha256=manifest().module_sha256)
+    assert new == manifest(test=failed) == bundle.read_manifest(path)
+    with bundle.opened(path) as (_, ko):
+        assert ko.read_bytes() == MODULE
+    # A new result replaces the old one.
+    bundle.record_test(path, lab_test(), module_sha256=manifest().module_sha256)
+    assert bundle.read_manifest(path).test == lab_test()
+    assert [p.name for p in tmp_path.iterdir()] == ["b.bundle"]  # no temporary file left
+
+
+def test_record_test_refuses_a_bundle_that_changed_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "b.bundle"
+    bundle.write(path, manifest(), MODULE)
+    before = path.read_bytes()
+    with pytest.raises(BundleError, match="changed while it was tested"):
+        bundle.record_test(path, lab_test(), module_sha256="00" * 32)
+    assert path.read_bytes() == before
+
+
+def test_a_pass_holds_only_for_its_own_build() -> None:
+    test = lab_test()
+    assert test.holds_for("6.1.0-47-amd64", "ab" * 20)
+    assert not test.holds_for("6.1.0-47-amd64", "cd" * 20)
+    assert not test.holds_for("6.1.0-48-amd64", "ab" * 20)
+    assert not lab_test(result="failed", reason="x").holds_for("6.1.0-47-amd64", "ab" * 20)

@@ -19,13 +19,13 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
-from suture.repo import create
+from suture.repo import create, publish
 from suture.server import Server, open_server
 from suture.server.checkin import Checkin
 from suture.server.sessions import LIFETIME, Sessions
 from suture.server.store import DbUrl, open_store
-from tests.unit.repo_helpers import BUILD_B, RELEASE
-from tests.unit.test_agent_cycle import publish_level
+from tests.unit.repo_helpers import BUILD_B, RELEASE, make_bundle
+from tests.unit.test_agent_cycle import name, publish_level
 from tests.unit.test_fleet_rollout import ADMIN, admin, fleet
 
 EVIL = "<script>alert(1)</script>"
@@ -183,6 +183,26 @@ def test_overview_kernels_cves_and_hosts_show_the_fleet(server: Server) -> None:
     detail = text(c.get("/hosts/host-00")[2])
     assert "History" in detail and "injected" in detail
     assert c.get("/hosts/nobody")[0] == 404
+
+
+def test_levels_say_whether_they_were_tested(server: Server, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    bundle = make_bundle(tmp_path, 3, name=name(3), test=None)
+    publish.publish(repo, bundle, untested=True)
+    c = Client(server)
+    c.login()
+    kernels = text(c.get("/kernels")[2])
+    # Level, name, CVEs, published, lab test, hosts.
+    assert re.search(rf"2 {name(2)} CVE-2026-1002 \S+ tested \d", kernels)
+    assert re.search(rf"3 {name(3)} CVE-2026-1003 \S+ not tested \d", kernels)
+    assert "not tested" in text(c.get("/rollouts/stable")[2])
+    assert "not tested" in text(c.get("/hosts/host-01")[2])  # level 3 is not live on it
+    levels = admin(server, "GET", "/api/v1/levels")["levels"]
+    assert [(lv["level"], lv["tested"]) for lv in levels] == [
+        (1, "passed"),
+        (2, "passed"),
+        (3, "untested"),
+    ]
 
 
 def test_markup_from_a_report_is_escaped(server: Server) -> None:

@@ -19,6 +19,7 @@ from suture.errors import (
     NotPublishedError,
     RepoExistsError,
     SigningKeyError,
+    UntestedError,
     UsageError,
 )
 from suture.repo import create, maintain, publish
@@ -26,7 +27,7 @@ from suture.repo.index import BuildIndex
 from suture.repo.keys import Keyring
 from suture.repo.layout import Layout
 from suture.repo.metadata import Expiry, load
-from tests.unit.repo_helpers import BUILD_A, BUILD_B, NAME, RELEASE, make_bundle
+from tests.unit.repo_helpers import BUILD_A, BUILD_B, NAME, RELEASE, lab_test, make_bundle
 
 A_STABLE = f"{RELEASE}/{BUILD_A}/stable"
 
@@ -145,7 +146,9 @@ def test_publish_signs_the_bundle_under_its_build_and_channel(repo: Path, tmp_pa
         "level": 1,
         "name": NAME,
         "cves": ["CVE-2026-1001"],
+        "test": lab_test(RELEASE, BUILD_A).summary(),
     }
+    assert custom["test"]["result"] == "passed"
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     assert target.length == len(data)
@@ -212,7 +215,50 @@ def test_publish_refuses_an_unknown_channel(repo: Path, tmp_path: Path) -> None:
 
 def test_publish_refuses_a_bundle_without_build_id(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="names no build id"):
-        publish.publish(repo, make_bundle(tmp_path, 1, build_id=""))
+        publish.publish(repo, make_bundle(tmp_path, 1, build_id="", test=None))
+
+
+# --- the test gate: a passing `suture test` on the bundle's own build, or --untested ---
+
+
+@pytest.mark.parametrize(
+    ("test", "result", "message"),
+    [
+        (None, "untested", "has no test result"),
+        ("failed", "failed", "failed its test on 6.1.0-56-amd64 .* it must pass"),
+        (lab_test(RELEASE, BUILD_B), "other-build", "tested on .* not on its own build"),
+        (lab_test("6.1.0-55-amd64", BUILD_A), "other-build", "tested on 6.1.0-55-amd64"),
+    ],
+)
+def test_publish_refuses_a_bundle_without_a_pass_on_its_build(
+    repo: Path, tmp_path: Path, test: object, result: str, message: str
+) -> None:
+    path = make_bundle(tmp_path, 1, test=test)  # type: ignore[arg-type]
+    with pytest.raises(UntestedError, match=message) as caught:
+        publish.publish(repo, path)
+    assert caught.value.result == result
+    assert caught.value.exit_code == 62
+    assert "suture test" in caught.value.hint and "--untested" in caught.value.hint
+    assert versions(repo)["targets"] == 1  # nothing signed
+
+
+@pytest.mark.parametrize(
+    ("test", "signed"),
+    [
+        (None, "untested"),
+        ("failed", "failed"),  # the truth, not "untested"
+        (lab_test(RELEASE, BUILD_B), "untested"),  # another build's result says nothing
+        ("passed", "passed"),  # --untested lifts the gate, it does not hide a pass
+    ],
+)
+def test_publish_untested_signs_in_what_is_true(
+    repo: Path, tmp_path: Path, test: object, signed: str
+) -> None:
+    path = make_bundle(tmp_path, 1, test=test)  # type: ignore[arg-type]
+    result = publish.publish(repo, path, untested=True)
+    custom = targets(repo).targets[result.path].custom
+    assert custom["test"]["result"] == signed
+    assert (result.test, result.to_dict()["test"]) == (signed, signed)
 
 
 def test_publish_refuses_what_is_not_a_bundle(repo: Path, tmp_path: Path) -> None:

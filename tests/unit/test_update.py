@@ -50,6 +50,18 @@ def test_finds_the_newest_level_of_exactly_its_build_and_channel(
     assert latest(repo, state, "6.1.0-54-amd64", BUILD_A, "stable") is None
 
 
+@pytest.mark.parametrize(
+    ("test", "tested"), [("passed", "passed"), ("failed", "failed"), (None, "untested")]
+)
+def test_the_offer_says_what_was_signed_of_its_test(
+    repo: Path, tmp_path: Path, test: str | None, tested: str
+) -> None:
+    publish.publish(repo, make_bundle(tmp_path, 1, test=test), untested=True)
+    with update.session(remote(repo), tmp_path / "state") as s:
+        offer = s.find_latest(RELEASE, BUILD_A)
+    assert offer is not None and offer.tested == tested
+
+
 def test_the_offer_carries_the_signed_description(repo: Path, tmp_path: Path) -> None:
     published = publish.publish(repo, make_bundle(tmp_path, 1))
     with update.session(remote(repo), tmp_path / "state") as s:  # the library's file:// fetcher
@@ -66,6 +78,7 @@ def test_the_offer_carries_the_signed_description(repo: Path, tmp_path: Path) ->
         "length": published.length,
         "sha256": published.sha256,
         "yanked": [],
+        "tested": "passed",
     }
 
 
