@@ -6,7 +6,14 @@ applies. See :mod:`suture.bundle.manifest` for the fields,
 and :mod:`suture.bundle.archive` for the file format.
 """
 
-from suture.bundle.archive import is_bundle, opened, read_manifest, record_test, write
+from suture.bundle.archive import (
+    is_bundle,
+    manifest_of,
+    opened,
+    read_manifest,
+    record_test,
+    write,
+)
 from suture.bundle.labtest import LabStep, LabTest
 from suture.bundle.manifest import FORMAT_VERSION, FixRecord, Function, Manifest, PatchedObject
 
@@ -19,6 +26,7 @@ __all__ = [
     "Manifest",
     "PatchedObject",
     "is_bundle",
+    "manifest_of",
     "opened",
     "read_manifest",
     "record_test",

@@ -57,9 +57,14 @@ def write(path: Path, manifest: Manifest, module: bytes) -> None:
     atomic_write(path, out.getvalue())
 
 
-def _members(path: Path) -> tuple[Manifest, bytes]:
+def manifest_of(data: bytes, name: str) -> Manifest:
+    """The verified manifest of a bundle held in memory (``name`` says which, in errors)."""
+    return _members(Path(name), io.BytesIO(data))[0]
+
+
+def _members(path: Path, data: io.BytesIO | None = None) -> tuple[Manifest, bytes]:
     try:
-        with tarfile.open(path, mode="r:") as tar:
+        with tarfile.open(path if data is None else None, mode="r:", fileobj=data) as tar:
             manifest, module = _checked_members(path, tar)
     except (OSError, tarfile.TarError) as e:
         raise BundleError(f"{path} is not a bundle: {e}", hint="pass a bundle or a .ko") from e
