@@ -59,6 +59,39 @@ class DownloadError(LabError):
     """A package could not be downloaded or unpacked."""
 
 
+class SourceGoneError(DownloadError):
+    """The exact source of a kernel build has left the package archive.
+
+    A build is only ever compiled from the source package of its own version;
+    a neighbouring version is never taken in its place.
+
+    Attributes:
+        release: the kernel build, e.g. ``6.1.0-51-amd64``.
+        package: the source package, e.g. ``linux-source-6.1``.
+        version: the version that is missing, e.g. ``6.1.177-1``.
+    """
+
+    def __init__(self, release: str, package: str, version: str) -> None:
+        super().__init__(
+            f"the exact source of {release}, {package}={version}, is no longer in the "
+            "package archive",
+            hint="this build cannot be patched from its own source; 'suture lab list' shows "
+            "which builds still can",
+        )
+        self.release = release
+        self.package = package
+        self.version = version
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the build and the missing source version to the JSON form."""
+        return {
+            **super().to_dict(),
+            "release": self.release,
+            "package": self.package,
+            "version": self.version,
+        }
+
+
 class ToolMissingError(LabError):
     """A host program the lab needs (qemu, busybox, apt-get) is missing."""
 
