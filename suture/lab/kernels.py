@@ -23,7 +23,7 @@ from pathlib import Path
 
 from suture.errors import DownloadError, KernelNotFoundError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import apt
+from suture.lab import apt, cache
 
 FORMAT_VERSION = 1
 
@@ -113,10 +113,18 @@ def fetch(release: str | None = None) -> KernelTree:
         DownloadError: downloading or unpacking failed; nothing is left in the cache.
     """
     release = resolve(release)
+    # In use from here to the process's end: the cache never evicts it meanwhile.
+    cache.pin(cache.BUILD, release)
     with locked(kernels_dir() / ".lock"):
-        if (tree := cached(release)) is not None:
-            return tree
-        return _fetch_locked(release)
+        tree = cached(release)
+        fetched = tree is None
+        if tree is None:
+            cache.remove_stale(kernels_dir())  # under the lock: no fetch is under way
+            tree = _fetch_locked(release)
+        cache.record_use(cache.BUILD, release)
+    if fetched:
+        cache.enforce()
+    return tree
 
 
 def _package_set(release: str) -> tuple[str, list[str]]:
