@@ -3,12 +3,20 @@
 Only the touched translation units are compiled, in the prepared distro tree,
 with the kernel's own flags plus ``-ffunction-sections -fdata-sections`` so
 that the differ can compare and pick functions one by one. The tree is put
-back as it was whatever happens (the fix is applied to copies of the files
-that are restored afterwards), under a lock so two builds never interleave.
+back as it was whatever happens, under a lock so two builds never interleave.
+
+The tree's files are hard links to a source shared by other builds
+(source.py), so nothing here writes into a file of the tree: the files the
+fix changes are set aside (a hard link kept beside the tree) and replaced by
+copies of their own before ``patch`` runs, and the kept links are renamed
+back afterwards, by the next build if this one was killed. GNU patch itself
+writes a new file and renames it over the old one; objects are removed
+before ``make`` writes them again.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -98,6 +106,26 @@ def compile_originals(tree: SourceTree, sources: list[str], work: Path) -> dict[
     return out
 
 
+def _set_aside(tree: SourceTree, sources: list[str], aside: Path) -> None:
+    """Keep each file in ``aside`` by a hard link; the tree gets a copy of its own to patch."""
+    for src in sources:
+        kept = aside / src
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.link(tree.path / src, kept)
+        copy = tree.path / f"{src}.suture-copy"
+        shutil.copy2(kept, copy)
+        copy.replace(tree.path / src)
+
+
+def _put_back(tree: SourceTree, aside: Path) -> None:
+    """Rename the kept files back over the tree's: each name gets its original inode again."""
+    if not aside.exists():
+        return
+    for kept in sorted(p for p in aside.rglob("*") if not p.is_dir()):
+        kept.replace(tree.path / kept.relative_to(aside))
+    shutil.rmtree(aside)
+
+
 def compile_pair(
     tree: SourceTree, fix: Path, work: Path, *, flags: str = SECTION_FLAGS
 ) -> list[ObjectPair]:
@@ -107,22 +135,21 @@ def compile_pair(
         BuildError: the fix does not apply or does not compile; the tree is unchanged.
     """
     sources = sorted(Fix.parse(fix.read_text(errors="replace")).files)
-    pristine = work / "pristine"
+    aside = tree.path.parent / ".set-aside"
     with locked(tree.path.parent / ".build.lock"):
+        _put_back(tree, aside)  # what a killed build left patched
         _patch(tree, fix, "--dry-run")
         for src in sources:
             if not (tree.path / src).exists():
                 raise BuildError(f"{src} is not in the source of {tree.release}")
             _compile(tree, src, work / "orig" / (src + ".o"), flags)
-            (pristine / src).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(tree.path / src, pristine / src)
         try:
+            _set_aside(tree, sources, aside)
             _patch(tree, fix)
             for src in sources:
                 _compile(tree, src, work / "patched" / (src + ".o"), flags)
         finally:
-            for src in sources:
-                shutil.copyfile(pristine / src, tree.path / src)
+            _put_back(tree, aside)
     return [
         ObjectPair(src, work / "orig" / (src + ".o"), work / "patched" / (src + ".o"))
         for src in sources
