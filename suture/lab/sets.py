@@ -158,11 +158,15 @@ def set_releases(name: str) -> list[str]:
             hint=f"the sets are: {', '.join(sorted(SETS))}",
         )
     prefix = "linux-image-"
-    releases = [
-        pkg.removeprefix(prefix)
+    names = [
+        pkg
         for pkg in apt.pkgnames(kset.series.image_prefix)
         if (parsed := kset.series.parse(pkg.removeprefix(prefix))) and parsed[1] in kset.flavours
     ]
+    # apt also knows packages only installed here, or left without a version: the
+    # archive's own answer decides.
+    in_archive = apt.madison(names)
+    releases = [pkg.removeprefix(prefix) for pkg in names if in_archive.get(pkg)]
     if not releases:
         raise KernelNotFoundError(f"apt lists no build of the kernel set {name}", hint=_APT_HINT)
     return sorted(releases, key=order)

@@ -24,6 +24,7 @@ ARCHIVE: dict[str, list[str]] = {
     "linux-image-6.1.0-57-cloud-amd64": ["6.1.192-3"],
     "linux-image-6.1.0-9-amd64": ["6.1.27-1"],  # ABI 9 sorts before 47, not after
     "linux-image-6.12.95+deb12-amd64": ["6.12.95-1~bpo12+1"],
+    "linux-image-6.1.0-10-amd64": [],  # apt knows the name (installed here), the archive has none
     "linux-source-6.1": ["6.1.192-3", "6.1.192-2", "6.1.170-3", "6.1.27-1"],
 }
 
