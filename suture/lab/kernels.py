@@ -9,6 +9,7 @@ Layout under ``<cache>/kernels/<release>/``::
 
 A release folder appears only when complete: it is filled under a temporary
 name and renamed into place, so an interrupted fetch leaves nothing behind.
+It is part of the cache entry ``build:<release>`` (suture.lab.cache).
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def fetch(release: str | None = None) -> KernelTree:
     """Download and unpack ``linux-image``/``linux-headers`` of ``release`` into the cache.
 
     Safe to call again: a complete tree in the cache is returned as it is.
+    The build stays pinned in the cache (never evicted) until this process
+    exits or calls ``cache.unpin("build", release)``.
 
     Raises:
         KernelNotFoundError: the archive has no such kernel.
