@@ -137,16 +137,22 @@ def _check_name(kind: str, name: str) -> None:
         raise ValueError(f"not a cache entry: {kind}:{name}")
 
 
+def _lock_path(kind: str, name: str) -> Path:
+    _check_name(kind, name)
+    return _usage_dir() / kind / f"{name}.lock"
+
+
 def _open_lock(kind: str, name: str) -> int:
     # Lock files are never removed: a process may hold one open while another
     # would create its replacement, and the two would not exclude each other.
-    _check_name(kind, name)
-    path = _usage_dir() / kind / f"{name}.lock"
+    path = _lock_path(kind, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
-_pins: dict[str, int] = {}  # entry key -> the descriptor holding its lock shared
+# Lock file -> the descriptor holding it shared. By path, not by entry name:
+# the same build in another cache folder is another entry.
+_pins: dict[str, int] = {}
 
 
 def pin(kind: str, name: str) -> None:
@@ -155,7 +161,7 @@ def pin(kind: str, name: str) -> None:
     Blocks while the entry is being evicted. Take it before looking the entry
     up, so that it cannot go between the look-up and the use.
     """
-    key = f"{kind}:{name}"
+    key = str(_lock_path(kind, name))
     if key in _pins:
         return
     fd = _open_lock(kind, name)
@@ -169,15 +175,21 @@ def pin(kind: str, name: str) -> None:
 
 def unpin(kind: str, name: str) -> None:
     """This process no longer uses the entry (a long run that moves on to other builds)."""
-    fd = _pins.pop(f"{kind}:{name}", None)
+    fd = _pins.pop(str(_lock_path(kind, name)), None)
     if fd is not None:
         os.close(fd)
+
+
+def unpin_all() -> None:
+    """This process uses no entry any more."""
+    while _pins:
+        os.close(_pins.popitem()[1])
 
 
 @contextlib.contextmanager
 def pinned(kind: str, name: str) -> Iterator[None]:
     """The entry is in use for the block (and after it, when it was pinned before)."""
-    held = f"{kind}:{name}" in _pins
+    held = str(_lock_path(kind, name)) in _pins
     pin(kind, name)
     try:
         yield

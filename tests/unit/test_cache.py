@@ -56,8 +56,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     ):
         cache.record_use(kind, name, when)
     yield root
-    for key in list(cache._pins):
-        cache.unpin(*key.split(":", 1))
+    cache.unpin_all()
 
 
 def keys(found: list[cache.Entry]) -> list[str]:
@@ -224,3 +223,15 @@ def test_limit_default_and_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cache.CACHE_MAX_ENV, "lots")
     with pytest.raises(UsageError, match="SUTURE_CACHE_MAX='lots' is not a size"):
         cache.limit()
+
+
+def test_a_pin_belongs_to_its_cache_folder(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.pin(cache.BUILD, R57)
+    monkeypatch.setenv("SUTURE_CACHE", str(tmp_path / "other"))
+    assert not cache.in_use(cache.BUILD, R57)
+    cache.pin(cache.BUILD, R57)  # the same build in another cache: pinned there too
+    assert cache.in_use(cache.BUILD, R57)
+    cache.unpin_all()
+    assert not cache.in_use(cache.BUILD, R57)

@@ -20,8 +20,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.delenv(cache.CACHE_MAX_ENV, raising=False)
     fake_apt.install(tmp_path, monkeypatch, fake_apt.ARCHIVE)
     yield root
-    for key in list(cache._pins):
-        cache.unpin(*key.split(":", 1))
+    cache.unpin_all()
 
 
 def test_list_json_marks_gone_sources(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

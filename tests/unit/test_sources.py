@@ -29,8 +29,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "cache"
     monkeypatch.setenv("SUTURE_CACHE", str(root))
     yield root
-    for key in list(cache._pins):
-        cache.unpin(*key.split(":", 1))
+    cache.unpin_all()
 
 
 def tree_of(base: Path, files: dict[str, str]) -> Path:
