@@ -60,19 +60,36 @@ class DownloadError(LabError):
 
 
 class SourceGoneError(DownloadError):
-    """The exact source package of a kernel build is no longer in the package archive.
+    """The exact source of a kernel build has left the package archive.
+
+    A build is only ever compiled from the source package of its own version;
+    a neighbouring version is never taken in its place.
 
     Attributes:
-        release: the kernel build whose source is gone.
+        release: the kernel build, e.g. ``6.1.0-51-amd64``.
+        package: the source package, e.g. ``linux-source-6.1``.
+        version: the version that is missing, e.g. ``6.1.177-1``.
     """
 
-    def __init__(self, message: str, *, release: str, hint: str = "") -> None:
-        super().__init__(message, hint=hint)
+    def __init__(self, release: str, package: str = "", version: str = "") -> None:
+        which = f"{release}, {package}={version}," if package else release
+        super().__init__(
+            f"the exact source of {which} is no longer in the package archive",
+            hint="this build cannot be patched from its own source; 'suture lab list' shows "
+            "which builds still can",
+        )
         self.release = release
+        self.package = package
+        self.version = version
 
     def to_dict(self) -> dict[str, str]:
-        """Add the build to the JSON form."""
-        return {**super().to_dict(), "release": self.release}
+        """Add the build and the missing source version to the JSON form."""
+        return {
+            **super().to_dict(),
+            "release": self.release,
+            "package": self.package,
+            "version": self.version,
+        }
 
 
 class ToolMissingError(LabError):

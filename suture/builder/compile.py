@@ -3,13 +3,21 @@
 Only the touched translation units are compiled, in the prepared distro tree,
 with the kernel's own flags plus ``-ffunction-sections -fdata-sections`` so
 that the differ can compare and pick functions one by one. The tree is put
-back as it was whatever happens (the fix is applied to copies of the files
-that are restored afterwards), under a lock so two builds never interleave.
+back as it was whatever happens, under a lock so two builds never interleave.
+
+The tree's files are hard links to a source shared by other builds
+(source.py), so nothing here writes into a file of the tree: the files the
+fix changes are set aside (a hard link kept beside the tree) and replaced by
+copies of their own before ``patch`` runs, and the kept links are renamed
+back afterwards, by the next build if this one was killed. GNU patch itself
+writes a new file and renames it over the old one; objects are removed
+before ``make`` writes them again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -111,13 +119,37 @@ def _originals(tree: SourceTree, sources: list[str], work: Path, flags: str) -> 
         shutil.copyfile(cache / (src + ".o"), dest)
 
 
-def _restore(pristine: Path, tree: SourceTree, files: list[str]) -> None:
-    """Put the fix's files back as they were: new files (never writing into a shared inode)."""
+def _set_aside(tree: SourceTree, files: list[str], aside: Path) -> None:
+    """Keep each file in ``aside`` by a hard link; the tree gets a copy of its own to patch.
+
+    Files the fix creates are listed in ``aside/.created``, to be removed again.
+    """
+    created = []
     for rel in files:
-        saved, target = pristine / rel, tree.path / rel
-        tmp = target.with_name(f".{target.name}.suture-restore")
-        shutil.copy2(saved, tmp)  # its old mtime too: make then sees nothing changed
-        tmp.replace(target)
+        if not (tree.path / rel).exists():
+            created.append(rel)
+            continue
+        kept = aside / rel
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.link(tree.path / rel, kept)
+        copy = tree.path / f"{rel}.suture-copy"
+        shutil.copy2(kept, copy)
+        copy.replace(tree.path / rel)
+    aside.mkdir(parents=True, exist_ok=True)
+    (aside / ".created").write_text("".join(f"{rel}\n" for rel in created))
+
+
+def _put_back(tree: SourceTree, aside: Path) -> None:
+    """Rename the kept files back over the tree's (each name gets its original inode again)."""
+    if not aside.exists():
+        return
+    listed = aside / ".created"
+    for rel in listed.read_text().split() if listed.exists() else []:
+        (tree.path / rel).unlink(missing_ok=True)
+    listed.unlink(missing_ok=True)
+    for kept in sorted(p for p in aside.rglob("*") if not p.is_dir()):
+        kept.replace(tree.path / kept.relative_to(aside))
+    shutil.rmtree(aside)
 
 
 def compile_originals(tree: SourceTree, sources: list[str], work: Path) -> dict[str, ObjectFile]:
@@ -159,18 +191,16 @@ def compile_pair(
     if sources is None:
         sources = [f for f in files if f.endswith(".c")]
     sources = sorted(set(sources))
-    pristine = work / "pristine"
+    aside = tree.path.parent / ".set-aside"
     with locked(tree.path.parent / ".build.lock"):
+        _put_back(tree, aside)  # what a killed build left patched
         _patch(tree, fix, "--dry-run")
         for src in sources:
             if not (tree.path / src).exists():
                 raise BuildError(f"{src} is not in the source of {tree.release}")
         _originals(tree, sources, work, flags)
-        for rel in files:
-            (pristine / rel).parent.mkdir(parents=True, exist_ok=True)
-            if (tree.path / rel).exists():
-                shutil.copy2(tree.path / rel, pristine / rel)
         try:
+            _set_aside(tree, files, aside)
             _patch(tree, fix)
             failed = _make_objects(tree, sources, flags)
             if failed:
@@ -182,10 +212,7 @@ def compile_pair(
             for src in sources:
                 _take(tree, src, work / "patched" / (src + ".o"))
         finally:
-            _restore(pristine, tree, [f for f in files if (pristine / f).exists()])
-            for rel in files:  # files the fix creates
-                if not (pristine / rel).exists():
-                    (tree.path / rel).unlink(missing_ok=True)
+            _put_back(tree, aside)
     return [
         ObjectPair(src, work / "orig" / (src + ".o"), work / "patched" / (src + ".o"))
         for src in sources

@@ -173,11 +173,7 @@ def applied_diff(result: PortResult) -> str:
             release=result.release,
         )
     if result.outcome is PortOutcome.SOURCE_GONE:
-        raise SourceGoneError(
-            result.detail,
-            release=result.release,
-            hint="only builds whose source package is still in the archive can be patched",
-        )
+        raise SourceGoneError(result.release)
     if result.outcome is PortOutcome.CONFLICT:
         first = result.failed[0] if result.failed else HunkPlace("", 0, 0)
         message = f"the fix does not apply to the source of {build}: {result.detail}"

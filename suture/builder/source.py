@@ -4,8 +4,13 @@ Debian ships the source of each point release as ``linux-source-X.Y`` at the
 image's package version. With the image's config, ``olddefconfig`` and
 ``modules_prepare``, compiling one file reproduces the shipped code (DESIGN).
 
-Layout under ``<cache>/source/<release>/``: ``source.json`` (written last:
-the tree is complete) and ``linux/`` (the prepared tree).
+The source package is unpacked once per version and shared read-only
+(suture.lab.sources); the tree of a build is a farm of hard links to it plus
+what configuring adds (.config, include/generated, scripts' programs).
+Layout under ``<cache>/trees/<release>/``: ``tree.json`` (written last: the
+tree is complete; it names the shared source) and ``linux/`` (the prepared
+tree). Whatever changes a file of the tree replaces it rather than writing
+into it (compile.py), so the shared source stays as Debian ships it.
 """
 
 from __future__ import annotations
@@ -16,14 +21,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from suture.errors import BuildError, SourceGoneError, ToolMissingError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import apt, kernels
+from suture.lab import cache, kernels, sets, sources
 
 FORMAT_VERSION = 1
 JOBS = str(os.cpu_count() or 1)
@@ -98,7 +102,7 @@ def _check_tools() -> None:
 
 def source_dir(release: str) -> Path:
     """Where the prepared tree of ``release`` lives."""
-    return cache_dir() / "source" / release
+    return cache_dir() / "trees" / release
 
 
 def prepare(release: str | None = None) -> SourceTree:
@@ -106,60 +110,74 @@ def prepare(release: str | None = None) -> SourceTree:
 
     Raises:
         BuildError: wrong compiler, or configuring failed.
-        SourceGoneError: the build's source package is no longer in the archive.
-        DownloadError: the source package could not be downloaded or unpacked.
+        SourceGoneError: the exact source package of the build is not in the
+            archive (checked before anything is downloaded).
+        DownloadError: the source package could not be downloaded.
     """
+    release = kernels.resolve(release)
+    dest = source_dir(release)
+    if not (dest / "tree.json").exists():
+        _require_source(release)
     image = kernels.fetch(release)
     config_text = image.config.read_text()
     cc = check_compiler(config_text)
     _check_tools()
-    dest = source_dir(image.release)
     with locked(dest.parent / ".lock"):
-        meta = dest / "source.json"
+        meta = dest / "tree.json"
         if meta.exists():
+            _record_source_use(meta)
             return SourceTree(image.release, image.version, dest / "linux", cc)
-        try:
-            _prepare_locked(image, dest, cc)
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)  # never leave half a tree behind
-            raise
-        atomic_write(
-            meta,
-            json.dumps(
-                {"format": FORMAT_VERSION, "release": image.release, "version": image.version}
-            ).encode(),
-        )
+        package = sets.source_package(image.release, image.version)
+        name = sources.spec(package, image.version)
+        with cache.pinned(cache.SOURCE, name):
+            shared = sources.ensure(package, image.version, image.release)
+            try:
+                _prepare_locked(image, shared, dest, cc)
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)  # never leave half a tree behind
+                raise
+            record = {
+                "format": FORMAT_VERSION,
+                "release": image.release,
+                "version": image.version,
+                "source": name,
+            }
+            atomic_write(meta, json.dumps(record).encode())
+    cache.enforce()
     return SourceTree(image.release, image.version, dest / "linux", cc)
 
 
-def _series(version: str) -> str:
-    """``6.1.170-3`` -> ``6.1``: the X.Y of linux-source-X.Y."""
-    return ".".join(version.split(".")[:2])
+def _require_source(release: str) -> None:
+    """Refuse a build whose exact source left the archive, before downloading anything."""
+    image = kernels.cached(release)
+    if image is not None and sources.cached(
+        sets.source_package(release, image.version), image.version
+    ):
+        return  # both here already: no need to ask the archive
+    (build,) = sets.describe([release])
+    if not build.source_available:
+        raise SourceGoneError(release, build.source_package, build.image_version)
 
 
-def _prepare_locked(image: kernels.KernelTree, dest: Path, cc: str) -> None:
-    package = f"linux-source-{_series(image.version)}"
-    if image.version not in apt.versions(package):
-        raise SourceGoneError(
-            f"the archive has no {package}={image.version}, the source of {image.release}",
-            release=image.release,
-            hint="only builds whose source package is still in the archive can be patched",
-        )
+def _record_source_use(meta: Path) -> None:
+    """A build's use is its source's use too (its tree keeps the source needed anyway)."""
+    try:
+        name = str(json.loads(meta.read_text()).get("source", ""))
+    except (OSError, ValueError, AttributeError):
+        return
+    if name:
+        cache.record_use(cache.SOURCE, name)
+
+
+def _prepare_locked(image: kernels.KernelTree, shared: Path, dest: Path, cc: str) -> None:
     if dest.exists():
         shutil.rmtree(dest)  # an earlier, interrupted preparation
     dest.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch.", dir=dest) as tmp:
-        work = Path(tmp)
-        (deb,) = apt.download([f"{package}={image.version}"], work)
-        apt.unpack(deb, work / "root")
-        (tarball,) = (work / "root" / "usr" / "src").glob("linux-source-*.tar.*")
-        print(f"suture: unpacking {tarball.name}", file=sys.stderr)
-        with tarfile.open(tarball) as tar:
-            tar.extractall(work / "tree", filter="data")
-        (top,) = (work / "tree").iterdir()
-        top.rename(dest / "linux")
+    # Files written from here on have later times; the coarse file clock may lag a little.
+    since = time.time() - 2
+    sources.farm(shared, dest / "linux")
     tree = SourceTree(image.release, image.version, dest / "linux", cc)
-    shutil.copyfile(image.config, tree.config)
+    atomic_write(tree.config, image.config.read_bytes())
     # Debian's signing keys are not in the source; blank them so kbuild does not look.
     _run(
         tree,
@@ -170,6 +188,17 @@ def _prepare_locked(image: kernels.KernelTree, dest: Path, cc: str) -> None:
     _run(tree, tree.make_argv("olddefconfig"), "olddefconfig")
     print("suture: preparing the tree (modules_prepare)", file=sys.stderr)
     _run(tree, tree.make_argv("modules_prepare"), "modules_prepare")
+    written = sources.touched(tree.path, since)
+    if written:
+        package = sets.source_package(image.release, image.version)
+        sources.discard(package, image.version)
+        raise BuildError(
+            f"preparing {image.release} wrote into {len(written)} files shared with the source "
+            f"{sources.spec(package, image.version)} ({', '.join(written[:5])}); that source "
+            "will be unpacked again",
+            hint="report this as a bug in Suture; remove the cache's trees made from that "
+            "source ('suture lab cache --prune --max 0')",
+        )
 
 
 def _run(tree: SourceTree, argv: list[str], what: str) -> None:

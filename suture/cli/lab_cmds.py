@@ -1,9 +1,10 @@
-"""``suture lab fetch`` and ``suture lab run``: Debian kernels under QEMU for development and CI."""
+"""``suture lab``: Debian kernels for development and CI: list, fetch, run under QEMU, cache."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,32 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     lab = subs.add_parser("lab", parents=[common], help="fetch and boot distro kernels in QEMU")
     lab_subs = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
 
-    p = lab_subs.add_parser("fetch", parents=[common], help="download a kernel into the cache")
-    p.add_argument("--kernel", metavar="RELEASE", help="e.g. 6.1.0-47-amd64 (default: current)")
+    p = lab_subs.add_parser("list", parents=[common], help="the builds of kernel sets")
+    p.add_argument(
+        "--kernels",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="a kernel set, e.g. debian12 (repeatable; default: every set)",
+    )
+    p.set_defaults(handler=cmd_list)
+
+    p = lab_subs.add_parser("fetch", parents=[common], help="download kernels into the cache")
+    _kernel_options(p)
     p.set_defaults(handler=cmd_fetch)
+
+    p = lab_subs.add_parser(
+        "cache", parents=[common], help="what the cache holds; evict to its size limit"
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="evict least recently used entries until the cache fits (entries in use stay)",
+    )
+    p.add_argument(
+        "--max", metavar="SIZE", help="the size to prune to, e.g. 20G (default: $SUTURE_CACHE_MAX)"
+    )
+    p.set_defaults(handler=cmd_cache)
 
     p = lab_subs.add_parser(
         "run", parents=[common], help="boot a kernel and run a command in it as root"
@@ -36,16 +60,121 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_run)
 
 
-def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
-    """Download and unpack a kernel."""
-    from suture.lab import kernels
+def _kernel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kernel",
+        action="append",
+        default=[],
+        metavar="RELEASE",
+        help="a build, e.g. 6.1.0-47-amd64 (repeatable; default: current)",
+    )
+    p.add_argument(
+        "--kernels",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="every build of a kernel set, e.g. debian12 (repeatable; 'suture lab list')",
+    )
 
-    tree = kernels.fetch(args.kernel)
+
+def cmd_list(args: argparse.Namespace, out: Output) -> int:
+    """Each build of the sets: image version, exact source or "source gone", what is cached."""
+    from suture.builder import source as builder_source
+    from suture.lab import kernels, sets, sources
+
+    names = args.kernels or sorted(sets.SETS)
+    rows: list[dict[str, object]] = []
+    lines = [f"{'RELEASE':<24} {'IMAGE':<12} {'SOURCE':<30} CACHED"]
+    for b in sets.describe(sets.resolve_kernels([], names)):
+        cached = {
+            "kernel": kernels.cached(b.release) is not None,
+            "source": sources.cached(b.source_package, b.image_version) is not None,
+            "tree": (builder_source.source_dir(b.release) / "tree.json").exists(),
+        }
+        rows.append({**b.to_dict(), "cached": cached})
+        src = b.source_spec if b.source_available else "source gone"
+        have = ",".join(k for k, v in cached.items() if v) or "-"
+        lines.append(f"{b.release:<24} {b.image_version:<12} {src:<30} {have}")
+    out.result({"format": 1, "ok": True, "sets": names, "builds": rows}, "\n".join(lines))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
+    """Download and unpack kernels: one (the default shape), or several (a list)."""
+    from suture.lab import kernels, sets
+
+    if len(args.kernel) <= 1 and not args.kernels:
+        tree = kernels.fetch(args.kernel[0] if args.kernel else None)
+        out.result(
+            {"ok": True, **tree.to_dict()},
+            f"{tree.release} ({tree.version}) is in {tree.root.parent}",
+        )
+        return 0
+    trees = [kernels.fetch(r) for r in sets.resolve_kernels(args.kernel, args.kernels)]
     out.result(
-        {"ok": True, **tree.to_dict()},
-        f"{tree.release} ({tree.version}) is in {tree.root.parent}",
+        {"format": 1, "ok": True, "kernels": [t.to_dict() for t in trees]},
+        "\n".join(f"{t.release} ({t.version}) is in {t.root.parent}" for t in trees),
     )
     return 0
+
+
+def cmd_cache(args: argparse.Namespace, out: Output) -> int:
+    """Entries with their size and last use; with --prune, evict to the limit first."""
+    from suture.fsutil import cache_dir
+    from suture.lab import cache
+
+    bound = cache.limit() if args.max is None else cache.parse_size(args.max)
+    pruned = cache.prune(bound) if args.prune else None
+    found = sorted(cache.entries(), key=lambda e: e.last_used, reverse=True)
+    usage = cache.measure(found)
+    busy = {e.key for e in found if cache.in_use(e.kind, e.name)}
+    rows = [
+        {
+            "entry": e.key,
+            "kind": e.kind,
+            "name": e.name,
+            "own_bytes": usage.own[e.key],
+            "shared_bytes": usage.shared[e.key],
+            "last_used": _iso(e.last_used),
+            "in_use": e.key in busy,
+            "source": e.source,
+            "paths": [str(p) for p in e.paths],
+        }
+        for e in found
+    ]
+    data: dict[str, object] = {
+        "format": 1,
+        "ok": True,
+        "cache": str(cache_dir()),
+        "limit_bytes": bound,
+        "total_bytes": usage.total,
+        "other_bytes": usage.other,
+        "entries": rows,
+    }
+    lines = [f"{'ENTRY':<44} {'OWN':>7} {'SHARED':>7}  {'LAST USED':<20}  IN USE"]
+    lines += [
+        f"{e.key:<44} {cache.human(usage.own[e.key]):>7} {cache.human(usage.shared[e.key]):>7}"
+        f"  {_iso(e.last_used):<20}  {'yes' if e.key in busy else ''}"
+        for e in found
+    ]
+    lines.append(
+        f"total {cache.human(usage.total)} (hard links counted once) of "
+        f"{cache.human(bound)} in {cache_dir()}"
+    )
+    if pruned is not None:
+        data["pruned"] = pruned.to_dict()
+        lines.append(
+            f"pruned from {cache.human(pruned.before)} to {cache.human(pruned.after)}: "
+            f"evicted {', '.join(pruned.evicted) or 'nothing'}"
+        )
+        if pruned.in_use:
+            lines.append(f"in use, kept: {', '.join(pruned.in_use)}")
+    out.result(data, "\n".join(lines))
+    return 0
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _env(pairs: list[str]) -> dict[str, str]:

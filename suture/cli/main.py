@@ -9,8 +9,8 @@ Exit codes (also in README.md):
         update/info: no livepatch support
     (``lab run`` passes the guest command's own status through)
     10  other Suture error
-    20  lab: fetching a kernel or running a guest failed; build: the build's exact
-        source is no longer in the archive (JSON error SourceGoneError)
+    20  lab: fetching a kernel or its source failed (build too: the exact source is
+        gone from the archive), or running a guest failed
     30  kernel: talking to the running kernel failed
     31  pre-flight refused the patch (nothing loaded)
     32  the kernel refused to load or remove the module

@@ -161,7 +161,7 @@ def _run(spec: JobSpec, fixes: list[FixFile], row: Row) -> None:
         return
     kept = ledger.fix_files(contents, before.fixes)
     level = before.highest_ever + 1
-    _level(spec, target, kept, adding, level, row)
+    _level(spec, target, kept=kept, adding=adding, level=level, row=row)
 
 
 def _port(spec: JobSpec, target: Target, new: list[FixFile], row: Row) -> list[FixFile]:
@@ -181,6 +181,7 @@ def _port(spec: JobSpec, target: Target, new: list[FixFile], row: Row) -> list[F
 def _level(
     spec: JobSpec,
     target: Target,
+    *,
     kept: list[FixFile],
     adding: list[FixFile],
     level: int,

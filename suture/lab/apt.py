@@ -48,15 +48,32 @@ def default_release(meta: str = DEFAULT_META) -> str:
 
 def versions(package: str) -> list[str]:
     """Every version of ``package`` the archive offers, newest first ([] when unknown)."""
+    return madison([package]).get(package, [])
+
+
+def madison(packages: list[str]) -> dict[str, list[str]]:
+    """The versions of each of ``packages`` the archive offers, newest first, in one apt call.
+
+    A package the archive does not have is missing from the result.
+    """
+    if not packages:
+        return {}
     out = subprocess.run(
-        ["apt-cache", "madison", package], capture_output=True, text=True, check=False
+        ["apt-cache", "madison", *packages], capture_output=True, text=True, check=False
     ).stdout
-    found: list[str] = []
+    found: dict[str, list[str]] = {}
     for line in out.splitlines():
         parts = [p.strip() for p in line.split("|")]
-        if len(parts) >= 2 and parts[0] == package and parts[1] not in found:
-            found.append(parts[1])
+        if len(parts) >= 2 and parts[0] in packages:
+            seen = found.setdefault(parts[0], [])
+            if parts[1] not in seen:  # the same version from two suites is one version
+                seen.append(parts[1])
     return found
+
+
+def pkgnames(prefix: str) -> list[str]:
+    """The names of the packages apt knows that start with ``prefix``, sorted."""
+    return sorted(_run(["apt-cache", "pkgnames", prefix]).split())
 
 
 def depends(package: str, version: str) -> list[str]:

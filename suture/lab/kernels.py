@@ -9,6 +9,7 @@ Layout under ``<cache>/kernels/<release>/``::
 
 A release folder appears only when complete: it is filled under a temporary
 name and renamed into place, so an interrupted fetch leaves nothing behind.
+It is part of the cache entry ``build:<release>`` (suture.lab.cache).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from suture.errors import DownloadError, KernelNotFoundError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import apt
+from suture.lab import apt, cache
 
 FORMAT_VERSION = 1
 
@@ -107,16 +108,26 @@ def fetch(release: str | None = None) -> KernelTree:
     """Download and unpack ``linux-image``/``linux-headers`` of ``release`` into the cache.
 
     Safe to call again: a complete tree in the cache is returned as it is.
+    The build stays pinned in the cache (never evicted) until this process
+    exits or calls ``cache.unpin("build", release)``.
 
     Raises:
         KernelNotFoundError: the archive has no such kernel.
         DownloadError: downloading or unpacking failed; nothing is left in the cache.
     """
     release = resolve(release)
+    # In use from here to the process's end: the cache never evicts it meanwhile.
+    cache.pin(cache.BUILD, release)
     with locked(kernels_dir() / ".lock"):
-        if (tree := cached(release)) is not None:
-            return tree
-        return _fetch_locked(release)
+        tree = cached(release)
+        fetched = tree is None
+        if tree is None:
+            cache.remove_stale(kernels_dir())  # under the lock: no fetch is under way
+            tree = _fetch_locked(release)
+        cache.record_use(cache.BUILD, release)
+    if fetched:
+        cache.enforce()
+    return tree
 
 
 def _package_set(release: str) -> tuple[str, list[str]]:
