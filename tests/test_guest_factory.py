@@ -14,7 +14,9 @@ import pytest
 from suture import bundle
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
+from suture.cli.main import main
 from suture.errors import BuildError, NoChangeError
+from suture.factory.release import ReleaseRequest, release
 from suture.lab import kernels
 from tests.builds import LAB, build_release
 from tests.test_guest_build import make_fix
@@ -28,6 +30,8 @@ HEADER_EDIT = (
     '\tseq_putc(m, \',\');\n\tseq_puts(m, "s:");\n\tseq_escape(m, name, ",= \\t\\n\\\\");\n',
 )
 SHOW = "\tseq_puts(m, saved_command_line);\n"
+LOADAVG = '\tseq_printf(m, "%lu.%02lu %lu.%02lu %lu.%02lu %u/%d %d\\n",\n'
+
 BANNER = "\tseq_printf(m, linux_proc_banner,"
 
 
@@ -111,8 +115,31 @@ def test_factory_fixes_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
     assert manifest.cves == ("CVE-2026-90001",)
     assert manifest.description == "proc: mark cmdline (CVE-2026-90001); proc: mark version"
     assert sorted(manifest.functions) == ["cmdline_proc_show", "version_proc_show"]
+    release_levels(tree, tmp_path, out)
     run_guest_tests(
         kernels.fetch(build_release()),
         "tests/kernel/test_factory.py",
         {"SUTURE_TEST_BUNDLES": str(out)},
     )
+
+
+def release_levels(tree: source.SourceTree, tmp_path: Path, out: Path) -> None:
+    """Three fixes released one after the other: levels 1, 2, 3, each holding the ones before."""
+    repo = tmp_path / "repo"
+    assert main(["repo", "init", str(repo)]) == 0
+    edits = [
+        ("fs/proc/cmdline.c", (SHOW, f'\tseq_puts(m, "r1:");\n{SHOW}')),
+        ("fs/proc/version.c", (BANNER, f'\tseq_puts(m, "r2:");\n{BANNER}')),
+        ("fs/proc/loadavg.c", (LOADAVG, f'\tseq_puts(m, "r3:");\n{LOADAVG}')),
+    ]
+    fixes = [make_fix(tree, path, edit, out=tmp_path) for path, edit in edits]
+    for level, fix in enumerate(fixes, 1):
+        report = release(ReleaseRequest((fix,), (build_release(),), repo, jobs=1))
+        (row,) = report.rows
+        assert (row.status, row.level, row.tested) == ("published", level, "passed"), row
+        manifest = bundle.read_manifest(Path(row.bundle))
+        assert len(manifest.fixes) == level  # cumulative: every fix released so far
+        (out / f"suture_t_level{level}.bundle").write_bytes(Path(row.bundle).read_bytes())
+    # Run again with the same inputs: nothing left to do.
+    (row,) = release(ReleaseRequest((fixes[-1],), (build_release(),), repo, jobs=1)).rows
+    assert (row.status, row.level) == ("up to date", 3), row

@@ -42,6 +42,7 @@ from suture.cli import (
     fleet_cmds,
     kernel_cmds,
     lab_cmds,
+    release_cmds,
     repo_cmds,
     serve_cmds,
     tester_cmds,
@@ -95,6 +96,7 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         subs = _OneCommand(subs, command)
     kernel_cmds.register(subs, common)
     build_cmds.register(subs, common)
+    release_cmds.register(subs, common)
     tester_cmds.register(subs, common)
     lab_cmds.register(subs, common)
     repo_cmds.register(subs, common)

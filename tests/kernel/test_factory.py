@@ -94,3 +94,25 @@ def test_two_commit_mbox() -> None:
     assert version.read_text() == "m2:" + before[1]
     suture("unload", "suture_t_mbox")
     assert (cmdline.read_text(), version.read_text()) == before
+
+
+def test_released_levels_replace_each_other_live() -> None:
+    files = [Path("/proc/cmdline"), Path("/proc/version")]
+    before = [f.read_text() for f in files]
+
+    def marks() -> list[bool]:
+        texts = [f.read_text() for f in files]
+        loadavg = Path("/proc/loadavg").read_text()
+        return [texts[0].startswith("r1:"), texts[1].startswith("r2:"), loadavg.startswith("r3:")]
+
+    apply("suture_t_level1")
+    assert marks() == [True, False, False]
+    apply("suture_t_level2")  # atomic replace: level 1 retires as level 2 goes live
+    assert [p["name"] for p in status()["patches"]] == ["suture_stable_l2"]  # type: ignore[attr-defined, index]
+    assert marks() == [True, True, False]
+    apply("suture_t_level3")
+    assert [p["name"] for p in status()["patches"]] == ["suture_stable_l3"]  # type: ignore[attr-defined, index]
+    assert marks() == [True, True, True]
+    suture("unload", "suture_stable_l3")
+    assert marks() == [False, False, False]
+    assert [f.read_text() for f in files] == before
