@@ -81,22 +81,7 @@ def release_run(name: str, args: argparse.Namespace, cache: Path, work: Path) ->
         "builds": len(builds),
         "outcomes": dict(Counter(b["status"] for b in builds)),
         "tested_in_guest": sum(1 for b in builds if b.get("tested")),
-        "rows": [
-            {
-                k: b.get(k)
-                for k in (
-                    "release",
-                    "status",
-                    "stage",
-                    "reason",
-                    "level",
-                    "tested",
-                    "moved",
-                    "seconds",
-                )
-            }  # fmt: skip
-            for b in builds
-        ],
+        "rows": [{k: b.get(k) for k in ROW_FIELDS} for b in builds],
         "log": str(work / f"{name}.log"),
     }
 
