@@ -9,6 +9,8 @@ from typing import Any
 from suture.cli.output import Output
 from suture.errors import UsageError
 
+EXIT_SOME_FAILED = 42  # several builds: some failed (the table says which); as ``release``
+
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``build``."""
@@ -21,8 +23,27 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         help="the fix: a unified diff, or git format-patch/mbox output of one or more commits "
         "(applied in order); ported to the build's exact source first",
     )
-    p.add_argument("--kernel", metavar="RELEASE", help="target build (default: current)")
-    p.add_argument("-o", "--output", type=Path, default=Path(), help="folder for the bundle")
+    p.add_argument(
+        "--kernel",
+        action="append",
+        default=[],
+        metavar="RELEASE",
+        help="target build (default: current); repeat it for several, built side by side",
+    )
+    p.add_argument(
+        "--kernels",
+        action="append",
+        default=[],
+        metavar="SET",
+        help="a named set of builds, resolved from the archive (debian12)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path(),
+        help="folder for the bundle (several builds: one subfolder per build)",
+    )
     p.add_argument("--name", default="", help="module name (default: from the fix's name)")
     p.add_argument(
         "--cve",
@@ -45,19 +66,38 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
-    """Build one bundle."""
-    from suture.builder.pipeline import BuildRequest, build
-    from suture.lab.kallsyms import GuestKallsyms
-
+    """Build one bundle, or one per build side by side (exit 42 when some build failed)."""
     if not args.fix.is_file():
         raise UsageError(
             f"{args.fix} is not a file", hint="give the path of a .patch or .mbox file"
         )
     if args.level < 1:
         raise UsageError("--level must be 1 or more")
+    if args.kernels or len(args.kernel) > 1:
+        return _build_several(args, out)
+    return _build_one(args, out)
+
+
+def _build_several(args: argparse.Namespace, out: Output) -> int:
+    from suture.factory.release import build_many, table
+    from suture.lab import sets
+
+    releases = sets.resolve_kernels(args.kernel, args.kernels)
+    out.message(f"building {args.fix} for {len(releases)} build(s), side by side")
+    options = {"name": args.name, "description": args.description, "level": args.level,
+               "complete": args.complete}  # fmt: skip
+    report = build_many(args.fix, releases, args.output, options, cves=tuple(args.cve))
+    out.result(report.to_dict(), table(report, published=False))
+    return 0 if report.ok else EXIT_SOME_FAILED
+
+
+def _build_one(args: argparse.Namespace, out: Output) -> int:
+    from suture.builder.pipeline import BuildRequest, build
+    from suture.lab.kallsyms import GuestKallsyms
+
     report = build(
         BuildRequest(
-            release=args.kernel,
+            release=args.kernel[0] if args.kernel else None,
             fix=args.fix,
             out_dir=args.output,
             name=args.name,

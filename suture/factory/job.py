@@ -46,19 +46,22 @@ class JobSpec:
     """What one build's job does."""
 
     release: str
-    repo: Path
+    repo: Path | None  # None: build only, into ``out_dir`` (``suture build`` of several builds)
     channel: str
     fixes: tuple[Path, ...]
     cves: tuple[str, ...] = ()  # added to the new fixes' own
     test_script: Path | None = None
+    out_dir: Path | None = None
+    build: dict[str, Any] = field(default_factory=dict)  # name, description, level, complete
 
     def to_json(self) -> str:
         """The spec as the job process reads it."""
         data = dataclasses.asdict(self)
         data.update(
-            repo=str(self.repo),
+            repo=str(self.repo) if self.repo else None,
             fixes=[str(p) for p in self.fixes],
             test_script=str(self.test_script) if self.test_script else None,
+            out_dir=str(self.out_dir) if self.out_dir else None,
         )
         return json.dumps(data)
 
@@ -66,18 +69,25 @@ class JobSpec:
     def from_json(cls, text: str) -> JobSpec:
         """Read a spec written by :meth:`to_json`."""
         data = json.loads(text)
+
+        def path(key: str) -> Path | None:
+            return Path(data[key]) if data.get(key) else None
+
         return cls(
             release=data["release"],
-            repo=Path(data["repo"]),
+            repo=path("repo"),
             channel=data["channel"],
             fixes=tuple(Path(p) for p in data["fixes"]),
             cves=tuple(data["cves"]),
-            test_script=Path(data["test_script"]) if data["test_script"] else None,
+            test_script=path("test_script"),
+            out_dir=path("out_dir"),
+            build=dict(data.get("build", {})),
         )
 
 
 # What became of a build, one word each, in the order a job goes.
 STATUSES = (
+    "built",  # a bundle was built (``suture build`` of several builds: nothing is published)
     "published",  # a new level is live
     "up to date",  # the newest live level already holds every fix
     "fixed in build",  # the build's own source has every new fix: nothing to patch
@@ -147,7 +157,11 @@ def _run(spec: JobSpec, fixes: list[FixFile], row: Row) -> None:
 
     target = open_target(spec.release, GuestKallsyms())
     row.build_id = target.build_id
-    contents = Contents(spec.repo)
+    if spec.repo is None:
+        _build_only(spec, target, fixes, row)
+        return
+    repo = spec.repo
+    contents = Contents(repo)
     before = ledger.released(contents, spec.release, target.build_id, spec.channel)
     new = [f for f in fixes if not before.has(f.sha256)]
     if not new:
@@ -161,7 +175,34 @@ def _run(spec: JobSpec, fixes: list[FixFile], row: Row) -> None:
         return
     kept = ledger.fix_files(contents, before.fixes)
     level = before.highest_ever + 1
-    _level(spec, target, kept=kept, adding=adding, level=level, row=row)
+    _level(spec, target, repo, kept=kept, adding=adding, level=level, row=row)
+
+
+def _build_only(spec: JobSpec, target: Target, fixes: list[FixFile], row: Row) -> None:
+    """``suture build`` for one of several builds: the fix as given, into its own folder."""
+    if not _port(spec, target, fixes, row):
+        row.status, row.stage = "fixed in build", ""
+        return
+    row.stage = "build"
+    since = time.monotonic()
+    out = (spec.out_dir or Path()) / spec.release
+    opts = spec.build
+    (fix,) = spec.fixes
+    report = build(
+        BuildRequest(
+            spec.release, fix, out, name=str(opts.get("name", "")), cves=spec.cves,
+            description=str(opts.get("description", "")), level=int(opts.get("level", 1)),
+            complete=bool(opts.get("complete", False)),
+        ),
+        target.positions,
+    )  # fmt: skip
+    _timed(row, "build", since)
+    row.status, row.stage, row.bundle, row.functions = (
+        "built",
+        "",
+        str(report.bundle),
+        report.objects,
+    )
 
 
 def _port(spec: JobSpec, target: Target, new: list[FixFile], row: Row) -> list[FixFile]:
@@ -181,6 +222,7 @@ def _port(spec: JobSpec, target: Target, new: list[FixFile], row: Row) -> list[F
 def _level(
     spec: JobSpec,
     target: Target,
+    repo: Path,
     *,
     kept: list[FixFile],
     adding: list[FixFile],
@@ -191,7 +233,7 @@ def _level(
     everything = kept + adding
     records = tuple(f.record() for f in kept) + tuple(f.record(spec.cves) for f in adding)
     name = f"suture_{spec.channel}_l{level}"
-    work = _work_dir(spec, target.build_id, level, everything)
+    work = _work_dir(spec, repo, target.build_id, level, everything)
     path = work / f"{name}.bundle"
     manifest = bundle.read_manifest(path) if path.exists() else None
     if manifest is None or manifest.test is None or not manifest.test.passed:
@@ -222,9 +264,7 @@ def _level(
         return
     row.stage = "publish"
     since = time.monotonic()
-    result = publish(
-        spec.repo, path, spec.channel, fix_files={f.sha256: f.data for f in everything}
-    )
+    result = publish(repo, path, spec.channel, fix_files={f.sha256: f.data for f in everything})
     _timed(row, "publish", since)
     row.status, row.stage, row.level = "published", "", result.manifest.level
     say(spec.release, f"published level {row.level} on {spec.channel}")
@@ -244,10 +284,12 @@ def _test(spec: JobSpec, path: Path, row: Row) -> bundle.Manifest:
     return tested.manifest
 
 
-def _work_dir(spec: JobSpec, build_id: str, level: int, fixes: Sequence[FixFile]) -> Path:
+def _work_dir(
+    spec: JobSpec, repo: Path, build_id: str, level: int, fixes: Sequence[FixFile]
+) -> Path:
     """The cache folder of one level: the same inputs find the same folder when run again."""
     key = json.dumps(
-        [str(spec.repo.resolve()), spec.release, build_id, spec.channel, level,
+        [str(repo.resolve()), spec.release, build_id, spec.channel, level,
          [f.sha256 for f in fixes], sorted(spec.cves)]
     )  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]

@@ -96,11 +96,11 @@ def _prefixed(release: str, line: str) -> str:
     return f"suture: [{release}] {line.removeprefix('suture: ')}"
 
 
+JobRunner = Callable[[JobSpec, IO[str], threading.Lock], Row]
+
+
 def release(
-    req: ReleaseRequest,
-    *,
-    err: IO[str] | None = None,
-    run_job: Callable[[JobSpec, IO[str], threading.Lock], Row] = _run_job,
+    req: ReleaseRequest, *, err: IO[str] | None = None, run_job: JobRunner = _run_job
 ) -> ReleaseReport:
     """Run one job per build, side by side, and gather their rows.
 
@@ -110,8 +110,6 @@ def release(
     """
     read_fixes(list(req.fixes))  # refuse what is no fix before any build starts
     Contents(req.repo)  # and a folder that is no repository
-    stream = err or sys.stderr
-    lock = threading.Lock()
     specs = [
         JobSpec(
             r, req.repo.resolve(), req.channel, tuple(p.resolve() for p in req.fixes),
@@ -119,21 +117,57 @@ def release(
         )
         for r in req.releases
     ]  # fmt: skip
-    workers = req.jobs or os.cpu_count() or 1
+    return ReleaseReport(_side_by_side(specs, req.jobs, err or sys.stderr, run_job))
+
+
+def build_many(
+    fix: Path,
+    releases: Sequence[str],
+    out_dir: Path,
+    options: dict[str, Any],
+    *,
+    cves: tuple[str, ...] = (),
+    jobs: int = 0,
+    err: IO[str] | None = None,
+    run_job: JobRunner = _run_job,
+) -> ReleaseReport:
+    """``suture build`` for several builds: a bundle each, in ``out_dir/<release>/``.
+
+    Raises:
+        UsageError, BuildError: the fix file cannot be read or is no diff (nothing ran).
+    """
+    read_fixes([fix])
+    specs = [
+        JobSpec(r, None, "stable", (fix.resolve(),), cves, out_dir=out_dir.resolve(), build=options)
+        for r in releases
+    ]
+    return ReleaseReport(_side_by_side(specs, jobs, err or sys.stderr, run_job))
+
+
+def _side_by_side(
+    specs: Sequence[JobSpec], jobs: int, err: IO[str], run_job: JobRunner
+) -> tuple[Row, ...]:
+    lock = threading.Lock()
+    workers = jobs or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(specs)))) as pool:
-        rows = list(pool.map(lambda s: run_job(s, stream, lock), specs))
-    return ReleaseReport(tuple(rows))
+        return tuple(pool.map(lambda s: run_job(s, err, lock), specs))
 
 
 _COLUMNS = ("build", "ported", "built", "tested", "published", "outcome")
+_BUILD_COLUMNS = ("build", "ported", "bundle", "outcome")
 
 
-def table(report: ReleaseReport) -> str:
-    """The report as a table, one row per build."""
+def table(report: ReleaseReport, *, published: bool = True) -> str:
+    """The report as a table, one row per build (``published``: a release's columns)."""
+    columns = _COLUMNS if published else _BUILD_COLUMNS
     lines = [_cells(r) for r in report.rows]
-    widths = [max(len(c[i]) for c in [_COLUMNS, *lines]) for i in range(len(_COLUMNS) - 1)]
+    if not published:
+        lines = [
+            (c[0], c[1], r.bundle or "-", c[-1]) for c, r in zip(lines, report.rows, strict=True)
+        ]
+    widths = [max(len(c[i]) for c in [columns, *lines]) for i in range(len(columns) - 1)]
     out = []
-    for cells in [_COLUMNS, *lines]:
+    for cells in [columns, *lines]:
         head = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False))
         out.append(f"{head}  {cells[-1]}".rstrip())
     return "\n".join(out)
