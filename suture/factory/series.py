@@ -70,7 +70,7 @@ def as_series(fixes: list[FixFile]) -> bytes:
             parts.append(text if text.endswith(b"\n") else text + b"\n")
             continue
         header = (
-            f"From suture {i:040d} Mon Sep 17 00:00:00 2001\n"
+            f"From {i:040d} Mon Sep 17 00:00:00 2001\n"
             f"From: suture release <release@localhost>\n"
             f"Subject: [PATCH] {fix.name}\n\n"
         ).encode()
