@@ -107,5 +107,7 @@ def open_target(release: str | None, positions: SymbolPositions) -> Target:
         LabError: the build's packages cannot be fetched.
         BuildError: its source cannot be prepared (wrong compiler, kbuild failed).
     """
-    image = kernels.fetch(release)
-    return Target(image, source.prepare(image.release), positions)
+    # The source first: a build whose exact source left the archive is refused
+    # before its image is downloaded (its headers may have left too).
+    tree = source.prepare(kernels.resolve(release))
+    return Target(kernels.fetch(tree.release), tree, positions)
