@@ -16,8 +16,8 @@ from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
 from suture.lab import kernels
 from tests.builds import LAB, build_release
-from tests.test_guest_build import SHOW, make_fix
-from tests.test_guest_engine import require_qemu, run_guest_tests
+from tests.support.fixes import SHOW, make_fix
+from tests.support.guest import require_qemu, run_guest_tests
 
 pytestmark = pytest.mark.guest
 

@@ -8,7 +8,6 @@ tests/kernel/test_built.py.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import pytest
@@ -20,41 +19,13 @@ from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError, NoChangeError
 from suture.lab import kernels
 from tests.builds import LAB, build_release
-from tests.test_guest_engine import require_qemu, run_guest_tests
-from tests.test_host_port import SYSCALL_EDITS
+from tests.support.fixes import SHOW, SYSCALL_EDITS, make_fix, make_multi_fix
+from tests.support.guest import require_qemu, run_guest_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.guest
 
-
-def make_fix(tree: source.SourceTree, path: str, *edits: tuple[str, str], out: Path) -> Path:
-    before = (tree.path / path).read_text()
-    after = before
-    for old, new in edits:
-        assert old in after, f"{old!r} not in {path}"
-        after = after.replace(old, new, 1)
-    text = "".join(
-        difflib.unified_diff(
-            before.splitlines(True), after.splitlines(True), f"a/{path}", f"b/{path}"
-        )
-    )
-    fix = out / (path.replace("/", "_") + f".{abs(hash(text)) % 10**6}.patch")
-    fix.write_text(text)
-    return fix
-
-
-def make_multi_fix(
-    tree: source.SourceTree, files: list[tuple[str, list[tuple[str, str]]]], out: Path
-) -> Path:
-    """One fix that edits several files, as ``git diff`` writes it."""
-    text = "".join(make_fix(tree, path, *edits, out=out).read_text() for path, edits in files)
-    fix = out / f"multi.{abs(hash(text)) % 10**6}.patch"
-    fix.write_text(text)
-    return fix
-
-
-SHOW = "\tseq_puts(m, saved_command_line);\n"
 
 FEATURES = {
     # name: (file, edits)

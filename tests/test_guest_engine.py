@@ -6,35 +6,19 @@ slow) against the fetched headers; the guest sees them through the host root.
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from suture.lab import guest, kernels
+from suture.lab import kernels
 from tests import kmod
 from tests.builds import build_release, other_release
+from tests.support.guest import require_qemu, run_guest_tests
 
 ROOT = Path(__file__).resolve().parent.parent
 # A second, older build that is still in the archive: "a module built for another build".
 
 pytestmark = pytest.mark.guest
-
-
-def require_qemu() -> None:
-    if shutil.which(guest.QEMU) is None:
-        if os.environ.get("CI") or os.environ.get("SUTURE_REQUIRE_GUEST"):
-            pytest.fail(f"{guest.QEMU} is missing: CI must run the guest tests")
-        pytest.skip(f"{guest.QEMU} is not installed")
-
-
-def run_guest_tests(tree: kernels.KernelTree, path: str, env: dict[str, str]) -> None:
-    """Boot ``tree`` and run the in-guest tests in ``path``; their output streams to ours."""
-    argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", path]
-    result = guest.run(tree, argv, guest.GuestConfig(timeout=900, env=env), cwd=ROOT)
-    assert result.returncode == 0, "the in-guest tests failed (their output is above)"
 
 
 def test_engine_in_guest(tmp_path: Path) -> None:

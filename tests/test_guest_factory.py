@@ -19,8 +19,8 @@ from suture.errors import BuildError, NoChangeError
 from suture.factory.release import ReleaseRequest, release
 from suture.lab import kernels
 from tests.builds import LAB, build_release
-from tests.test_guest_build import make_fix
-from tests.test_guest_engine import require_qemu, run_guest_tests
+from tests.support.fixes import make_fix
+from tests.support.guest import require_qemu, run_guest_tests
 
 pytestmark = pytest.mark.guest
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_guest_engine import require_qemu
+from tests.support.guest import require_qemu
 
 pytestmark = pytest.mark.guest
 SUTURE = [sys.executable, "-m", "suture.cli.main"]

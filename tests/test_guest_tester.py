@@ -22,7 +22,7 @@ import pytest
 
 from suture import bundle
 from suture.lab import kernels, vmlinux
-from tests.test_guest_engine import require_qemu
+from tests.support.guest import require_qemu
 
 pytestmark = pytest.mark.guest
 

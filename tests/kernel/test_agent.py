@@ -25,7 +25,7 @@ import pytest
 
 from suture import bundle
 from suture.agent import guard
-from tests.kernel.conftest import IN_GUEST, SUTURE, suture
+from tests.support.inguest import IN_GUEST, SUTURE, suture
 
 BUNDLES = Path(os.environ.get("SUTURE_TEST_BUNDLES", "/nonexistent"))
 PORT = 8470
