@@ -8,6 +8,9 @@ exits with :attr:`SutureError.exit_code`.
 
 Foreign errors (``OSError``, ``subprocess.CalledProcessError``, pyelftools'
 errors) are translated where they cross into Suture, with ``raise ... from``.
+Each class has a stable ``code`` (kebab-case): the ``error`` field of JSON
+output and of the agent's state and reports. Codes are a contract; class
+names are not.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ class SutureError(Exception):
 
     Attributes:
         hint: what to do about it, one sentence, or "" when nothing helps.
+        code: a stable name for this kind of error (``fetch``, ``preflight``), the
+            ``error`` of its JSON form; it never changes when a class is renamed.
         exit_code: the CLI's exit status for this error (see README).
     """
 
+    code = "error"
     exit_code = 10
 
     def __init__(self, message: str, *, hint: str = "") -> None:
@@ -33,12 +39,13 @@ class SutureError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         """The error as JSON-ready data, for ``--json`` output."""
-        return {"error": type(self).__name__, "message": self.message, "hint": self.hint}
+        return {"error": self.code, "message": self.message, "hint": self.hint}
 
 
 class UsageError(SutureError):
     """The command line or an input file is wrong."""
 
+    code = "usage"
     exit_code = 64  # EX_USAGE
 
 
@@ -48,15 +55,20 @@ class UsageError(SutureError):
 class LabError(SutureError):
     """Fetching a kernel or running a guest failed."""
 
+    code = "lab"
     exit_code = 20
 
 
 class KernelNotFoundError(LabError):
     """No package of that kernel release is in the package archive."""
 
+    code = "kernel-not-found"
+
 
 class DownloadError(LabError):
     """A package could not be downloaded or unpacked."""
+
+    code = "download"
 
 
 class SourceGoneError(DownloadError):
@@ -70,6 +82,8 @@ class SourceGoneError(DownloadError):
         package: the source package, e.g. ``linux-source-6.1``.
         version: the version that is missing, e.g. ``6.1.177-1``.
     """
+
+    code = "source-gone"
 
     def __init__(self, release: str, package: str = "", version: str = "") -> None:
         which = f"{release}, {package}={version}," if package else release
@@ -95,6 +109,8 @@ class SourceGoneError(DownloadError):
 class ToolMissingError(LabError):
     """A host program the lab needs (qemu, busybox, apt-get) is missing."""
 
+    code = "tool-missing"
+
 
 class GuestError(LabError):
     """The guest panicked, oopsed, timed out or failed to start.
@@ -102,6 +118,8 @@ class GuestError(LabError):
     Attributes:
         console_tail: the last lines the guest kernel printed.
     """
+
+    code = "guest"
 
     def __init__(self, message: str, *, hint: str = "", console_tail: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -115,6 +133,8 @@ class GuestError(LabError):
 class GuestTimeoutError(GuestError):
     """The guest command did not finish in time."""
 
+    code = "guest-timeout"
+
 
 # --- the builder --------------------------------------------------------------
 
@@ -122,20 +142,26 @@ class GuestTimeoutError(GuestError):
 class BuildError(SutureError):
     """Turning a source fix into a live patch failed."""
 
+    code = "build"
     exit_code = 40
 
 
 class KbuildError(BuildError):
     """kbuild failed to compile or link a module."""
 
+    code = "kbuild"
+
 
 class StaticKeyError(BuildError):
     """A module's changed code uses a static key its loader cannot resolve (retried as reads)."""
+
+    code = "static-key"
 
 
 class NoChangeError(BuildError):
     """The fix changes no code in this kernel build: nothing to patch (not a failure)."""
 
+    code = "no-change"
     exit_code = 3
 
 
@@ -145,6 +171,8 @@ class AlreadyFixedError(NoChangeError):
     Attributes:
         release: the kernel build that has the fix.
     """
+
+    code = "already-fixed"
 
     def __init__(self, message: str, *, release: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -163,6 +191,8 @@ class PortConflictError(BuildError):
         hunk: that hunk's text.
     """
 
+    code = "port-conflict"
+
     def __init__(self, message: str, *, file: str, hunk: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.file = file
@@ -179,6 +209,7 @@ class PortConflictError(BuildError):
 class BundleError(SutureError):
     """A patch bundle is malformed, incomplete or does not match its manifest."""
 
+    code = "bundle"
     exit_code = 50
 
 
@@ -188,11 +219,14 @@ class BundleError(SutureError):
 class KernelError(SutureError):
     """Talking to the running kernel failed."""
 
+    code = "kernel"
     exit_code = 30
 
 
 class ModuleFormatError(KernelError):
     """A file is not a kernel module Suture can read."""
+
+    code = "module-format"
 
 
 class PreflightError(KernelError):
@@ -202,6 +236,7 @@ class PreflightError(KernelError):
         check: the name of the check that refused (e.g. ``vermagic``).
     """
 
+    code = "preflight"
     exit_code = 31
 
     def __init__(self, message: str, *, check: str, hint: str = "") -> None:
@@ -213,22 +248,69 @@ class PreflightError(KernelError):
         return {**super().to_dict(), "check": self.check}
 
 
+class PrematchError(PreflightError):
+    """The patch's own check in the kernel found a function that is not the code it was built for.
+
+    The check runs in the patch module's pre-patch callback, before any
+    function is redirected: the kernel refuses the patch (at load, for
+    vmlinux) or the module that is loading (for a module's part).
+
+    Attributes:
+        object: ``vmlinux`` or the module whose function differs.
+        function: the function whose bytes are not the expected ones.
+    """
+
+    code = "pre-match"
+
+    def __init__(self, message: str, *, obj: str, function: str, hint: str = "") -> None:
+        super().__init__(message, check="pre-match", hint=hint)
+        self.object = obj
+        self.function = function
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the object and the function to the JSON form."""
+        return {**super().to_dict(), "object": self.object, "function": self.function}
+
+
 class LoadError(KernelError):
     """The kernel refused to load or remove a module."""
 
+    code = "load"
     exit_code = 32
 
 
 class TransitionError(KernelError):
     """A livepatch transition did not finish and was backed out."""
 
+    code = "transition"
     exit_code = 33
 
 
 class NotLoadedError(KernelError):
     """The named live patch is not loaded."""
 
+    code = "not-loaded"
     exit_code = 34
+
+
+class SysfsError(KernelError):
+    """The kernel refused a write to one of its control files (livepatch sysfs, /proc).
+
+    Attributes:
+        path: the file that was written.
+        errno_name: the kernel's refusal, e.g. ``EBUSY`` ("" when not an errno).
+    """
+
+    code = "sysfs"
+
+    def __init__(self, message: str, *, path: str, errno_name: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.errno_name = errno_name
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the file and the errno to the JSON form."""
+        return {**super().to_dict(), "path": self.path, "errno": self.errno_name}
 
 
 # --- the repository: publishing bundles (suture.repo) -------------------------
@@ -237,15 +319,20 @@ class NotLoadedError(KernelError):
 class RepoError(SutureError):
     """A patch repository could not be created, read or changed."""
 
+    code = "repo"
     exit_code = 60
 
 
 class RepoExistsError(RepoError):
     """``repo init`` refused to overwrite a repository or a non-empty folder."""
 
+    code = "repo-exists"
+
 
 class NotARepoError(RepoError):
     """The folder is not a Suture repository, or its metadata cannot be read."""
+
+    code = "not-a-repo"
 
 
 class LevelError(RepoError):
@@ -256,6 +343,7 @@ class LevelError(RepoError):
         published: the highest level ever published there (yanked ones count).
     """
 
+    code = "level"
     exit_code = 61
 
     def __init__(self, message: str, *, level: int, published: int, hint: str = "") -> None:
@@ -271,9 +359,13 @@ class LevelError(RepoError):
 class NotPublishedError(RepoError):
     """No such level is published for that build and channel (nothing to yank)."""
 
+    code = "not-published"
+
 
 class SigningKeyError(RepoError):
     """A role's private keys are missing, unusable, or fewer than its threshold."""
+
+    code = "signing-key"
 
 
 class UntestedError(RepoError):
@@ -284,6 +376,7 @@ class UntestedError(RepoError):
             ``failed``, or ``other-build`` (a result for another kernel build).
     """
 
+    code = "untested"
     exit_code = 62
 
     def __init__(self, message: str, *, result: str, hint: str = "") -> None:
@@ -301,12 +394,14 @@ class UntestedError(RepoError):
 class PatchTestError(SutureError):
     """``suture test`` could not test a bundle: wrong build, unusable script, missing tool."""
 
+    code = "test"
     exit_code = 90
 
 
 class PatchTestFailedError(PatchTestError):
     """A bundle failed its test in the lab; the failed result is written into its manifest."""
 
+    code = "test-failed"
     exit_code = 91
 
 
@@ -316,12 +411,14 @@ class PatchTestFailedError(PatchTestError):
 class UpdateError(SutureError):
     """Finding or fetching a bundle in a repository failed; nothing was installed."""
 
+    code = "update"
     exit_code = 70
 
 
 class FetchError(UpdateError):
     """The repository could not be reached or did not serve a file (retry later)."""
 
+    code = "fetch"
     exit_code = 71
 
 
@@ -333,6 +430,7 @@ class VerificationError(UpdateError):
             ``integrity``, ``build``, ``metadata``, ``manifest``).
     """
 
+    code = "verification"
     exit_code = 72
     check = "metadata"
 
@@ -348,11 +446,15 @@ class VerificationError(UpdateError):
 class RollbackError(VerificationError):
     """A metadata version went backwards, or is not the one its signer pinned."""
 
+    code = "rollback"
+
     check = "rollback"
 
 
 class MetadataExpiredError(VerificationError):
     """Trusted metadata has expired: the repository is frozen or this host's clock is wrong."""
+
+    code = "metadata-expired"
 
     check = "expired"
 
@@ -360,11 +462,15 @@ class MetadataExpiredError(VerificationError):
 class SignatureError(VerificationError):
     """Metadata is not signed by a threshold of the keys this host's root trusts."""
 
+    code = "signature"
+
     check = "signature"
 
 
 class IntegrityError(VerificationError):
     """Bytes do not match the length and hashes signed for them (tampering, mix-and-match)."""
+
+    code = "integrity"
 
     check = "integrity"
 
@@ -376,6 +482,8 @@ class WrongBuildError(VerificationError):
         expected: ``release/build_id`` that was asked for.
         found: ``release/build_id`` the bundle or its metadata names.
     """
+
+    code = "wrong-build"
 
     check = "build"
 
@@ -395,15 +503,20 @@ class WrongBuildError(VerificationError):
 class ServerError(SutureError):
     """The patch server could not start, or its database failed."""
 
+    code = "server"
     exit_code = 80
 
 
 class ListenError(ServerError):
     """The server could not listen on the address asked for (in use, not local, bad form)."""
 
+    code = "listen"
+
 
 class DatabaseError(ServerError):
     """The server's database could not be opened, migrated, read or written."""
+
+    code = "database"
 
 
 class CheckinError(ServerError):
@@ -412,6 +525,8 @@ class CheckinError(ServerError):
     Attributes:
         field: the JSON field that was refused (``kernel.build_id``), or "" for the whole body.
     """
+
+    code = "checkin"
 
     def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -425,6 +540,7 @@ class CheckinError(ServerError):
 class FleetError(SutureError):
     """A fleet API call failed: the server cannot be reached, or refused it."""
 
+    code = "fleet"
     exit_code = 81
 
 
@@ -438,6 +554,8 @@ class ConfigError(UsageError):
         key: the setting that was refused (``channel``), or "" for the whole file.
     """
 
+    code = "config"
+
     def __init__(self, message: str, *, key: str = "", hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.key = key
@@ -449,3 +567,11 @@ class ConfigError(UsageError):
 
 class AgentStateError(SutureError):
     """The agent's state file cannot be read or written."""
+
+    code = "agent-state"
+
+
+class InternalError(SutureError):
+    """Something Suture did not expect (a bug): recorded and reported like any error."""
+
+    code = "internal"

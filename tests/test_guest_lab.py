@@ -38,7 +38,7 @@ def test_panic_is_an_error_with_the_console_tail() -> None:
     proc = lab_run("--json", "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
     assert proc.returncode == 20, proc.stderr
     err = json.loads(proc.stdout)
-    assert err["error"] == "GuestError"
+    assert err["error"] == "guest"
     assert "Kernel panic" in err["console_tail"]
     assert "last lines of the guest console" in proc.stderr
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from datetime import UTC, datetime
 
+from suture import timefmt
 from suture.agent.config import AgentConfig
 from suture.agent.state import AgentState, Offered
 from suture.kernel.identity import KernelIdentity
@@ -75,8 +75,7 @@ def unchanged(  # noqa: PLR0917 - each is one condition of the answer
 
 
 def _valid_until(metadata: bytes) -> float:
-    expires = json.loads(metadata)["signed"]["expires"]
-    return datetime.fromisoformat(expires.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    return timefmt.parse(json.loads(metadata)["signed"]["expires"])
 
 
 def opener(config: AgentConfig) -> urllib.request.OpenerDirector:

@@ -5,12 +5,12 @@ Format 1::
     {"format": 1,
      "applied": {"level": 2, "patch": "fix_x", "bundle": "/var/lib/suture/bundles/fix_x-L2.bundle",
                  "release": "6.1.0-56-amd64", "build_id": "<hex>",
-                 "applied_at": "2026-11-25T19:00:00+00:00", "boot_id": "<uuid>",
+                 "applied_at": "2026-11-25T19:00:00Z", "boot_id": "<uuid>",
                  "confirmed": false, "sha256": "<hex>", "cves": ["CVE-2026-0001"]},
      "in_progress": {"level": 3, "patch": "fix_x", "bundle": "...",
-                     "started_at": "2026-11-25T20:00:00+00:00"},
-     "seen": {"level": 3, "at": "2026-11-25T20:00:00+00:00"},
-     "last_check": {"at": "2026-11-25T20:00:00+00:00", "result": "applied",
+                     "started_at": "2026-11-25T20:00:00Z"},
+     "seen": {"level": 3, "at": "2026-11-25T20:00:00Z"},
+     "last_check": {"at": "2026-11-25T20:00:00Z", "result": "applied",
                     "error": {"error": "FetchError", "message": "...", "hint": "..."}},
      "held": {"level": 2, "patch": "fix_x", "release": "...", "build_id": "...",
               "reason": "...", "at": "..."},
@@ -37,10 +37,10 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from suture import timefmt
 from suture.errors import AgentStateError
 from suture.fsutil import atomic_write
 from suture.fsutil import locked as _flock
@@ -329,11 +329,11 @@ def effective_release(release: str, build_id: str, state: AgentState, live: set[
 
 
 def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+    return None if t is None else timefmt.utc(t)
 
 
 def _time(value: Any) -> float | None:
-    return None if value is None else datetime.fromisoformat(as_str(value)).timestamp()
+    return None if value is None else timefmt.parse(as_str(value))
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ module, which has one ``klp_object`` per patched object.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import re
 import shutil
@@ -24,7 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture import __version__, bundle
+from suture import __version__, bundle, timefmt
 from suture.builder import callers, klp, module, port, symbols
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
@@ -470,7 +469,7 @@ def _manifest(
         description=req.description,
         fix_sha256=hashlib.sha256(req.fix.read_bytes()).hexdigest(),
         builder=f"suture {__version__}",
-        created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=timefmt.utc(),
         unpatched=tuple(unpatched),
         fixes=req.fixes,
     )

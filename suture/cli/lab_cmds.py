@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from suture import timefmt
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -135,7 +135,7 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
             "name": e.name,
             "own_bytes": usage.own[e.key],
             "shared_bytes": usage.shared[e.key],
-            "last_used": _iso(e.last_used),
+            "last_used": timefmt.utc(e.last_used),
             "in_use": e.key in busy,
             "source": e.source,
             "paths": [str(p) for p in e.paths],
@@ -154,7 +154,7 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
     lines = [f"{'ENTRY':<44} {'OWN':>7} {'SHARED':>7}  {'LAST USED':<20}  IN USE"]
     lines += [
         f"{e.key:<44} {cache.human(usage.own[e.key]):>7} {cache.human(usage.shared[e.key]):>7}"
-        f"  {_iso(e.last_used):<20}  {'yes' if e.key in busy else ''}"
+        f"  {timefmt.utc(e.last_used):<20}  {'yes' if e.key in busy else ''}"
         for e in found
     ]
     lines.append(
@@ -171,10 +171,6 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
             lines.append(f"in use, kept: {', '.join(pruned.in_use)}")
     out.result(data, "\n".join(lines))
     return 0
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _env(pairs: list[str]) -> dict[str, str]:

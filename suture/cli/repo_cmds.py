@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from suture import timefmt
 from suture.cli.output import Output
 from suture.repo.layout import CHANNELS, ONLINE_ROLES
 
@@ -121,7 +122,7 @@ def cmd_refresh(args: argparse.Namespace, out: Output) -> int:
     for warning in result.warnings:
         out.message(f"warning: {warning}")
     stamp = result.expires["timestamp"]
-    text = f"timestamp v{result.versions['timestamp']} is valid until {stamp:%Y-%m-%d %H:%M} UTC"
+    text = f"timestamp v{result.versions['timestamp']} is valid until {timefmt.utc(stamp)}"
     out.result({"format": 1, "ok": True, **result.to_dict()}, text)
     return 0
 

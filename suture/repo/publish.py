@@ -6,14 +6,13 @@ import hashlib
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile, Targets
 
-from suture import bundle
+from suture import bundle, timefmt
 from suture.bundle import Manifest, labtest
 from suture.errors import LevelError, NotARepoError, NotPublishedError, UntestedError, UsageError
 from suture.fsutil import atomic_write, locked
@@ -140,7 +139,7 @@ def publish(
             "name": manifest.name,
             "cves": list(manifest.cves),
             # when the level was signed in: the fleet server's rollout delay counts from it
-            "published": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "published": timefmt.utc(),
         }
         if manifest.unpatched:  # a partial fix: signed in, for whoever reads the metadata
             custom["unpatched"] = list(manifest.unpatched)

@@ -150,7 +150,7 @@ def test_a_failed_reapply_is_recorded(cfg: AgentConfig) -> None:
     s = state.read(cfg.state_dir)
     assert s.last_result == "error"
     assert s.last_error is not None
-    assert s.last_error["error"] == "TransitionError"
+    assert s.last_error["error"] == "transition"
 
 
 def test_the_daemon_cycles_notifies_and_records_a_clean_stop(

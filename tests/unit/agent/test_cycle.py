@@ -139,7 +139,7 @@ def test_a_failed_apply_is_recorded_and_the_old_level_kept(repo: Path, cfg: Agen
     assert s.in_progress is None
     assert (s.last_check, s.last_result) == (500.0, "error")
     assert s.last_error == {
-        "error": "TransitionError",
+        "error": "transition",
         "message": "did not finish",
         "hint": "apply again later",
     }
@@ -156,7 +156,7 @@ def test_an_unreachable_repository_is_recorded(cfg: AgentConfig, tmp_path: Path)
         cycle.run_update(gone, kernel=FakeKernel())
     s = state.read(cfg.state_dir)
     assert s.last_error is not None
-    assert s.last_error["error"] == "FetchError"
+    assert s.last_error["error"] == "fetch"
 
 
 def test_configuration_gaps_are_config_errors(cfg: AgentConfig, tmp_path: Path) -> None:

@@ -137,9 +137,9 @@ def test_update_over_http_then_the_check_in_reaches_the_server(
 
 
 def test_check_in_states(tmp_path: Path) -> None:
-    s = state.AgentState(last_result="error", last_error={"error": "FetchError", "message": "x"})
+    s = state.AgentState(last_result="error", last_error={"error": "fetch", "message": "x"})
     assert report.checkin(identity(), s, set())["state"] == "failed"
-    assert report.checkin(identity(), s, set())["last_error"] == "FetchError: x"
+    assert report.checkin(identity(), s, set())["last_error"] == "fetch: x"
     assert report.checkin(identity(livepatch=False), s, set())["state"] == "unsupported"
     assert report.checkin(identity(), state.AgentState(), set())["state"] == "unpatched"
     assert "last_error" not in report.checkin(identity(), state.AgentState(), set())

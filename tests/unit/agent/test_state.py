@@ -21,7 +21,7 @@ FULL = AgentState(
     seen_at=1.5e9,
     last_check=1.6e9,
     last_result="error",
-    last_error={"error": "FetchError", "message": "down", "hint": "retry"},
+    last_error={"error": "fetch", "message": "down", "hint": "retry"},
 )
 
 
@@ -41,9 +41,9 @@ def test_the_file_is_readable_json_with_utc_times(tmp_path: Path) -> None:
     state.write(tmp_path, FULL)
     data = json.loads((tmp_path / "state.json").read_text())
     assert data["applied"]["level"] == 2
-    assert data["applied"]["applied_at"] == "2001-09-09T01:46:40+00:00"
+    assert data["applied"]["applied_at"] == "2001-09-09T01:46:40Z"
     assert data["in_progress"]["patch"] == "fix_l3"
-    assert data["last_check"]["error"]["error"] == "FetchError"
+    assert data["last_check"]["error"]["error"] == "fetch"
 
 
 @pytest.mark.parametrize(

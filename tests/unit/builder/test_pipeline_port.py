@@ -48,7 +48,7 @@ def test_fixed_in_this_build_exits_3(
     code = run_build(tmp_path, mbox(("x: fix", udiff(BASE, FIXED))))
     assert code == 3
     data = json.loads(capsys.readouterr().out)
-    assert data["error"] == "AlreadyFixedError"
+    assert data["error"] == "already-fixed"
     assert data["release"] == RELEASE
     assert (tree / "fs/x.c").read_text() == FIXED
 
@@ -60,7 +60,7 @@ def test_conflict_exits_40_with_the_hunk(
     code = run_build(tmp_path, udiff(BASE, FIXED))
     assert code == 40
     data = json.loads(capsys.readouterr().out)
-    assert data["error"] == "PortConflictError"
+    assert data["error"] == "port-conflict"
     assert data["file"] == "fs/x.c"
     assert "+added" in data["hunk"]
 

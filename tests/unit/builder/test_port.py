@@ -80,7 +80,7 @@ def test_contained(tmp_path: Path) -> None:
         port.applied_diff(result)
     assert isinstance(e.value, NoChangeError)
     assert e.value.exit_code == 3
-    assert e.value.to_dict()["error"] == "AlreadyFixedError"
+    assert e.value.to_dict()["error"] == "already-fixed"
 
 
 def test_contained_hunk_by_hunk(tmp_path: Path) -> None:
@@ -129,7 +129,7 @@ def test_conflict_shows_the_hunk(tmp_path: Path) -> None:
     assert e.value.file == "fs/x.c"
     assert "+line 20 fixed" in e.value.hunk
     assert "fs/x.c, commit 1, hunk #1" in e.value.message
-    assert e.value.to_dict()["error"] == "PortConflictError"
+    assert e.value.to_dict()["error"] == "port-conflict"
     assert e.value.exit_code == 40
 
 

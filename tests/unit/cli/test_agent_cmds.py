@@ -178,7 +178,7 @@ def test_status_shows_the_agent_and_exits_as_its_last_check(
     applied = state.Applied(2, "fix_l2", tmp_path / "b", RELEASE, BUILD_A, 0.0, cves=("CVE-1",))
     folder = ["--state-dir", str(tmp_path)]
     for result, code in (("up-to-date", 0), ("no-patches", 1), ("pending", 2), ("error", 4)):
-        error = {"error": "FetchError", "message": "down"} if result == "error" else None
+        error = {"error": "fetch", "message": "down"} if result == "error" else None
         current = state.AgentState(applied, last_check=5.0, last_result=result, last_error=error)
         state.write(tmp_path, current)
         assert main(["status", *folder]) == code, result

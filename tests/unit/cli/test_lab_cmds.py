@@ -56,7 +56,7 @@ def test_list_text_defaults_to_every_set(root: Path, capsys: pytest.CaptureFixtu
 
 def test_unknown_set_exits_64(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["lab", "list", "--kernels", "debian7", "--json"]) == 64
-    assert json.loads(capsys.readouterr().out)["error"] == "UsageError"
+    assert json.loads(capsys.readouterr().out)["error"] == "usage"
 
 
 def test_fetch_several_is_a_list(

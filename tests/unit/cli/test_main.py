@@ -59,7 +59,7 @@ def test_usage_error_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["unload", "--json"]) == 64
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is False
-    assert data["error"] == "UsageError"
+    assert data["error"] == "usage"
 
 
 @pytest.mark.parametrize("json_first", [False, True])
@@ -73,7 +73,7 @@ def test_apply_missing_module_json(
     data = json.loads(out)
     assert data["format"] == 1
     assert data["ok"] is False
-    assert data["error"] == "ModuleFormatError"
+    assert data["error"] == "module-format"
     assert "no such file" in data["message"]
     assert data["hint"]
     assert "suture: error:" in err

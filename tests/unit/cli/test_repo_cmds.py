@@ -47,7 +47,7 @@ def test_init_twice_fails_with_the_repository_exit_code(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = run_json(["repo", "init", str(repo)], capsys, status=60)
-    assert data["error"] == "RepoExistsError"
+    assert data["error"] == "repo-exists"
     assert data["ok"] is False
 
 
@@ -63,13 +63,13 @@ def test_publish_yank_refresh_rotate(
     data = run_json(
         ["publish", str(bundle), "--repo", str(repo), "--channel", "testing"], capsys, 61
     )
-    assert (data["error"], data["level"], data["published"]) == ("LevelError", "1", "1")
+    assert (data["error"], data["level"], data["published"]) == ("level", "1", "1")
 
     argv = ["repo", "yank", "--repo", str(repo), "--kernel", RELEASE, "--build-id", BUILD_A]
     data = run_json([*argv, "--level", "1", "--channel", "testing"], capsys)
     assert (data["level"], data["latest"]) == (1, None)
     data = run_json([*argv, "--level", "1"], capsys, status=60)
-    assert data["error"] == "NotPublishedError"
+    assert data["error"] == "not-published"
 
     data = run_json(["repo", "refresh", "--repo", str(repo)], capsys)
     assert data["versions"]["timestamp"] == 4
@@ -97,4 +97,4 @@ def test_commands_on_a_folder_that_is_no_repository(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = run_json(["repo", "refresh", "--repo", str(tmp_path)], capsys, status=60)
-    assert data["error"] == "NotARepoError"
+    assert data["error"] == "not-a-repo"

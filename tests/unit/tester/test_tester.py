@@ -540,7 +540,7 @@ def test_cli_test_json_and_exit_codes(
     assert json.loads(capsys.readouterr().out)["ok"] is False
     wrong = make_bundle(tmp_path, 1, test=None, build_id=BUILD_B)
     assert main(["test", str(wrong), "--json"]) == 90
-    assert json.loads(capsys.readouterr().out)["error"] == "PatchTestError"
+    assert json.loads(capsys.readouterr().out)["error"] == "test"
     assert main(["test", str(a), "--timeout", "0"]) == 64
 
 
@@ -556,7 +556,7 @@ def test_cli_publish_refuses_an_untested_bundle_and_says_what_to_do(
     assert f"suture test {untested}" in err and "--untested" in err
     assert main(["publish", str(untested), "--repo", str(repo), "--json"]) == 62
     data = json.loads(capsys.readouterr().out)
-    assert (data["error"], data["result"]) == ("UntestedError", "untested")
+    assert (data["error"], data["result"]) == ("untested", "untested")
     assert main(["publish", str(untested), "--repo", str(repo), "--untested", "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["test"] == "untested"
