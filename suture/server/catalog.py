@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
+from suture import timefmt
 from suture.bundle.labtest import signed_result
 from suture.errors import SutureError
 from suture.repo.index import BuildIndex
@@ -116,6 +116,6 @@ def _time(value: object) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return timefmt.parse(value)
     except ValueError:
         return None

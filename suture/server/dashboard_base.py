@@ -23,11 +23,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode
 
+from suture import timefmt
 from suture.repo.layout import CHANNELS
 from suture.server import fleetdb, rollout
 from suture.server.api import Context, Reply, Request, route
@@ -156,7 +156,7 @@ BuildKey = tuple[str, str, str]  # (release, build id, channel)
 
 
 def _stamp(unix: float) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc(unix)
 
 
 def _groups(ctx: Context) -> dict[tuple[BuildKey, int], dict[str, int]]:

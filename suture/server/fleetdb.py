@@ -10,9 +10,10 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from suture import timefmt
 from suture.server.store import Store
 
 
@@ -22,7 +23,7 @@ def digest(secret: str) -> str:
 
 
 def _stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc(now)
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from suture import timefmt
 from suture.server.catalog import Catalog, LevelInfo
 from suture.server.checkin import STATES
 from suture.server.store import HostRecord, Store
@@ -46,7 +46,7 @@ _Group = tuple[str, str, str]  # (release, build id, channel)
 
 def stamp(when: float) -> str:
     """Unix time as the store's ISO 8601 form (which sorts as text)."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc(when)
 
 
 def effective_state(build_id: str, state: str) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+from suture import timefmt
 from suture.errors import UsageError
 from suture.repo.layout import CHANNELS
 from suture.server import fleetdb, queries, rollout
@@ -81,7 +81,7 @@ def halt(req: Request, ctx: Context, params: dict[str, str]) -> Reply:
     channel, data = _channel(params), req.json()
     level = _level(data)
     reason = str(data.get("reason") or "halted by an operator")
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timefmt.utc()
     policy = rollout.halted(_policy(ctx, channel), level, reason, now)
     return _saved(ctx, channel, policy, f"level {level} halted: {reason}")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from http import HTTPStatus
 
+from suture import timefmt
 from suture.errors import UsageError
 from suture.server import checkin, fleetdb, rollout
 from suture.server.api import Context, Reply, Request, refuse, route
@@ -46,7 +46,7 @@ def take_checkin(req: Request, ctx: Context, params: dict[str, str]) -> Reply:
     levels = ctx.catalog.levels(report.release, report.build_id, report.channel)
     cap = rollout.allowed_level(policy, levels, report.host_id, req.tags, ctx.clock())
     directive = {"max_level": cap, "unroll": policy.unroll_to is not None}
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timefmt.utc()
     return Reply(data={"format": 1, "ok": True, "server_time": now, "directive": directive})
 
 
@@ -55,7 +55,7 @@ def _maybe_halt(ctx: Context, policy: rollout.Policy, channel: str, level: int) 
     reason = rollout.halt_reason(policy, level, failed, succeeded)
     if reason is None:
         return policy
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = timefmt.utc()
     halted = rollout.halted(policy, level, reason, now)
     fleetdb.set_policy(ctx.store, channel, halted.to_dict())
     ctx.log(f"rollout of level {level} on {channel} halted: {reason}")

@@ -15,11 +15,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from suture import timefmt
 from suture.errors import DatabaseError, UsageError
 from suture.server.checkin import Checkin
 
@@ -204,7 +205,7 @@ def host_record(r: Sequence[Any]) -> HostRecord:
 
 
 def _stamp(now: datetime | None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc(now)
 
 
 class _Cursor(Protocol):
