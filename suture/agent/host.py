@@ -38,6 +38,12 @@ class Kernel(Protocol):
         On failure the engine backs out and raises: the kernel runs as before.
         """
 
+    def unload(self, patch: str) -> None:
+        """Disable and remove live patch ``patch`` (a level the repository withdrew).
+
+        On failure the patch stays whole and this raises.
+        """
+
 
 @dataclass(frozen=True)
 class HostKernel:
@@ -80,4 +86,10 @@ class HostKernel:
         """Apply through :func:`suture.agent.local.apply_file`."""
         from suture.agent.local import apply_file  # noqa: PLC0415 - needs root, loads the engine
 
-        return apply_file(bundle, self.policy).superseded
+        return apply_file(bundle, self.policy, sysroot=self.sysroot).superseded
+
+    def unload(self, patch: str) -> None:
+        """Through :func:`suture.kernel.engine.unload`."""
+        from suture.kernel import engine  # noqa: PLC0415 - loaded only to change the kernel
+
+        engine.unload(patch, self.policy, self.sysroot)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from suture import timefmt
+from suture.cli.helptext import command, group
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -17,10 +18,24 @@ from suture.errors import UsageError
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``lab`` and its sub-commands."""
-    lab = subs.add_parser("lab", parents=[common], help="fetch and boot distro kernels in QEMU")
-    lab_subs = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+    _, lab_subs = group(
+        subs,
+        "lab",
+        common,
+        summary="fetch Debian kernels and boot them in QEMU",
+        description="The development and CI lab: Debian kernel builds from the package "
+        "archive (downloaded with apt, unpacked into $SUTURE_CACHE, never installed), and a "
+        "QEMU guest (software emulation) that boots one with this machine's files visible.",
+    )
 
-    p = lab_subs.add_parser("list", parents=[common], help="the builds of kernel sets")
+    p = command(
+        lab_subs, "list", common,
+        summary="the builds of kernel sets, and what of them is cached",
+        description="Each build of the sets as apt lists them now: release, image version, "
+        "its exact source package or 'source gone', and what of it is cached.",
+        examples=[("suture lab list --kernels debian12", "")],
+        exits=(0, 20),
+    )  # fmt: skip
     p.add_argument(
         "--kernels",
         action="append",
@@ -30,13 +45,26 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_list)
 
-    p = lab_subs.add_parser("fetch", parents=[common], help="download kernels into the cache")
+    p = command(
+        lab_subs, "fetch", common,
+        summary="download kernels into the cache",
+        description="Download linux-image and linux-headers (with common and kbuild) of each "
+        "build with apt, unpack them into the cache and extract vmlinux; never install.",
+        examples=[("suture lab fetch", "the distribution's current build"),
+                  ("suture lab fetch --kernel 6.1.0-57-amd64 --kernels debian12-cloud", "")],
+        exits=(0, 20),
+    )  # fmt: skip
     _kernel_options(p)
     p.set_defaults(handler=cmd_fetch)
 
-    p = lab_subs.add_parser(
-        "cache", parents=[common], help="what the cache holds; evict to its size limit"
-    )
+    p = command(
+        lab_subs, "cache", common,
+        summary="what the cache holds; evict to its size limit",
+        description="The cache's entries with their own and shared disk use and last use. "
+        "--prune evicts least recently used entries (never one in use) until it fits.",
+        examples=[("suture lab cache --prune --max 20G", "")],
+        exits=(0, 20),
+    )  # fmt: skip
     p.add_argument(
         "--prune",
         action="store_true",
@@ -47,14 +75,27 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_cache)
 
-    p = lab_subs.add_parser(
-        "run", parents=[common], help="boot a kernel and run a command in it as root"
+    p = command(
+        lab_subs, "run", common,
+        summary="boot a kernel and run a command in it as root",
+        description="Boot the build under QEMU (software emulation) with this machine's root "
+        "file system visible (writes stay in the guest), run the command as root, stream its "
+        "output, and exit with its status. A panic, oops or timeout is an error with the "
+        "console's last lines.",
+        examples=[("suture lab run -- uname -r", ""),
+                  ("suture lab run --kernel 6.1.0-57-amd64 --memory 2048 -- bash -c 'dmesg | tail'",
+                   "")],
+        exits=(0, 20),
+    )  # fmt: skip
+    p.add_argument(
+        "--kernel", metavar="RELEASE", help="e.g. 6.1.0-47-amd64 (default: the current build)"
     )
-    p.add_argument("--kernel", metavar="RELEASE", help="e.g. 6.1.0-47-amd64 (default: current)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds in all (300)")
     p.add_argument("--memory", type=int, default=1024, help="guest RAM in MiB (1024)")
     p.add_argument("--cpus", type=int, default=2, help="virtual CPUs (2)")
-    p.add_argument("--env", action="append", default=[], metavar="K=V", help="guest variable")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="a guest variable (repeatable)"
+    )
     p.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     p.set_defaults(handler=cmd_run)
@@ -99,8 +140,20 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _releases(given: list[str]) -> list[str]:
+    """The --kernel values, each a release name ("" would silently mean the default)."""
+    for release in given:
+        if not release.strip():
+            raise UsageError(
+                "--kernel needs a release, e.g. 6.1.0-57-amd64",
+                hint="leave --kernel out for the distribution's current build",
+            )
+    return given
+
+
 def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
     """Download and unpack kernels: one (the default shape), or several (a list)."""
+    _releases(args.kernel)
     from suture.lab import kernels, sets
 
     if len(args.kernel) <= 1 and not args.kernels:
@@ -187,6 +240,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
     """Boot and run; exit with the guest command's status."""
     from suture.lab import guest, kernels
 
+    _releases([args.kernel] if args.kernel is not None else [])
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise UsageError("no command given", hint="suture lab run -- COMMAND [ARG...]")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from suture.cli.helptext import command
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -14,12 +15,28 @@ from suture.errors import UsageError
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``serve``."""
-    p = subs.add_parser(
-        "serve", parents=[common], help="serve a repository and take agents' check-ins"
-    )
+    p = command(
+        subs,
+        "serve",
+        common,
+        summary="serve a repository, take agents' check-ins, run the fleet API and dashboard",
+        description="Serve the repository's metadata/ and targets/ (metadata no-cache, "
+        "hashed targets immutable), agents' enrolment and check-ins, the fleet API for "
+        "operators (/openapi.json describes it), the dashboard (/) and Prometheus metrics "
+        "(/metrics). SQLite by default, PostgreSQL by URL. SIGTERM stops it.",
+        examples=[
+            ("suture serve --repo /srv/repo --admin-token-file /etc/suture/admin.token", ""),
+            ("suture serve --repo /srv/repo --listen 0.0.0.0:8470 --db postgresql://suture@db/fleet",
+             "for a fleet: behind TLS (a reverse proxy), PostgreSQL"),
+        ],
+        exits=(0, 60, 80),
+    )  # fmt: skip
     p.add_argument("--repo", required=True, type=Path, metavar="DIR", help="the repository folder")
     p.add_argument(
-        "--listen", default="127.0.0.1:8470", metavar="HOST:PORT", help="(127.0.0.1:8470)"
+        "--listen",
+        default="127.0.0.1:8470",
+        metavar="HOST:PORT",
+        help="the address to listen on (127.0.0.1:8470)",
     )
     p.add_argument(
         "--db",

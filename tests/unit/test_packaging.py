@@ -27,7 +27,7 @@ def unit(path: Path) -> configparser.ConfigParser:
 def test_units_run_commands_the_cli_has() -> None:
     commands = {p.name: unit(p)["Service"]["ExecStart"].split()[1:] for p in UNITS}
     assert commands == {"suture-agent.service": ["daemon"], "suture-boot.service": ["boot"]}
-    parser = main._parser()
+    parser = main.build_parser()
     for argv in commands.values():
         parser.parse_args(argv)  # exits on an unknown command or option
     assert unit(PACKAGING / "systemd/suture-agent.service")["Service"]["Type"] == "notify"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -154,8 +155,12 @@ def test_a_failed_reapply_is_recorded(cfg: AgentConfig) -> None:
 
 
 def test_the_daemon_cycles_notifies_and_records_a_clean_stop(
-    cfg: AgentConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cfg: AgentConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="suture")
     publish_level(cfg.trusted_root.parent.parent, 1)
     kernel = FakeKernel()
     path = tmp_path / "notify.sock"
@@ -163,10 +168,7 @@ def test_the_daemon_cycles_notifies_and_records_a_clean_stop(
         sock.bind(str(path))
         sock.settimeout(5)
         monkeypatch.setenv("NOTIFY_SOCKET", str(path))
-        log: list[str] = []
-        d = daemon.Daemon(
-            replace(cfg, check_interval=0, check_jitter=0), kernel=kernel, log=log.append
-        )
+        d = daemon.Daemon(replace(cfg, check_interval=0, check_jitter=0), kernel=kernel)
         d.run(max_cycles=2)
         messages = [sock.recv(4096).decode() for _ in range(4)]
     assert messages == [
@@ -177,6 +179,7 @@ def test_the_daemon_cycles_notifies_and_records_a_clean_stop(
     ]
     assert kernel.applied == [1]
     assert state.read(cfg.state_dir).clean_shutdown_boot == "boot-1"
+    log = caplog.messages
     assert log[0].startswith("agent started") and log[-1] == "agent stopped"
 
 
@@ -190,14 +193,16 @@ def test_a_daemon_start_forgets_an_earlier_clean_stop(cfg: AgentConfig) -> None:
             seen.append(state.read(cfg.state_dir).clean_shutdown_boot)
             return super().live_patches()
 
-    daemon.Daemon(cfg, kernel=Watching(), log=lambda line: None).run(max_cycles=1)
+    daemon.Daemon(cfg, kernel=Watching()).run(max_cycles=1)
     assert seen[0] == ""  # while it ran, no clean stop was on record
 
 
-def test_stop_interrupts_the_wait_between_retries(cfg: AgentConfig, tmp_path: Path) -> None:
+def test_stop_interrupts_the_wait_between_retries(
+    cfg: AgentConfig, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="suture")
     gone = replace(cfg, server=(tmp_path / "nowhere").as_uri(), retries=3, retry_backoff=30)
-    log: list[str] = []
-    d = daemon.Daemon(gone, kernel=FakeKernel(), log=log.append)
+    d = daemon.Daemon(gone, kernel=FakeKernel())
     real_sleep = d._sleep
 
     def stop_then_sleep(seconds: float) -> None:
@@ -206,7 +211,7 @@ def test_stop_interrupts_the_wait_between_retries(cfg: AgentConfig, tmp_path: Pa
 
     d._sleep = stop_then_sleep  # type: ignore[method-assign]
     d.run()
-    assert any("stopping before the cycle finished" in line for line in log), log
+    assert any("stopping before the cycle finished" in m for m in caplog.messages), caplog.text
     assert d.cycles == 1
 
 

@@ -22,8 +22,11 @@ def test_every_setting_has_a_parser() -> None:
     assert set(config.PARSERS) == {f.name for f in fields(AgentConfig)}
 
 
-def test_a_missing_file_means_the_defaults(tmp_path: Path) -> None:
-    cfg = config.load(tmp_path / "absent.toml", environ={})
+def test_a_missing_default_file_means_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "DEFAULT_PATH", tmp_path / "absent.toml")
+    cfg = config.load(environ={})
     assert cfg == AgentConfig()
     assert cfg.state_dir == Path("/var/lib/suture")
     assert cfg.trusted_root == Path("/etc/suture/root.json")
@@ -120,8 +123,17 @@ def test_bad_toml_is_refused(tmp_path: Path) -> None:
 
 def test_a_bad_environment_value_names_the_environment(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^the environment: .*channel") as e:
-        config.load(tmp_path / "absent.toml", environ={"SUTURE_CHANNEL": "nightly"})
+        config.load(write(tmp_path, "format = 1\n"), environ={"SUTURE_CHANNEL": "nightly"})
     assert e.value.to_dict()["key"] == "channel"
+
+
+def test_a_named_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    # --config /missing.toml, or $SUTURE_AGENT_CONFIG: a typo must not mean the defaults.
+    with pytest.raises(ConfigError, match=r"absent\.toml does not exist") as e:
+        config.load(tmp_path / "absent.toml", environ={})
+    assert e.value.exit_code == 64
+    with pytest.raises(ConfigError, match=r"absent\.toml does not exist"):
+        config.load(environ={"SUTURE_AGENT_CONFIG": str(tmp_path / "absent.toml")})
 
 
 def test_environment_strings_are_parsed(tmp_path: Path) -> None:

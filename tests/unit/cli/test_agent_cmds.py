@@ -24,7 +24,8 @@ from tests.support.repo import BUILD_A, BUILD_B, RELEASE, make_bundle
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SUTURE_AGENT_CONFIG", str(tmp_path / "absent.toml"))
+    (tmp_path / "agent.toml").write_text("format = 1\n")
+    monkeypatch.setenv("SUTURE_AGENT_CONFIG", str(tmp_path / "agent.toml"))
     for var in ENVIRONMENT:
         monkeypatch.delenv(var, raising=False)
     create.init(tmp_path / "repo")
@@ -151,7 +152,7 @@ def test_uname(
 
 def test_the_agent_commands_stay_light() -> None:
     code = (
-        "import sys; from suture.cli import main; main._parser(); "
+        "import sys; from suture.cli import main; main.build_parser(); "
         "print(sorted(m for m in sys.modules if m.startswith(('tuf', 'suture.agent.cycle'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
