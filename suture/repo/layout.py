@@ -20,9 +20,10 @@ ONLINE_ROLES = ("targets", "snapshot", "timestamp")  # their keys sign without a
 INDEX_NAME = "index.json"
 
 # A path component that cannot climb (no "/", no leading "."), as Debian releases look.
-_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]{0,99}$")
+# Matched whole (fullmatch): "$" would let a trailing newline through.
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+~_-]{0,99}")
 # GNU build ids are 20 bytes (sha1) by default; allow md5 to sha512 lengths, lowercase.
-_BUILD_ID = re.compile(r"^[0-9a-f]{16,128}$")
+_BUILD_ID = re.compile(r"[0-9a-f]{16,128}")
 
 
 def kernel_dir(release: str, build_id: str, channel: str) -> str:
@@ -31,12 +32,12 @@ def kernel_dir(release: str, build_id: str, channel: str) -> str:
     Raises:
         UsageError: the release, build id or channel cannot name a folder.
     """
-    if not _RELEASE.match(release):
+    if not _RELEASE.fullmatch(release):
         raise UsageError(
             f"kernel release {release!r} is not a release name",
             hint="give `uname -r` of the target kernel, e.g. 6.1.0-56-amd64",
         )
-    if not _BUILD_ID.match(build_id):
+    if not _BUILD_ID.fullmatch(build_id):
         raise UsageError(
             f"build id {build_id!r} is not 16 to 128 lowercase hex digits",
             hint="give the kernel's GNU build id (suture status shows it)",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from tuf.api.metadata import TargetFile, Targets
 
 from suture import bundle, timefmt
 from suture.bundle import Manifest, labtest
+from suture.bundle import module as bundle_module
 from suture.errors import LevelError, NotARepoError, NotPublishedError, UntestedError, UsageError
 from suture.fsutil import atomic_write, locked
 from suture.repo import layout as paths
@@ -99,7 +99,9 @@ def publish(
     for a failed result on this build, ``untested`` otherwise.
 
     Raises:
-        BundleError: the bundle is malformed or its module does not match its manifest.
+        BundleError: the bundle is malformed, its module does not match its manifest,
+            or the module is not a live patch ELF for the manifest's release, build id
+            and name.
         UsageError: the channel is unknown, the manifest names no build id, or a
             fix it names is neither given nor in the repository.
         UntestedError: no passing test on this build, and ``untested`` is not set.
@@ -251,10 +253,9 @@ def _read_bundle(bundle_path: Path) -> tuple[bytes, Manifest]:
         data = bundle_path.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {bundle_path}: {e.strerror}") from e
-    with tempfile.NamedTemporaryFile(prefix="suture-publish-", suffix=".bundle") as f:
-        f.write(data)
-        f.flush()
-        return data, bundle.read_manifest(Path(f.name))
+    manifest, module = bundle.unpack(data, str(bundle_path))
+    bundle_module.check(manifest, module)
+    return data, manifest
 
 
 def _read_index(

@@ -1,7 +1,8 @@
 """Helpers for the repository and update tests (no tests here).
 
-Bundles are made from fake module bytes (the repository never looks inside
-the module), repositories are real ones on disk, and agents reach them
+Bundles are made around stand-in modules: tiny relocatable ELF files whose
+``.modinfo`` says what a live patch's says (publish checks that), with no
+code, never loaded. Repositories are real ones on disk, and agents reach them
 through :class:`ServingFetcher`: python-tuf's fetcher interface over the
 repository folder, where a test can replace or remove any file it serves,
 the way a hostile mirror would (python-tuf's tests/repository_simulator.py
@@ -11,6 +12,7 @@ idea, on top of the real files).
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ def make_bundle(
     ``test``: the lab test result it carries; by default a pass on its own
     build (publish requires one), "failed" a failure there, None no result.
     """
-    module = f"fake module {name} L{level} for {release}/{build_id}".encode()
+    module = module_bytes(name, release, build_id, note=f"L{level}")
     manifest = Manifest(
         name=name,
         release=release,
@@ -62,6 +64,40 @@ def make_bundle(
     path = folder / f"{name}-{release}-{build_id[:8]}-L{level}.bundle"
     bundle.write(path, manifest, module)
     return path
+
+
+def module_bytes(name: str, release: str, build_id: str, *, note: str = "") -> bytes:
+    """A stand-in live patch module: an ELF64 relocatable file with only ``.modinfo``.
+
+    What publish checks is there (``livepatch=Y``, the name, the vermagic's
+    release, ``suture_build_id``); ``note`` makes modules of different levels
+    differ.
+    """
+    entries = [
+        f"vermagic={release} SMP preempt mod_unload modversions ",
+        f"name={name}",
+        "livepatch=Y",
+        f"suture_build_id={build_id}",
+        f"description=stand-in {note}",
+    ]
+    modinfo = b"".join(e.encode() + b"\0" for e in entries)
+    names = b"\0.modinfo\0.shstrtab\0"
+    body = modinfo + names
+    shoff = (64 + len(body) + 7) & ~7
+    # e_ident, type REL, machine x86-64, version, entry, phoff, shoff, flags,
+    # ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    header = struct.pack(
+        "<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), 1, 62, 1, 0, 0, shoff, 0,
+        64, 0, 0, 64, 3, 2,
+    )  # fmt: skip
+    # name, type, flags, addr, offset, size, link, info, align, entsize
+    section = struct.Struct("<IIQQQQIIQQ")
+    sections = (
+        bytes(64)
+        + section.pack(1, 1, 2, 0, 64, len(modinfo), 0, 0, 1, 0)  # .modinfo, PROGBITS, ALLOC
+        + section.pack(10, 3, 0, 0, 64 + len(modinfo), len(names), 0, 0, 1, 0)  # .shstrtab
+    )
+    return (header + body).ljust(shoff, b"\0") + sections
 
 
 def lab_test(release: str, build_id: str, result: str = "passed") -> LabTest:

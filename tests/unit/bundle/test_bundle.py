@@ -113,8 +113,8 @@ def test_other_format_is_refused(tmp_path: Path) -> None:
     ("change", "message"),
     [
         ({"name": "Bad-Name"}, "not a kernel module name"),
-        ({"level": 0}, "below 1"),
-        ({"build_id": "xyz"}, "not hex"),
+        ({"level": 0}, "is not from 1"),
+        ({"build_id": "xyz"}, "is not 16 to 128 hex digits"),
         ({"module_file": "other.ko"}, "is not suture_fix_1.ko"),
     ],
 )

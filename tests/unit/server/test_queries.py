@@ -33,7 +33,7 @@ from suture.server import Server, open_server, openapi, vex
 from suture.server.checkin import Checkin
 from suture.server.store import DbUrl, open_store
 from tests.support.metrics import parse_exposition
-from tests.support.repo import BUILD_A, BUILD_B, RELEASE
+from tests.support.repo import BUILD_A, BUILD_B, RELEASE, module_bytes
 from tests.support.server import request
 
 ADMIN = "sat_queries-test-admin-token-0123"
@@ -55,7 +55,7 @@ KERNELS = [(RELEASE, BUILD_A), (RELEASE_B, BUILD_B), (RELEASE, BUILD_C), (RELEAS
 
 
 def _bundle(folder: Path, release: str, build_id: str, level: int, cves: tuple[str, ...]) -> Path:
-    module = f"fake module L{level} for {release}/{build_id} {cves}".encode()
+    module = module_bytes("suture_fix_1", release, build_id, note=f"L{level} {cves}")
     manifest = Manifest(
         name="suture_fix_1",
         release=release,
