@@ -9,11 +9,12 @@ remove the module: the kernel is left as it was before the call.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.errors import KernelError, NotLoadedError, TransitionError
+from suture.errors import KernelError, NotLoadedError, SysfsError, TransitionError
 from suture.kernel import module, preflight
 from suture.kernel.identity import read_identity
 from suture.kernel.livepatch import LivepatchSysfs
@@ -21,6 +22,8 @@ from suture.kernel.modinfo import read_modinfo
 from suture.kernel.preflight import PatchCandidate
 
 POLL_SECONDS = 0.005  # the core re-checks blocked tasks every second; we just watch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,10 @@ def _wait_transition(
         if elapsed >= timeout:
             return False, signalled
         if signal_at is not None and not signalled and elapsed >= signal_at:
-            signalled = lp.signal(name)
+            try:
+                signalled = lp.signal(name)
+            except SysfsError as e:  # a nudge only: the transition goes on without it
+                log.warning("%s", e.message)
             signal_at = None
         time.sleep(POLL_SECONDS)
     return True, signalled
@@ -119,7 +125,14 @@ def apply(
     )
     if not finished:
         blockers = _blockers(lp, target_patched=True)
-        _back_out(lp, name, policy)
+        try:
+            _back_out(lp, name, policy)
+        except SysfsError as e:
+            raise TransitionError(
+                f"the transition to {name} did not finish within {policy.timeout:g} s"
+                f"{blockers}, and reversing it failed: {e.message}",
+                hint="the kernel goes on with the transition; watch 'suture status'",
+            ) from e
         raise TransitionError(
             f"the transition to {name} did not finish within {policy.timeout:g} s{blockers}; "
             "it was reversed and the module removed, the kernel runs as before",
@@ -173,6 +186,7 @@ def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Pa
 
     Raises:
         NotLoadedError: no such live patch.
+        SysfsError: the kernel refused to disable it; it is still applied.
         TransitionError: the disable was reversed; the patch is still applied.
     """
     policy = policy or TransitionPolicy()
@@ -188,7 +202,14 @@ def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Pa
     finished, _ = _wait_transition(lp, name, policy.timeout, policy.timeout * policy.signal_after)
     if not finished:
         blockers = _blockers(lp, target_patched=False)
-        lp.set_enabled(name, True)  # reverse: back to fully patched
+        try:
+            lp.set_enabled(name, True)  # reverse: back to fully patched
+        except SysfsError as e:
+            raise TransitionError(
+                f"disabling {name} did not finish within {policy.timeout:g} s{blockers}, and "
+                f"reversing it failed: {e.message}",
+                hint="the kernel goes on disabling it; watch 'suture status'",
+            ) from e
         reversed_, _ = _wait_transition(lp, name, policy.backout_timeout, None)
         outcome = (
             "it was reversed and the patch stays applied"
