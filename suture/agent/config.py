@@ -173,9 +173,7 @@ def _level(key: str, value: object) -> int | None:
 
 
 def _path(key: str, value: object) -> Path:
-    if isinstance(value, Path):
-        return value
-    text = _text(key, value)
+    text = _text(key, str(value) if isinstance(value, Path) else value)
     if not text or not Path(text).is_absolute():
         raise _bad(key, value, "an absolute path")
     return Path(text)

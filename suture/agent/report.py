@@ -29,6 +29,7 @@ from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
 from suture.agent.state import AgentState
+from suture.errors import AgentStateError
 from suture.fsutil import atomic_write
 from suture.kernel.identity import KernelIdentity
 
@@ -113,7 +114,8 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
     """Check in, keep the server's directive in the state; returns why it failed, or None.
 
     Raises:
-        AgentStateError: the state cannot be read or written.
+        AgentStateError: the state cannot be read (a record that cannot be
+            written afterwards is a failure returned, not raised).
     """
     if endpoint(config) is None:
         return None
@@ -129,14 +131,18 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
         host=config.host_id,
     )
     answer, failure = _checkin(config, body)
-    with agent_state.locked(config.state_dir):
-        current = replace(
-            agent_state.read(config.state_dir), last_report=now, last_report_error=failure
-        )
-        directive = _directive(answer)
-        if directive is not None:
-            current = replace(current, max_level=directive.max_level, unroll=directive.unroll)
-        agent_state.write(config.state_dir, current)
+    try:
+        with agent_state.locked(config.state_dir):
+            current = replace(
+                agent_state.read(config.state_dir), last_report=now, last_report_error=failure
+            )
+            directive = _directive(answer)
+            if directive is not None:
+                current = replace(current, max_level=directive.max_level, unroll=directive.unroll)
+            agent_state.write(config.state_dir, current)
+    except AgentStateError as e:
+        # The exchange happened; only its record is lost. Say both.
+        return f"{failure or 'checked in'}; the check-in could not be recorded: {e.message}"
     return failure
 
 

@@ -271,13 +271,19 @@ def translated(doing: str, target: str | None = None) -> Iterator[None]:
         ) from e
     except tuf_errors.DownloadError as e:
         raise FetchError(
-            f"{doing}: {http.describe(e)}",
+            f"{doing}: {_why(e)}",
             hint="check the repository URL and the network; the agent retries later",
         ) from e
     except OSError as e:
         raise UpdateError(
             f"{doing}: {e}", hint="check that the agent's state folder is writable"
         ) from e
+
+
+def _why(e: BaseException) -> str:
+    """The error's own words (ours name the URL), and the cause when they do not say it."""
+    text, cause = str(e), http.describe(e)
+    return text if cause in text else f"{text}: {cause}" if text else cause
 
 
 def _verification_error(

@@ -149,10 +149,12 @@ complete -o default -F _suture suture
 
 
 def _words(parser: argparse.ArgumentParser) -> list[str]:
-    found: list[str] = []
+    """The sub-commands first (what a user wants next), then the long options."""
+    commands: list[str] = []
+    flags: list[str] = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            found += list(action.choices)
+            commands += list(action.choices)
         else:
-            found += [o for o in action.option_strings if o.startswith("--")]
-    return found
+            flags += [o for o in action.option_strings if o.startswith("--")]
+    return commands + flags

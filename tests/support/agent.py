@@ -27,6 +27,7 @@ class FakeKernel:
     ident: KernelIdentity = field(default_factory=lambda: identity(build_id=BUILD_A))
     live: set[str] = field(default_factory=set)
     applied: list[int] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
     fail: SutureError | None = None
     killed: bool = False
     boot: str = "boot-1"
@@ -55,6 +56,12 @@ class FakeKernel:
         if self.killed:
             raise Killed
         return superseded
+
+    def unload(self, patch: str) -> None:
+        self.unloaded.append(patch)
+        if self.fail is not None:
+            raise self.fail
+        self.live.discard(patch)
 
 
 def name(level: int) -> str:

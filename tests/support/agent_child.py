@@ -67,6 +67,9 @@ class FileKernel:
             die()
         return superseded
 
+    def unload(self, patch: str) -> None:
+        self.path.write_text(json.dumps(sorted(self.live_patches() - {patch})))
+
 
 def main(repo_uri: str, state_dir: str, kernel_file: str, step: str) -> None:
     kernel = FileKernel(Path(kernel_file), step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from suture.agent import config, daemon, metrics, state
 from suture.agent.config import AgentConfig
-from suture.errors import ConfigError
+from suture.errors import AgentStateError, ConfigError
 from suture.repo import create
 from tests.support.agent import FakeKernel, publish_level
 from tests.support.kernel import identity
@@ -77,3 +78,15 @@ def test_metrics_file_must_be_absolute_or_empty() -> None:
     assert config.checked(AgentConfig(), {"metrics_file": "/x/s.prom"}).metrics_file == "/x/s.prom"
     with pytest.raises(ConfigError):
         config.checked(AgentConfig(), {"metrics_file": "relative.prom"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the agent refuses such folders as root")
+def test_root_does_not_write_metrics_into_a_folder_another_user_owns(
+    cfg: AgentConfig, tmp_path: Path
+) -> None:
+    theirs = tmp_path / "prom"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(AgentStateError, match=r"not writing the metrics file.*uid 65534"):
+        metrics.write(replace(cfg, metrics_file=str(theirs / "suture.prom")), FakeKernel())
+    assert list(theirs.iterdir()) == []
