@@ -145,7 +145,8 @@ def main() -> None:
     if args.inside is not None:
         load_inside(args.inside)
         return
-    from suture.lab import guest, kernels
+    from suture.lab import guest
+    from suture.packages import kernels
 
     out = Path(tempfile.mkdtemp(prefix="suture-stable-dev-"))
     release = args.kernel or base_kernel(args.corpus)

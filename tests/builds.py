@@ -11,8 +11,8 @@ import os
 import re
 import subprocess
 
-from suture.lab import apt
 from suture.lab.kallsyms import GuestKallsyms
+from suture.packages import apt
 
 # Where the builder reads the builds' symbol positions: a guest of each build.
 LAB = GuestKallsyms()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from suture.builder.kbuild import build_module
-from suture.lab.kernels import KernelTree
+from suture.packages.kernels import KernelTree
 
 FIXTURES = Path(__file__).parent / "fixtures" / "modules"
 

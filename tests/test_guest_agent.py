@@ -14,7 +14,7 @@ import pytest
 
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
-from suture.lab import kernels
+from suture.packages import kernels
 from tests.builds import LAB, build_release
 from tests.support.fixes import SHOW, make_fix
 from tests.support.guest import require_qemu, run_guest_tests

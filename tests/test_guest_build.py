@@ -17,7 +17,7 @@ from suture import bundle
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError, NoChangeError
-from suture.lab import kernels
+from suture.packages import kernels
 from tests.builds import LAB, build_release
 from tests.support.fixes import SHOW, SYSCALL_EDITS, make_fix, make_multi_fix
 from tests.support.guest import require_qemu, run_guest_tests

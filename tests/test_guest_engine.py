@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from suture.lab import kernels
+from suture.packages import kernels
 from tests import kmod
 from tests.builds import build_release, other_release
 from tests.support.guest import require_qemu, run_guest_tests

@@ -17,7 +17,7 @@ from suture.builder.pipeline import BuildRequest, build
 from suture.cli.main import main
 from suture.errors import BuildError, NoChangeError
 from suture.factory.release import ReleaseRequest, release
-from suture.lab import kernels
+from suture.packages import kernels
 from tests.builds import LAB, build_release
 from tests.support.fixes import make_fix
 from tests.support.guest import require_qemu, run_guest_tests

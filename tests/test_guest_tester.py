@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from suture import bundle
-from suture.lab import kernels, vmlinux
+from suture.packages import kernels, vmlinux
 from tests.support.guest import require_qemu
 
 pytestmark = pytest.mark.guest

@@ -31,7 +31,7 @@ from suture.builder.pipeline import BuildRequest, build
 from suture.builder.port import PortOutcome
 from suture.errors import AlreadyFixedError
 from suture.fsutil import cache_dir
-from suture.lab import apt
+from suture.packages import apt
 from tests.builds import LAB
 from tests.support.fixes import SYSCALL_EDITS
 from tests.support.guest import require_qemu

@@ -5,7 +5,7 @@ image's package version. With the image's config, ``olddefconfig`` and
 ``modules_prepare``, compiling one file reproduces the shipped code (DESIGN).
 
 The source package is unpacked once per version and shared read-only
-(suture.lab.sources); the tree of a build is a farm of hard links to it plus
+(suture.packages.sources); the tree of a build is a farm of hard links to it plus
 what configuring adds (.config, include/generated, scripts' programs).
 Layout under ``<cache>/trees/<release>/``: ``tree.json`` (written last: the
 tree is complete; it names the shared source) and ``linux/`` (the prepared
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from suture.errors import BuildError, SourceGoneError, ToolMissingError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import cache, kernels, sets, sources
+from suture.packages import cache, kernels, sets, sources
 
 FORMAT_VERSION = 1
 JOBS = str(os.cpu_count() or 1)

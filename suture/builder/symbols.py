@@ -17,7 +17,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from suture.errors import BuildError
-from suture.lab import kernels
+from suture.packages import kernels
 
 
 def export_owners(tree: kernels.KernelTree) -> dict[str, str]:

@@ -96,7 +96,7 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
 
 def _build_several(args: argparse.Namespace, out: Output) -> int:
     from suture.factory.release import build_many, table
-    from suture.lab import sets
+    from suture.packages import sets
 
     releases = sets.resolve_kernels(args.kernel, args.kernels)
     out.message(f"building {args.fix} for {len(releases)} build(s), side by side")

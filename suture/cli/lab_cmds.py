@@ -121,7 +121,7 @@ def _kernel_options(p: argparse.ArgumentParser) -> None:
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
     """Each build of the sets: image version, exact source or "source gone", what is cached."""
     from suture.builder import source as builder_source
-    from suture.lab import kernels, sets, sources
+    from suture.packages import kernels, sets, sources
 
     names = args.kernels or sorted(sets.SETS)
     rows: list[dict[str, object]] = []
@@ -154,7 +154,7 @@ def _releases(given: list[str]) -> list[str]:
 def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
     """Download and unpack kernels: one (the default shape), or several (a list)."""
     _releases(args.kernel)
-    from suture.lab import kernels, sets
+    from suture.packages import kernels, sets
 
     if len(args.kernel) <= 1 and not args.kernels:
         tree = kernels.fetch(args.kernel[0] if args.kernel else None)
@@ -174,7 +174,7 @@ def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
 def cmd_cache(args: argparse.Namespace, out: Output) -> int:
     """Entries with their size and last use; with --prune, evict to the limit first."""
     from suture.fsutil import cache_dir
-    from suture.lab import cache
+    from suture.packages import cache
 
     bound = cache.limit() if args.max is None else cache.parse_size(args.max)
     pruned = cache.prune(bound) if args.prune else None
@@ -238,7 +238,8 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
     """Boot and run; exit with the guest command's status."""
-    from suture.lab import guest, kernels
+    from suture.lab import guest
+    from suture.packages import kernels
 
     _releases([args.kernel] if args.kernel is not None else [])
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

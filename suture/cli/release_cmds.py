@@ -51,7 +51,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
 def cmd_release(args: argparse.Namespace, out: Output) -> int:
     """Run the release; exit 42 when some build failed (the table says which)."""
     from suture.factory.release import ReleaseRequest, release, table
-    from suture.lab import sets
+    from suture.packages import sets
     from suture.repo.layout import CHANNELS
 
     if not args.kernel and not args.kernels:

@@ -33,8 +33,9 @@ from suture.errors import (
     UsageError,
 )
 from suture.fsutil import atomic_write, sha256_file
-from suture.lab import guest, kernels, vmlinux
-from suture.lab.kernels import KernelTree
+from suture.lab import guest
+from suture.packages import kernels, vmlinux
+from suture.packages.kernels import KernelTree
 from suture.tester import kernel_log
 from suture.tester.load import STRESS_NG, LoadPlan
 

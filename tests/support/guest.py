@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from suture.lab import guest, kernels
+from suture.lab import guest
+from suture.packages import kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -45,3 +45,14 @@ def test_unit_tests_mirror_the_package_layout() -> None:
     # Top-level modules (suture/errors.py) are tested at the top, and so are the
     # repository's own files (the layout, packaging/).
     assert loose - modules <= {"layout", "packaging"}, loose - modules
+
+
+def test_package_fetching_stays_apart_from_the_qemu_runner() -> None:
+    # suture.lab (QEMU) uses suture.packages (apt, kernels, sources); never the other way.
+    offenders = [
+        f"{path.name} imports {name}"
+        for path in sorted((ROOT / "suture" / "packages").glob("*.py"))
+        for name in _imported(path)
+        if name == "suture.lab" or name.startswith("suture.lab.")
+    ]
+    assert not offenders, offenders

@@ -17,7 +17,7 @@ import pytest
 from suture.builder import compile as compile_mod
 from suture.builder.source import SourceTree
 from suture.errors import BuildError
-from suture.lab import sources
+from suture.packages import sources
 
 ORIGINAL = "int answer(void)\n{\n\treturn 41;\n}\n"
 FIX = """\

@@ -15,7 +15,7 @@ from suture.builder.fix import Fix
 from suture.builder.pipeline import BuildReport, BuildRequest
 from suture.cli.main import main
 from suture.errors import BuildError
-from suture.lab import kernels
+from suture.packages import kernels
 from tests.support.fixes import BASE, FIXED, mbox, udiff
 
 RELEASE = "6.1.0-99-amd64"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from suture.cli.main import main
-from suture.lab import cache, kernels
+from suture.packages import cache, kernels
 from tests.support import apt as fake_apt
 
 

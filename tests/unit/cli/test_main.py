@@ -11,7 +11,8 @@ import pytest
 from suture.cli import main as main_module
 from suture.cli.main import main
 from suture.kernel import engine
-from suture.lab import guest, kernels
+from suture.lab import guest
+from suture.packages import kernels
 
 
 @pytest.fixture

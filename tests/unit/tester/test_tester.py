@@ -32,7 +32,7 @@ from suture.errors import (
 from suture.kernel import engine, livepatch
 from suture.kernel.identity import TAINT_LETTERS
 from suture.lab import guest
-from suture.lab.kernels import KernelTree
+from suture.packages.kernels import KernelTree
 from suture.repo import create
 from suture.tester import inside, kernel_log, runner
 from tests.support.kernel import identity

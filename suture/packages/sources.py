@@ -31,7 +31,7 @@ from pathlib import Path
 
 from suture.errors import LabError, SourceGoneError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import apt, cache
+from suture.packages import apt, cache
 
 FORMAT_VERSION = 1
 

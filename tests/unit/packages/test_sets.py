@@ -1,4 +1,4 @@
-"""suture.lab.sets: kernel sets resolved from (a fake) apt, in ABI order, with clear errors."""
+"""suture.packages.sets: kernel sets resolved from (a fake) apt, in ABI order, with clear errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from suture.errors import KernelNotFoundError, UsageError
-from suture.lab import sets
+from suture.packages import sets
 from tests.support import apt as fake_apt
 
 

@@ -9,7 +9,7 @@ Layout under ``<cache>/kernels/<release>/``::
 
 A release folder appears only when complete: it is filled under a temporary
 name and renamed into place, so an interrupted fetch leaves nothing behind.
-It is part of the cache entry ``build:<release>`` (suture.lab.cache).
+It is part of the cache entry ``build:<release>`` (suture.packages.cache).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from suture.errors import DownloadError, KernelNotFoundError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import apt, cache
+from suture.packages import apt, cache
 
 FORMAT_VERSION = 1
 

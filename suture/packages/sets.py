@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 
 from suture.errors import KernelNotFoundError, UsageError
-from suture.lab import apt
+from suture.packages import apt
 
 FORMAT_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""suture.lab.cache: entries, sizes with hard links counted once, LRU eviction, pins."""
+"""suture.packages.cache: entries, sizes with hard links counted once, LRU eviction, pins."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from suture.errors import UsageError
-from suture.lab import cache, kernels
+from suture.packages import cache, kernels
 
 MiB = 1 << 20
 SRC = "linux-source-6.1=6.1.192-3"
@@ -144,7 +144,7 @@ def test_entries_in_use_are_never_evicted(root: Path) -> None:
 
 def test_an_entry_another_process_uses_is_kept(root: Path) -> None:
     code = (
-        "import sys; from suture.lab import cache; "
+        "import sys; from suture.packages import cache; "
         f"cache.pin('build', {R56!r}); print('pinned', flush=True); sys.stdin.read()"
     )
     child = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""suture.lab.vmlinux: the ELF kernel out of a (fake) bzImage."""
+"""suture.packages.vmlinux: the ELF kernel out of a (fake) bzImage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from suture.errors import LabError
-from suture.lab import vmlinux
+from suture.packages import vmlinux
 
 ELF = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 8
 

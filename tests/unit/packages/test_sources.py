@@ -1,4 +1,4 @@
-"""suture.lab.sources: one unpacked source per version, shared by hard links, never written into."""
+"""suture.packages.sources: one unpacked source per version, shared by hard links, never written."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from suture.builder import source as builder_source
 from suture.errors import SourceGoneError
-from suture.lab import cache, kernels, sources
+from suture.packages import cache, kernels, sources
 from tests.support import apt as fake_apt
 
 PKG = "linux-source-6.1"
