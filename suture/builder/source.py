@@ -16,15 +16,16 @@ into it (compile.py), so the shared source stays as Debian ships it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from suture import progress
 from suture.errors import BuildError, SourceGoneError, ToolMissingError
 from suture.fsutil import atomic_write, cache_dir, locked
 from suture.packages import cache, kernels, sets, sources
@@ -186,7 +187,7 @@ def _prepare_locked(image: kernels.KernelTree, shared: Path, dest: Path, cc: str
         "blanking the signing keys",
     )  # fmt: skip
     _run(tree, tree.make_argv("olddefconfig"), "olddefconfig")
-    print("suture: preparing the tree (modules_prepare)", file=sys.stderr)
+    logging.getLogger("suture.builder").info("preparing the tree (modules_prepare)")
     _run(tree, tree.make_argv("modules_prepare"), "modules_prepare")
     written = sources.touched(tree.path, since)
     if written:
@@ -202,7 +203,8 @@ def _prepare_locked(image: kernels.KernelTree, shared: Path, dest: Path, cc: str
 
 
 def _run(tree: SourceTree, argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, cwd=tree.path, capture_output=True, text=True, check=False)
+    with progress.heartbeat(what):
+        proc = subprocess.run(argv, cwd=tree.path, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuildError(
             f"{what} failed in {tree.path}:\n{(proc.stderr or proc.stdout).strip()[-3000:]}",

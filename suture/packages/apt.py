@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from suture import progress
 from suture.errors import DownloadError, KernelNotFoundError, ToolMissingError
 
 # The meta-package whose dependency names the current Debian 12 amd64 kernel.
@@ -88,8 +88,20 @@ def depends(package: str, version: str) -> list[str]:
     return names
 
 
+def sizes(specs: list[str]) -> int:
+    """The bytes ``apt-get download`` of ``name=version`` packages fetches (0: unknown)."""
+    proc = subprocess.run(
+        ["apt-cache", "show", "--no-all-versions", *specs],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        return 0
+    return sum(int(line.split()[1]) for line in proc.stdout.splitlines()
+               if line.startswith("Size: ") and line.split()[1].isdigit())  # fmt: skip
+
+
 def download(specs: list[str], dest: Path) -> list[Path]:
-    """Download ``name=version`` packages into ``dest``, showing apt's progress on stderr.
+    """Download ``name=version`` packages into ``dest``, logging bytes and percent as they come.
 
     Raises:
         DownloadError: apt-get failed (no network, or the version left the archive).
@@ -98,9 +110,13 @@ def download(specs: list[str], dest: Path) -> list[Path]:
     before = set(dest.glob("*.deb"))
     # APT::Sandbox::User=root: the cache folder may not be readable by _apt.
     argv = ["apt-get", "-o", "APT::Sandbox::User=root", "download", *specs]
-    proc = subprocess.run(
-        argv, cwd=dest, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, check=False
-    )
+    transfer = progress.Transfer(f"downloading {len(specs)} package(s)", sizes(specs))
+
+    def fetched() -> str:
+        return transfer.line(sum(p.stat().st_size for p in dest.iterdir() if p.is_file()))
+
+    with progress.heartbeat(transfer.what, measure=fetched):
+        proc = subprocess.run(argv, cwd=dest, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise DownloadError(
             f"apt-get download {' '.join(specs)} failed: {proc.stderr.strip()}",
@@ -111,9 +127,10 @@ def download(specs: list[str], dest: Path) -> list[Path]:
 
 def unpack(deb: Path, root: Path) -> None:
     """Unpack ``deb`` into ``root`` without running any maintainer script."""
-    proc = subprocess.run(
-        ["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True, check=False
-    )
+    with progress.heartbeat(f"unpacking {deb.name}"):
+        proc = subprocess.run(
+            ["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True, check=False
+        )
     if proc.returncode != 0:
         raise DownloadError(
             f"dpkg-deb -x {deb.name} failed: {proc.stderr.strip()}",

@@ -28,11 +28,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import stat
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +41,8 @@ from pathlib import Path
 
 from suture.errors import UsageError
 from suture.fsutil import atomic_write, cache_dir, locked
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CACHE_MAX_ENV = "SUTURE_CACHE_MAX"
@@ -453,15 +455,14 @@ def enforce() -> PruneResult | None:
     try:
         result = prune(bound)
     except OSError as e:
-        print(f"suture: cache: pruning failed: {e}", file=sys.stderr)
+        log.warning("cache: pruning failed: %s", e)
         return None
     for key in result.evicted:
-        print(f"suture: cache: evicted {key} (least recently used)", file=sys.stderr)
+        log.info("cache: evicted %s (least recently used)", key)
     if result.after > bound:
         busy = f"; in use: {', '.join(result.in_use)}" if result.in_use else ""
-        print(
-            f"suture: cache: {human(result.after)} is above {CACHE_MAX_ENV}={human(bound)}{busy}",
-            file=sys.stderr,
+        log.warning(
+            "cache: %s is above %s=%s%s", human(result.after), CACHE_MAX_ENV, human(bound), busy
         )
     return result
 

@@ -15,9 +15,9 @@ It is part of the cache entry ``build:<release>`` (suture.packages.cache).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,8 @@ from pathlib import Path
 from suture.errors import DownloadError, KernelNotFoundError
 from suture.fsutil import atomic_write, cache_dir, locked
 from suture.packages import apt, cache
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -158,7 +160,7 @@ def _package_set(release: str) -> tuple[str, list[str]]:
 def _fetch_locked(release: str) -> KernelTree:
     version, specs = _package_set(release)
     final = kernels_dir() / release
-    print(f"suture: fetching {release} ({version}) from the package archive", file=sys.stderr)
+    log.info("fetching %s (%s) from the package archive", release, version)
     with tempfile.TemporaryDirectory(prefix=f".{release}.", dir=kernels_dir()) as tmp:
         work = Path(tmp)
         debs = apt.download(specs, work / "debs")
@@ -169,7 +171,7 @@ def _fetch_locked(release: str) -> KernelTree:
             )
         root = work / "root"
         for deb in debs:
-            print(f"suture: unpacking {deb.name}", file=sys.stderr)
+            log.info("unpacking %s", deb.name)
             apt.unpack(deb, root)
         shutil.rmtree(work / "debs")
         _relocate_headers(root, release, final / "root")

@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import filecmp
 import json
+import logging
 import os
 import shutil
 import stat
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+from suture import progress
 from suture.errors import LabError, SourceGoneError
 from suture.fsutil import atomic_write, cache_dir, locked
 from suture.packages import apt, cache
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -82,8 +85,11 @@ def _unpack(package: str, version: str) -> Path:
         (deb,) = apt.download([spec(package, version)], work / "debs")
         apt.unpack(deb, work / "root")
         (tarball,) = (work / "root" / "usr" / "src").glob("linux-source-*.tar.*")
-        print(f"suture: unpacking {tarball.name}", file=sys.stderr)
-        with tarfile.open(tarball) as tar:
+        log.info("unpacking %s (%s)", tarball.name, progress.human(tarball.stat().st_size))
+        with (
+            progress.heartbeat(f"unpacking {tarball.name}", measure=lambda: _count(work / "tree")),
+            tarfile.open(tarball) as tar,
+        ):
             tar.extractall(work / "tree", filter="data")
         (top,) = (work / "tree").iterdir()
         entry = work / "entry"
@@ -96,12 +102,18 @@ def _unpack(package: str, version: str) -> Path:
             "version": version,
         }
         if (reference := _reference(package, version)) is not None:
-            print(f"suture: linking files identical to {reference.parent.name}", file=sys.stderr)
-            files, size = link_identical(entry / "linux", reference)
+            log.info("linking files identical to %s", reference.parent.name)
+            with progress.heartbeat(f"linking files identical to {reference.parent.name}"):
+                files, size = link_identical(entry / "linux", reference)
             record["linked"] = {"from": reference.parent.name, "files": files, "bytes": size}
         atomic_write(entry / "source.json", json.dumps(record, indent=2).encode())
         entry.rename(final)
     return final / "linux"
+
+
+def _count(folder: Path) -> str:
+    """How many files are unpacked so far (a heartbeat's measure)."""
+    return f"{sum(len(files) for _, _, files in os.walk(folder))} files"
 
 
 def _reference(package: str, version: str) -> Path | None:

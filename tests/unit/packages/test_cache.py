@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -197,13 +198,14 @@ def test_fetch_of_a_cached_build_pins_it_and_records_its_use(root: Path) -> None
 
 
 def test_enforce_says_what_went_and_what_stays_over(
-    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="suture")
     monkeypatch.setenv(cache.CACHE_MAX_ENV, "1M")
     cache.pin(cache.BUILD, R57)
     result = cache.enforce()
     assert result is not None
-    err = capsys.readouterr().err
+    err = caplog.text
     assert f"evicted build:{R56} (least recently used)" in err
     assert f"is above SUTURE_CACHE_MAX=1.0M; in use: build:{R57}" in err
 
