@@ -178,7 +178,10 @@ def run_update(
             result = retrying(lambda: run.run(honour_delay), config, sleep, announce)
         except SutureError as e:
             run.save(
-                in_progress=None, last_check=run.now, last_result=ERROR, last_error=e.to_dict()
+                in_progress=run.unfinished(),
+                last_check=run.now,
+                last_result=ERROR,
+                last_error=e.to_dict(),
             )
             raise
         run.save(last_check=run.now, last_result=str(result.outcome), last_error=None)

@@ -30,7 +30,7 @@ from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
 from suture.agent.outcome import Outcome
 from suture.agent.state import AgentState, Applied, InProgress, Offered, Withdrawn
-from suture.errors import ConfigError, FetchError
+from suture.errors import ConfigError, FetchError, SutureError
 from suture.kernel.identity import KernelIdentity
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class UpdateRun:
         if a is not None:  # always, for a live level
             self.kernel.unload(a.patch)
             self.save(applied=None)
-            a.bundle.unlink(missing_ok=True)
+            _discard(a.bundle)
         return self.result(Outcome.REMOVED, ident, 0, previous=live, withdrawn=live)
 
     def _apply(
@@ -192,9 +192,12 @@ class UpdateRun:
         old = self.state.applied
         try:
             superseded = self.kernel.apply(path)
-        except Exception:  # the engine backed out; killed runs keep the bundle for recovery
-            if not (old and old.bundle == path):
-                path.unlink(missing_ok=True)
+        except Exception:
+            # The engine backed out: the bundle goes. Unless the patch is still
+            # in the kernel (a failed back-out), as a killed run keeps it too:
+            # the next run records it from the mark, and boot needs the file.
+            if not (old and old.bundle == path) and self.unfinished() is None:
+                _discard(path)
             raise
         applied = Applied(
             offer.level,
@@ -209,7 +212,7 @@ class UpdateRun:
         )
         self.save(applied=applied, in_progress=None)
         if old and old.bundle != path:
-            old.bundle.unlink(missing_ok=True)
+            _discard(old.bundle)
         return self.result(
             Outcome.APPLIED,
             ident,
@@ -248,6 +251,21 @@ class UpdateRun:
         else:
             self.save(in_progress=None)
 
+    def unfinished(self) -> InProgress | None:
+        """The mark to keep after a failed apply: kept while its patch is still in the kernel.
+
+        An apply whose back-out failed leaves the patch enabled (the kernel
+        finishes the transition by itself); the next run must find it through
+        the mark and record it, not apply it again over itself.
+        """
+        mark = self.state.in_progress
+        if mark is None:
+            return None
+        try:
+            return mark if mark.patch in self.kernel.live_patches() else None
+        except SutureError:
+            return mark  # the kernel cannot be read now: let the next run find out
+
     def _sweep(self) -> None:
         """Remove bundles no record points to: leftovers of runs killed mid-download or mid-swap."""
         records = (self.state.applied, self.state.in_progress)
@@ -255,7 +273,7 @@ class UpdateRun:
         folder = self.config.state_dir / agent_state.BUNDLES
         for path in folder.iterdir() if folder.is_dir() else ():
             if path.name not in keep and path.is_file():
-                path.unlink(missing_ok=True)
+                _discard(path)
 
     def cap(self) -> int | None:
         """The highest level allowed: the configured sticky level and the fleet server's cap."""
@@ -335,6 +353,14 @@ class UpdateRun:
 def _progress(url: str, size: int, total: int) -> None:
     share = f" ({100 * size // total}%)" if total else ""
     log.info("downloading %s: %d of %s bytes%s", url.rsplit("/", 1)[-1], size, total or "?", share)
+
+
+def _discard(path: Path) -> None:
+    """Remove a bundle no record needs; one that stays is swept by a later run."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("cannot remove %s (%s); a later run removes it", path, e.strerror or e)
 
 
 def _sha256(path: Path) -> str:

@@ -96,7 +96,14 @@ def session(
     except OSError as e:
         raise UpdateError(f"cannot create the state folder {state_dir}: {e.strerror}") from e
     # python-tuf does not support two Updaters on one metadata folder at once.
-    with locked(state_dir / "update.lock"):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(state_dir / "update.lock"))
+        except OSError as e:
+            raise UpdateError(
+                f"cannot lock the trusted metadata in {state_dir}: {e.strerror or e}",
+                hint="check that the agent's state folder is writable and its disk not full",
+            ) from e
         current = UpdateSession(trust.open_updater(remote, state_dir, fetcher))
         try:
             yield current

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +73,7 @@ def fake_kernel(
     put(root, "sys/kernel/security/lockdown", lockdown + "\n")
     put(root, "sys/module/module/parameters/sig_enforce", sig_enforce + "\n")
     put(root, "proc/sys/kernel/tainted", taint + "\n")
+    put(root, "proc/sys/kernel/random/boot_id", "boot-1\n")
     return root
 
 
@@ -96,3 +99,87 @@ def compile_module(dest: Path, entries: list[str]) -> Path:
 def livepatch_entries(name: str = "foo", vermagic: str = VERMAGIC) -> list[str]:
     """The ``.modinfo`` of a live patch module named ``name``."""
     return [f"vermagic={vermagic}", f"name={name}", "depends=", "livepatch=Y"]
+
+
+LIVEPATCH = "sys/kernel/livepatch"
+
+
+class FakeCore:
+    """The kernel's module loader and livepatch core, on a fake sysroot, for the real engine.
+
+    ``load`` makes the patch's sysfs folder (an atomic replace removes the
+    others), a write of ``enabled`` is answered as the core would (a disable
+    ends and frees the patch), ``unload`` removes a module whose patch is
+    gone. ``stuck`` keeps a transition from finishing. Use :meth:`install`.
+
+    Attributes:
+        root: the sysroot (made with :func:`fake_kernel`).
+        stuck: a loaded patch's transition never ends (until cleared).
+        modules: the loaded modules.
+    """
+
+    def __init__(self, root: Path, bypass: Any = None) -> None:
+        self.root = root
+        self.stuck = False
+        self.modules: set[str] = set()
+        self._bypass = bypass or contextlib.nullcontext
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeCore:
+        """Stand in for finit_module/delete_module and the core's answer to sysfs writes."""
+        from suture.kernel import livepatch, module  # noqa: PLC0415 - only when faked
+
+        real_write = livepatch.write
+        monkeypatch.setattr(module, "load", self.load)
+        monkeypatch.setattr(module, "unload", self.unload)
+
+        def write(path: Path, text: str) -> None:
+            real_write(path, text)  # the agent's write: it may fail
+            self.written(path, text)
+
+        monkeypatch.setattr(livepatch, "write", write)
+        return self
+
+    def load(self, path: Path, params: str = "") -> None:
+        from suture.kernel.modinfo import read_modinfo  # noqa: PLC0415
+
+        name = read_modinfo(path).name
+        with self._bypass():
+            base = self.root / LIVEPATCH
+            for other in list(base.iterdir()) if base.is_dir() else []:
+                shutil.rmtree(other)  # cumulative: the new patch replaces them
+            put(self.root, f"{LIVEPATCH}/{name}/enabled", "1\n")
+            put(self.root, f"{LIVEPATCH}/{name}/transition", "1\n" if self.stuck else "0\n")
+            put(self.root, f"{LIVEPATCH}/{name}/signal", "")
+            put(self.root, f"{LIVEPATCH}/{name}/vmlinux/patched", "1\n")
+            (self.root / LIVEPATCH / name / "vmlinux" / "cmdline_proc_show,1").mkdir()
+        self.modules.add(name)
+
+    def unload(self, name: str, timeout: float = 5.0) -> None:
+        from suture.errors import LoadError  # noqa: PLC0415
+
+        if (self.root / LIVEPATCH / name).exists():
+            raise LoadError(f"cannot remove module {name}: busy")
+        self.modules.discard(name)
+
+    def written(self, path: Path, text: str) -> None:
+        """The core's answer to a write the engine made."""
+        if path.name != "enabled" or text != "0":
+            return
+        with self._bypass():
+            if not self.stuck:
+                shutil.rmtree(path.parent)  # the disable ends at once and the patch is freed
+
+    def finish(self) -> None:
+        """Let stuck transitions end (enabled patches are then fully applied)."""
+        self.stuck = False
+        with self._bypass():
+            for t in (self.root / LIVEPATCH).glob("*/transition"):
+                t.write_text("0\n")
+            for e in (self.root / LIVEPATCH).glob("*/enabled"):
+                if e.read_text().strip() == "0":
+                    shutil.rmtree(e.parent)
+
+    def live(self) -> set[str]:
+        """Names of the enabled patches."""
+        base = self.root / LIVEPATCH
+        return {p.name for p in base.glob("*") if (p / "enabled").read_text().strip() == "1"}
