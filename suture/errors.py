@@ -273,10 +273,15 @@ class PrematchError(PreflightError):
 
 
 class LoadError(KernelError):
-    """The kernel refused to load or remove a module."""
+    """The kernel refused to load or remove a module.
+
+    Attributes:
+        errno: the kernel's refusal (0 when not an errno).
+    """
 
     code = "load"
     exit_code = 32
+    errno = 0
 
 
 class TransitionError(KernelError):

@@ -32,6 +32,9 @@ class Kernel(Protocol):
     def uptime(self) -> int | None:
         """Seconds since boot, if known."""
 
+    def refused(self) -> tuple[str, ...]:
+        """``patch: object:function`` a live patch's pre-match check refused (a module's part)."""
+
     def apply(self, bundle: Path) -> list[str]:
         """Apply a verified bundle; return the patches it superseded.
 
@@ -74,6 +77,16 @@ class HostKernel:
             for f in obj.functions
         }
         return tuple(sorted(found))
+
+    def refused(self) -> tuple[str, ...]:
+        """From /sys/module/<patch>/parameters/prematch."""
+        from suture.kernel.module import prematch_refused  # noqa: PLC0415 - a small module
+
+        return tuple(
+            f"{patch}: {entry}"
+            for patch in sorted(self.live_patches())
+            for entry in prematch_refused(patch, self.sysroot)
+        )
 
     def uptime(self) -> int | None:
         """From /proc/uptime."""

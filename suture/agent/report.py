@@ -70,12 +70,18 @@ def checkin(
     functions: tuple[str, ...] = (),
     uptime: int | None = None,
     host: str = "",
+    refused: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The check-in body for this host as ``state`` and the kernel now stand."""
+    """The check-in body for this host as ``state`` and the kernel now stand.
+
+    ``refused``: functions a live patch's pre-match check refused (a module
+    that loaded later was not the code the level was built for); the host
+    then reports ``failed`` with them as its error.
+    """
     level = state.live_level(ident.release, ident.build_id, live)
     if not (ident.livepatch and ident.build_id):
         status = "unsupported"
-    elif state.last_result in ("error", "held"):
+    elif state.last_result in ("error", "held") or refused:
         status = "failed"
     elif level:
         status = "patched"
@@ -96,7 +102,13 @@ def checkin(
     }
     if uptime is not None:
         body["uptime"] = uptime
-    if error := _error_text(state):
+    error = _error_text(state)
+    if refused:
+        error = (
+            f"pre-match: {', '.join(refused)}: not the code level {level} was built for, "
+            "refused (the module was not loaded)" + (f"; {error}" if error else "")
+        )
+    if error:
         body["last_error"] = error[:MAX_ERROR]
     return body
 
@@ -129,6 +141,7 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
         functions=kernel.functions(),
         uptime=kernel.uptime(),
         host=config.host_id,
+        refused=kernel.refused(),
     )
     answer, failure = _checkin(config, body)
     try:

@@ -122,6 +122,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         for obj in p["objects"]:
             funcs = ", ".join(f["name"] for f in obj["functions"])
             lines.append(f"  {obj['name']}{'' if obj['patched'] else ' (not loaded)'}: {funcs}")
+        for entry in p.get("prematch_refused", []):
+            lines.append(
+                f"  REFUSED by pre-match: {entry} is not the code the patch was built for "
+                "(that module was not loaded)"
+            )
     lines += _agent_lines(agent)
     out.result(data, "\n".join(lines))
     return code

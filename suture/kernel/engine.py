@@ -9,13 +9,22 @@ remove the module: the kernel is left as it was before the call.
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.errors import KernelError, NotLoadedError, SysfsError, TransitionError
-from suture.kernel import module, preflight
+from suture.errors import (
+    KernelError,
+    LoadError,
+    NotLoadedError,
+    PrematchError,
+    SysfsError,
+    TransitionError,
+)
+from suture.kernel import kmsg, module, preflight
 from suture.kernel.identity import read_identity
 from suture.kernel.livepatch import LivepatchSysfs
 from suture.kernel.modinfo import read_modinfo
@@ -108,6 +117,8 @@ def apply(
 
     Raises:
         PreflightError: a check refused; nothing was loaded.
+        PrematchError: the patch's own check in the kernel found a function that
+            is not the code it was built for; nothing was redirected or loaded.
         LoadError: the kernel refused the module; nothing was loaded.
         TransitionError: the transition did not finish and was backed out.
     """
@@ -118,7 +129,13 @@ def apply(
     before = set(lp.names())
 
     start = time.monotonic()
-    module.load(path)
+    with kmsg.watching(sysroot) as kernel_log:
+        try:
+            module.load(path)
+        except LoadError as e:
+            if e.errno == errno.EILSEQ:
+                raise _prematch_refusal(cand.name, kernel_log.lines()) from e
+            raise
     name = cand.name
     finished, signalled = _wait_transition(
         lp, name, policy.timeout, policy.timeout * policy.signal_after
@@ -147,6 +164,26 @@ def apply(
         _wait_gone(lp, old)
         module.unload(old)
     return ApplyResult(name=name, seconds=seconds, signalled=signalled, superseded=superseded)
+
+
+# The line a Suture patch's pre-match check writes (suture/builder/module.py).
+_PREMATCH = re.compile(r"suture: pre-match: (\S+): (\S+):(\S+) is not the code")
+
+
+def _prematch_refusal(name: str, lines: list[str]) -> PrematchError:
+    """The patch refused itself: a function in the kernel is not the code it was built for."""
+    found = [m for line in lines if (m := _PREMATCH.search(line)) and m.group(1) == name]
+    obj, function = (found[0].group(2), found[0].group(3)) if found else ("", "")
+    what = f"{obj}:{function}" if found else "a function it replaces (see dmesg)"
+    return PrematchError(
+        f"{name} refused itself: {what} is not the code the patch was built for; nothing "
+        "was redirected and the module is not loaded",
+        obj=obj,
+        function=function,
+        hint="this host runs other code than the patch's kernel build (a modified or "
+        "foreign kernel or module, or code changed in memory): do not force it; tell the "
+        "patch's publisher",
+    )
 
 
 def _back_out(lp: LivepatchSysfs, name: str, policy: TransitionPolicy) -> None:
@@ -244,5 +281,8 @@ def status(sysroot: Path = Path("/")) -> dict[str, object]:
     return {
         "format": 1,
         "kernel": ident.to_dict(),
-        "patches": [s.to_dict() for s in lp.states()],
+        "patches": [
+            {**s.to_dict(), "prematch_refused": list(module.prematch_refused(s.name, sysroot))}
+            for s in lp.states()
+        ],
     }

@@ -31,6 +31,7 @@ class FakeKernel:
     fail: SutureError | None = None
     killed: bool = False
     boot: str = "boot-1"
+    prematch_refused: tuple[str, ...] = ()
 
     def identity(self) -> KernelIdentity:
         return self.ident
@@ -43,6 +44,9 @@ class FakeKernel:
 
     def uptime(self) -> int | None:
         return 1234
+
+    def refused(self) -> tuple[str, ...]:
+        return self.prematch_refused
 
     def live_patches(self) -> set[str]:
         return set(self.live)

@@ -55,6 +55,9 @@ class FileKernel:
     def uptime(self) -> int | None:
         return None
 
+    def refused(self) -> tuple[str, ...]:
+        return ()
+
     def apply(self, path: Path) -> list[str]:
         manifest = bundle.read_manifest(path)
         with self.path.with_suffix(".log").open("a") as log:

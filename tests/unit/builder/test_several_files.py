@@ -85,6 +85,7 @@ def _part(source: str, objname: str, funcs: list[str], callbacks: dict[str, str]
             unit=unit,
             klp_funcs=[module.PatchedFunction(f, f"__suture_new_{f}") for f in funcs],
             callbacks=callbacks,
+            expected=[None] * len(funcs),
         ),
     )
 

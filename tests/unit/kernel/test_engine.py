@@ -275,6 +275,7 @@ def test_status(tmp_path: Path) -> None:
                     "functions": [{"name": "cmdline_proc_show", "sympos": 1}],
                 }
             ],
+            "prematch_refused": [],
         }
     ]
 

@@ -1,0 +1,80 @@
+"""suture.builder.prematch and the generated check: expected bytes, and what may differ."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from suture.builder import module, prematch
+from suture.builder.elfobj import ObjectFile
+
+SOURCE = """\
+extern int counter;
+extern void other(int);
+int patched(int x)
+{
+\tif (x > 3)
+\t\tother(x);
+\treturn counter + x;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def obj(tmp_path_factory: pytest.TempPathFactory) -> ObjectFile:
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    folder = tmp_path_factory.mktemp("prematch")
+    (folder / "f.c").write_text(SOURCE)
+    # kbuild's flags for this in short: ftrace entries, recorded; one section per function.
+    subprocess.run(
+        ["gcc", "-O2", "-fno-pie", "-pg", "-mfentry", "-mrecord-mcount", "-ffunction-sections",
+         "-c", str(folder / "f.c"), "-o", str(folder / "f.o")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return ObjectFile.load(folder / "f.o")
+
+
+def test_relocated_fields_and_the_ftrace_call_may_differ(obj: ObjectFile) -> None:
+    sec = obj.functions()["patched"]
+    e = prematch.expected(obj, sec, "patched")
+    assert e.code == sec.data and len(e.mask) == len(e.code)
+    hidden = {i for i, m in enumerate(e.mask) if not m}
+    for r in sec.relas:
+        assert set(range(r.offset, r.offset + 4)) <= hidden  # counter, other, __fentry__
+    start = 4 if e.code.startswith(prematch.ENDBR64) else 0
+    assert set(range(start, start + 5)) <= hidden  # the whole call __fentry__, opcode too
+    assert 0 < e.checked < len(e.code)
+    zeroed = bytes(0 if i in hidden else b for i, b in enumerate(e.code))
+    assert e.sha256 == hashlib.sha256(zeroed).hexdigest()
+
+
+def test_the_generated_module_checks_first_then_runs_the_fixes_own_callback() -> None:
+    e = prematch.Expected("cmdline_proc_show", b"\x0f\x1f\x44\x00\x00\xc3", b"\x00" * 5 + b"\x01")
+    objects = [
+        module.KlpObject(
+            "vmlinux",
+            [module.PatchedFunction("cmdline_proc_show", "n0")],
+            {"pre_patch": "fix_pre"},
+            [e],
+        ),
+        module.KlpObject("mrp", [module.PatchedFunction("mrp_rcv", "n1")], {}, [None]),
+    ]
+    c = module.stub_source("suture_x", objects, {})
+    assert ".pre_patch = suture_pre_patch0," in c
+    assert "return ((int (*)(struct klp_object *))fix_pre)(obj);" in c
+    assert ".pre_patch = (void *)fix_pre" not in c  # only through the check
+    assert "suture_pre_patch1" not in c  # nothing to check in mrp
+    assert (
+        "static const unsigned char suture_code0_0[] = {\n\t0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3" in c
+    )
+    assert '{ "cmdline_proc_show", 6, suture_code0_0, suture_mask0_0 },' in c
+    assert "module_param_string(prematch, suture_refused" in c
+    assert "return -EILSEQ;" in c
+    plain = module.stub_source(
+        "suture_y", [module.KlpObject("vmlinux", [module.PatchedFunction("f", "n")])], {}
+    )
+    assert "suture_prematch" not in plain  # nothing expected: no check
