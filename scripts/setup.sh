@@ -22,8 +22,9 @@ PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-v
 # Tests only (the demo serves from SQLite): postgresql, for the server's
 # PostgreSQL tests (scripts/postgres.sh starts a private cluster from it);
 # chromium + chromium-driver, for the dashboard's browser test (Debian's
-# driver matches Debian's browser; selenium would otherwise download one).
-TEST_PACKAGES=(postgresql chromium chromium-driver)
+# driver matches Debian's browser; selenium would otherwise download one);
+# mmdebstrap, for the clean Debian 12 root the package test installs into.
+TEST_PACKAGES=(postgresql chromium chromium-driver mmdebstrap)
 
 missing_of() {
 	local p

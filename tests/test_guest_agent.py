@@ -15,7 +15,7 @@ import pytest
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
 from suture.packages import kernels
-from tests.builds import LAB, build_release
+from tests.builds import LAB
 from tests.support.fixes import SHOW, make_fix
 from tests.support.guest import require_qemu, run_guest_tests
 
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.guest
 LEVELS = {1: "L1:", 2: "L2:"}
 
 
-def test_update_path_in_guest(tmp_path: Path) -> None:
+def test_update_path_in_guest(tmp_path: Path, kernel_release: str) -> None:
     require_qemu()
-    tree = source.prepare(build_release())
+    tree = source.prepare(kernel_release)
     out = tmp_path / "bundles"
     for level, prefix in LEVELS.items():
         fix = make_fix(
@@ -38,7 +38,7 @@ def test_update_path_in_guest(tmp_path: Path) -> None:
         )
         build(
             BuildRequest(
-                build_release(),
+                kernel_release,
                 fix,
                 out,
                 name=f"suture_cmdline_l{level}",
@@ -48,4 +48,4 @@ def test_update_path_in_guest(tmp_path: Path) -> None:
             LAB,
         )
     env = {"SUTURE_TEST_BUNDLES": str(out)}
-    run_guest_tests(kernels.fetch(build_release()), "tests/kernel/test_agent.py", env)
+    run_guest_tests(kernels.fetch(kernel_release), "tests/kernel/test_agent.py", env)

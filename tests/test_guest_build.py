@@ -18,7 +18,7 @@ from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError, NoChangeError
 from suture.packages import kernels
-from tests.builds import LAB, build_release
+from tests.builds import LAB
 from tests.support.fixes import SHOW, SYSCALL_EDITS, make_fix, make_multi_fix
 from tests.support.guest import require_qemu, run_guest_tests
 
@@ -191,12 +191,14 @@ CHANGED_OBJECTS = {
 
 
 @pytest.fixture(scope="module")
-def tree() -> source.SourceTree:
+def tree(kernel_release: str) -> source.SourceTree:
     require_qemu()
-    return source.prepare(build_release())
+    return source.prepare(kernel_release)
 
 
-def test_no_change_is_reported(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_no_change_is_reported(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     fix = make_fix(
         tree,
         "fs/proc/cmdline.c",
@@ -204,11 +206,11 @@ def test_no_change_is_reported(tree: source.SourceTree, tmp_path: Path) -> None:
         out=tmp_path,
     )
     with pytest.raises(NoChangeError):
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(kernel_release, fix, tmp_path), LAB)
 
 
 def test_code_the_configuration_leaves_out_is_no_change(
-    tree: source.SourceTree, tmp_path: Path
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
 ) -> None:
     # CONFIG_SERIAL_MAX310X is not set: kbuild still compiles the file when asked
     # by name (and without -DMODULE), but the kernel has none of its functions.
@@ -219,48 +221,52 @@ def test_code_the_configuration_leaves_out_is_no_change(
         out=tmp_path,
     )
     with pytest.raises(NoChangeError, match=r"does not build drivers/tty/serial/max310x.c"):
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(kernel_release, fix, tmp_path), LAB)
 
 
-def test_init_code_is_refused(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_init_code_is_refused(tree: source.SourceTree, tmp_path: Path, kernel_release: str) -> None:
     fix = make_fix(tree, "fs/proc/cmdline.c", ('"cmdline", 0,', '"cmdline", 0444,'), out=tmp_path)
     with pytest.raises(BuildError, match=r"proc_cmdline_init changed, but __init"):
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(kernel_release, fix, tmp_path), LAB)
 
 
-def test_data_change_is_refused(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_data_change_is_refused(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     fix = make_fix(tree, "fs/proc/interrupts.c", ("\t.stop  = int_seq_stop,\n", ""), out=tmp_path)
     with pytest.raises(BuildError, match=r"changes existing data \(int_seq_ops\).*") as e:
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(kernel_release, fix, tmp_path), LAB)
     assert "shadow variables" in e.value.hint
 
 
-def test_built_patches_in_guest(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_built_patches_in_guest(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     out = tmp_path / "bundles"
     for name, (path, edits) in FEATURES.items():
         fix = make_fix(tree, path, *edits, out=tmp_path)
-        report = build(BuildRequest(build_release(), fix, out, name=f"suture_t_{name}"), LAB)
+        report = build(BuildRequest(kernel_release, fix, out, name=f"suture_t_{name}"), LAB)
         if name in CHANGED:
             manifest = bundle.read_manifest(out / f"suture_t_{name}.bundle")
             assert sorted(manifest.functions) == sorted(CHANGED[name]), report.to_dict()
     module_fix = make_fix(tree, "net/802/mrp.c", *MRP_EDITS, out=tmp_path)
-    build(BuildRequest(build_release(), module_fix, out, name="suture_t_mrp"), LAB)
+    build(BuildRequest(kernel_release, module_fix, out, name="suture_t_mrp"), LAB)
     ebt_fix = make_fix(tree, "net/bridge/netfilter/ebtable_filter.c", *EBT_EDITS, out=tmp_path)
-    build(BuildRequest(build_release(), ebt_fix, out, name="suture_t_ebt"), LAB)
+    build(BuildRequest(kernel_release, ebt_fix, out, name="suture_t_ebt"), LAB)
     ext4_fix = make_fix(tree, "fs/ext4/super.c", *EXT4_EDITS, out=tmp_path)
-    build(BuildRequest(build_release(), ext4_fix, out, name="suture_t_ext4"), LAB)
+    build(BuildRequest(kernel_release, ext4_fix, out, name="suture_t_ext4"), LAB)
     with (out / "suture_t_ext4.ko").open("rb") as f:
         sections = {sec.name for sec in ELFFile(f).iter_sections()}
     assert "__jump_table" not in sections  # the tracepoint's key is read, not jumped on
     for name, files in MULTI_FILE.items():
         fix = make_multi_fix(tree, files, tmp_path)
-        report = build(BuildRequest(build_release(), fix, out, name=f"suture_t_{name}"), LAB)
+        report = build(BuildRequest(kernel_release, fix, out, name=f"suture_t_{name}"), LAB)
         manifest = bundle.read_manifest(out / f"suture_t_{name}.bundle")
         got = {o.name: sorted(f.name for f in o.functions) for o in manifest.objects}
         assert got == CHANGED_OBJECTS[name], report.to_dict()
         assert [o.name for o in manifest.objects] == list(CHANGED_OBJECTS[name])
     run_guest_tests(
-        kernels.fetch(build_release()),
+        kernels.fetch(kernel_release),
         "tests/kernel/test_built.py",
         {"SUTURE_TEST_BUNDLES": str(out)},
     )

@@ -12,7 +12,7 @@ import pytest
 
 from suture.packages import kernels
 from tests import kmod
-from tests.builds import build_release, other_release
+from tests.builds import other_release
 from tests.support.guest import require_qemu, run_guest_tests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.guest
 
 
-def test_engine_in_guest(tmp_path: Path) -> None:
+def test_engine_in_guest(tmp_path: Path, kernel_release: str) -> None:
     require_qemu()
-    tree = kernels.fetch(build_release())
+    tree = kernels.fetch(kernel_release)
     built = kmod.build(tree, tmp_path)
     other = kernels.fetch(other_release())
     kmod.build(other, tmp_path / "other", ("suture_test_v1",))

@@ -24,7 +24,7 @@ from suture import bundle
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
 from suture.packages import kernels
-from tests.builds import LAB, build_release
+from tests.builds import LAB
 from tests.support.fixes import SHOW, SYSCALL_EDITS, make_fix
 from tests.support.guest import require_qemu, run_guest_tests
 
@@ -94,9 +94,9 @@ def alter(path: Path) -> Path:
     return out
 
 
-def test_prematch_in_guest(tmp_path: Path) -> None:
+def test_prematch_in_guest(tmp_path: Path, kernel_release: str) -> None:
     require_qemu()
-    release = build_release()
+    release = kernel_release
     tree = source.prepare(release)
     out = tmp_path / "bundles"
     genuine: dict[str, str] = {}
