@@ -1,7 +1,7 @@
 """The Debian package in a clean Debian 12 root, and the agent from it in a guest of the build.
 
 Here: ``scripts/package.sh`` builds suture-agent and suture-server; mmdebstrap
-makes a clean Debian 12 root (minbase and python3, nothing else); the agent's
+makes a clean Debian 12 root (minbase, python3 and systemd); the agent's
 package installs into it with dpkg; its units pass ``systemd-analyze verify``
 on the installed paths, and ``systemd-analyze security`` rates them at most
 5.0. A real live patch for the guest's build is built too.
@@ -60,7 +60,8 @@ def test_the_agent_package_in_a_clean_debian_12_root(tmp_path: Path, kernel_rele
     [server] = dist.glob("suture-server_*.deb")
 
     root = tmp_path / "debroot"
-    run("mmdebstrap", "--quiet", "--variant=minbase", "--include=python3", "bookworm", root)
+    # minbase, and what every host that runs the agent's units has: python3 and systemd.
+    run("mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,systemd", "bookworm", root)
     shutil.copy(agent, root / "tmp" / agent.name)
     run("chroot", root, "dpkg", "-i", f"/tmp/{agent.name}")
     assert run("chroot", root, "/usr/bin/suture", "--version").strip().startswith("suture ")
