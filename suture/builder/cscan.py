@@ -267,6 +267,9 @@ def _aggregate(toks: list[_Tok], words: list[str], brace: int) -> tuple[Kind, st
 
 def _declaration(toks: list[_Tok], words: list[str]) -> tuple[Kind, str]:
     """A prototype, a variable, or a macro used at top level."""
+    initialized = "=" in words and ("(" not in words or words.index("=") < words.index("("))
+    if initialized:  # a variable: the name before its initializer (or array size)
+        return Kind.DECLARATION, _declared(toks)
     if "(" in words and words[-1:] == [";"]:
         paren = words.index("(")
         name = words[paren - 1] if paren > 0 else ""
