@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.builder import callers, outside, symbols
+from suture.builder import callers, data_objects, outside, symbols
 from suture.builder.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
 from suture.builder.differ import DiffResult, FunctionChange, diff_objects
 from suture.builder.elfobj import ObjectFile
@@ -33,18 +33,15 @@ def local_names(obj: ObjectFile) -> list[str]:
     return [s.name for s in obj.symbols if s.shndx and s.name and s.type in (1, 2)]
 
 
-def refuse_unpatchable(pair: ObjectPair, diff: DiffResult) -> None:
-    """Refuse a unit whose diff changes what a live patch cannot (data, __init code ...)."""
+def refuse_unpatchable(pair: ObjectPair, diff: DiffResult, orig: ObjectFile) -> None:
+    """Refuse a unit whose diff changes what a live patch cannot (writable data, __init code ...).
+
+    Changed read-only data passes: the patch carries a new copy (data_copies.py).
+    """
     if diff.unpatchable:
         what, why = diff.unpatchable[0]
         raise BuildError(f"{pair.source}: {what} changed, but {why}")
-    if diff.changed_data:
-        raise BuildError(
-            f"{pair.source}: the fix changes existing data ({', '.join(diff.changed_data)}); "
-            "a live patch cannot change data the running kernel already uses",
-            hint="keep the data as it is and attach new state with shadow variables "
-            "(klp_shadow_*), or set it up in a pre-patch callback",
-        )
+    data_objects.refuse_changed_data(pair.source, orig, diff)
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def with_key_reads(
     orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
     lines = Fix.parse(fix.read_text(errors="replace")).files[pair.source]
     diff = diff_objects(orig, patched, lines)
-    refuse_unpatchable(pair, diff)
+    refuse_unpatchable(pair, diff, orig)
     running = unit.orig.functions()
     unknown = [c.name for c in diff.changed if c.name not in running]
     if unknown:
