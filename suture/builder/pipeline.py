@@ -192,7 +192,9 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
                 continue
             diff = diff_objects(orig, patched, fix.files[pair.source])
             units_mod.refuse_unpatchable(pair, diff, orig)
-            if diff.changed or diff.new:  # a unit that changes nothing is left out
+            if (
+                diff.changed or diff.new or diff.changed_data
+            ):  # a unit that changes nothing is left out
                 units.append(units_mod.Unit(pair, orig, patched, diff, objname))
         if not units:
             why = (

@@ -147,11 +147,13 @@ def cmd_unload(args: argparse.Namespace, out: Output) -> int:
         engine.unload(args.name, policy)
         removed = [args.name]
     kept = [n for n in removed if module.kept(n)]
-    text = f"removed {', '.join(removed)}" if removed else "no live patches were loaded"
+    gone = [n for n in removed if n not in kept]
+    parts = [f"removed {', '.join(gone)}"] if gone else []
     if kept:
-        text += (
-            f"; {', '.join(kept)} disabled but kept loaded: the kernel may still point into "
-            "its code or data, so it is never removed (docs/adr/0010)"
+        parts.append(
+            f"disabled {', '.join(kept)}; its module stays loaded: the kernel may still point "
+            "into its code or data (docs/adr/0010)"
         )
+    text = "; ".join(parts) or "no live patches were loaded"
     out.result({"format": 1, "ok": True, "removed": removed, "kept": kept}, text)
     return 0
