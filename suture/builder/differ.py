@@ -43,8 +43,8 @@ _LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")
 _LINE_NAMED = re.compile(r"^(__UNIQUE_ID_\w*?|__BTF_ID__\w*?__)\d+$")
 _INIT_SECTIONS = (".init.text", ".exit.text", ".head.text")
 # Shared sections whose objects are compared one by one (``__read_mostly``,
-# ``__ro_after_init``, section attributes): run-time data, not metadata.
-_SHARED_DATA = (".data", ".rodata")
+# ``__ro_after_init``, ``__initdata``, section attributes): data, not metadata.
+_SHARED_DATA = (".data", ".rodata", ".init.data", ".init.rodata")
 
 _T = TypeVar("_T")
 

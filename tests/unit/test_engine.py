@@ -111,9 +111,7 @@ def test_apply_replace_unloads_superseded_modules(kernel: FakeKernel, patch_ko: 
     assert kernel.unloaded == ["suture_old"]
 
 
-def test_apply_replace_keeps_a_module_that_keeps_itself(
-    kernel: FakeKernel, patch_ko: Path
-) -> None:
+def test_apply_replace_keeps_a_module_that_keeps_itself(kernel: FakeKernel, patch_ko: Path) -> None:
     # Level 1 redirected a stored pointer into its module: it is never removed.
     add_loaded_patch(kernel.root, "suture_old")
     put(kernel.root, "sys/module/suture_old/parameters/kept", "Y\n")
