@@ -108,9 +108,11 @@ def plan_unit(unit: Unit, *, target: Target, complete: bool) -> callers.CallerPl
     except BuildError as e:
         raise BuildError(f"{pair.source}: {e.message}", hint=e.hint) from e
     elsewhere = sorted({ref.where for ref, _ in plan.outside})
+    slots = ", ".join(f"{s.symbol}+{s.offset:#x}" for s, _ in plan.slots)
     progress(
         f"no ftrace entry in {', '.join(no_fentry)}: carrying {', '.join(plan.carried)}, "
         f"patching {', '.join(plan.patched + plan.framed) or 'no other function'} in the file"
+        + (f", redirecting the pointers in {slots}" if slots else "")
         + (f", and looking for {', '.join(elsewhere)} in other files" if elsewhere else "")
     )
     return plan
