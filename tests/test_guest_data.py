@@ -4,6 +4,9 @@
   table read by /proc/PID/status) changes: the patch carries a new copy of
   the table and patches the two functions that read it; the module goes
   when the patch goes.
+- mm/page_alloc.c: a name of ``migratetype_names`` (a global ``const char
+  *const`` table) changes; nothing in its own file reads it, and the image
+  scan finds its reader in mm/vmstat.c, compiled and patched to use the copy.
 - fs/proc/task_mmu.c: ``proc_pid_maps_op`` (a ``const struct
   seq_operations``) shows through a new function: its copy is carried and
   ``pid_maps_open``, which hands its address to seq_open(), is patched, so
@@ -106,6 +109,10 @@ def test_data_copies_and_slots_in_guest(tree: source.SourceTree, tmp_path: Path)
     assert report["data_copies"] == ["task_state_array"]
     assert report["kept"] == []
     assert sorted(report["objects"]["vmlinux"]) == ["do_task_stat", "proc_pid_status"]  # type: ignore[index]
+    fix = make_fix(tree, "mm/page_alloc.c", ('\t"Unmovable",', '\t"Unmovable*",'), out=tmp_path)
+    report = _build(fix, out, "suture_t_names")
+    assert report["data_copies"] == ["migratetype_names"]
+    assert report["objects"] == {"vmlinux": ["pagetypeinfo_show"]}  # in mm/vmstat.c
     report = _build(make_fix(tree, "fs/proc/task_mmu.c", *MAPS, out=tmp_path), out, "suture_t_maps")
     assert report["data_copies"] == ["proc_pid_maps_op"]
     assert report["objects"] == {"vmlinux": ["pid_maps_open"]}

@@ -237,6 +237,35 @@ def _masked(data: bytes, relas: list[Rela]) -> bytes:
     return bytes(out)
 
 
+@dataclass
+class Copies:
+    """What carrying new copies of changed read-only data adds to a build."""
+
+    plans: list[CopyPlan]  # one per unit of the fix
+    users: list[Unit]  # units of the users in other files of vmlinux
+    unpatched: list[str]  # users that keep the old copy, and why
+
+
+def plan(
+    units: list[Unit], *, target: Target, work: Path, complete: bool
+) -> tuple[list[Unit], Copies]:
+    """Plan the copies of every unit of the fix; the units, their diffs now patching the users.
+
+    Raises:
+        BuildError: a copy no patched function would use; with ``complete``, any user
+            left with the old copy.
+    """
+    plans = [plan_copies(u, target=target) for u in units]
+    units = [with_copies(u, p) for u, p in zip(units, plans, strict=True)]
+    fix_files = {u.pair.source for u in units}
+    users, notes = outside_users(fix_files, target=target, plans=plans, work=work)
+    refuse_uncovered(units, plans, users, notes, complete=complete)
+    unpatched = [n for p in plans for n in p.unpatched] + notes
+    for note in unpatched:
+        progress(f"warning: left using the old copy: {note}")
+    return units, Copies(plans, users, unpatched)
+
+
 def plan_copies(unit: Unit, *, target: Target) -> CopyPlan:
     """Which objects to copy and which functions to patch for a unit's changed read-only data."""
     if not unit.diff.changed_data:
@@ -284,12 +313,7 @@ def with_copies(unit: Unit, plan: CopyPlan) -> Unit:
 
 
 def outside_users(
-    fix_files: set[str],
-    *,
-    target: Target,
-    units: list[Unit],
-    plans: list[CopyPlan],
-    work: Path,
+    fix_files: set[str], *, target: Target, plans: list[CopyPlan], work: Path
 ) -> tuple[list[Unit], list[str]]:
     """Units for the users of copied global objects in other files of vmlinux; notes of the rest.
 
@@ -335,21 +359,32 @@ def outside_users(
 
 
 def refuse_uncovered(
-    units: list[Unit], plans: list[CopyPlan], extra: list[Unit], *, complete: bool
+    units: list[Unit],
+    plans: list[CopyPlan],
+    extra: list[Unit],
+    outside_notes: list[str],
+    *,
+    complete: bool,
 ) -> None:
-    """Refuse a changed object none of whose users is patched; all notes with ``complete``."""
+    """Refuse a changed object none of whose users is patched; any user left with ``complete``."""
     elsewhere = {data for u in extra for data in u.carriers if u.diff.changed}
-    for unit, plan in zip(units, plans, strict=True):
-        if complete and plan.unpatched:
+    if complete and outside_notes:
+        raise BuildError(
+            f"some users keep the old copy: {'; '.join(outside_notes)}",
+            hint="build without --complete to patch the users that can be patched",
+        )
+    for unit, copy_plan in zip(units, plans, strict=True):
+        if complete and copy_plan.unpatched:
             raise BuildError(
-                f"{unit.pair.source}: some users keep the old copy: {'; '.join(plan.unpatched)}",
+                f"{unit.pair.source}: some users keep the old copy: "
+                f"{'; '.join(copy_plan.unpatched)}",
                 hint="build without --complete to patch the users that can be patched",
             )
-        used = set(plan.users.values()) | (elsewhere & set(plan.copied))
-        for root in plan.roots:
-            if used & set(plan.copied):
+        used = set(copy_plan.users.values()) | (elsewhere & set(copy_plan.copied))
+        for root in copy_plan.roots:
+            if used & set(copy_plan.copied):
                 continue
-            notes = "; ".join(plan.unpatched[:_SHOWN]) or "nothing uses it"
+            notes = "; ".join([*copy_plan.unpatched, *outside_notes][:_SHOWN]) or "nothing uses it"
             raise BuildError(
                 f"{unit.pair.source}: the fix changes {root}, read-only data a live patch "
                 f"carries as a new copy, but no user of it can be patched to use the copy: "

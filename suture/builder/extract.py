@@ -87,6 +87,12 @@ class _Extractor:
             cold = funcs.get(name + ".cold")
             if cold is not None:
                 self._include(cold)
+        # Objects other patch objects use are carried even if nothing here uses them.
+        for sym in self.obj.symbols:
+            home = self.obj.symbol_section(sym)
+            kernel = self.renames.get(sym.name, sym.name)
+            if sym.type == SymType.OBJECT and home is not None and kernel in self.shared_data:
+                self._include(home)
 
     def _include(self, sec: Section) -> None:
         if sec.index in self.included:

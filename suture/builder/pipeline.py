@@ -214,23 +214,16 @@ def _generate(
     units: list[units_mod.Unit],
     work: Path,
 ) -> BuildReport:
-    copies = [data_copies.plan_copies(u, target=target) for u in units]
-    units = [data_copies.with_copies(u, c) for u, c in zip(units, copies, strict=True)]
+    units, copied = data_copies.plan(units, target=target, work=work, complete=req.complete)
     plans = [units_mod.plan_unit(u, target=target, complete=req.complete) for u in units]
     callers_units, unpatched = units_mod.outside_callers(
         req.fix, complete=req.complete, target=target, units=units, plans=plans, work=work
     )
-    users_units, data_notes = data_copies.outside_users(
-        {u.pair.source for u in units}, target=target, units=units, plans=copies, work=work
-    )
-    copies[0].unpatched += data_notes
-    data_copies.refuse_uncovered(units, copies, users_units, complete=req.complete)
-    unpatched += [n for c in copies for n in c.unpatched]
-    for note in (n for c in copies for n in c.unpatched):
-        units_mod.progress(f"warning: left using the old copy: {note}")
-    units = units + callers_units + users_units
-    plans += [callers.CallerPlan() for _ in callers_units + users_units]
-    copies += [data_copies.CopyPlan() for _ in callers_units + users_units]
+    unpatched += copied.unpatched
+    added = callers_units + copied.users
+    units = units + added
+    plans += [callers.CallerPlan() for _ in added]
+    copies = copied.plans + [data_copies.CopyPlan() for _ in added]
     tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
     parts = []
     for i, (unit, plan, tag) in enumerate(zip(units, plans, tags, strict=True)):
@@ -326,9 +319,8 @@ def _extract_unit(
     except BuildError as e:
         raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
     functions.update({fn: fn for fn in callbacks.values()})
-    units_mod.progress(
-        f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}"
-    )
+    what = sorted(functions.values()) + [f"{d} (data)" for d in sorted(diff.new_data)]
+    units_mod.progress(f"extracting {', '.join(what)} from {unit.pair.source}")
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,

@@ -99,6 +99,19 @@ def test_changed_string_table_is_carried_as_a_copy() -> None:
     assert not Path("/sys/module/suture_t_states").exists()  # read only: the module goes
 
 
+def test_a_global_table_copy_is_used_from_another_file() -> None:
+    def unmovable() -> list[str]:
+        info = Path("/proc/pagetypeinfo").read_text()  # mm/vmstat.c
+        return [w for w in info.split() if w.startswith("Unmovable")]
+
+    assert set(unmovable()) == {"Unmovable"}
+    apply("names")
+    assert set(unmovable()) == {"Unmovable*"}
+    suture("unload", "suture_t_names")
+    assert set(unmovable()) == {"Unmovable"}
+    assert not Path("/sys/module/suture_t_names").exists()
+
+
 def test_changed_ops_struct_is_carried_and_its_module_kept() -> None:
     def first_line() -> str:
         return Path("/proc/self/maps").read_text().splitlines()[0]

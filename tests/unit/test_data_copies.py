@@ -104,6 +104,19 @@ def test_a_changed_string_table_is_copied_and_its_readers_patched(tmp_path: Path
     assert ".rodata.states" in readelf and "R (run)" in readelf
 
 
+def test_a_copy_other_files_use_is_carried_under_a_global_name(tmp_path: Path) -> None:
+    table = 'const char *const names[] = { "Unmovable*", "Movable" };\n'
+    obj = _compile(tmp_path, "patched", table)
+    patch = extract(obj, {}, renames={}, exported=set(), new_data={"names"}, tag="0_",
+                    shared_data={"names"})  # fmt: skip
+    (tmp_path / "patch.o").write_bytes(patch.data)
+    symbols = subprocess.run(
+        ["readelf", "-W", "-s", str(tmp_path / "patch.o")], capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    assert "OBJECT  GLOBAL DEFAULT" in symbols and "__suture_new_0_names" in symbols
+
+
 OPS = "static const struct ops ops = { .fn = one, .other = two };\n"
 REGISTER = "void setup(void) { keep(&ops); }\n"
 
@@ -156,7 +169,7 @@ def test_a_copy_nothing_patched_uses_is_refused(tmp_path: Path) -> None:
     unit, target = _unit(tmp_path, code, code.replace(".other = two", ".other = one"))
     plan = data_copies.plan_copies(unit, target=target)
     with pytest.raises(BuildError, match=r"changes ops, read-only data .* stored in holder"):
-        data_copies.refuse_uncovered([unit], [plan], [], complete=False)
+        data_copies.refuse_uncovered([unit], [plan], [], [], complete=False)
 
 
 def test_complete_refuses_a_partial_copy(tmp_path: Path) -> None:
@@ -166,9 +179,9 @@ def test_complete_refuses_a_partial_copy(tmp_path: Path) -> None:
     )
     unit, target = _unit(tmp_path, code, code.replace(".other = two", ".other = one"))
     plan = data_copies.plan_copies(unit, target=target)
-    data_copies.refuse_uncovered([unit], [plan], [], complete=False)
+    data_copies.refuse_uncovered([unit], [plan], [], [], complete=False)
     with pytest.raises(BuildError, match="some users keep the old copy"):
-        data_copies.refuse_uncovered([unit], [plan], [], complete=True)
+        data_copies.refuse_uncovered([unit], [plan], [], [], complete=True)
 
 
 def test_data_the_kernel_changed_since_it_was_built_is_refused(tmp_path: Path) -> None:
