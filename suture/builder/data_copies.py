@@ -275,7 +275,7 @@ def plan_copies(unit: Unit, *, target: Target) -> CopyPlan:
     for name in planner.plan.roots:
         planner.copy(name, "the fix changes it")
     plan = planner.plan
-    plan.pins = _pins(unit, plan, plan.users)
+    plan.pins = _pins(unit, plan)
     users = ", ".join(sorted(plan.users)) or "no function of its own file"
     progress(
         f"{unit.pair.source}: carrying new copies of {', '.join(plan.copied)} (read-only data); "
@@ -405,18 +405,17 @@ def _uses(obj: ObjectFile, sec: Section, data: str) -> str:
     return f"does not use {data}"
 
 
-def _pins(unit: Unit, plan: CopyPlan, users: dict[str, str]) -> list[str]:
+def _pins(unit: Unit, plan: CopyPlan) -> list[str]:
     """Why the module must stay once loaded: its copies' addresses or contents handed out."""
     inverse = {o: p for p, o in unit.diff.renames.items()}
     patched = unit.patched
     copies = {inverse.get(n, n) for n in plan.copied}
-    funcs = {inverse.get(f, f): f for f in users}
+    # Every function whose new code the patch holds: the users, and what the fix changes.
+    funcs = {inverse.get(f, f): f for f in plan.users}
+    funcs.update({inverse.get(c.name, c.name): c.name for c in unit.diff.changed})
+    funcs.update({n.name: n.name for n in unit.diff.new})
     reasons = _address_uses(patched, funcs, copies)
-    carried = (
-        {inverse.get(c.name, c.name) for c in unit.diff.changed}
-        | {n.name for n in unit.diff.new}
-        | set(funcs)
-    )
+    carried = set(funcs)
     objects = data_objects(patched)
     for name in sorted(copies):
         if name not in objects:

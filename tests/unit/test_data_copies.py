@@ -134,6 +134,15 @@ def test_a_copied_ops_struct_whose_address_is_handed_out_pins_the_module(
     ]
 
 
+def test_a_changed_function_handing_out_a_copy_pins_the_module_too(tmp_path: Path) -> None:
+    after = OPS.replace("two", "one") + 'void setup(void) { keep(&ops); sink("x"); }\n'
+    unit, target = _unit(tmp_path, OPS + REGISTER, after)
+    assert [c.name for c in unit.diff.changed] == ["setup"]
+    plan = data_copies.plan_copies(unit, target=target)
+    assert plan.users == {}  # already patched: it changed
+    assert plan.pins == ["setup hands out the address of the copy of ops"]
+
+
 def test_read_only_data_pointing_to_a_copy_is_copied_too(tmp_path: Path) -> None:
     tables = (
         "static const struct ops spare = { .fn = two };\n"
