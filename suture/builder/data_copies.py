@@ -47,7 +47,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.builder import callers, outside, sections, slots, symbols
+from suture.builder import callers, outside, sections, slots
 from suture.builder.callers import Reference, RefKind
 from suture.builder.compile import ObjectPair
 from suture.builder.data_objects import SHADOW_HINT, DataObject, data_objects
@@ -63,7 +63,7 @@ from suture.builder.elfobj import (
     target_offset,
 )
 from suture.builder.target import Target
-from suture.builder.units import Unit, local_names, progress
+from suture.builder.units import Unit, kernel_address, local_names, progress
 from suture.errors import BuildError
 
 MAX_COPIES = 16  # read-only objects copied for one file, beyond which the fix is refused
@@ -178,13 +178,13 @@ class _Planner:
         """Users of a global vmlinux object in other files, from the image scan."""
         index, ksyms = self.target.image_index, self.target.kallsyms
         anchors = local_names(self.obj)
-        address = _address(ksyms, name, anchors)
+        address = kernel_address(ksyms, name, anchors)
         if address is None:
             self._leave(name, "its address in the kernel is not known, so its users in "
                               "other files are not")  # fmt: skip
             return
-        own = {a for n in self.functions if (a := _address(ksyms, n, anchors)) is not None}
-        mine = {a for n in self.objects if (a := _address(ksyms, n, anchors)) is not None}
+        own = {a for n in self.functions if (a := kernel_address(ksyms, n, anchors)) is not None}
+        mine = {a for n in self.objects if (a := kernel_address(ksyms, n, anchors)) is not None}
         for ref in index.references(address, own):
             if ref.kind is RefKind.EXPORT:
                 self._leave(name, "it is exported, so modules keep reading the old copy")
@@ -202,7 +202,7 @@ class _Planner:
         """The running vmlinux holds what the original compiles to (relocated fields aside)."""
         if self.unit.objname != "vmlinux":
             return
-        address = _address(self.target.kallsyms, data.name, local_names(self.obj))
+        address = kernel_address(self.target.kallsyms, data.name, local_names(self.obj))
         raw, relas = data.code()
         image = self.target.image_index.data(address, len(raw)) if address else None
         if image is None or _masked(raw, relas) != _masked(image, relas):
@@ -217,16 +217,6 @@ class _Planner:
         note = f"{name}: {why}"
         if note not in self.plan.unpatched:
             self.plan.unpatched.append(note)
-
-
-def _address(ksyms: symbols.Kallsyms, name: str, anchors: list[str]) -> int | None:
-    """The running kernel's address of a symbol of the patched file, or None if unsure."""
-    entries = ksyms.by_name.get(name, [])
-    try:
-        pos = ksyms.sympos(name, anchors)
-    except BuildError:
-        return None
-    return entries[max(pos, 1) - 1][0] if entries else None
 
 
 def _masked(data: bytes, relas: list[Rela]) -> bytes:

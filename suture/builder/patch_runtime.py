@@ -45,6 +45,8 @@ from suture.builder.slots import Slot
 
 # The klp shadow id of a slot record: "Suture" and the record's layout version.
 SLOT_RECORD_ID = 0x5375747572650001
+# Why a module that redirected a slot stays loaded (the kernel log and build report say it).
+SLOT_PIN = "a pointer stored in the kernel leads into it"
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,7 @@ static void suture_slots_set(int obj)
 		}
 		rec->orig = s->old;
 		rec->installed = s->new;
-		suture_hold("a pointer stored in the kernel leads into it");
+		suture_hold(@SLOT_PIN@);
 		if (cmpxchg(s->where, want, s->new) != want) {
 			pr_warn("%s: %s changed since it was checked: left as it is\n",
 				KBUILD_MODNAME, s->name);
@@ -326,7 +328,7 @@ def runtime(objects: Sequence[ObjectRuntime]) -> Runtime:
     """The run-time C for a patch's objects (vmlinux first, as in its ``klp_patch``)."""
     table, klp, _ = _slot_table(objects)
     head = _HEAD.replace("@RECORD@", f"{SLOT_RECORD_ID:#x}")
-    source = head + "\n" + table + _FUNCTIONS
+    source = head + "\n" + table + _FUNCTIONS.replace("@SLOT_PIN@", _c_string(SLOT_PIN))
     source += "".join(_callbacks(i, o) for i, o in enumerate(objects))
     kinds = ("pre_patch", "post_patch", "pre_unpatch", "post_unpatch")
     wired = {o.name: {k: f"suture_{k}_{i}" for k in kinds} for i, o in enumerate(objects)}

@@ -192,9 +192,8 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
                 continue
             diff = diff_objects(orig, patched, fix.files[pair.source])
             units_mod.refuse_unpatchable(pair, diff, orig)
-            if (
-                diff.changed or diff.new or diff.changed_data
-            ):  # a unit that changes nothing is left out
+            # A unit that changes nothing is left out.
+            if diff.changed or diff.new or diff.changed_data:
                 units.append(units_mod.Unit(pair, orig, patched, diff, objname))
         if not units:
             why = (
@@ -243,20 +242,8 @@ def _generate(
             plan_again = units_mod.plan_unit(again, target=target, complete=req.complete)
             parts.append(_extract_unit(again, plan_again, tag, target, redirects, shared=shared))
     _check_shared_new_code(parts)
-    objects = _klp_objects(parts)
     redirects_ = _slot_redirects(parts, target)
-    runtime = patch_runtime.runtime(
-        [
-            patch_runtime.ObjectRuntime(
-                o.name,
-                [r for objname, r in redirects_ if objname == o.name],
-                _pins(parts, copies, o.name),
-                o.callbacks,
-            )
-            for o in objects
-        ]
-    )
-    objects = [dataclasses.replace(o, runtime_callbacks=runtime.callbacks[o.name]) for o in objects]
+    objects, runtime = _with_runtime(_klp_objects(parts), parts, copies, redirects_)
     build_id = target.build_id
     stub = module.stub_source(
         name, objects, {"suture_build_id": build_id, "description": req.description},
@@ -290,7 +277,7 @@ def _generate(
         slots=[f"{r.name} ({r.slot.section}) -> {r.old.name}" for _, r in redirects_],
         kept=sorted(
             {why for c in copies for why in c.pins}
-            | ({"a pointer stored in the kernel leads into it"} if redirects_ else set())
+            | ({patch_runtime.SLOT_PIN} if redirects_ else set())
         ),
     )
 
@@ -375,14 +362,22 @@ def _klp_symbol(
     return klp.KlpSymbol(owner, name, 0, applied_with=objname)
 
 
-def _pins(parts: list[_UnitPatch], copies: list[data_copies.CopyPlan], objname: str) -> list[str]:
-    """Why the patched code of ``objname`` makes the module stay loaded (copies handed out)."""
-    return [
-        why
-        for part, plan in zip(parts, copies, strict=True)
-        if part.unit.objname == objname
-        for why in plan.pins
-    ]
+def _with_runtime(
+    objects: list[module.KlpObject],
+    parts: list[_UnitPatch],
+    copies: list[data_copies.CopyPlan],
+    redirects: list[tuple[str, patch_runtime.SlotRedirect]],
+) -> tuple[list[module.KlpObject], patch_runtime.Runtime]:
+    """The run-time C of the patch (slots, hand-over, pins), wired into each ``klp_object``."""
+    described = []
+    for o in objects:
+        mine = [r for objname, r in redirects if objname == o.name]
+        pins = [w for p, c in zip(parts, copies, strict=True) if p.unit.objname == o.name
+                for w in c.pins]  # fmt: skip
+        described.append(patch_runtime.ObjectRuntime(o.name, mine, pins, o.callbacks))
+    runtime = patch_runtime.runtime(described)
+    wired = [dataclasses.replace(o, runtime_callbacks=runtime.callbacks[o.name]) for o in objects]
+    return wired, runtime
 
 
 def _slot_redirects(

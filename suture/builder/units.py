@@ -238,17 +238,17 @@ def _outside_refs(
     if objname != "vmlinux":
         return unknown
     index, ksyms = target.image_index, target.kallsyms
-    own = {a for n in orig.functions() if (a := _address(ksyms, n, anchors)) is not None}
+    own = {a for n in orig.functions() if (a := kernel_address(ksyms, n, anchors)) is not None}
 
     def elsewhere(name: str) -> list[callers.Reference] | None:
-        address = _address(ksyms, name, anchors)
+        address = kernel_address(ksyms, name, anchors)
         return None if address is None else index.references(address, own)
 
     return elsewhere
 
 
-def _address(ksyms: symbols.Kallsyms, name: str, anchors: list[str]) -> int | None:
-    """The running kernel's address of a function of the patched file, or None if unsure."""
+def kernel_address(ksyms: symbols.Kallsyms, name: str, anchors: list[str]) -> int | None:
+    """The running kernel's address of a symbol of the patched file, or None if unsure."""
     entries = ksyms.by_name.get(name, [])
     try:
         pos = ksyms.sympos(name, anchors)
