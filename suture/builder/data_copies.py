@@ -207,9 +207,9 @@ class _Planner:
         image = self.target.image_index.data(address, len(raw)) if address else None
         if image is None or _masked(raw, relas) != _masked(image, relas):
             raise BuildError(
-                f"{self.unit.pair.source}: the fix changes {data.name}, but the running "
-                "kernel's copy is not what its source compiles to (the kernel changed it at "
-                "boot, or built it otherwise): a copy cannot stand in for it",
+                f"{self.unit.pair.source}: the patch would carry a new copy of {data.name}, "
+                "but the running kernel's is not what its source compiles to (the kernel "
+                "changed it at boot, or built it otherwise): a copy cannot stand in for it",
                 hint=SHADOW_HINT,
             )
 
@@ -342,7 +342,7 @@ def outside_users(
         carriers = {data: carrier[data] for data in used}
         unit = Unit(pair, cf.obj, cf.obj, DiffResult(changed=changes), "vmlinux", carriers)
         plans[carrier[next(iter(cf.callers.values()))]].pins += _address_uses(
-            cf.obj, cf.callers, set(carriers)
+            cf.obj, {name: name for name in cf.callers}, set(carriers)
         )
         extra.append(unit)
     return extra, found.unpatched
