@@ -188,8 +188,10 @@ class ImageIndex:
         for lo, hi, home, name in self._areas:
             if lo <= address < hi:
                 return home, name
-        # Outside the bounded areas: trust the image's flags (.data_nosave, .vvar ...).
-        return (Home.WRITABLE if sec.writable else Home.READ_ONLY), sec.name
+        # Outside the bounded areas: the image's flags (.data_nosave ...), except for
+        # .rodata, writable in the ELF only because it holds ro_after_init data.
+        writable = sec.writable and not sec.name.startswith(".rodata")
+        return (Home.WRITABLE if writable else Home.READ_ONLY), sec.name
 
     def home(self, address: int) -> tuple[Home, str] | None:
         """What the running kernel lets be written at ``address``, or None outside the image."""

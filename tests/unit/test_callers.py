@@ -349,6 +349,11 @@ def test_image_scan_tells_where_a_stored_pointer_may_be_written() -> None:
         ("hooks", 8, Home.WRITABLE, 8),
         ("hooks", 0x14, Home.WRITABLE, 4),
     }
+    # Without the bounds in kallsyms, .rodata is never taken for writable.
+    bare = Kallsyms({k: v for k, v in ksyms.by_name.items() if not k.startswith(("_", "__"))})
+    index = ImageIndex([LoadedSection(".rodata", ops, bytes(data), False, True)], bare)
+    homes = {r.slot.home for r in index.references(TARGET, own=set()) if r.slot is not None}
+    assert homes == {Home.READ_ONLY}
 
 
 def test_image_scan_leaves_out_the_object_itself() -> None:
