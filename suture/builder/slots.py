@@ -147,7 +147,11 @@ def refuse_slots(path: list[str], bad: list[Slot]) -> None:
     """Refuse a carried function whose address sits where it cannot be redirected; name each."""
     if not bad:
         return
-    shown = "; ".join(f"{s.describe()}: {s.why_not()}" for s in bad)
+    # The object's relocations and the image scan may name the same slot: once each.
+    named: dict[tuple[str, int], str] = {}
+    for slot in bad:
+        named.setdefault((slot.symbol, slot.offset), f"{slot.describe()}: {slot.why_not()}")
+    shown = "; ".join(named.values())
     raise BuildError(
         f"{path[0]} changed but has no ftrace entry, and "
         f"{'its address is' if len(path) == 1 else f'the address of {path[-1]} is'} stored "
