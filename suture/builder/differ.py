@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from suture.builder.elfobj import (
     ObjectFile,
@@ -41,6 +42,11 @@ _MAX_LINE = 1 << 20
 _LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")
 _LINE_NAMED = re.compile(r"^(__UNIQUE_ID_\w*?|__BTF_ID__\w*?__)\d+$")
 _INIT_SECTIONS = (".init.text", ".exit.text", ".head.text")
+# Shared sections whose objects are compared one by one (``__read_mostly``,
+# ``__ro_after_init``, ``__initdata``, section attributes): data, not metadata.
+_SHARED_DATA = (".data", ".rodata", ".init.data", ".init.rodata")
+
+_T = TypeVar("_T")
 
 
 def mangle(name: str) -> str:
@@ -84,8 +90,8 @@ class DiffResult:
 
 
 def _pairs(
-    orig: dict[str, Section], patched: dict[str, Section]
-) -> Iterator[tuple[str, Section | None, Section | None]]:
+    orig: dict[str, _T], patched: dict[str, _T]
+) -> Iterator[tuple[str, _T | None, _T | None]]:
     """Correlate by exact name first, then clones by mangled name in order."""
     left = dict(orig)
     right = dict(patched)
@@ -282,6 +288,25 @@ def _data_objects(obj: ObjectFile) -> dict[str, Section]:
     }
 
 
+def _unbundled_data(obj: ObjectFile) -> dict[str, tuple[Section, Symbol]]:
+    """Objects that share a data section with others, by name."""
+    found = {}
+    for sym in obj.symbols:
+        sec = obj.symbol_section(sym)
+        if (
+            sym.type == SymType.OBJECT
+            and sym.size
+            and sec is not None
+            and sec.symbol is not sym
+            and sec.name.startswith(_SHARED_DATA)
+            and not sec.is_strings
+            and not sym.name.startswith(".L")
+            and not SPECIAL_STATIC.match(sym.name)
+        ):
+            found[sym.name] = (sec, sym)
+    return found
+
+
 def _compare_data(a: _Side, b: _Side, result: DiffResult) -> None:
     for name, da, db in _pairs(_data_objects(a.obj), _data_objects(b.obj)):
         _note_rename(result, da, db)
@@ -290,6 +315,11 @@ def _compare_data(a: _Side, b: _Side, result: DiffResult) -> None:
         elif db is not None and _compare_code(
             a, _Code(da.data, da.relas), b, _Code(db.data, db.relas)
         ):
+            result.changed_data.append(name)
+    # A change inside a shared section (a __read_mostly struct, say) is a change
+    # of that object: without this it would go unnoticed.
+    for name, ua, ub in _pairs(_unbundled_data(a.obj), _unbundled_data(b.obj)):
+        if ua is not None and ub is not None and _compare_code(a, _slice(*ua), b, _slice(*ub)):
             result.changed_data.append(name)
 
 

@@ -58,9 +58,11 @@ class _Extractor:
         objname: str,
         tag: str,
         redirects: dict[str, str],
+        shared_data: set[str],
     ) -> None:
         self.obj = obj
         self.redirects = redirects
+        self.shared_data = shared_data  # carried objects other patch objects use: named globally
         self.objname = objname
         self.tag = tag
         self.new_data = new_data  # objects the fix adds: the patch carries them
@@ -85,6 +87,12 @@ class _Extractor:
             cold = funcs.get(name + ".cold")
             if cold is not None:
                 self._include(cold)
+        # Objects other patch objects use are carried even if nothing here uses them.
+        for sym in self.obj.symbols:
+            home = self.obj.symbol_section(sym)
+            kernel = self.renames.get(sym.name, sym.name)
+            if sym.type == SymType.OBJECT and home is not None and kernel in self.shared_data:
+                self._include(home)
 
     def _include(self, sec: Section) -> None:
         if sec.index in self.included:
@@ -183,6 +191,15 @@ class _Extractor:
                     ew.OutSymbol(new_symbol_name(kernel, self.tag),
                                  (SymBind.GLOBAL << 4) | SymType.FUNC,
                                  out_index[sym.shndx], 0, sym.size)
+                )  # fmt: skip
+            elif sym.type == SymType.OBJECT and self.renames.get(sym.name, sym.name) in (
+                self.shared_data
+            ):
+                kernel = self.renames.get(sym.name, sym.name)
+                global_syms.append(
+                    ew.OutSymbol(new_symbol_name(kernel, self.tag),
+                                 (SymBind.GLOBAL << 4) | SymType.OBJECT,
+                                 out_index[sym.shndx], sym.value, sym.size)
                 )  # fmt: skip
             else:
                 local_syms.append(
@@ -367,6 +384,7 @@ def extract(
     objname: str = "vmlinux",
     tag: str = "",
     redirects: dict[str, str] | None = None,
+    shared_data: set[str] | None = None,
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -380,7 +398,10 @@ def extract(
         tag: set when several patch objects go into one module: it prefixes
             the object's global names (new code, klp references) to keep them apart.
         redirects: kernel functions whose calls go to a global of the module instead
-            (the carried copy another file's patch object holds).
+            (the carried copy another file's patch object holds), and kernel objects
+            whose uses go to a copy another file's patch object holds.
+        shared_data: carried objects (kernel names) that other patch objects use:
+            given a global name in the module, as new code is.
     """
     ex = _Extractor(
         obj,
@@ -391,6 +412,7 @@ def extract(
         objname=objname,
         tag=tag,
         redirects=redirects or {},
+        shared_data=shared_data or set(),
     )
     ex.run()
     data = ex.build()

@@ -43,6 +43,9 @@ class KlpObject:
     name: str  # vmlinux or the module's name
     functions: Sequence[PatchedFunction]
     callbacks: Mapping[str, str] = field(default_factory=dict)  # kind -> new code's symbol
+    # kind -> a C function of the stub's run-time part (patch_runtime.py), which
+    # calls the fix's own callback of that kind, if any, itself.
+    runtime_callbacks: Mapping[str, str] = field(default_factory=dict)
 
 
 def _object_source(index: int, obj: KlpObject) -> tuple[str, str]:
@@ -53,16 +56,20 @@ def _object_source(index: int, obj: KlpObject) -> tuple[str, str]:
         for f in obj.functions
     )
     array = f"static struct klp_func suture_funcs{index}[] = {{\n{funcs}\n\t{{}}\n}};\n"
-    cb_fields = "".join(
-        f"\t\t.{kind} = (void *){sym},\n" for kind, sym in sorted(obj.callbacks.items())
-    )
-    cb_init = f", .callbacks = {{\n{cb_fields}\t}}" if obj.callbacks else ""
+    wired = {kind: f"(void *){sym}" for kind, sym in obj.callbacks.items()}
+    wired.update(obj.runtime_callbacks)
+    cb_fields = "".join(f"\t\t.{kind} = {fn},\n" for kind, fn in sorted(wired.items()))
+    cb_init = f", .callbacks = {{\n{cb_fields}\t}}" if wired else ""
     name = "NULL" if obj.name == "vmlinux" else _c_string(obj.name)
     return array, f"\t{{ .name = {name}, .funcs = suture_funcs{index}{cb_init} }},\n"
 
 
-def stub_source(name: str, objects: Sequence[KlpObject], info: Mapping[str, str]) -> str:
+def stub_source(
+    name: str, objects: Sequence[KlpObject], info: Mapping[str, str], runtime: str = ""
+) -> str:
     """The C source of the module's livepatch structures: one ``klp_object`` per object.
+
+    ``runtime`` is C placed before them: the functions ``runtime_callbacks`` name.
 
     Raises:
         BuildError: no object, or an object listed twice.
@@ -86,7 +93,7 @@ def stub_source(name: str, objects: Sequence[KlpObject], info: Mapping[str, str]
 #include <linux/module.h>
 
 {externs}
-
+{runtime}
 {arrays}
 static struct klp_object suture_objs[] = {{
 {objs}\t{{}}

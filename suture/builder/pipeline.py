@@ -1,10 +1,12 @@
 """``suture build``: a source fix in, a bundle for one exact kernel build out.
 
 source (prepared once per build) -> compile the touched units twice ->
-diff -> refuse what cannot be patched safely -> patch the callers of changed
-functions without an ftrace entry (callers.py; the units they add, units.py)
--> extract the changed code -> link a livepatch module with kbuild -> klp
-relocations -> bundle.
+diff -> refuse what cannot be patched safely -> carry new copies of changed
+read-only data and patch their users (data_copies.py) -> patch the callers
+of changed functions without an ftrace entry, redirect stored pointers to
+them (callers.py, slots.py; the units they add, units.py) -> extract the
+changed code -> link a livepatch module with kbuild, its callbacks
+generated (patch_runtime.py) -> klp relocations -> bundle.
 
 A fix may change several files, of vmlinux and of modules. Each changed file
 is planned and extracted on its own into a patch object (its locals stay its
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.builder import callers, klp, module, port, symbols
+from suture.builder import callers, data_copies, klp, module, patch_runtime, port, slots, symbols
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
@@ -66,6 +68,9 @@ class BuildReport:
     carried: list[str] = field(default_factory=list)  # new code without ftrace: callers patched
     unpatched: list[str] = field(default_factory=list)  # paths that keep reaching old code
     port: dict[str, object] | None = None  # how the fix ported to this build (port.PortResult)
+    data_copies: list[str] = field(default_factory=list)  # read-only data carried as new copies
+    slots: list[str] = field(default_factory=list)  # stored pointers redirected at patch time
+    kept: list[str] = field(default_factory=list)  # why the module stays loaded once used
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -81,6 +86,9 @@ class BuildReport:
             "carried": self.carried,
             "unpatched": self.unpatched,
             "port": self.port,
+            "data_copies": self.data_copies,
+            "slots": self.slots,
+            "kept": self.kept,
         }
 
 
@@ -166,6 +174,7 @@ class _UnitPatch:
     klp_syms: dict[str, klp.KlpSymbol]  # undefined symbol of the patch object -> klp symbol
     callbacks: dict[str, str]  # kind -> new code's symbol
     carried: list[str]
+    slots: list[tuple[slots.Slot, str]] = field(default_factory=list)  # (slot, carried function)
 
 
 def with_fix_about(req: BuildRequest, fix: Fix) -> BuildRequest:
@@ -218,8 +227,9 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
                 absent.append(pair.source)
                 continue
             diff = diff_objects(orig, patched, fix.line_maps(pair.source))
-            units_mod.refuse_unpatchable(pair, diff)
-            if diff.changed or diff.new:  # a unit that changes nothing is left out
+            units_mod.refuse_unpatchable(pair, diff, orig)
+            # A unit that changes nothing is left out.
+            if diff.changed or diff.new or diff.changed_data:
                 units.append(units_mod.Unit(pair, orig, patched, diff, objname))
         if not units:
             why = (
@@ -242,34 +252,43 @@ def _generate(
     work: Path,
     exact_fix: Path,
 ) -> BuildReport:
+    units, copied = data_copies.plan(units, target=target, work=work, complete=req.complete)
     plans = [units_mod.plan_unit(u, target=target, complete=req.complete) for u in units]
     callers_units, unpatched = units_mod.outside_callers(
         exact_fix, complete=req.complete, target=target, units=units, plans=plans, work=work
     )
-    units = units + callers_units
-    plans += [callers.CallerPlan() for _ in callers_units]
+    unpatched += copied.unpatched
+    added = callers_units + copied.users
+    units = units + added
+    plans += [callers.CallerPlan() for _ in added]
+    copies = copied.plans + [data_copies.CopyPlan() for _ in added]
     tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
     parts = []
-    for unit, plan, tag in zip(units, plans, tags, strict=True):
+    for i, (unit, plan, tag) in enumerate(zip(units, plans, tags, strict=True)):
         # Several files in one module: tags keep their global names apart.
-        redirects = {fn: extract_new_name(fn, tags[i]) for fn, i in unit.carriers.items()}
+        redirects = {fn: extract_new_name(fn, tags[at]) for fn, at in unit.carriers.items()}
+        shared = {d for u in units for d, at in u.carriers.items() if at == i}
         try:
-            parts.append(_extract_unit(unit, plan, tag, target, redirects))
+            parts.append(_extract_unit(unit, plan, tag, target, redirects, shared=shared))
         except StaticKeyError as e:
             if unit.objname == "vmlinux":
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             if unit.carriers:  # a file added for callers: compiled otherwise already
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             again = units_mod.with_key_reads(exact_fix, target, unit, work, e)
+            copies[i] = data_copies.plan_copies(again, target=target)
+            again = data_copies.with_copies(again, copies[i])
             plan_again = units_mod.plan_unit(again, target=target, complete=req.complete)
-            parts.append(_extract_unit(again, plan_again, tag, target, redirects))
+            parts.append(_extract_unit(again, plan_again, tag, target, redirects, shared=shared))
     _check_shared_new_code(parts)
-    objects = _klp_objects(parts)
+    redirects_ = _slot_redirects(parts, target)
+    objects, runtime = _with_runtime(_klp_objects(parts), parts, copies, redirects_)
     build_id = target.build_id
     stub = module.stub_source(
-        name, objects, {"suture_build_id": build_id, "description": req.description}
-    )
-    klp_syms = {k: v for p in parts for k, v in p.klp_syms.items()}
+        name, objects, {"suture_build_id": build_id, "description": req.description},
+        runtime=runtime.source,
+    )  # fmt: skip
+    klp_syms = {k: v for p in parts for k, v in p.klp_syms.items()} | runtime.klp_symbols
     units_mod.progress("linking the live patch module")
     ko = module.link(
         target.image.headers_dir, work / "module", name=name,
@@ -293,6 +312,12 @@ def _generate(
         klp_symbols=sorted({s.name for s in klp_syms.values()}),
         carried=[c for p in parts for c in p.carried],
         unpatched=unpatched,
+        data_copies=[d for c in copies for d in c.copied],
+        slots=[f"{r.name} ({r.slot.section}) -> {r.old.name}" for _, r in redirects_],
+        kept=sorted(
+            {why for c in copies for why in c.pins}
+            | ({patch_runtime.SLOT_PIN} if redirects_ else set())
+        ),
     )
 
 
@@ -302,6 +327,8 @@ def _extract_unit(
     tag: str,
     target: Target,
     redirects: dict[str, str],
+    *,
+    shared: set[str],
 ) -> _UnitPatch:
     """Extract and resolve one unit into its own patch object."""
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
@@ -318,12 +345,12 @@ def _extract_unit(
     except BuildError as e:
         raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
     functions.update({fn: fn for fn in callbacks.values()})
-    units_mod.progress(
-        f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}"
-    )
+    what = sorted(functions.values()) + [f"{d} (data)" for d in sorted(diff.new_data)]
+    units_mod.progress(f"extracting {', '.join(what)} from {unit.pair.source}")
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
+        shared_data=shared,
     )  # fmt: skip
     units_mod.progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "
@@ -342,6 +369,7 @@ def _extract_unit(
     return _UnitPatch(
         unit, patch_obj, redirected, klp_funcs, klp_syms,
         {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()}, plan.carried,
+        plan.slots,
     )  # fmt: skip
 
 
@@ -373,6 +401,89 @@ def _klp_symbol(
     return klp.KlpSymbol(owner, name, 0, applied_with=objname)
 
 
+def _with_runtime(
+    objects: list[module.KlpObject],
+    parts: list[_UnitPatch],
+    copies: list[data_copies.CopyPlan],
+    redirects: list[tuple[str, patch_runtime.SlotRedirect]],
+) -> tuple[list[module.KlpObject], patch_runtime.Runtime]:
+    """The run-time C of the patch (slots, hand-over, pins), wired into each ``klp_object``."""
+    described = []
+    for o in objects:
+        mine = [r for objname, r in redirects if objname == o.name]
+        pins = [w for p, c in zip(parts, copies, strict=True) if p.unit.objname == o.name
+                for w in c.pins]  # fmt: skip
+        described.append(patch_runtime.ObjectRuntime(o.name, mine, pins, o.callbacks))
+    runtime = patch_runtime.runtime(described)
+    wired = [dataclasses.replace(o, runtime_callbacks=runtime.callbacks[o.name]) for o in objects]
+    return wired, runtime
+
+
+def _slot_redirects(
+    parts: list[_UnitPatch], target: Target
+) -> list[tuple[str, patch_runtime.SlotRedirect]]:
+    """The stored pointers to redirect, per patched object, each named for the livepatch core.
+
+    A slot of vmlinux is checked against the image: at its address the image
+    must hold the function's address, in memory the running kernel may write.
+    """
+    found: dict[tuple[str, str, int, int], patch_runtime.SlotRedirect] = {}
+    for part in parts:
+        objname, orig = part.unit.objname, part.unit.orig
+        ksyms, anchors = target.symbols_of(objname), units_mod.local_names(orig)
+        for slot, function in part.slots:
+            try:
+                owner = _slot_owner(slot, objname, ksyms, anchors)
+                old = klp.KlpSymbol(objname, function, ksyms.sympos(function, anchors))
+            except BuildError as e:
+                raise BuildError(
+                    f"{part.unit.pair.source}: {function} is reached through "
+                    f"{slot.describe()}, which cannot be named to the kernel: {e.message}"
+                ) from e
+            if objname == "vmlinux":
+                _check_in_image(slot, owner, old, target)
+            key = (objname, owner.name, owner.sympos, slot.offset)
+            found.setdefault(
+                key,
+                patch_runtime.SlotRedirect(slot, owner, old, part.patch.functions[function]),
+            )
+    return [(key[0], r) for key, r in found.items()]
+
+
+def _slot_owner(
+    slot: slots.Slot, objname: str, ksyms: symbols.Kallsyms, anchors: list[str]
+) -> klp.KlpSymbol:
+    """The klp symbol of the object holding a slot (by its address, when the image found it)."""
+    if slot.address:
+        entries = ksyms.by_name.get(slot.symbol, [])
+        starts = [addr for addr, _ in entries]
+        start = slot.address - slot.offset
+        if start not in starts:
+            raise BuildError(f"no symbol {slot.symbol} starts at {start:#x}")
+        sympos = 0 if len(starts) == 1 else starts.index(start) + 1
+        return klp.KlpSymbol(objname, slot.symbol, sympos)
+    return klp.KlpSymbol(objname, slot.symbol, ksyms.sympos(slot.symbol, anchors))
+
+
+def _check_in_image(
+    slot: slots.Slot, owner: klp.KlpSymbol, old: klp.KlpSymbol, target: Target
+) -> None:
+    """Refuse a vmlinux slot unless the image holds the function there, in writable memory."""
+    ksyms, index = target.kallsyms, target.image_index
+    address = slot.address or ksyms.by_name[owner.name][max(owner.sympos, 1) - 1][0] + slot.offset
+    function = ksyms.by_name[old.name][max(old.sympos, 1) - 1][0]
+    home, area = index.home(address) or (slots.Home.READ_ONLY, "outside the image")
+    placed = dataclasses.replace(slot, address=address, home=home, section=area)
+    slots.refuse_slots([old.name], [placed] if placed.why_not() else [])
+    held = index.data(address, slots.POINTER_SIZE)
+    if held != function.to_bytes(slots.POINTER_SIZE, "little"):
+        raise BuildError(
+            f"{old.name} is reached through {slot.describe()}, but the kernel's image holds "
+            f"{int.from_bytes(held or b'', 'little'):#x} there, not {function:#x}",
+            hint="the build's image does not match its source: report it with the fix",
+        )
+
+
 def _check_shared_new_code(parts: list[_UnitPatch]) -> None:
     """Refuse a file whose new code uses a function or object another file of the fix adds.
 
@@ -397,8 +508,12 @@ def _check_shared_new_code(parts: list[_UnitPatch]) -> None:
 
 
 def _klp_objects(parts: list[_UnitPatch]) -> list[module.KlpObject]:
-    """One ``klp_object`` per patched object (vmlinux first), from all the files linked into it."""
-    names = sorted({p.unit.objname for p in parts}, key=lambda n: (n != "vmlinux", n))
+    """One ``klp_object`` per patched object (vmlinux first), from all the files linked into it.
+
+    vmlinux is always one, with no function if the fix patches only modules:
+    its callbacks hand over the slots of the level this patch replaces (ADR 14).
+    """
+    names = sorted({"vmlinux"} | {p.unit.objname for p in parts}, key=lambda n: (n != "vmlinux", n))
     objects = []
     for objname in names:
         mine = [p for p in parts if p.unit.objname == objname]

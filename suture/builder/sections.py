@@ -78,6 +78,7 @@ _DESCRIPTIVE = (
     "__patchable_function_entries",
     ".discard",
     ".debug",
+    ".eh_frame",
     ".note",
     ".notes",
     ".BTF",

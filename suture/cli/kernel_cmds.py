@@ -54,6 +54,8 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     text = f"applied {result.name}: transition complete in {result.seconds:.3f} s"
     if result.superseded:
         text += f"; replaced {', '.join(result.superseded)}"
+    if result.kept:
+        text += f" ({', '.join(result.kept)} kept loaded: the kernel may still point into it)"
     out.result({"format": 1, "ok": True, **result.to_dict()}, text)
     return 0
 
@@ -134,7 +136,7 @@ def _agent_lines(agent: dict[str, Any]) -> list[str]:
 
 def cmd_unload(args: argparse.Namespace, out: Output) -> int:
     """Remove one or all live patches."""
-    from suture.kernel import engine
+    from suture.kernel import engine, module
 
     policy = _policy(args)
     if args.all == bool(args.name):
@@ -144,6 +146,14 @@ def cmd_unload(args: argparse.Namespace, out: Output) -> int:
     else:
         engine.unload(args.name, policy)
         removed = [args.name]
-    text = f"removed {', '.join(removed)}" if removed else "no live patches were loaded"
-    out.result({"format": 1, "ok": True, "removed": removed}, text)
+    kept = [n for n in removed if module.kept(n)]
+    gone = [n for n in removed if n not in kept]
+    parts = [f"removed {', '.join(gone)}"] if gone else []
+    if kept:
+        parts.append(
+            f"disabled {', '.join(kept)}; its module stays loaded: the kernel may still point "
+            "into its code or data (docs/adr/0010)"
+        )
+    text = "; ".join(parts) or "no live patches were loaded"
+    out.result({"format": 1, "ok": True, "removed": removed, "kept": kept}, text)
     return 0
