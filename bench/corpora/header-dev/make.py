@@ -181,7 +181,8 @@ FIXES: tuple[Fix, ...] = (
         (_c("ipv4: fib: Don't dump dying fib_info in fib_leaf_notify().",
             {"include/net/ip_fib.h": None, "net/ipv4/fib_trie.c": (0,)}, "CVE-2026-74289"),),
         ("fib_info_hold_safe",), "built", "high",
-        "a netdevsim device registers a FIB notifier: fib_leaf_notify dumps the routes",
+        "- (fib_leaf_notify runs when a FIB notifier registers: netdevsim is not built, "
+        "mlxsw/rocker need their hardware)",
     ),
     Fix(
         "210-net-netfilter-ipset-mtype_gc", "190",
@@ -264,7 +265,7 @@ FIXES: tuple[Fix, ...] = (
             ("CVE-2026-90421",),
         ),),
         ("pci_match_one_device", "pci_match_one_id", "pci_id_from_device"), "built", "medium",
-        "new_id/remove_id of a PCI driver in sysfs; modprobe of a PCI driver (pci_bus_match)",
+        "new_id/remove_id of pcieport in sysfs (pci_match_device against every device), rescan",
         notes="four consecutive commits of one series that the tree diff merges; taken whole",
     ),
     Fix(
