@@ -167,6 +167,8 @@ def load_inside(bundles: list[str]) -> None:
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             res["unloaded"] = unload.returncode == 0
+            if unload.returncode != 0:
+                res["unload_error"] = unload.stderr.strip().splitlines()[-2:]
             for mod in modules:
                 subprocess.run(["modprobe", "-r", mod], capture_output=True, check=False)
         log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout

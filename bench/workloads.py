@@ -252,6 +252,11 @@ sh("ip link del sdp0")
     "222": """
 sh("modprobe mac80211_hwsim radios=2; sleep 1; rmmod mac80211_hwsim")
 """,
+    # shmem_get_folio_gfp, shmem_getattr (shmem_is_huge): a tmpfs that may use huge pages.
+    "226": """
+sh("mkdir -p /tmp/sd-shm && mount -t tmpfs -o huge=within_size none /tmp/sd-shm")
+sh("dd if=/dev/zero of=/tmp/sd-shm/f bs=1M count=4 && stat /tmp/sd-shm/f; umount /tmp/sd-shm")
+""",
     # vec_setup / UNPACK_ARRAY: AppArmor's policy files (loading needs apparmor_parser).
     "223": """
 sh("cat /sys/kernel/security/apparmor/profiles /proc/self/attr/current")
