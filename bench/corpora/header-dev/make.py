@@ -130,8 +130,7 @@ FIXES: tuple[Fix, ...] = (
         (_c("net: ipv6: Clamp to IP6_MAX_MTU in ip6_dst_mtu_maybe_forward",
             {"include/net/ip6_route.h": None}),),
         ("ip6_dst_mtu_maybe_forward",), "built", "high",
-        "ping -6 with 1500..9000-byte payloads over ::1 (ip6_finish_output, ip6_skb_dst_mtu)",
-        extra_users=("ip6_skb_dst_mtu",),
+        "IPv6 UDP datagrams of 100 to 60000 bytes over ::1 (ip6_output.c)",
     ),
     Fix(
         "205-net-sched-__qdisc_calculate_pkt_len", "190",
