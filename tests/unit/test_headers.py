@@ -165,3 +165,42 @@ def test_a_changed_name_in_a_struct_is_refused(tmp_path: Path) -> None:
         BuildError, match=r"the layout of struct s \(include/linux/c.h\) uses FOOLEN"
     ):
         headers.reach(tmp_path, cat, graph, change)
+
+
+def test_a_comment_inside_a_macro_does_not_end_it() -> None:
+    # rcuwait.h: a multi-line comment between continued lines of a #define.
+    text = (
+        "#define wait_event(w, cond)\t\\\n({\t\\\n\tfor (;;) {\t\\\n\t\t/*\t\\\n"
+        "\t\t * a barrier\t\\\n\t\t */\t\\\n\t\tcheck(w);\t\\\n\t}\t\\\n})\n"
+        "static inline int after(void) { return 1; }\n"
+    )
+    items = [(i.kind, i.name) for i in cscan.scan(text)]
+    assert items == [(Kind.MACRO, "wait_event"), (Kind.FUNCTION, "after")]
+
+
+def test_a_macro_used_without_a_semicolon_ends_at_its_parenthesis() -> None:
+    text = (
+        "DEFINE_LOCK_GUARD_0(irq, local_irq_disable(), _T = 1)\n"
+        "static inline int signal_pending(void)\n{\n\treturn 1;\n}\n"
+        "SYSCALL_DEFINE1(foo, int, a)\n{\n\treturn a;\n}\n"
+    )
+    items = [(i.kind, i.name) for i in cscan.scan(text)]
+    assert items == [
+        (Kind.INVOCATION, "DEFINE_LOCK_GUARD_0"),
+        (Kind.FUNCTION, "signal_pending"),
+        (Kind.FUNCTION, "SYSCALL_DEFINE1"),  # a body follows: one item
+    ]
+
+
+def test_a_field_named_like_a_function_like_macro_is_no_use(tmp_path: Path) -> None:
+    cat = make_tree(tmp_path)
+    (tmp_path / "include/linux/c.h").write_text(
+        "#include <linux/a.h>\nstruct s { int signalled; };\n"
+    )
+    (tmp_path / "drivers/d/y.c").write_text("#include <linux/c.h>\nint y(void) { return 2; }\n")
+    graph = includes.compute(tmp_path, cat)
+    old = "#define signalled() (1)\n"
+    change = headers.compare("include/linux/a.h", old, "#define signalled() (2)\n")
+    assert change.called == {"signalled"}
+    found = headers.reach(tmp_path, cat, graph, {"include/linux/a.h": change})
+    assert found.units == []  # struct s only has a field of that name: nothing refused
