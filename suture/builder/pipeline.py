@@ -232,12 +232,13 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
             if diff.changed or diff.new or diff.changed_data:
                 units.append(units_mod.Unit(pair, orig, patched, diff, objname))
         if not units:
-            why = (
-                f"its configuration does not build {', '.join(absent)} into it"
-                if absent
-                else "the objects it touches compile the same"
-            )
-            raise NoChangeError(f"the fix changes no code in {image.release}: {why}")
+            same = [p.source for p in pairs if p.source not in absent]
+            why = [f"{_listed(same)} compile the same"] if same else []
+            if absent:
+                why.append(f"its configuration does not build {_listed(absent)}")
+            if not pairs:
+                why.append("no unit of it uses what the fix changes")
+            raise NoChangeError(f"the fix changes no code in {image.release}: {'; '.join(why)}")
         report = _generate(req, name=name, target=target, units=units, work=work, exact_fix=exact)
         report.port = ported.to_dict()
         return report
