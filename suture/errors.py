@@ -423,6 +423,35 @@ class DatabaseError(ServerError):
     """The server's database could not be opened, migrated, read or written."""
 
 
+class RefusedError(ServerError):
+    """The server understood a request and refuses it: a bad key, a taken host id, no such host.
+
+    Attributes:
+        reason: a short code the HTTP layer answers with (``bad_key``, ``taken``,
+            ``not_found``, ``forbidden``...).
+    """
+
+    def __init__(self, message: str, *, reason: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the reason to the JSON form."""
+        return {**super().to_dict(), "reason": self.reason}
+
+
+class RateLimitedError(RefusedError):
+    """Too many requests (or failures) from one host or address: try again later.
+
+    Attributes:
+        retry_after: seconds until the limit lets it through.
+    """
+
+    def __init__(self, message: str, *, retry_after: float, hint: str = "") -> None:
+        super().__init__(message, reason="rate_limited", hint=hint)
+        self.retry_after = retry_after
+
+
 class CheckinError(FormatError):
     """An agent's check-in is malformed; the server answers 400 and stores nothing."""
 

@@ -39,7 +39,7 @@ class EnrolAnswer(TypedDict):
 
     format: Literal[1]
     ok: Literal[True]
-    host_id: str
+    host_id: HostId
     host_token: Annotated[str, Text(47, HOST_TOKEN)]
 
 

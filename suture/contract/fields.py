@@ -88,7 +88,7 @@ def validate(form: type, data: object, at: str = "") -> dict[str, Any]:
     """
     if not isinstance(data, dict):
         raise FormatError(f"{at.rstrip('.') or 'the document'} is not an object", field=at[:-1])
-    hints, required, optional = _shape(form)
+    hints, required, optional = shape(form)
     if missing := sorted(required - data.keys()):
         raise FormatError(f"missing field {at}{missing[0]}", field=f"{at}{missing[0]}")
     if unknown := sorted(str(k) for k in data.keys() - required - optional):
@@ -99,7 +99,8 @@ def validate(form: type, data: object, at: str = "") -> dict[str, Any]:
 
 
 @functools.cache
-def _shape(form: type) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
+def shape(form: type) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
+    """A form's fields: (name -> hint, required names, optional names)."""
     if not is_typeddict(form):
         raise TypeError(f"{form!r} is not a TypedDict")
     hints = get_type_hints(form, include_extras=True)
