@@ -25,7 +25,7 @@ options on the command line win over the file)::
     access = true                    # a line per request
 
     [limits]                         # see Limits
-    checkin_burst = 300
+    checkin_burst = 1000
     checkin_per_s = 1.0
 
     [retention]                      # see Retention
@@ -63,7 +63,7 @@ class Limits:
     body_timeout: float = 30.0  # to send its body
     idle_timeout: float = 15.0  # a kept-alive connection waits this long for its next request
     max_connections: int = 0  # open at once; 0: from the open-file limit
-    checkin_burst: int = 300  # check-ins one host may send at once,
+    checkin_burst: int = 1000  # check-ins one host may send at once,
     checkin_per_s: float = 1.0  # then this many per second
     login_failures: int = 10  # wrong dashboard logins from one address,
     auth_failures: int = 30  # wrong admin tokens, or refused enrolments, from one address,
