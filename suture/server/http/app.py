@@ -19,7 +19,7 @@ import anyio.to_thread
 from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from suture.server import dashboard
+from suture.server.dashboard import ENDPOINTS as DASHBOARD
 from suture.server.fleet import maintenance
 from suture.server.fleet.context import Fleet
 from suture.server.http import admin_routes, agent_routes, openapi, ops_routes, query_routes
@@ -64,7 +64,7 @@ def build(fleet: Fleet, *, access_log: bool = True) -> ASGIApp:
             with contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(maintenance.tick, fleet)
 
-    table = [*api_endpoints(), *dashboard.ENDPOINTS]
+    table = [*api_endpoints(), *DASHBOARD]
     router = Router(routes=routes(fleet, table), default=_not_found, lifespan=lifespan)
     return Frontdoor(router, fleet, access_log=access_log)
 
