@@ -108,10 +108,15 @@ class Allowance:
 
 @dataclass(frozen=True)
 class Recorded:
-    """What became of a check-in: stored, or refused until ``retry_after`` seconds pass."""
+    """What became of a check-in: stored, or refused until ``retry_after`` seconds pass.
+
+    ``policy``: the channel's rollout policy as stored (JSON; {} when none), read in
+    the same transaction, for the directive.
+    """
 
     stored: bool
     retry_after: float = 0.0
+    policy: dict[str, Any] | None = None
 
 
 _UPSERT = (
@@ -141,21 +146,27 @@ def record(
 ) -> Recorded:
     """Store a check-in as the host's last report (``first_seen`` is kept).
 
-    Refused (nothing written) when the host has used up its ``allowance``.
+    Refused (nothing written) when the host has used up its ``allowance``. The
+    channel's rollout policy is read with the host's row: on PostgreSQL, the
+    whole check-in is two round trips (the reads; the writes and the commit).
     """
     with store.write() as tx:
-        before = tx.one(
+        host_row = tx.start(
             tx.locked(
                 "SELECT kernel_release, kernel_build_id, level, attempted_level, state,"
                 " event_seq, bucket, bucket_at, build_since FROM hosts WHERE host_id = ?"
             ),
             (c.host_id,),
         )
+        policy_row = tx.start("SELECT policy FROM rollouts WHERE channel = ?", (c.channel,))
+        found, rows = host_row(), policy_row()
+        before = found[0] if found else None
+        policy: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
         bucket = allowance.burst if allowance else 0.0
         if allowance is not None and before is not None and before[6] is not None:
             bucket = min(allowance.burst, before[6] + (now - before[7]) * allowance.per_s)
             if bucket < 1:
-                return Recorded(stored=False, retry_after=(1 - bucket) / allowance.per_s)
+                return Recorded(False, (1 - bucket) / allowance.per_s, policy)
         bucket = max(0.0, bucket - 1)
         same_build = before is not None and (before[0], before[1]) == (c.release, c.build_id)
         build_since = before[8] if same_build and before and before[8] is not None else now
@@ -163,7 +174,7 @@ def record(
         changed = before is None or tuple(before[:5]) != event
         seq = (before[5] if before else 0) + changed
         at = stamp(now)
-        tx.run(
+        tx.send(
             _UPSERT,
             (
                 c.host_id,
@@ -189,17 +200,17 @@ def record(
             ),
         )
         if changed:
-            tx.run(
+            tx.send(
                 "INSERT INTO host_events (host_id, seq, at, kernel_release, kernel_build_id,"
                 " level, attempted_level, state, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (c.host_id, seq, at, *event, c.last_error),
             )
             if seq > keep_events:
-                tx.run(
+                tx.send(
                     "DELETE FROM host_events WHERE host_id = ? AND seq <= ?",
                     (c.host_id, seq - keep_events),
                 )
-    return Recorded(stored=True)
+    return Recorded(True, 0.0, policy)
 
 
 def get(store: Store, host_id: str) -> HostRecord | None:

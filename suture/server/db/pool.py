@@ -15,6 +15,11 @@ How two processes (or two hosts) on one database stay right:
 - PostgreSQL: READ COMMITTED; a transaction locks the rows it is going to
   change with ``SELECT ... FOR UPDATE`` (:attr:`Tx.lock`), so two processes
   deciding from the same row take turns.
+
+On PostgreSQL a transaction runs in pipeline mode: statements whose answer
+is not needed at once (:meth:`Tx.send`) and reads started together
+(:meth:`Tx.start`) go in one round trip. A check-in is two round trips
+(BEGIN and its reads; its writes and COMMIT), not seven.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import queue
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,10 +60,17 @@ class _Connection(Protocol):
 class Tx:
     """One borrowed connection: statements with ``?`` markers, and the rows they give."""
 
-    def __init__(self, conn: _Connection, dialect: str, errors: tuple[type[Exception], ...]):
+    def __init__(
+        self,
+        conn: _Connection,
+        dialect: str,
+        errors: tuple[type[Exception], ...],
+        pipeline: Any = None,
+    ) -> None:
         self._conn = conn
         self.dialect = dialect
         self._errors = errors
+        self._pipeline = pipeline  # psycopg's, in a PostgreSQL transaction
 
     @property
     def lock(self) -> str:
@@ -74,8 +86,7 @@ class Tx:
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; its rows (a SELECT, or RETURNING), else []."""
-        cursor = self._execute(sql, params)
-        return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+        return self.start(sql, params)()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """Run one statement; its first row, or None."""
@@ -84,7 +95,37 @@ class Tx:
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; how many rows it changed."""
-        return int(self._execute(sql, params).rowcount)
+        cursor = self._execute(sql, params)
+        if self._pipeline is not None:
+            self._sync()  # the count comes with the answer
+        return int(cursor.rowcount)
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement whose answer is not needed now (errors show by the commit at most)."""
+        self._execute(sql, params)
+
+    def start(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], list[Row]]:
+        """Start a query; call the result for its rows (reads started together share a trip)."""
+        cursor = self._execute(sql, params)
+
+        def rows() -> list[Row]:
+            try:
+                if cursor.description is None and self._pipeline is not None:
+                    self._pipeline.sync()  # its answer (and those of the others sent) arrives
+                return [tuple(r) for r in cursor.fetchall()] if cursor.description else []
+            except self._errors as e:
+                raise _database_error(e) from e
+
+        if self._pipeline is not None:
+            return rows
+        found = rows()  # without a pipeline the answer is here already: read it now
+        return lambda: found
+
+    def _sync(self) -> None:
+        try:
+            self._pipeline.sync()
+        except self._errors as e:
+            raise _database_error(e) from e
 
     def _execute(self, sql: str, params: Sequence[Any]) -> _Cursor:
         if self.dialect == "postgresql":
@@ -281,8 +322,8 @@ class _PgPool:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield Tx(conn, "postgresql", self._errors)
+            with self._pool.connection() as conn, conn.pipeline() as p, conn.transaction():
+                yield Tx(conn, "postgresql", self._errors, pipeline=p)
         except self._errors as e:
             raise _database_error(e) from e
 

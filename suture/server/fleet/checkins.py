@@ -65,7 +65,7 @@ def take(
             retry_after=recorded.retry_after,
         )
     channel = report.channel
-    policy = rollout.Policy.from_dict(rollouts.policy(fleet.store, channel))
+    policy = rollout.Policy.from_dict(recorded.policy or {})
     levels = fleet.catalog.levels(report.release, report.build_id, channel)
     build = rollout.build_key(report.release, report.build_id)
     tried = report.attempted_level
