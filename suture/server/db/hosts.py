@@ -117,6 +117,7 @@ class Recorded:
     stored: bool
     retry_after: float = 0.0
     policy: dict[str, Any] | None = None
+    owner: tuple[str, tuple[str, ...]] | None = None  # the token's host id and tags
 
 
 _UPSERT = (
@@ -143,14 +144,21 @@ def record(
     *,
     allowance: Allowance | None = None,
     keep_events: int = 100,
+    token_hash: str = "",
 ) -> Recorded:
     """Store a check-in as the host's last report (``first_seen`` is kept).
 
-    Refused (nothing written) when the host has used up its ``allowance``. The
-    channel's rollout policy is read with the host's row: on PostgreSQL, the
-    whole check-in is two round trips (the reads; the writes and the commit).
+    Refused (nothing written) when the host has used up its ``allowance``, or
+    with ``token_hash`` when that live token is not the reporting host's
+    (``owner`` is then whose it is, or None). The token, the host's row and
+    the channel's rollout policy are read together: on PostgreSQL, a
+    check-in is two round trips (the reads; the writes and the commit).
     """
     with store.write() as tx:
+        token_row = tx.start(
+            "SELECT host_id, tags FROM registrations WHERE token_hash = ? AND revoked = 0",
+            (token_hash,),
+        )
         host_row = tx.start(
             tx.locked(
                 "SELECT kernel_release, kernel_build_id, level, attempted_level, state,"
@@ -159,14 +167,17 @@ def record(
             (c.host_id,),
         )
         policy_row = tx.start("SELECT policy FROM rollouts WHERE channel = ?", (c.channel,))
-        found, rows = host_row(), policy_row()
+        owners, found, rows = token_row(), host_row(), policy_row()
+        owner = (owners[0][0], tuple(json.loads(owners[0][1]))) if owners else None
+        if token_hash and (owner is None or owner[0] != c.host_id):
+            return Recorded(False, owner=owner)
         before = found[0] if found else None
         policy: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
         bucket = allowance.burst if allowance else 0.0
         if allowance is not None and before is not None and before[6] is not None:
             bucket = min(allowance.burst, before[6] + (now - before[7]) * allowance.per_s)
             if bucket < 1:
-                return Recorded(False, (1 - bucket) / allowance.per_s, policy)
+                return Recorded(False, (1 - bucket) / allowance.per_s, policy, owner)
         bucket = max(0.0, bucket - 1)
         same_build = before is not None and (before[0], before[1]) == (c.release, c.build_id)
         build_since = before[8] if same_build and before and before[8] is not None else now
@@ -210,7 +221,7 @@ def record(
                     "DELETE FROM host_events WHERE host_id = ? AND seq <= ?",
                     (c.host_id, seq - keep_events),
                 )
-    return Recorded(True, 0.0, policy)
+    return Recorded(True, 0.0, policy, owner)
 
 
 def get(store: Store, host_id: str) -> HostRecord | None:

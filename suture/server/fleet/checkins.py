@@ -19,7 +19,7 @@ from suture.errors import RateLimitedError, RefusedError
 from suture.server.db import hosts, rollouts
 from suture.server.db.hosts import Allowance, stamp
 from suture.server.db.pool import Tx
-from suture.server.fleet import rollout
+from suture.server.fleet import enrolment, rollout
 from suture.server.fleet.catalog import LevelInfo
 from suture.server.fleet.context import Fleet
 
@@ -28,27 +28,20 @@ UNKNOWN_AGE = 86400.0  # s
 STAMP_RESOLUTION = 1.0  # s: published times are signed to the second
 
 
-def take(
-    fleet: Fleet, report: Checkin, host_id: str, tags: tuple[str, ...], address: str
-) -> Directive:
+def take(fleet: Fleet, report: Checkin, token: str, address: str) -> Directive:
     """Store a host's report; the directive for it.
 
     Args:
         fleet: the server's state.
         report: the check-in, checked against its form.
-        host_id: who the token belongs to; the report must be about that host.
-        tags: the host's tags (from its registration key).
+        token: the host token it came with; it must be the reporting host's.
         address: where the check-in came from.
 
     Raises:
-        RefusedError: the report names another host (``forbidden``).
+        RefusedError: no live token (``unauthorized``), or the report names
+            another host than the token's (``forbidden``).
         RateLimitedError: the host checks in too often.
     """
-    if report.host_id != host_id:
-        raise RefusedError(
-            f"this token belongs to {host_id}; a host reports only about itself",
-            reason="forbidden",
-        )
     now = fleet.now()
     limits = fleet.limits
     recorded = hosts.record(
@@ -58,7 +51,19 @@ def take(
         now,
         allowance=Allowance(limits.checkin_burst, limits.checkin_per_s),
         keep_events=fleet.retention.events_per_host,
+        token_hash=enrolment.digest(token),
     )
+    if recorded.owner is None:
+        raise RefusedError(
+            "a host token is needed: register with a registration key first",
+            reason="unauthorized",
+        )
+    host_id, tags = recorded.owner
+    if report.host_id != host_id:
+        raise RefusedError(
+            f"this token belongs to {host_id}; a host reports only about itself",
+            reason="forbidden",
+        )
     if not recorded.stored:
         raise RateLimitedError(
             f"host {host_id} checks in too often; try again in {recorded.retry_after:.0f} s",

@@ -39,6 +39,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from suture.contract import checkin as contract
+from suture.contract.enrolment import HOST_TOKEN_PREFIX
 from suture.errors import CheckinError, FormatError, RefusedError, SutureError, UsageError
 from suture.server.fleet import enrolment, limits
 from suture.server.fleet.context import Fleet
@@ -155,6 +156,7 @@ class Endpoint:
     query: type[BaseModel] | None = None
     form: bool = False  # an HTML form body (the dashboard)
     own_query: bool = False  # the handler reads the query string itself (the dashboard)
+    host_lookup: bool = True  # False: a host route whose handler looks its token up itself
     doc: Doc | None = None  # None: not in the API document (the dashboard's pages)
     refused_as: str = "UsageError"  # the error name of a refused body or query
 
@@ -232,7 +234,8 @@ def _form(headers: Mapping[str, str], raw: bytes) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items()}
 
 
-def _authorize(fleet: Fleet, auth: Auth, call: Call) -> None:
+def _authorize(fleet: Fleet, endpoint: Endpoint, call: Call) -> None:
+    auth = endpoint.auth
     if auth is Auth.PUBLIC:
         return
     token = call.bearer()
@@ -249,7 +252,11 @@ def _authorize(fleet: Fleet, auth: Auth, call: Call) -> None:
             limits.failed(fleet, limits.ADMIN, call.address)
             raise RefusedError("an admin token is needed", reason="unauthorized")
         return
-    found = enrolment.host_for_token(fleet, token)
+    found = None
+    if token.startswith(HOST_TOKEN_PREFIX):
+        if not endpoint.host_lookup:
+            return  # its handler reads the token with the rest (one transaction)
+        found = enrolment.host_for_token(fleet, token)
     if found is None:
         raise RefusedError(
             "a host token is needed: register with a registration key first",
@@ -326,7 +333,7 @@ def run(endpoint: Endpoint, call: Call, raw: bytes) -> Reply:
     """Authorize, check the query and body, call the handler; every refusal answered here."""
     fleet = call.fleet
     try:
-        _authorize(fleet, endpoint.auth, call)
+        _authorize(fleet, endpoint, call)
         if not endpoint.own_query:
             call.query = _query(endpoint.query, call.query_string)
         if endpoint.body is not None:
