@@ -23,7 +23,8 @@ PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-v
 # PostgreSQL tests (scripts/postgres.sh starts a private cluster from it);
 # chromium + chromium-driver, for the dashboard's browser test (Debian's
 # driver matches Debian's browser; selenium would otherwise download one).
-TEST_PACKAGES=(postgresql chromium chromium-driver)
+# systemd: systemd-analyze checks the units' sandbox (offline; nothing is started).
+TEST_PACKAGES=(postgresql chromium chromium-driver systemd)
 
 missing_of() {
 	local p

@@ -42,6 +42,23 @@ class UsageError(SutureError):
     exit_code = 64  # EX_USAGE
 
 
+class FormatError(SutureError):
+    """A document of a format the agent and the server share (suture.contract) is malformed.
+
+    Attributes:
+        field: the JSON field that was refused (``kernel.build_id``, ``patches[2]``),
+            or "" for the whole document.
+    """
+
+    def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the refused field to the JSON form."""
+        return {**super().to_dict(), "field": self.field}
+
+
 # --- the lab: kernel packages and QEMU guests ------------------------------
 
 
@@ -406,20 +423,39 @@ class DatabaseError(ServerError):
     """The server's database could not be opened, migrated, read or written."""
 
 
-class CheckinError(ServerError):
-    """An agent's check-in is malformed; the server answers 400 and stores nothing.
+class RefusedError(ServerError):
+    """The server understood a request and refuses it: a bad key, a taken host id, no such host.
 
     Attributes:
-        field: the JSON field that was refused (``kernel.build_id``), or "" for the whole body.
+        reason: a short code the HTTP layer answers with (``bad_key``, ``taken``,
+            ``not_found``, ``forbidden``...).
     """
 
-    def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
+    def __init__(self, message: str, *, reason: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
-        self.field = field
+        self.reason = reason
 
     def to_dict(self) -> dict[str, str]:
-        """Add the refused field to the JSON form."""
-        return {**super().to_dict(), "field": self.field}
+        """Add the reason to the JSON form."""
+        return {**super().to_dict(), "reason": self.reason}
+
+
+class RateLimitedError(RefusedError):
+    """Too many requests (or failures) from one host or address: try again later.
+
+    Attributes:
+        retry_after: seconds until the limit lets it through.
+    """
+
+    def __init__(self, message: str, *, retry_after: float, hint: str = "") -> None:
+        super().__init__(message, reason="rate_limited", hint=hint)
+        self.retry_after = retry_after
+
+
+class CheckinError(FormatError):
+    """An agent's check-in is malformed; the server answers 400 and stores nothing."""
+
+    exit_code = 80
 
 
 class FleetError(SutureError):

@@ -1,7 +1,7 @@
 """The agent's check-in: what this host runs and how its last cycle went; the server's answer.
 
-The body is the server's check-in format 2 (:mod:`suture.server.checkin`
-validates it; this module must not import the server). The host speaks with
+The body is check-in format 2 and the answer a directive, both defined in
+:mod:`suture.contract` (this module must not import the server). The host speaks with
 its own token, which it gets once by enrolling with the registration key from
 its configuration, and keeps in ``state_dir/host-token`` (mode 0600). The
 answer carries the fleet's *directive* for this host: the highest level it
@@ -20,7 +20,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -31,22 +31,15 @@ from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
 from suture.agent.state import AgentState
+from suture.contract.checkin import MAX_ERROR, MAX_FUNCTIONS
+from suture.contract.directive import Directive, parse_directive
+from suture.contract.enrolment import CHECKIN_PATH, REGISTER_PATH
 from suture.kernel.identity import KernelIdentity
 
-CHECKIN_PATH = "/api/v1/checkin"
-REGISTER_PATH = "/api/v1/register"
+__all__ = ["CHECKIN_PATH", "REGISTER_PATH", "TOKEN_NAME", "Directive", "checkin", "exchange"]
+
 TOKEN_NAME = "host-token"  # noqa: S105 - a file name
 MACHINE_ID = Path("/etc/machine-id")
-MAX_ERROR = 4096  # characters the server keeps of last_error
-MAX_FUNCTIONS = 512  # the server's limit
-
-
-@dataclass(frozen=True)
-class Directive:
-    """The fleet server's word on this host: a cap on its level, and whether to go down to it."""
-
-    max_level: int | None
-    unroll: bool
 
 
 def host_id(machine_id: Path = MACHINE_ID) -> str:
@@ -140,13 +133,7 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
 
 
 def _directive(answer: dict[str, Any] | None) -> Directive | None:
-    data = (answer or {}).get("directive")
-    if not isinstance(data, dict):
-        return None
-    cap = data.get("max_level")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 0):
-        return None  # a malformed answer changes nothing
-    return Directive(cap, data.get("unroll") is True)
+    return parse_directive(answer)  # a malformed answer changes nothing
 
 
 def endpoint(config: AgentConfig) -> str | None:

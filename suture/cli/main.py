@@ -23,8 +23,9 @@ Exit codes (also in README.md):
     90  test: a bundle could not be tested (not for its kernel build)
     91  test: a bundle failed its test (the result is written into its manifest)
     4   update/status/boot: the crash-loop guard holds a level (status: or the last check failed)
-    80  server; 81 fleet API call (cannot reach the server, or refused)
-    64  bad command line or input
+    80  serve: cannot listen, database, TLS or signing key unusable, workers keep dying;
+    81  fleet API call (cannot reach the server, or refused: 401 403 404 409 429)
+    64  bad command line or input (serve: a bad --config, a shared or short admin token)
     130 interrupted
 """
 

@@ -151,9 +151,13 @@ def test_update_over_http_then_the_check_in_reaches_the_server(
     s = state.read(cfg.state_dir)
     assert (s.last_report, s.last_report_error) == (1000.0, None)
     assert (s.max_level, s.unroll) == (1, False)  # the fleet server's directive
-    # A lost token: the agent enrols again with its key.
+    # A lost token: enrolling the host id again takes an operator (the id is this host's:
+    # a registration key alone no longer takes it over, security-repro 01).
     (cfg.state_dir / report.TOKEN_NAME).write_text("sht_lost\n")
-    assert report.exchange(cfg, kernel, 1001.0) is None
+    failure = report.exchange(cfg, kernel, 1001.0)
+    assert failure is not None and "409" in failure and "enrolled already" in failure
+    admin(server, "POST", f"/api/v1/hosts/{report.host_id()}/revoke", {"allow_reenrol": True})
+    assert report.exchange(cfg, kernel, 1002.0) is None
 
 
 def test_check_in_states(tmp_path: Path) -> None:

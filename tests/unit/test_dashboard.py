@@ -13,17 +13,23 @@ import http.client
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.message import Message
 from html import unescape
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from suture.contract.checkin import Checkin
 from suture.repo import create, publish
+from suture.repo.layout import Layout
 from suture.server import Server, open_server
-from suture.server.checkin import Checkin
-from suture.server.sessions import LIFETIME, Sessions
-from suture.server.store import DbUrl, open_store
+from suture.server.db import DbUrl, open_store
+from suture.server.db import hosts as db_hosts
+from suture.server.fleet import sessions
+from suture.server.fleet.catalog import Catalog
+from suture.server.fleet.context import Fleet
+from suture.server.fleet.sessions import LIFETIME
 from tests.unit.repo_helpers import BUILD_B, RELEASE, make_bundle
 from tests.unit.test_agent_cycle import name, publish_level
 from tests.unit.test_fleet_rollout import ADMIN, admin, fleet
@@ -66,7 +72,7 @@ def simulated_fleet(tmp_path: Path) -> Server:
             patches=(),
             attempted_level=1,
         )
-        store.record(evil, "127.0.0.1", datetime.now(UTC))
+        db_hosts.record(store, evil, "127.0.0.1", datetime.now(UTC).timestamp())
     finally:
         store.close()
     return srv
@@ -88,7 +94,7 @@ class Client:
 
     def request(
         self, method: str, path: str, fields: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], str]:
+    ) -> tuple[int, Message, str]:
         conn = http.client.HTTPConnection(self.netloc, timeout=5)
         headers = {"Cookie": self.cookie} if self.cookie else {}
         body = None
@@ -98,17 +104,17 @@ class Client:
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            return resp.status, dict(resp.headers), resp.read().decode()
+            return resp.status, resp.headers, resp.read().decode()
         finally:
             conn.close()
 
-    def get(self, path: str) -> tuple[int, dict[str, str], str]:
+    def get(self, path: str) -> tuple[int, Message, str]:
         return self.request("GET", path)
 
-    def post(self, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    def post(self, path: str, fields: dict[str, str]) -> tuple[int, Message, str]:
         return self.request("POST", path, fields)
 
-    def login(self, token: str = ADMIN) -> tuple[int, dict[str, str], str]:
+    def login(self, token: str = ADMIN) -> tuple[int, Message, str]:
         status, headers, body = self.post("/login", {"token": token, "next": "/"})
         if "Set-Cookie" in headers:
             self.cookie = headers["Set-Cookie"].split(";")[0]
@@ -262,13 +268,21 @@ def test_a_rollout_action_asks_for_confirmation_then_does_it(server: Server) -> 
     assert c.post("/rollouts/nowhere/halt", {"csrf": csrf, "level": "1"})[0] == 404
 
 
-def test_sessions_expire() -> None:
+def test_sessions_expire(tmp_path: Path) -> None:
     now = [1000.0]
-    sessions = Sessions(clock=lambda: now[0])
-    sid, session = sessions.create()
-    assert sessions.get(sid) is session and sessions.get("other") is None
-    now[0] += LIFETIME
-    assert sessions.get(sid) is None
-    sid, _ = sessions.create()
-    sessions.end(sid)
-    assert sessions.get(sid) is None
+    store = open_store(DbUrl("sqlite", str(tmp_path / "s.db")))
+    fleet = Fleet(store, Layout(tmp_path), Catalog(Layout(tmp_path)), clock=lambda: now[0])
+    try:
+        sid = sessions.create(fleet)
+        found = sessions.get(fleet, sid)
+        assert found is not None and sessions.get(fleet, "other") is None
+        sessions.flash(fleet, found, "once")
+        assert sessions.get(fleet, sid).flash == "once"  # type: ignore[union-attr]
+        assert sessions.get(fleet, sid).flash == ""  # type: ignore[union-attr]
+        now[0] += LIFETIME
+        assert sessions.get(fleet, sid) is None
+        sid = sessions.create(fleet)
+        sessions.end(fleet, sid)
+        assert sessions.get(fleet, sid) is None
+    finally:
+        store.close()

@@ -1,4 +1,4 @@
-"""The systemd units and the example configuration that ship with the agent."""
+"""The systemd units (agent and server) and the example configuration that ship."""
 
 from __future__ import annotations
 
@@ -26,7 +26,18 @@ def unit(path: Path) -> configparser.ConfigParser:
 
 def test_units_run_commands_the_cli_has() -> None:
     commands = {p.name: unit(p)["Service"]["ExecStart"].split()[1:] for p in UNITS}
-    assert commands == {"suture-agent.service": ["daemon"], "suture-boot.service": ["boot"]}
+    assert commands == {
+        "suture-agent.service": ["daemon"],
+        "suture-boot.service": ["boot"],
+        "suture-repo-refresh.service": ["repo", "refresh", "--repo", "/srv/suture/repo"],
+        "suture-server.service": [
+            "serve",
+            "--config",
+            "/etc/suture/server.toml",
+            "--admin-token-file",
+            "/var/lib/suture-server/admin-token",
+        ],
+    }
     parser = main._parser()
     for argv in commands.values():
         parser.parse_args(argv)  # exits on an unknown command or option
