@@ -6,7 +6,7 @@ processes until a signal), :class:`~suture.server.http.serve.Server` and
 :class:`~suture.server.config.ServerConfig`. The agent never imports this
 package (it speaks HTTP to it); the command line imports it lazily.
 
-The package reads in three parts (docs/adr/0014-server-stack.md):
+The package reads in three parts (docs/adr/0015-server-stack.md):
 
 - ``http/``: the HTTP side (uvicorn, Starlette routes, pydantic models, the
   generated OpenAPI document, connection limits);
