@@ -84,7 +84,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
     names = args.kernels or sorted(sets.SETS)
     rows: list[dict[str, object]] = []
-    lines = [f"{'RELEASE':<24} {'IMAGE':<12} {'SOURCE':<30} CACHED"]
+    lines = [f"{'RELEASE':<30} {'IMAGE':<18} {'SOURCE':<36} CACHED"]
     for b in sets.describe(sets.resolve_kernels([], names)):
         cached = {
             "kernel": kernels.cached(b.release) is not None,
@@ -94,7 +94,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         rows.append({**b.to_dict(), "cached": cached})
         src = b.source_spec if b.source_available else "source gone"
         have = ",".join(k for k, v in cached.items() if v) or "-"
-        lines.append(f"{b.release:<24} {b.image_version:<12} {src:<30} {have}")
+        lines.append(f"{b.release:<30} {b.image_version:<18} {src:<36} {have}")
     out.result({"format": 1, "ok": True, "sets": names, "builds": rows}, "\n".join(lines))
     return 0
 
