@@ -29,9 +29,10 @@ MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
 
 # What preparing a tree, compiling a unit and linking a module with kbuild
-# need, besides the compiler (Debian package names).
+# need, besides the compiler (Debian package names). `gcc` is the suite's
+# default compiler, kbuild's HOSTCC for its own programs (fixdep, objtool).
 KBUILD_PACKAGES = (
-    "make", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "dwarves", "python3", "kmod",
+    "gcc", "make", "bc", "flex", "bison", "libelf-dev", "libssl-dev", "dwarves", "python3", "kmod",
     "cpio", "patch", "xz-utils", "perl", "binutils",
 )  # fmt: skip
 
@@ -58,12 +59,14 @@ class BuildRootSpec:
         return (self.compiler, *KBUILD_PACKAGES)
 
 
-def debian_suite(suite: str, compiler: str, *, security: bool = True) -> BuildRootSpec:
+def debian_sources(suite: str) -> tuple[str, ...]:
+    """The one-line apt sources of Debian ``suite`` and its security updates."""
+    return (f"deb {MIRROR} {suite} main", f"deb {SECURITY} {suite}-security main")
+
+
+def debian_suite(suite: str, compiler: str) -> BuildRootSpec:
     """The build root of Debian ``suite`` with ``compiler``, from the main archive."""
-    sources = [f"deb {MIRROR} {suite} main"]
-    if security:
-        sources.append(f"deb {SECURITY} {suite}-security main")
-    return BuildRootSpec(f"{suite}-{compiler}", suite, tuple(sources), compiler)
+    return BuildRootSpec(f"{suite}-{compiler}", suite, debian_sources(suite), compiler)
 
 
 def roots_dir() -> Path:
@@ -72,9 +75,18 @@ def roots_dir() -> Path:
 
 
 def cached(spec: BuildRootSpec) -> Path | None:
-    """The root of ``spec`` when it is whole in the cache, else None."""
+    """The root of ``spec`` when it is whole in the cache and made as ``spec`` says, else None.
+
+    A root made of other sources or packages (an older Suture's) is made again.
+    """
     entry = roots_dir() / spec.name
-    return entry / "root" if (entry / "buildroot.json").exists() else None
+    try:
+        record = json.loads((entry / "buildroot.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("packages") != list(spec.packages) or record.get("sources") != list(spec.sources):
+        return None
+    return entry / "root"
 
 
 def ensure(spec: BuildRootSpec) -> Path:
@@ -100,13 +112,22 @@ def ensure(spec: BuildRootSpec) -> Path:
     return root
 
 
-def _bootstrap_argv(spec: BuildRootSpec, target: Path) -> list[str]:
-    include = ",".join(spec.packages)
+def bootstrap_argv(
+    spec: BuildRootSpec, target: Path, packages: tuple[str, ...] | None = None
+) -> list[str]:
+    """The command that makes a minimal system of ``spec``'s suite with ``packages`` in ``target``.
+
+    ``packages`` defaults to the build root's (its compiler and kbuild's tools).
+
+    Raises:
+        ToolMissingError: neither mmdebstrap nor debootstrap is installed.
+    """
+    include = ",".join(spec.packages if packages is None else packages)
     if shutil.which("mmdebstrap"):
         # --mode=root: we are root, and the root's files are to be owned by root.
         return [
             "mmdebstrap", "--variant=minbase", "--mode=root", "--quiet",
-            f"--include={include}", "--skip=cleanup/apt/lists",
+            f"--include={include}",
             spec.suite, str(target), *spec.sources,
         ]  # fmt: skip
     if shutil.which("debootstrap"):
@@ -123,7 +144,8 @@ def _bootstrap_argv(spec: BuildRootSpec, target: Path) -> list[str]:
 def _make(spec: BuildRootSpec) -> Path:
     final = roots_dir() / spec.name
     if final.exists():
-        shutil.rmtree(final)  # no buildroot.json: not whole
+        # Not whole, or made otherwise. Never rmtree across a mount point.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(final)], check=False)
     print(
         f"suture: making the build root {spec.name} ({spec.suite}, {spec.compiler}) once",
         file=sys.stderr,
@@ -132,7 +154,7 @@ def _make(spec: BuildRootSpec) -> Path:
         work = Path(tmp)
         started = time.monotonic()
         proc = subprocess.run(
-            _bootstrap_argv(spec, work / "root"), capture_output=True, text=True, check=False
+            bootstrap_argv(spec, work / "root"), capture_output=True, text=True, check=False
         )
         if proc.returncode != 0:
             raise DownloadError(

@@ -135,6 +135,14 @@ class DebianSeries:
         (tarball,) = (work / "root" / "usr" / "src").glob("linux-source-*.tar.*")
         return tarball
 
+    def package_lists(self) -> str:
+        """The private apt configuration's name ("" for the host's lists)."""
+        return self.archive.name
+
+    def refresh(self) -> None:
+        """Refresh the private apt lists now (the host's are apt-get update's)."""
+        apt.ensure_lists(self.archive, refresh=True)
+
     def toolchain(self, config_text: str) -> Toolchain:
         """The host's compiler when it is exactly the config's, else the first build root's that is.
 

@@ -107,6 +107,14 @@ class KernelSeries(Protocol):
         """Download the source package ``ref`` into ``work``; returns its source tarball."""
         ...
 
+    def package_lists(self) -> str:
+        """The name of the package lists Suture keeps for this series ("" for the host's own)."""
+        ...
+
+    def refresh(self) -> None:
+        """Fetch this series' package lists again now (nothing for the host's own)."""
+        ...
+
     def toolchain(self, config_text: str) -> Toolchain:
         """Where the exact compiler of a build with that config runs (made once if need be).
 

@@ -183,6 +183,17 @@ def default_release() -> str:
     return DEBIAN12.default_release()
 
 
+def refresh() -> list[str]:
+    """Refresh the package lists Suture keeps (each once); returns their names."""
+    done: list[str] = []
+    for series in SERIES:
+        name = series.package_lists()
+        if name and name not in done:
+            series.refresh()
+            done.append(name)
+    return done
+
+
 def source_package(release: str, image_version: str) -> str:
     """The package with the exact source of ``release`` (at ``image_version``)."""
     return series_for(release).source_of(release, image_version).package
