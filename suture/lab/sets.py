@@ -90,7 +90,9 @@ TRIXIE_BACKPORTS = DebianSeries(
     image_prefix="linux-image-7.",
     abi_pattern=r"(7\.\d+\.\d+\+deb13(?:\.\d+)?)",
     flavours=_FLAVOURS,
-    source_package="linux-source",
+    # linux-source-7.3 for 7.3.4 (by Debian's convention): `linux-source` itself
+    # is only a meta-package depending on the newest of them.
+    source_package="",
     archive=DEBIAN_MORE,
     build_roots=(TRIXIE_GCC14,),
 )

@@ -48,7 +48,8 @@ PRIVATE: dict[str, list[str]] = {
     "linux-image-7.3.4+deb13-amd64": ["7.3.4-1~bpo13+1"],
     "linux-image-7.3.4+deb13-rt-amd64": ["7.3.4-1~bpo13+1"],
     "linux-source-6.12": ["6.12.118-1", "6.12.115-2", "6.12.95-1~bpo12+1"],
-    "linux-source": ["7.3.4-1~bpo13+1", "6.12.118-1"],
+    "linux-source": ["7.3.4-1~bpo13+1", "6.12.118-1"],  # a meta-package
+    "linux-source-7.3": ["7.3.4-1~bpo13+1"],
 }
 
 _SCRIPT = """\

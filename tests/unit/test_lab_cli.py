@@ -55,7 +55,7 @@ def test_list_text_defaults_to_every_set(root: Path, capsys: pytest.CaptureFixtu
     # Series in table order (Debian 12, Debian 13, the backports), flavours within a series.
     assert releases.index("6.1.0-57-cloud-amd64") < releases.index("6.12.115+deb13.1-amd64")
     assert lines[-1].split() == [
-        "7.3.4+deb13-amd64", "7.3.4-1~bpo13+1", "linux-source=7.3.4-1~bpo13+1", "-"
+        "7.3.4+deb13-amd64", "7.3.4-1~bpo13+1", "linux-source-7.3=7.3.4-1~bpo13+1", "-"
     ]  # fmt: skip
 
 

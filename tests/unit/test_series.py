@@ -117,7 +117,7 @@ def test_source_of_each_series() -> None:
         "linux-source-6.12=6.12.118-1"
     )
     assert sets.TRIXIE_BACKPORTS.source_of("7.3.4+deb13-amd64", "7.3.4-1~bpo13+1").spec == (
-        "linux-source=7.3.4-1~bpo13+1"
+        "linux-source-7.3=7.3.4-1~bpo13+1"
     )
     assert sets.OTHER.source_of("5.10.0-30-amd64", "5.10.218-1").package == "linux-source-5.10"
 

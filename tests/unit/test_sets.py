@@ -180,6 +180,6 @@ def test_describe_new_series_names_their_own_source_packages() -> None:
     }
     assert got["6.12.118+deb13-amd64"].source_spec == "linux-source-6.12=6.12.118-1"
     assert got["6.12.95+deb12-amd64"].source_spec == "linux-source-6.12=6.12.95-1~bpo12+1"
-    assert got["7.3.4+deb13-amd64"].source_spec == "linux-source=7.3.4-1~bpo13+1"
+    assert got["7.3.4+deb13-amd64"].source_spec == "linux-source-7.3=7.3.4-1~bpo13+1"
     assert [got[r].source_available for r in sorted(got)] == [True, True, False, True]
     assert got["7.2.12+deb13-amd64"].series == "trixie-backports"
