@@ -21,6 +21,7 @@ It is part of the cache entry ``build:<release>`` (suture.lab.cache).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -142,6 +143,9 @@ def fetch(release: str | None = None) -> KernelTree:
         if tree is None:
             cache.remove_stale(kernels_dir())  # under the lock: no fetch is under way
             tree = _fetch_locked(release)
+        else:
+            # Idempotent, and a kernel an older Suture fetched gets the 7.x relocation too.
+            _relocate_headers(tree.root, release, tree.root)
         cache.record_use(cache.BUILD, release)
     if fetched:
         cache.enforce()
@@ -182,14 +186,21 @@ def _fetch_locked(release: str) -> KernelTree:
 
 
 def _relocate_headers(root: Path, release: str, installed_root: Path) -> None:
-    """Point the arch headers' Makefile at the unpacked common headers.
+    """Point the arch headers' Makefile at the unpacked headers instead of ``/usr/src``.
 
-    Debian's ``linux-headers-<release>/Makefile`` includes the common tree by
-    its absolute installed path; everything else uses relative symlinks.
-    ``installed_root`` is where ``root`` will be once renamed into place.
+    Debian's ``linux-headers-<release>/Makefile`` names the common tree by
+    its absolute installed path (``include /usr/src/...``), and from 7.x its
+    own folder too (``KBUILD_OUTPUT=/usr/src/...``); everything else uses
+    relative symlinks. ``installed_root`` is where ``root`` will be once
+    renamed into place. Paths already relocated are left as they are.
     """
     makefile = root / "usr" / "src" / f"linux-headers-{release}" / "Makefile"
     if not makefile.exists():
         return
     text = makefile.read_text()
-    makefile.write_text(text.replace("include /usr/src/", f"include {installed_root}/usr/src/"))
+    makefile.write_text(relocated(text, installed_root))
+
+
+def relocated(makefile_text: str, installed_root: Path) -> str:
+    """``makefile_text`` with each absolute ``/usr/src/`` (after a blank or ``=``) moved."""
+    return re.sub(r"(?<=[\s=])/usr/src/", f"{installed_root}/usr/src/", makefile_text)
