@@ -145,9 +145,11 @@ def ensure_lists(archive: Archive, *, refresh: bool = False) -> None:
         print(f"suture: refreshing the package lists of {archive.name}", file=sys.stderr)
         argv = ["apt-get", *archive.options(), "-q", "update"]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        # apt-get update exits 0 on some failed fetches: its "W:"/"E:" lines say so.
+        # apt-get update exits 0 on some failed fetches: its "E:" lines say so, and
+        # lists without a single Packages index are no lists.
         bad = [line for line in proc.stderr.splitlines() if line.startswith("E:")]
-        if proc.returncode != 0 or bad:
+        indexes = [p for p in (root / "lists").iterdir() if "_Packages" in p.name]
+        if proc.returncode != 0 or bad or not indexes:
             raise DownloadError(
                 f"refreshing the package lists of {archive.name} failed: "
                 f"{proc.stderr.strip()[-2000:]}",

@@ -182,6 +182,25 @@ def _command_script(argv: list[str], cwd: Path, cfg: GuestConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Folders of the other root that host folders must never cover.
+_SYSTEM = ("/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/sys", "/dev", "/run")
+
+
+def host_paths(paths: list[Path]) -> list[str]:
+    """The host folders another root shows: absolute, once, none a system folder of the root.
+
+    A folder inside one already shown is shown by it; "/" (say, the working
+    folder) would hide the root itself, so it and the system folders are left out.
+    """
+    found = sorted({str(p.resolve()) for p in paths}, key=len)
+    out: list[str] = []
+    for path in found:
+        if path in _SYSTEM or any(path == o or path.startswith(o + "/") for o in out):
+            continue
+        out.append(path)
+    return out
+
+
 def _tail(text: str, lines: int = 40) -> str:
     """The console's last lines, or from the kernel's first report of failure on."""
     all_lines = text.splitlines()
@@ -229,8 +248,9 @@ def run(
             f"SUTURE_OTHER_ROOT={'1' if cfg.root is not None else ''}\n"
         )
         if cfg.root is not None:
-            seen = [cwd, tree.modules_dir, *cfg.host_paths]
-            (exchange / "host-paths").write_text("".join(f"{p.resolve()}\n" for p in seen))
+            (exchange / "host-paths").write_text(
+                "".join(f"{p}\n" for p in host_paths([cwd, tree.modules_dir, *cfg.host_paths]))
+            )
         start = time.monotonic()
         proc = subprocess.Popen(
             _qemu_argv(_bootable(tree), initrd, exchange, cfg),

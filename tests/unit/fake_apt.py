@@ -85,6 +85,10 @@ import json, pathlib, shutil, sys
 if "update" in sys.argv:
     count = pathlib.Path({updates!r})
     count.write_text(str(int(count.read_text() or 0) + 1) if count.exists() else "1")
+    for arg in sys.argv:  # an index in the lists folder, as apt leaves one per suite
+        if arg.startswith("Dir::State::Lists="):
+            lists = pathlib.Path(arg.split("=", 1)[1])
+            (lists / "deb.debian.org_debian_dists_trixie_main_binary-amd64_Packages").touch()
     sys.exit(0)
 debs = json.load(open({table!r})) if pathlib.Path({table!r}).exists() else {{}}
 specs = [a for a in sys.argv[1:] if "=" in a and not a.startswith(("APT::", "Dir"))]

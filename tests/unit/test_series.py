@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from suture.builder import source
-from suture.errors import BuildError, KernelNotFoundError
+from suture.errors import BuildError, DownloadError, KernelNotFoundError
 from suture.lab import apt, buildroot, cache, debian, distro, guest, initramfs, kernels, sets
 from suture.lab.guest import GuestConfig
 from suture.lab.kernels import KernelTree
@@ -406,3 +406,28 @@ def test_compressed_modules_read_as_plain_ones(tmp_path: Path) -> None:
     (tmp_path / "foo.ko.xz").write_bytes(lzma.compress(raw))
     assert module_bytes(tmp_path / "foo.ko.xz") == raw
     assert read_modinfo(tmp_path / "foo.ko.xz").depends == ["bar"]
+
+
+def test_host_paths_another_root_shows() -> None:
+    got = guest.host_paths(
+        [
+            Path("/"),
+            Path("/work/a/b"),
+            Path("/work/a"),
+            Path("/usr"),
+            Path("/tmp/x"),
+            Path("/work/a"),
+        ]
+    )
+    assert got == ["/tmp/x", "/work/a"]  # "/" and /usr would hide the root's own
+
+
+def test_a_refresh_that_leaves_no_index_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_apt.install(tmp_path, monkeypatch, fake_apt.ARCHIVE)
+    get = tmp_path / "fake-bin" / "apt-get"
+    get.write_text("#!/bin/sh\nexit 0\n")  # "succeeds", fetches nothing
+    with pytest.raises(DownloadError, match="refreshing the package lists of debian-more"):
+        apt.ensure_lists(sets.DEBIAN_MORE)
+    assert apt.lists_age(sets.DEBIAN_MORE) is None  # not stamped: the next call tries again
