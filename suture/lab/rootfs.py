@@ -202,6 +202,7 @@ def _install_wheel(root_spec: RootSpec, root: Path) -> None:
         ],
         f"fetching the wheel's dependencies for Python {root_spec.python}",
     )  # fmt: skip
+    # No compiler here: the toolchain's wrapper is how a command runs chrooted in a root.
     inside = Toolchain("", "", root, root_spec.name)
     venv = f"{VENV}/bin"
     pip = f"{venv}/pip install -q --no-index --disable-pip-version-check"
