@@ -16,9 +16,11 @@ fi
 # qemu + busybox + kmod: the lab guest; make/gcc/libelf: kbuild for modules;
 # flex/bison/bc/dwarves/libssl-dev/patch/xz-utils: preparing distro source trees;
 # cpio: unit tests read the lab's initramfs back; python3-venv: the virtualenv;
-# stress-ng: the load `suture test` applies patches under, in the guest.
+# stress-ng: the load `suture test` applies patches under, in the guest;
+# mmdebstrap: build roots with other series' compilers and the Debian 13 guest
+# root (made into the cache; nothing of them is installed into the host).
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-venv
-	flex bison bc dwarves libssl-dev patch xz-utils stress-ng)
+	flex bison bc dwarves libssl-dev patch xz-utils stress-ng mmdebstrap)
 # Tests only (the demo serves from SQLite): postgresql, for the server's
 # PostgreSQL tests (scripts/postgres.sh starts a private cluster from it);
 # chromium + chromium-driver, for the dashboard's browser test (Debian's

@@ -18,6 +18,7 @@ from pathlib import Path
 from suture.builder import klp
 from suture.builder.kbuild import BUILD_JOBS
 from suture.errors import BuildError, KbuildError
+from suture.lab.toolchain import Toolchain
 
 
 @dataclass(frozen=True)
@@ -130,10 +131,12 @@ def link(
     patch_objects: Sequence[bytes],
     stub: str,
     klp_symbols: Mapping[str, klp.KlpSymbol],
+    toolchain: Toolchain | None = None,
 ) -> Path:
     """Build ``<work>/<name>.ko`` from the patch objects and convert its klp references.
 
-    Returns the module's path.
+    Returns the module's path. kbuild runs with ``toolchain`` (the build's
+    compiler, in its build root), or on the host when None.
 
     Raises:
         KbuildError: kbuild failed (its messages are in the error).
@@ -148,11 +151,12 @@ def link(
         objs.append(obj)
     (work / "suture_stub.c").write_text(stub)
     (work / "Kbuild").write_text(f"obj-m := {name}.o\n{name}-y := suture_stub.o {' '.join(objs)}\n")
-    proc = subprocess.run(
-        ["make", "-s", f"-j{BUILD_JOBS}", "-C", str(headers_dir), f"M={work}",
-         "KBUILD_MODPOST_WARN=1", "modules"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    argv = ["make", "-s", f"-j{BUILD_JOBS}", "-C", str(headers_dir), f"M={work}",
+            "KBUILD_MODPOST_WARN=1", "modules"]  # fmt: skip
+    if toolchain is not None:
+        # The build's own compiler, not whatever `gcc` is where it runs.
+        argv = toolchain.wrap([*argv, f"CC={toolchain.cc}"], cwd=work, paths=(headers_dir,))
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     ko = work / f"{name}.ko"
     if proc.returncode != 0 or not ko.exists():
         raise KbuildError(

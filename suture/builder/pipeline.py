@@ -294,6 +294,7 @@ def _generate(
     ko = module.link(
         target.image.headers_dir, work / "module", name=name,
         patch_objects=[p.patch.data for p in parts], stub=stub, klp_symbols=klp_syms,
+        toolchain=target.tree.toolchain,
     )  # fmt: skip
     manifest = _manifest(
         req, name=name, release=target.release, build_id=build_id, parts=parts, ko=ko,

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from suture.errors import LabError, SourceGoneError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import apt, cache
+from suture.lab import cache, sets
+from suture.lab.distro import KernelSeries, SourceRef
 
 FORMAT_VERSION = 1
 
@@ -62,26 +63,27 @@ def ensure(package: str, version: str, release: str) -> Path:
         DownloadError: downloading or unpacking failed; nothing is left behind.
     """
     name = spec(package, version)
+    series = sets.series_for(release)
+    ref = SourceRef(package, version)
     with cache.pinned(cache.SOURCE, name), locked(sources_dir() / ".lock"):
         tree = cached(package, version)
         if tree is None:
-            if version not in apt.versions(package):
+            if not series.offered_sources([ref]):
                 raise SourceGoneError(release, package, version)
             cache.remove_stale(sources_dir())  # under the lock: no unpacking is under way
-            tree = _unpack(package, version)
+            tree = _unpack(series, ref)
         cache.record_use(cache.SOURCE, name)
     return tree
 
 
-def _unpack(package: str, version: str) -> Path:
-    final = sources_dir() / spec(package, version)
+def _unpack(series: KernelSeries, ref: SourceRef) -> Path:
+    package, version = ref.package, ref.version
+    final = sources_dir() / ref.spec
     if final.exists():
         shutil.rmtree(final)  # no source.json: not whole
     with tempfile.TemporaryDirectory(prefix=".unpack.", dir=sources_dir()) as tmp:
         work = Path(tmp)
-        (deb,) = apt.download([spec(package, version)], work / "debs")
-        apt.unpack(deb, work / "root")
-        (tarball,) = (work / "root" / "usr" / "src").glob("linux-source-*.tar.*")
+        tarball = series.fetch_source(ref, work / "download")
         print(f"suture: unpacking {tarball.name}", file=sys.stderr)
         with tarfile.open(tarball) as tar:
             tar.extractall(work / "tree", filter="data")
@@ -89,7 +91,7 @@ def _unpack(package: str, version: str) -> Path:
         entry = work / "entry"
         entry.mkdir()
         top.rename(entry / "linux")
-        shutil.rmtree(work / "root")
+        shutil.rmtree(work / "download")
         record: dict[str, object] = {
             "format": FORMAT_VERSION,
             "package": package,

@@ -284,6 +284,7 @@ def test_status(tmp_path: Path) -> None:
             "enabled": True,
             "transition": False,
             "replace": None,
+            "stack_order": None,
             "objects": [
                 {
                     "name": "vmlinux",
