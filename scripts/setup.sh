@@ -19,7 +19,7 @@ fi
 # stress-ng: the load `suture test` applies patches under, in the guest;
 # mmdebstrap: build roots with other series' compilers and the Debian 13 guest
 # root (made into the cache; nothing of them is installed into the host).
-PACKAGES=(qemu-system-x86 busybox-static kmod cpio make gcc libelf-dev python3-venv
+PACKAGES=(qemu-system-x86 busybox-static kmod cpio zstd make gcc libelf-dev python3-venv
 	flex bison bc dwarves libssl-dev patch xz-utils stress-ng mmdebstrap)
 # Tests only (the demo serves from SQLite): postgresql, for the server's
 # PostgreSQL tests (scripts/postgres.sh starts a private cluster from it);

@@ -153,7 +153,13 @@ class CallerPlan:
 
 def has_fentry(obj: ObjectFile, sec: Section) -> bool:
     """The function in ``sec`` starts with a ``call __fentry__`` (after an endbr64)."""
-    return any(r.offset <= 4 and obj.symbols[r.sym].name == "__fentry__" for r in sec.relas)
+    from suture.builder.differ import FENTRY_REACH  # noqa: PLC0415 - differ imports callers
+
+    start = sec.start
+    return any(
+        start <= r.offset <= start + FENTRY_REACH and obj.symbols[r.sym].name == "__fentry__"
+        for r in sec.relas
+    )
 
 
 def _named(obj: ObjectFile, rela: Rela) -> Symbol | None:

@@ -289,7 +289,7 @@ def with_copies(unit: Unit, plan: CopyPlan) -> Unit:
         sec = orig_funcs[func]
         changes.append(
             FunctionChange(
-                func, "caller", sec.name, len(sec.data), callers.has_fentry(unit.orig, sec),
+                func, "caller", sec.name, sec.code_size, callers.has_fentry(unit.orig, sec),
                 reason=f"uses {data}, which the patch carries as a new copy",
             )
         )  # fmt: skip

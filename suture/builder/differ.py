@@ -42,6 +42,8 @@ _MAX_LINE = 1 << 20
 _LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")
 _LINE_NAMED = re.compile(r"^(__UNIQUE_ID_\w*?|__BTF_ID__\w*?__)\d+$")
 _INIT_SECTIONS = (".init.text", ".exit.text", ".head.text")
+# The ftrace call's displacement is 1 byte into a function, or 5 after an endbr64 (IBT).
+FENTRY_REACH = 9
 # Shared sections whose objects are compared one by one (``__read_mostly``,
 # ``__ro_after_init``, ``__initdata``, section attributes): data, not metadata.
 _SHARED_DATA = (".data", ".rodata", ".init.data", ".init.rodata")
@@ -159,7 +161,8 @@ class _Side:
 
     def has_fentry(self, relas: list[Rela], start: int = 0) -> bool:
         return any(
-            start <= r.offset <= start + 4 and self.target_name(r) == "__fentry__" for r in relas
+            start <= r.offset <= start + FENTRY_REACH and self.target_name(r) == "__fentry__"
+            for r in relas
         )
 
 
@@ -223,7 +226,7 @@ def _function_result(
         return  # removed: nothing calls it in the new code, the old copy stays
     if sa is None:
         result.new.append(
-            FunctionChange(name, "new", sb.name, len(sb.data), has_fentry=True, reason="new")
+            FunctionChange(name, "new", sb.name, sb.code_size, has_fentry=True, reason="new")
         )
         return
     verdict = _compare_code(a, _Code(sa.data, sa.relas), b, _Code(sb.data, sb.relas))
@@ -232,7 +235,12 @@ def _function_result(
     elif verdict:
         result.changed.append(
             FunctionChange(
-                name, "changed", sa.name, len(sa.data), a.has_fentry(sa.relas), reason=verdict
+                name,
+                "changed",
+                sa.name,
+                sa.code_size,
+                a.has_fentry(sa.relas, sa.start),
+                reason=verdict,
             )
         )
 
@@ -334,7 +342,7 @@ def _fold_cold_parts(result: DiffResult, a: _Side, functions: dict[str, Section]
             names.add(parent)
             result.changed.append(
                 FunctionChange(
-                    parent, "changed", sec.name, len(sec.data), a.has_fentry(sec.relas),
+                    parent, "changed", sec.name, sec.code_size, a.has_fentry(sec.relas, sec.start),
                     reason=f"its cold part changed ({cold.reason})",
                 )
             )  # fmt: skip

@@ -185,12 +185,13 @@ class _Extractor:
         for sym in self.obj.symbols:
             if sym.shndx not in out_index or sym.type not in (SymType.FUNC, SymType.OBJECT):
                 continue
-            if sym.name in self.functions and sym.value == 0:
+            home = self.obj.symbol_section(sym)
+            if sym.name in self.functions and home is not None and home.symbol is sym:
                 kernel = self.functions[sym.name]
                 global_syms.append(
                     ew.OutSymbol(new_symbol_name(kernel, self.tag),
                                  (SymBind.GLOBAL << 4) | SymType.FUNC,
-                                 out_index[sym.shndx], 0, sym.size)
+                                 out_index[sym.shndx], sym.value, sym.size)
                 )  # fmt: skip
             elif sym.type == SymType.OBJECT and self.renames.get(sym.name, sym.name) in (
                 self.shared_data

@@ -107,14 +107,17 @@ def _defines(text: str, name: str) -> bool:
 
 def matches_image(obj: ObjectFile, sec: Section, image: bytes | None) -> bool:
     """The compiled function is the code the image holds, relocated fields aside."""
-    if image is None or len(image) != len(sec.data):
+    code = sec.data[sec.start :]
+    if image is None or len(image) != len(code):
         return False
-    mask = bytearray(len(sec.data))
+    mask = bytearray(len(code))
     mask[: min(_ENTRY, len(mask))] = b"\x01" * min(_ENTRY, len(mask))
     for r in sec.relas:
         width = 8 if r.type in (RelocType.R_64, RelocType.PC64) else 4
-        mask[r.offset : r.offset + width] = b"\x01" * width
-    return all(m or a == b for m, a, b in zip(mask, sec.data, image, strict=True))
+        at = r.offset - sec.start  # relocations lie in the function, never in its padding
+        if at >= 0:
+            mask[at : at + width] = b"\x01" * width
+    return all(m or a == b for m, a, b in zip(mask, code, image, strict=True))
 
 
 def call_kinds(obj: ObjectFile, sec: Section, target: str) -> set[RefKind]:
@@ -204,7 +207,7 @@ def _place(
             sec = obj.functions().get(name) if obj else None
             if obj is None or sec is None:
                 continue
-            if not matches_image(obj, sec, index.code(ref.address, len(sec.data))):
+            if not matches_image(obj, sec, index.code(ref.address, sec.code_size)):
                 continue
             why = accept(obj, sec, carried)
             if why:

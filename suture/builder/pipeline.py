@@ -156,11 +156,12 @@ def _function_named(obj: ObjectFile, rela: Rela) -> str:
 
 
 def _old_sha256(sec: Section) -> str:
+    """The hash of a function's code as the kernel has it: padding left out, relocations zeroed."""
     data = bytearray(sec.data)
     for r in sec.relas:
         width = 8 if r.type in (RelocType.R_64, RelocType.PC64) else 4
         data[r.offset : r.offset + width] = bytes(width)
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data[sec.start :]).hexdigest()
 
 
 @dataclass
@@ -548,7 +549,7 @@ def _caller_change(orig: ObjectFile, name: str, plan: callers.CallerPlan) -> Fun
     """An unchanged caller redirected so that it calls the carried copy of a changed function."""
     sec = orig.functions()[name]
     return FunctionChange(
-        name, "caller", sec.name, len(sec.data), has_fentry=True,
+        name, "caller", sec.name, sec.code_size, has_fentry=True,
         reason=f"calls {plan.paths[name]}, whose new code the patch carries",
     )  # fmt: skip
 

@@ -223,7 +223,7 @@ def framed_callers(
                     name,
                     "caller",
                     sec.name,
-                    len(sec.data),
+                    sec.code_size,
                     has_fentry=True,
                     reason=f"tail-jumps to {callee}, whose new code the patch carries",
                 )
@@ -264,7 +264,7 @@ def outside_callers(
                     name,
                     "caller",
                     sections[name].name,
-                    len(sections[name].data),
+                    sections[name].code_size,
                     has_fentry=True,
                     reason=f"calls {fn}, whose new code the patch carries",
                 )
