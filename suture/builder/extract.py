@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from suture.builder import elfwrite as ew
 from suture.builder.differ import SPECIAL_STATIC
 from suture.builder.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
-from suture.builder.sections import ENTRY_TABLES, WHOLE
+from suture.builder.sections import ENTRY_TABLES, WHOLE, EntryTable
 from suture.errors import BuildError, StaticKeyError
 
 NEW_PREFIX = "__suture_new_"
@@ -294,7 +294,7 @@ class _Extractor:
             table = ENTRY_TABLES.get(sec.name)
             if table is None or not sec.relas:
                 continue
-            size, anchor = table.entry_size, table.anchor
+            size, anchor = _entry_size(self.obj, sec, table), table.anchor
             by_offset = {r.offset: r for r in sec.relas}
             keep = []
             for i in range(len(sec.data) // size):
@@ -373,6 +373,32 @@ class _Extractor:
                     hint="read the key instead: static_key_enabled() in place of the static branch",
                 )
         return kept
+
+
+def _entry_size(obj: ObjectFile, sec: Section, table: EntryTable) -> int:
+    """The entry size of a table in this object: fixed, or read from where its entries start.
+
+    ``struct bug_entry`` grew from 12 to 16 bytes in 7.x (a format string
+    after the address): each entry has one reference to code, at its start.
+    """
+    if not table.sized_by_code:
+        return table.entry_size
+    starts = sorted(
+        r.offset
+        for r in sec.relas
+        if (home := obj.symbol_section(obj.symbols[r.sym])) and home.is_text
+    )
+    if len(starts) > 1:
+        step = starts[1] - starts[0]
+        if (
+            step > 0
+            and len(sec.data) == step * len(starts)
+            and all(s == starts[0] + i * step for i, s in enumerate(starts))
+        ):
+            return step
+    if len(starts) == 1 and starts[0] == 0:
+        return len(sec.data)
+    return table.entry_size
 
 
 def extract(
