@@ -162,6 +162,14 @@ class ImageIndex:
             kind = RefKind.ADDRESS if kind is RefKind.CALL else kind
         return Reference(where, kind, address=start)
 
+    def bytes_at(self, address: int, size: int) -> bytes | None:
+        """``size`` bytes of any loaded section at ``address`` (code or data), or None."""
+        for sec in self.sections:
+            start = address - sec.address
+            if start >= 0 and start + size <= len(sec.data):
+                return sec.data[start : start + size]
+        return None
+
     def code(self, address: int, size: int) -> bytes | None:
         """``size`` bytes of the image's code at ``address``, or None outside its code."""
         for sec in self.sections:

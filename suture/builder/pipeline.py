@@ -20,11 +20,12 @@ import hashlib
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.builder import callers, klp, module, symbols
+from suture.builder import callers, klp, module, same_names, symbols
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
@@ -265,7 +266,7 @@ def _extract_unit(
 ) -> _UnitPatch:
     """Extract and resolve one unit into its own patch object."""
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
-    local_names = units_mod.local_names(orig)
+    positions = same_names.in_target(unit.running or orig, objname, target)
     ksyms = target.symbols_of(objname)
     redirected = [c for c in diff.changed if c.has_fentry]
     redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
@@ -290,13 +291,11 @@ def _extract_unit(
         f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
     )
     klp_syms = {
-        s: _klp_symbol(kname, objname, ksyms, local_names, target)
+        s: _klp_symbol(kname, objname, ksyms, positions.sympos, target)
         for s, kname in patch_obj.klp_symbols.items()
     }
     klp_funcs = [
-        module.PatchedFunction(
-            c.name, patch_obj.functions[c.name], ksyms.sympos(c.name, local_names)
-        )
+        module.PatchedFunction(c.name, patch_obj.functions[c.name], positions.sympos(c.name))
         for c in redirected
     ]
     return _UnitPatch(
@@ -309,7 +308,7 @@ def _klp_symbol(
     name: str,
     objname: str,
     ksyms: symbols.Kallsyms,
-    local_names: list[str],
+    sympos: Callable[[str], int],
     target: Target,
 ) -> klp.KlpSymbol:
     """Where the livepatch core finds a symbol the patch of ``objname`` references.
@@ -321,7 +320,7 @@ def _klp_symbol(
     that relocation is applied with vmlinux, when the patch loads.
     """
     if objname == "vmlinux" or ksyms.count(name):
-        return klp.KlpSymbol(objname, name, ksyms.sympos(name, local_names))
+        return klp.KlpSymbol(objname, name, sympos(name))
     owner = target.export_owners.get(name)
     if owner is None and target.kallsyms.count(name) == 1:
         return klp.KlpSymbol("vmlinux", name, 0)

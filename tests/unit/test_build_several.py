@@ -146,18 +146,18 @@ def test_a_modules_references_are_looked_up_where_they_live() -> None:
     vmlinux = Kallsyms({"printk": [(1, "T")], "hidden_key": [(2, "d")]})
     where = Target(cast(Any, None), cast(Any, None), cast(Any, None))
     where.__dict__.update(export_owners=owners, kallsyms=vmlinux)  # read once, as cached
-    assert _klp_symbol("conf_lock", "raid456", raid456, [], where) == klp.KlpSymbol(
+    assert _klp_symbol("conf_lock", "raid456", raid456, raid456.sympos, where) == klp.KlpSymbol(
         "raid456", "conf_lock", 0
     )
-    assert _klp_symbol("md_check_recovery", "raid456", raid456, [], where) == klp.KlpSymbol(
-        "md_mod", "md_check_recovery", 0, applied_with="raid456"
-    )
+    assert _klp_symbol(
+        "md_check_recovery", "raid456", raid456, raid456.sympos, where
+    ) == klp.KlpSymbol("md_mod", "md_check_recovery", 0, applied_with="raid456")
     # An unexported vmlinux key read by a module's code: applied with vmlinux.
-    assert _klp_symbol("hidden_key", "raid456", raid456, [], where) == klp.KlpSymbol(
+    assert _klp_symbol("hidden_key", "raid456", raid456, raid456.sympos, where) == klp.KlpSymbol(
         "vmlinux", "hidden_key", 0
     )
     with pytest.raises(BuildError, match="neither raid456 defines nor another module exports"):
-        _klp_symbol("printk", "raid456", raid456, [], where)
+        _klp_symbol("printk", "raid456", raid456, raid456.sympos, where)
 
 
 def test_compiler_constants_named_by_local_labels_are_carried(tmp_path: Path) -> None:
