@@ -58,9 +58,11 @@ class _Extractor:
         objname: str,
         tag: str,
         redirects: dict[str, str],
+        exports: set[str],
     ) -> None:
         self.obj = obj
         self.redirects = redirects
+        self.exports = exports  # new global data other patch objects of the module use
         self.objname = objname
         self.tag = tag
         self.new_data = new_data  # objects the fix adds: the patch carries them
@@ -85,6 +87,10 @@ class _Extractor:
             cold = funcs.get(name + ".cold")
             if cold is not None:
                 self._include(cold)
+        for sym in self.obj.symbols:
+            home = self.obj.symbol_section(sym)
+            if sym.name in self.exports and sym.type == SymType.OBJECT and home is not None:
+                self._include(home)
 
     def _include(self, sec: Section) -> None:
         if sec.index in self.included:
@@ -183,6 +189,13 @@ class _Extractor:
                     ew.OutSymbol(new_symbol_name(kernel, self.tag),
                                  (SymBind.GLOBAL << 4) | SymType.FUNC,
                                  out_index[sym.shndx], 0, sym.size)
+                )  # fmt: skip
+            elif sym.name in self.exports and sym.type == SymType.OBJECT:
+                # Another patch object of the module links to it by this name.
+                global_syms.append(
+                    ew.OutSymbol(new_symbol_name(sym.name, self.tag),
+                                 (SymBind.GLOBAL << 4) | SymType.OBJECT,
+                                 out_index[sym.shndx], sym.value, sym.size)
                 )  # fmt: skip
             else:
                 local_syms.append(
@@ -367,6 +380,7 @@ def extract(
     objname: str = "vmlinux",
     tag: str = "",
     redirects: dict[str, str] | None = None,
+    exports: set[str] | None = None,
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -380,7 +394,10 @@ def extract(
         tag: set when several patch objects go into one module: it prefixes
             the object's global names (new code, klp references) to keep them apart.
         redirects: kernel functions whose calls go to a global of the module instead
-            (the carried copy another file's patch object holds).
+            (the carried copy another file's patch object holds), and new code of
+            another file of the fix this one uses (its module-wide name).
+        exports: new global data of this object that other patch objects use: it
+            is carried, and defined under its module-wide name (``new_symbol_name``).
     """
     ex = _Extractor(
         obj,
@@ -391,6 +408,7 @@ def extract(
         objname=objname,
         tag=tag,
         redirects=redirects or {},
+        exports=exports or set(),
     )
     ex.run()
     data = ex.build()

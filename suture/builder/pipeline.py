@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.builder import callers, klp, module, same_names, symbols
+from suture.builder import callers, klp, module, same_names, shared, symbols
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
-from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
+from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymType
 from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
 from suture.builder.fix import Fix
@@ -210,12 +210,16 @@ def _generate(
     units = units + callers_units
     plans += [callers.CallerPlan() for _ in callers_units]
     tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
+    sharing = shared.plan(units, tags)
     parts = []
-    for unit, plan, tag in zip(units, plans, tags, strict=True):
+    for unit, plan, tag, uses, exports in zip(
+        units, plans, tags, sharing.redirects, sharing.exports, strict=True
+    ):
         # Several files in one module: tags keep their global names apart.
         redirects = {fn: extract_new_name(fn, tags[i]) for fn, i in unit.carriers.items()}
+        redirects.update(uses)  # new code another file of the fix adds
         try:
-            parts.append(_extract_unit(unit, plan, tag, target, redirects))
+            parts.append(_extract_unit(unit, plan, tag, target, (redirects, exports)))
         except StaticKeyError as e:
             if unit.objname == "vmlinux":
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
@@ -223,8 +227,7 @@ def _generate(
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             again = units_mod.with_key_reads(req.fix, target, unit, work, e)
             plan_again = units_mod.plan_unit(again, target=target, complete=req.complete)
-            parts.append(_extract_unit(again, plan_again, tag, target, redirects))
-    _check_shared_new_code(parts)
+            parts.append(_extract_unit(again, plan_again, tag, target, (redirects, exports)))
     objects = _klp_objects(parts)
     build_id = target.build_id
     stub = module.stub_source(
@@ -262,9 +265,14 @@ def _extract_unit(
     plan: callers.CallerPlan,
     tag: str,
     target: Target,
-    redirects: dict[str, str],
+    links: tuple[dict[str, str], set[str]],
 ) -> _UnitPatch:
-    """Extract and resolve one unit into its own patch object."""
+    """Extract and resolve one unit into its own patch object.
+
+    ``links``: what the unit links to in other patch objects of the module (a
+    name it uses -> their global), and its new data they link to.
+    """
+    redirects, exports = links
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
     positions = same_names.in_target(unit.running or orig, objname, target)
     ksyms = target.symbols_of(objname)
@@ -285,6 +293,7 @@ def _extract_unit(
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
+        exports=exports,
     )  # fmt: skip
     units_mod.progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "
@@ -319,6 +328,12 @@ def _klp_symbol(
     module's code compiled with key reads may name an unexported vmlinux key:
     that relocation is applied with vmlinux, when the patch loads.
     """
+    if objname == "vmlinux" and not ksyms.count(name):
+        raise BuildError(
+            f"the patched code of vmlinux uses {name}, which the build's vmlinux does not have",
+            hint="the fix may use code another file of it adds: define that code in a "
+            "changed file of the fix, not only declare it",
+        )
     if objname == "vmlinux" or ksyms.count(name):
         return klp.KlpSymbol(objname, name, sympos(name))
     owner = target.export_owners.get(name)
@@ -330,29 +345,6 @@ def _klp_symbol(
             "nor another module exports",
         )
     return klp.KlpSymbol(owner, name, 0, applied_with=objname)
-
-
-def _check_shared_new_code(parts: list[_UnitPatch]) -> None:
-    """Refuse a file whose new code uses a function or object another file of the fix adds.
-
-    Each file's patch object resolves what it does not define against the
-    running kernel, where code the fix adds does not exist.
-    """
-    for part in parts:
-        diff = part.unit.diff
-        new = {n.name for n in diff.new} | set(diff.new_data)
-        new &= {s.name for s in part.unit.patched.symbols if s.shndx and s.bind != SymBind.LOCAL}
-        for other in parts:
-            if other is part or other.unit.objname != part.unit.objname:
-                continue
-            used = sorted(new & set(other.patch.klp_symbols.values()))
-            if used:
-                raise BuildError(
-                    f"{other.unit.pair.source} uses {', '.join(used)}, which the fix adds in "
-                    f"{part.unit.pair.source}: new code is only linked within its own file",
-                    hint="define the new function or data in the file that uses it, "
-                    "or split the fix",
-                )
 
 
 def _klp_objects(parts: list[_UnitPatch]) -> list[module.KlpObject]:
