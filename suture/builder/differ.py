@@ -42,6 +42,7 @@ _LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")
 _LINE_NAMED = re.compile(r"^(__UNIQUE_ID_\w*?|__BTF_ID__\w*?__)\d+$")
 _INIT_SECTIONS = (".init.text", ".exit.text", ".head.text")
 _SHT_NOBITS = 8
+_SHF_MERGE = 0x10
 _SITE_DEPTH = 3  # per-site statics followed from code: a descriptor, then its __func__
 
 
@@ -120,11 +121,9 @@ class _Side:
         sym = self.obj.symbols[rela.sym]
         offset = target_offset(rela)
         sec = self.obj.symbol_section(sym)
-        # A string is compared by its text, whether reached through the section
-        # symbol or a local label (.LC0) in it: offsets move when strings change.
-        if sec is not None and sec.is_strings:
-            text = self.obj.string_at(sec, offset + sym.value)
-            return ("str", _LINE_IN_STRING.sub(r"\1:LINE", text))
+        pooled = self._pooled(sec, offset + sym.value) if sec is not None else None
+        if pooled is not None:
+            return pooled
         if sym.type != SymType.SECTION:
             return ("sym", mangle(sym.name), rela.addend)
         if sec is None:
@@ -135,6 +134,20 @@ class _Side:
         if inner is not None:
             return ("sym", mangle(inner.name), rela.addend - inner.value)
         return ("sec", mangle(sec.name), rela.addend)
+
+    def _pooled(self, sec: Section, start: int) -> tuple[object, ...] | None:
+        """A string or constant of a merged section, by its contents; None elsewhere.
+
+        They are reached through the section symbol or a local label (``.LC5``)
+        whose offset and number move whenever the fix adds a string or constant
+        above them.
+        """
+        if sec.is_strings:
+            text = self.obj.string_at(sec, start)
+            return ("str", _LINE_IN_STRING.sub(r"\1:LINE", text))
+        if sec.flags & _SHF_MERGE and sec.entsize:  # .rodata.cst2, .rodata.cst16 ...
+            return ("const", sec.data[start : start + sec.entsize])
+        return None
 
     def site_object(self, rela: Rela) -> tuple[Symbol, _Code] | None:
         """The per-site static a relocation points at, with its contents; else None.

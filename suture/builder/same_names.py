@@ -65,7 +65,9 @@ def _local(obj: ObjectFile, name: str) -> _Local | None:
     found = [
         s
         for s in obj.symbols
-        if s.name == name and s.type in (SymType.FUNC, SymType.OBJECT) and s.shndx
+        if s.name == name
+        and s.type in (SymType.FUNC, SymType.OBJECT)
+        and obj.symbol_section(s) is not None
     ]
     sec = obj.symbol_section(found[0]) if len(found) == 1 else None
     if sec is None:
@@ -124,7 +126,9 @@ class SameNames:
         self.anchors = [
             s.name
             for s in obj.symbols
-            if s.name and obj.symbol_section(s) is not None and s.type in (1, 2)
+            if s.name
+            and obj.symbol_section(s) is not None
+            and s.type in (SymType.FUNC, SymType.OBJECT)
         ]
         self._known: dict[str, int] = {}
 
@@ -222,7 +226,9 @@ class SameNames:
 
     def _uses(self, name: str) -> list[tuple[str, Rela, int]]:
         """(function, relocation, offset of ``name`` in the relocation's symbol) per use."""
-        found = [s for s in self.obj.symbols if s.name == name and s.shndx]
+        found = [
+            s for s in self.obj.symbols if s.name == name and self.obj.symbol_section(s) is not None
+        ]
         if len(found) != 1:
             return []
         target = found[0]

@@ -64,7 +64,7 @@ def _diff(tmp_path: Path, before: str, after: str) -> DiffResult:
     objs = []
     for name, text in (("orig", before), ("patched", after)):
         src = tmp_path / name / "x.c"
-        src.parent.mkdir()
+        src.parent.mkdir(parents=True)
         src.write_text(text)
         subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(src.with_suffix(".o"))], check=True)
         objs.append(ObjectFile.load(src.with_suffix(".o")))
@@ -190,3 +190,16 @@ def test_a_changed_per_site_static_changes_its_function(tmp_path: Path) -> None:
 def test_a_changed_descriptor_format_changes_its_function(tmp_path: Path) -> None:
     result = _diff(tmp_path, SITES, SITES.replace('"x.c", __LINE__, 63', '"x.c", __LINE__, 62'))
     assert changed(result) == ["first", "second"]
+
+
+def test_pooled_constants_compare_by_value_not_label(tmp_path: Path) -> None:
+    # GCC names pooled constants .LC<n> in one sequence with strings: a constant
+    # the fix adds above renumbers every later one (.LC0 -> .LC1), same bytes.
+    before = "double g(double);\ndouble f(double x) { return g(x * 1.2345); }\n"
+    after = (
+        "double g(double);\ndouble e(double x) { return g(x * 7.5); }\n" + before.split("\n", 1)[1]
+    )
+    result = _diff(tmp_path, before, after)
+    assert result.changed == [] and [n.name for n in result.new] == ["e"]
+    changed_value = _diff(tmp_path / "v", before, before.replace("1.2345", "1.2346"))
+    assert changed(changed_value) == ["f"]
