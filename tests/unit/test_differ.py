@@ -203,3 +203,16 @@ def test_pooled_constants_compare_by_value_not_label(tmp_path: Path) -> None:
     assert result.changed == [] and [n.name for n in result.new] == ["e"]
     changed_value = _diff(tmp_path / "v", before, before.replace("1.2345", "1.2346"))
     assert changed(changed_value) == ["f"]
+
+
+def test_a_line_moved_in_existing_data_is_no_change(tmp_path: Path) -> None:
+    # A table of sites (file, line) keeps the line of the code it describes.
+    before = (
+        "struct site { const char *file; unsigned int line:20, kind:12; };\n"
+        'static const struct site here = { "x.c", __LINE__, 7 };\n'
+        "const struct site *where(void) { return &here; }\n"
+    )
+    result = _diff(tmp_path, before, "/* moved\n * down */\n" + before)
+    assert result.no_change
+    changed_kind = _diff(tmp_path / "k", before, before.replace("__LINE__, 7", "__LINE__, 8"))
+    assert changed_kind.changed_data == ["here"]
