@@ -47,7 +47,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.builder import callers, outside, sections, slots
+from suture.builder import callers, outside, same_names, sections, slots
 from suture.builder.callers import Reference, RefKind
 from suture.builder.compile import ObjectPair
 from suture.builder.data_objects import SHADOW_HINT, DataObject, data_objects
@@ -63,7 +63,7 @@ from suture.builder.elfobj import (
     target_offset,
 )
 from suture.builder.target import Target
-from suture.builder.units import Unit, kernel_address, local_names, progress
+from suture.builder.units import Unit, kernel_address, progress
 from suture.errors import BuildError
 
 MAX_COPIES = 16  # read-only objects copied for one file, beyond which the fix is refused
@@ -105,6 +105,7 @@ class _Planner:
         self.changed = {c.name for c in unit.diff.changed}
         self.plan = CopyPlan()
         self.refs = self._references()
+        self.positions = same_names.in_target(unit.running or unit.orig, unit.objname, target)
 
     def _references(self) -> dict[str, list[tuple[Section, Rela]]]:
         """Object name -> the relocations that point at it, and the section of each."""
@@ -177,14 +178,15 @@ class _Planner:
     def _elsewhere(self, name: str) -> None:
         """Users of a global vmlinux object in other files, from the image scan."""
         index, ksyms = self.target.image_index, self.target.kallsyms
-        anchors = local_names(self.obj)
-        address = kernel_address(ksyms, name, anchors)
+        address = kernel_address(ksyms, self.positions, name)
         if address is None:
             self._leave(name, "its address in the kernel is not known, so its users in "
                               "other files are not")  # fmt: skip
             return
-        own = {a for n in self.functions if (a := kernel_address(ksyms, n, anchors)) is not None}
-        mine = {a for n in self.objects if (a := kernel_address(ksyms, n, anchors)) is not None}
+        names = [*self.functions, *self.objects]
+        found = {n: kernel_address(ksyms, self.positions, n) for n in names}
+        own = {a for n in self.functions if (a := found[n]) is not None}
+        mine = {a for n in self.objects if (a := found[n]) is not None}
         for ref in index.references(address, own):
             if ref.kind is RefKind.EXPORT:
                 self._leave(name, "it is exported, so modules keep reading the old copy")
@@ -202,9 +204,9 @@ class _Planner:
         """The running vmlinux holds what the original compiles to (relocated fields aside)."""
         if self.unit.objname != "vmlinux":
             return
-        address = kernel_address(self.target.kallsyms, data.name, local_names(self.obj))
+        address = kernel_address(self.target.kallsyms, self.positions, data.name)
         raw, relas = data.code()
-        image = self.target.image_index.data(address, len(raw)) if address else None
+        image = self.target.image_index.bytes_at(address, len(raw)) if address else None
         if image is None or _masked(raw, relas) != _masked(image, relas):
             raise BuildError(
                 f"{self.unit.pair.source}: the patch would carry a new copy of {data.name}, "

@@ -425,10 +425,12 @@ def extract(
         tag: set when several patch objects go into one module: it prefixes
             the object's global names (new code, klp references) to keep them apart.
         redirects: kernel functions whose calls go to a global of the module instead
-            (the carried copy another file's patch object holds), and kernel objects
-            whose uses go to a copy another file's patch object holds.
-        shared_data: carried objects (kernel names) that other patch objects use:
-            given a global name in the module, as new code is.
+            (the carried copy another file's patch object holds), kernel objects
+            whose uses go to a copy another file's patch object holds, and new code
+            of another file of the fix this one uses (its module-wide name).
+        shared_data: objects other patch objects of the module use, by kernel name:
+            carried copies and new global data. They are carried, and given a
+            module-wide name (``new_symbol_name``), as new code is.
     """
     ex = _Extractor(
         obj,

@@ -200,8 +200,8 @@ class ImageIndex:
                 return self.area(sec, address)
         return None
 
-    def data(self, address: int, size: int) -> bytes | None:
-        """``size`` bytes of the image's data (or code) at ``address``, or None outside it."""
+    def bytes_at(self, address: int, size: int) -> bytes | None:
+        """``size`` bytes of any loaded section at ``address`` (code or data), or None."""
         for sec in self.sections:
             start = address - sec.address
             if start >= 0 and start + size <= len(sec.data):

@@ -23,15 +23,27 @@ import hashlib
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle
-from suture.builder import callers, data_copies, klp, module, patch_runtime, port, slots, symbols
+from suture.builder import (
+    callers,
+    data_copies,
+    klp,
+    module,
+    patch_runtime,
+    port,
+    same_names,
+    shared,
+    slots,
+    symbols,
+)
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
-from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymBind, SymType
+from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymType
 from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
 from suture.builder.fix import Fix, require_c_files
@@ -265,13 +277,18 @@ def _generate(
     plans += [callers.CallerPlan() for _ in added]
     copies = copied.plans + [data_copies.CopyPlan() for _ in added]
     tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
+    sharing = shared.plan(units, tags)
     parts = []
-    for i, (unit, plan, tag) in enumerate(zip(units, plans, tags, strict=True)):
+    for i, (unit, plan, tag, uses, exports) in enumerate(
+        zip(units, plans, tags, sharing.redirects, sharing.exports, strict=True)
+    ):
         # Several files in one module: tags keep their global names apart.
         redirects = {fn: extract_new_name(fn, tags[at]) for fn, at in unit.carriers.items()}
-        shared = {d for u in units for d, at in u.carriers.items() if at == i}
+        redirects.update(uses)  # new code another file of the fix adds
+        # Carried objects other files use, and new global data they link to.
+        shares = {d for u in units for d, at in u.carriers.items() if at == i} | exports
         try:
-            parts.append(_extract_unit(unit, plan, tag, target, redirects, shared=shared))
+            parts.append(_extract_unit(unit, plan, tag, target, (redirects, shares)))
         except StaticKeyError as e:
             if unit.objname == "vmlinux":
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
@@ -281,8 +298,7 @@ def _generate(
             copies[i] = data_copies.plan_copies(again, target=target)
             again = data_copies.with_copies(again, copies[i])
             plan_again = units_mod.plan_unit(again, target=target, complete=req.complete)
-            parts.append(_extract_unit(again, plan_again, tag, target, redirects, shared=shared))
-    _check_shared_new_code(parts)
+            parts.append(_extract_unit(again, plan_again, tag, target, (redirects, shares)))
     redirects_ = _slot_redirects(parts, target)
     objects, runtime = _with_runtime(_klp_objects(parts), parts, copies, redirects_)
     build_id = target.build_id
@@ -329,13 +345,16 @@ def _extract_unit(
     plan: callers.CallerPlan,
     tag: str,
     target: Target,
-    redirects: dict[str, str],
-    *,
-    shared: set[str],
+    links: tuple[dict[str, str], set[str]],
 ) -> _UnitPatch:
-    """Extract and resolve one unit into its own patch object."""
+    """Extract and resolve one unit into its own patch object.
+
+    ``links``: what the unit links to in other patch objects of the module (a
+    name it uses -> their global), and its new data they link to.
+    """
+    redirects, exports = links
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
-    local_names = units_mod.local_names(orig)
+    positions = same_names.in_target(unit.running or orig, objname, target)
     ksyms = target.symbols_of(objname)
     redirected = [c for c in diff.changed if c.has_fentry]
     redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
@@ -353,20 +372,18 @@ def _extract_unit(
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
-        shared_data=shared,
+        shared_data=exports,
     )  # fmt: skip
     units_mod.progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "
         f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
     )
     klp_syms = {
-        s: _klp_symbol(kname, objname, ksyms, local_names, target)
+        s: _klp_symbol(kname, objname, ksyms, positions.sympos, target)
         for s, kname in patch_obj.klp_symbols.items()
     }
     klp_funcs = [
-        module.PatchedFunction(
-            c.name, patch_obj.functions[c.name], ksyms.sympos(c.name, local_names)
-        )
+        module.PatchedFunction(c.name, patch_obj.functions[c.name], positions.sympos(c.name))
         for c in redirected
     ]
     return _UnitPatch(
@@ -380,7 +397,7 @@ def _klp_symbol(
     name: str,
     objname: str,
     ksyms: symbols.Kallsyms,
-    local_names: list[str],
+    sympos: Callable[[str], int],
     target: Target,
 ) -> klp.KlpSymbol:
     """Where the livepatch core finds a symbol the patch of ``objname`` references.
@@ -391,8 +408,14 @@ def _klp_symbol(
     module's code compiled with key reads may name an unexported vmlinux key:
     that relocation is applied with vmlinux, when the patch loads.
     """
+    if objname == "vmlinux" and not ksyms.count(name):
+        raise BuildError(
+            f"the patched code of vmlinux uses {name}, which the build's vmlinux does not have",
+            hint="the fix may use code another file of it adds: define that code in a "
+            "changed file of the fix, not only declare it",
+        )
     if objname == "vmlinux" or ksyms.count(name):
-        return klp.KlpSymbol(objname, name, ksyms.sympos(name, local_names))
+        return klp.KlpSymbol(objname, name, sympos(name))
     owner = target.export_owners.get(name)
     if owner is None and target.kallsyms.count(name) == 1:
         return klp.KlpSymbol("vmlinux", name, 0)
@@ -433,11 +456,12 @@ def _slot_redirects(
     found: dict[tuple[str, str, int, int], patch_runtime.SlotRedirect] = {}
     for part in parts:
         objname, orig = part.unit.objname, part.unit.orig
-        ksyms, anchors = target.symbols_of(objname), units_mod.local_names(orig)
+        ksyms = target.symbols_of(objname)
+        positions = same_names.in_target(part.unit.running or orig, objname, target)
         for slot, function in part.slots:
             try:
-                owner = _slot_owner(slot, objname, ksyms, anchors)
-                old = klp.KlpSymbol(objname, function, ksyms.sympos(function, anchors))
+                owner = _slot_owner(slot, objname, ksyms, positions)
+                old = klp.KlpSymbol(objname, function, positions.sympos(function))
             except BuildError as e:
                 raise BuildError(
                     f"{part.unit.pair.source}: {function} is reached through "
@@ -454,7 +478,7 @@ def _slot_redirects(
 
 
 def _slot_owner(
-    slot: slots.Slot, objname: str, ksyms: symbols.Kallsyms, anchors: list[str]
+    slot: slots.Slot, objname: str, ksyms: symbols.Kallsyms, positions: same_names.SameNames
 ) -> klp.KlpSymbol:
     """The klp symbol of the object holding a slot (by its address, when the image found it)."""
     if slot.address:
@@ -465,7 +489,7 @@ def _slot_owner(
             raise BuildError(f"no symbol {slot.symbol} starts at {start:#x}")
         sympos = 0 if len(starts) == 1 else starts.index(start) + 1
         return klp.KlpSymbol(objname, slot.symbol, sympos)
-    return klp.KlpSymbol(objname, slot.symbol, ksyms.sympos(slot.symbol, anchors))
+    return klp.KlpSymbol(objname, slot.symbol, positions.sympos(slot.symbol))
 
 
 def _check_in_image(
@@ -478,36 +502,13 @@ def _check_in_image(
     home, area = index.home(address) or (slots.Home.READ_ONLY, "outside the image")
     placed = dataclasses.replace(slot, address=address, home=home, section=area)
     slots.refuse_slots([old.name], [placed] if placed.why_not() else [])
-    held = index.data(address, slots.POINTER_SIZE)
+    held = index.bytes_at(address, slots.POINTER_SIZE)
     if held != function.to_bytes(slots.POINTER_SIZE, "little"):
         raise BuildError(
             f"{old.name} is reached through {slot.describe()}, but the kernel's image holds "
             f"{int.from_bytes(held or b'', 'little'):#x} there, not {function:#x}",
             hint="the build's image does not match its source: report it with the fix",
         )
-
-
-def _check_shared_new_code(parts: list[_UnitPatch]) -> None:
-    """Refuse a file whose new code uses a function or object another file of the fix adds.
-
-    Each file's patch object resolves what it does not define against the
-    running kernel, where code the fix adds does not exist.
-    """
-    for part in parts:
-        diff = part.unit.diff
-        new = {n.name for n in diff.new} | set(diff.new_data)
-        new &= {s.name for s in part.unit.patched.symbols if s.shndx and s.bind != SymBind.LOCAL}
-        for other in parts:
-            if other is part or other.unit.objname != part.unit.objname:
-                continue
-            used = sorted(new & set(other.patch.klp_symbols.values()))
-            if used:
-                raise BuildError(
-                    f"{other.unit.pair.source} uses {', '.join(used)}, which the fix adds in "
-                    f"{part.unit.pair.source}: new code is only linked within its own file",
-                    hint="define the new function or data in the file that uses it, "
-                    "or split the fix",
-                )
 
 
 def _klp_objects(parts: list[_UnitPatch]) -> list[module.KlpObject]:

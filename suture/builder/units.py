@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.builder import callers, data_objects, headers, outside, symbols
+from suture.builder import callers, data_objects, headers, outside, same_names, symbols
 from suture.builder.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
 from suture.builder.differ import DiffResult, FunctionChange, diff_objects
 from suture.builder.elfobj import ObjectFile
@@ -28,11 +28,6 @@ from suture.errors import BuildError, StaticKeyError
 def progress(text: str) -> None:
     """A step of the build, on stderr."""
     print(f"suture: {text}", file=sys.stderr)
-
-
-def local_names(obj: ObjectFile) -> list[str]:
-    """Names an object defines: anchors that tell same-named locals of the kernel apart."""
-    return [s.name for s in obj.symbols if s.shndx and s.name and s.type in (1, 2)]
 
 
 def refuse_unpatchable(pair: ObjectPair, diff: DiffResult, orig: ObjectFile) -> None:
@@ -159,7 +154,7 @@ def plan_unit(unit: Unit, *, target: Target, complete: bool) -> callers.CallerPl
     no_fentry = [c.name for c in diff.changed if not c.has_fentry]
     if not no_fentry:
         return callers.CallerPlan()
-    elsewhere_refs = _outside_refs(objname, target, local_names(orig), orig)
+    elsewhere_refs = _outside_refs(objname, target, unit.running or orig)
     try:
         plan = callers.plan_callers(
             orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
@@ -291,9 +286,7 @@ def outside_callers(
     return extra, unpatched
 
 
-def _outside_refs(
-    objname: str, target: Target, anchors: list[str], orig: ObjectFile
-) -> callers.OutsideRefs:
+def _outside_refs(objname: str, target: Target, orig: ObjectFile) -> callers.OutsideRefs:
     """References to a global function from the rest of vmlinux (read from its image)."""
 
     def unknown(_name: str) -> list[callers.Reference] | None:
@@ -302,20 +295,23 @@ def _outside_refs(
     if objname != "vmlinux":
         return unknown
     index, ksyms = target.image_index, target.kallsyms
-    own = {a for n in orig.functions() if (a := kernel_address(ksyms, n, anchors)) is not None}
+    positions = same_names.in_target(orig, objname, target)
+    own = {a for n in orig.functions() if (a := kernel_address(ksyms, positions, n)) is not None}
 
     def elsewhere(name: str) -> list[callers.Reference] | None:
-        address = kernel_address(ksyms, name, anchors)
+        address = kernel_address(ksyms, positions, name)
         return None if address is None else index.references(address, own)
 
     return elsewhere
 
 
-def kernel_address(ksyms: symbols.Kallsyms, name: str, anchors: list[str]) -> int | None:
+def kernel_address(
+    ksyms: symbols.Kallsyms, positions: same_names.SameNames, name: str
+) -> int | None:
     """The running kernel's address of a symbol of the patched file, or None if unsure."""
     entries = ksyms.by_name.get(name, [])
     try:
-        pos = ksyms.sympos(name, anchors)
+        pos = positions.sympos(name)
     except BuildError:
         return None
     return entries[max(pos, 1) - 1][0] if entries else None
