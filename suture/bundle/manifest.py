@@ -303,7 +303,7 @@ def _userspace_fields(data: dict[str, Any]) -> dict[str, Any]:
                 str(f["symbol"]),
             )
             for f in user["functions"]
-        ),  # fmt: skip
+        ),
         "userspace_symbols": {
             str(k): (str(v[0]), int(v[1])) for k, v in dict(user.get("symbols", {})).items()
         },

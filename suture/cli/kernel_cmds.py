@@ -21,6 +21,15 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p = subs.add_parser("apply", parents=[common], help="apply a live patch to this kernel")
     p.add_argument("module", type=Path, help="a bundle from 'suture build', or a livepatch .ko")
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
+    p.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="userspace bundle: only these processes (default: every one mapping the library)",
+    )
+    p.add_argument("--allow-init", action="store_true", help="userspace bundle: patch PID 1 too")
     p.set_defaults(handler=cmd_apply)
 
     p = subs.add_parser(
@@ -33,6 +42,15 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="the live patch to remove")
     p.add_argument("--all", action="store_true", help="remove every live patch")
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
+    p.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="a userspace patch: only from these processes",
+    )
+    p.add_argument("--allow-init", action="store_true", help="userspace: PID 1 too")
     p.set_defaults(handler=cmd_unload)
 
 
@@ -44,10 +62,44 @@ def _policy(args: argparse.Namespace) -> engine.TransitionPolicy:
     return engine.TransitionPolicy(timeout=args.timeout)
 
 
+def _userspace_bundle(path: Path) -> bool:
+    from suture import bundle
+
+    if not bundle.is_bundle(path):
+        return False
+    return bundle.read_manifest(path).kind == "userspace"
+
+
+# Exit of a userspace apply/unload that left some processes out (refused, busy, mismatch).
+EXIT_USER_PARTIAL = 39
+
+
+def _user_report(report: Any, out: Output, verb: str) -> int:
+    rows = [o.to_dict() for o in report.outcomes]
+    done = report.count("patched", "already", "removed")
+    lines = [f"{verb} {report.name}: {done} of {len(rows)} processes in {report.seconds:.3f} s"]
+    lines += [
+        f"  pid {r['pid']}: {r['result']}"
+        + (f" L{r['level']}" if r["level"] else "")
+        + (f" (pause {r['pause_ms']:.2f} ms)" if r["pause_ms"] else "")
+        + (f": {r['reason']}" if r["reason"] else "")
+        for r in rows
+    ]
+    out.result({"format": 1, "ok": done == len(rows), **report.to_dict()}, "\n".join(lines))
+    return 0 if done == len(rows) else EXIT_USER_PARTIAL
+
+
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
-    """Apply one live patch."""
+    """Apply one live patch (kernel, or userspace in running processes)."""
     from suture.agent.local import apply_file
 
+    if _userspace_bundle(args.module):
+        from suture.userspace import fleet, patcher
+
+        user_policy = patcher.Policy(timeout=min(args.timeout, 30.0), allow_init=args.allow_init)
+        return _user_report(fleet.apply(args.module, args.pid, user_policy), out, "applied")
+    if args.pid:
+        raise UsageError("--pid is for userspace bundles", hint="a kernel patch is host-wide")
     policy = _policy(args)
     out.message(f"applying {args.module}")
     result = apply_file(args.module, policy)
@@ -136,6 +188,11 @@ def cmd_unload(args: argparse.Namespace, out: Output) -> int:
     """Remove one or all live patches."""
     from suture.kernel import engine
 
+    if args.name and not args.all and _userspace_name(args.name, args.pid):
+        from suture.userspace import fleet, patcher
+
+        user_policy = patcher.Policy(timeout=args.timeout, allow_init=args.allow_init)
+        return _user_report(fleet.unload(args.name, args.pid, user_policy), out, "removed")
     policy = _policy(args)
     if args.all == bool(args.name):
         raise UsageError("name one live patch or give --all", hint="see 'suture status'")
@@ -147,3 +204,10 @@ def cmd_unload(args: argparse.Namespace, out: Output) -> int:
     text = f"removed {', '.join(removed)}" if removed else "no live patches were loaded"
     out.result({"format": 1, "ok": True, "removed": removed}, text)
     return 0
+
+
+def _userspace_name(name: str, pids: list[int]) -> bool:
+    """True when ``name`` is not a kernel live patch (so it names a userspace one)."""
+    if pids:
+        return True
+    return not (Path("/sys/kernel/livepatch") / name).exists()

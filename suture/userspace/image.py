@@ -220,9 +220,9 @@ def _slots(obj: PatchObject, resolutions: dict[str, Resolution]) -> tuple[list[s
                 continue
             if r.type in (R.PLT32, R.PC32) and res.kind == "got" and name not in stubs:
                 stubs.append(name)
-            if r.type in _GOT_TYPES and r.type != R.GOTTPOFF and res.kind == "addr":
-                if name not in got:
-                    got.append(name)
+            own_slot = r.type in _GOT_TYPES and r.type != R.GOTTPOFF and res.kind == "addr"
+            if own_slot and name not in got:
+                got.append(name)
     return stubs, got
 
 
@@ -233,7 +233,7 @@ def _rel32(target: int, next_ip: int, name: str) -> int:
     return delta
 
 
-def _apply(
+def _apply(  # noqa: PLR0917 - the relocation formula's terms
     blob: bytearray,
     where: int,
     place: int,

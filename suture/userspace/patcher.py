@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import signal
 import struct
@@ -116,14 +117,15 @@ def applied_patches(pid: int, mem: int | None = None) -> list[Applied]:
                 continue
             record = image.parse_header(page)
             if record is not None:
-                found.append(Applied(pid, m.start, int(record.get("size", 0)), record))
+                size = record.get("size", 0)
+                found.append(Applied(pid, m.start, size if isinstance(size, int) else 0, record))
     finally:
         if own:
             os.close(fd)
     return found
 
 
-def refusal(pid: int, *, allow_init: bool = False) -> ProcessRefusedError | None:
+def refusal(pid: int, *, allow_init: bool = False) -> ProcessRefusedError | None:  # noqa: PLR0911 - one return per refusal
     """Why Suture will not touch ``pid``, or None."""
     if pid == 1 and not allow_init:
         return ProcessRefusedError(
@@ -203,6 +205,21 @@ class _Session:
         self.shared = shared
         self.stopped = StoppedProcess(pid)
         self.mem = -1
+        self.gadgets: remote.Gadgets | None = None
+
+    def prepare(self) -> None:
+        """Find libc's gadgets before the threads stop: the stop should be short."""
+        libc = next(
+            (
+                lib
+                for lib in procfs.libraries(self.pid, self.shared.build_ids)
+                if "/libc.so" in lib.path or lib.path.endswith("/libc.so.6")
+            ),
+            None,
+        )
+        if libc is None:
+            raise UserspaceError(f"process {self.pid} maps no libc to run injected calls with")
+        self.gadgets = remote.find_gadgets(libc, self.shared.gadgets)
 
     @contextlib.contextmanager
     def held(self) -> Iterator[_Session]:
@@ -217,18 +234,10 @@ class _Session:
             self.stopped.release()
 
     def injector(self) -> remote.Injector:
-        libc = next(
-            (
-                lib
-                for lib in procfs.libraries(self.pid, self.shared.build_ids)
-                if "/libc.so" in lib.path or lib.path.endswith("/libc.so.6")
-            ),
-            None,
-        )
-        if libc is None:
-            raise UserspaceError(f"process {self.pid} maps no libc to run injected calls with")
-        gadgets = remote.find_gadgets(libc, self.shared.gadgets)
-        return remote.Injector(self.pid, _pick_thread(self.stopped.tids), gadgets, self.mem)
+        if self.gadgets is None:
+            self.prepare()
+        assert self.gadgets is not None  # noqa: S101 - prepare() sets it or raises
+        return remote.Injector(self.pid, _pick_thread(self.stopped.tids), self.gadgets, self.mem)
 
     def read(self, address: int, size: int) -> bytes:
         return os.pread(self.mem, size, address)
@@ -269,7 +278,7 @@ def _hole(pid: int, lib: procfs.MappedLibrary, size: int) -> int:
     lib_end = max(m.end for m in ranges if m.path == lib.path)
     lo, hi = max(lib_end - _REACH, image.PAGE << 4), lib.base + _REACH - size
     # Nearest first below the library, then above it.
-    gaps = [(a.end, b.start) for a, b in zip(ranges, ranges[1:], strict=False)]
+    gaps = [(a.end, b.start) for a, b in itertools.pairwise(ranges)]
     below = [g for g in gaps if g[1] <= lib.base]
     above = [g for g in gaps if g[0] >= lib_end]
     for start, end in sorted(below, key=lambda g: -g[1]) + sorted(above):
@@ -327,12 +336,13 @@ def apply_in_process(
     if any(a.name == patch.name and a.level >= patch.level for a in previous):
         return Outcome(pid, "already", level=max(a.level for a in previous))
     s = _Session(pid, shared)
+    s.prepare()
+    size = image.plan_size(patch.obj, patch.resolutions)
+    where = _hole(pid, lib, size)
+    img = image.layout(patch.obj, where, lib.base, patch.resolutions)
     with s.held():
         _check_old_code(s, patch, lib, previous)
         checkpoint("checked")
-        size = image.plan_size(patch.obj, patch.resolutions)
-        where = _hole(pid, lib, size)
-        img = image.layout(patch.obj, where, lib.base, patch.resolutions)
         jumps, ranges = _plan_jumps(s, patch, lib, img)
         record = {
             "format": 1, "name": patch.name, "level": patch.level, "build_id": patch.build_id,
@@ -434,6 +444,7 @@ def unload_in_process(
     if refused is not None:
         raise refused
     s = _Session(pid, shared)
+    s.prepare()
     with s.held():
         ranges = [(a.address, a.address + a.size) for a in found]
         s.wait_until_free(ranges, policy)

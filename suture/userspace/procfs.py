@@ -8,7 +8,6 @@ by its library's build id even when its path means nothing here.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ def maps(pid: int) -> list[Mapping]:
 def threads(pid: int) -> list[int]:
     """The thread ids of ``pid`` (empty when it is gone)."""
     try:
-        return sorted(int(t) for t in os.listdir(PROC / str(pid) / "task"))
+        return sorted(int(t.name) for t in (PROC / str(pid) / "task").iterdir())
     except OSError:
         return []
 
@@ -95,7 +94,7 @@ def yama_scope() -> int | None:
 
 def pids() -> list[int]:
     """Every process id visible here (this PID namespace and those below it)."""
-    return sorted(int(d) for d in os.listdir(PROC) if d.isdigit())
+    return sorted(int(d.name) for d in PROC.iterdir() if d.name.isdigit())
 
 
 def file_build_id(path: Path) -> str:

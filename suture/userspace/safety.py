@@ -88,5 +88,5 @@ def _scan_stack(
         if any(lo < value <= hi for lo, hi in ranges):
             before = pt.read_memory(pid, value - 7, 7)
             if _follows_call(before):
-                return value
+                return int(value)
     return 0

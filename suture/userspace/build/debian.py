@@ -40,7 +40,7 @@ def cache_root() -> Path:
 def _run(cmd: list[str] | str, cwd: Path, env: dict[str, str] | None = None) -> str:
     shell = isinstance(cmd, str)
     proc = subprocess.run(
-        cmd, cwd=cwd, env=env, shell=shell, capture_output=True, text=True, check=False  # noqa: S602
+        cmd, cwd=cwd, env=env, shell=shell, capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         what = cmd if shell else shlex.join(cmd)

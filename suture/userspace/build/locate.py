@@ -30,6 +30,7 @@ from suture.userspace.image import R
 
 _GOTPCREL_RELAXABLE = {R.GOTPCREL, R.GOTPCRELX, R.REX_GOTPCRELX}
 _WIDTH = {R.R_64: 8, R.PC64: 8}
+_KNOWN = {int(r) for r in R}
 _JUMP_SLOT, _GLOB_DAT = 7, 6
 
 
@@ -86,7 +87,7 @@ class ShippedLibrary:
             symtab = elf.get_section(sec["sh_link"])
             for r in sec.iter_relocations():
                 if r["r_info_type"] in (_JUMP_SLOT, _GLOB_DAT) and r["r_info_sym"]:
-                    name = symtab.get_symbol(r["r_info_sym"]).name
+                    name = symtab.get_symbol(r["r_info_sym"]).name  # type: ignore[attr-defined]
                     self.got_slots.setdefault(name, r["r_offset"])
 
     def read(self, vaddr: int, size: int) -> bytes:
@@ -106,7 +107,7 @@ class ShippedLibrary:
 def _mask(code: bytes, relas: list[Rela]) -> tuple[bytes, list[bool]]:
     keep = [True] * len(code)
     for r in relas:
-        width = _WIDTH.get(R(r.type), 4) if r.type in iter(R) else 4
+        width = _WIDTH.get(R(r.type), 4) if r.type in _KNOWN else 4
         lo = r.offset - (2 if r.type in _GOTPCREL_RELAXABLE else 0)
         for i in range(max(lo, 0), min(r.offset + width, len(code))):
             keep[i] = False
@@ -183,7 +184,7 @@ def harvest(
     found: dict[str, tuple[str, int]] = {}
     for r in sec.relas:
         name = referenced_name(obj, r)
-        if not name or r.type not in iter(R):
+        if not name or r.type not in _KNOWN:
             continue
         kind = R(r.type)
         place = vaddr + r.offset

@@ -142,7 +142,7 @@ def _debug_file(row: debian.Package) -> Path | None:
     return row.dbg_dir / build_id[:2] / f"{build_id[2:]}.debug"
 
 
-def _compile_pair(
+def _compile_pair(  # noqa: PLR0917 - the tree, its build and the fix, all needed
     row: debian.Package, tree: Path, build_dir: Path, fix: Fix, source: str, tmp: Path
 ) -> tuple[Path, Path]:
     """Compile ``source`` as the package does, before and after the fix (the tree is restored)."""
@@ -210,8 +210,9 @@ def _refuse(diff: DiffResult, orig: ObjectFile, patched: ObjectFile, source: str
         )
     for obj in (orig, patched):
         tls = [s.name for s in obj.sections if s.name.startswith(_TLS_SECTIONS) and s.data]
-        if obj is patched and len(tls) != len([s for s in orig.sections
-                                               if s.name.startswith(_TLS_SECTIONS)]):
+        if obj is patched and len(tls) != len(
+            [s for s in orig.sections if s.name.startswith(_TLS_SECTIONS)]
+        ):
             raise UserspaceBuildError(
                 "the fix changes thread-local storage (a new __thread variable)", reason="tls",
                 hint="threads already running have no room for it",
@@ -249,9 +250,9 @@ def _place(
     for name in needed:
         if name in found:
             continue
-        sec = funcs.get(name)
-        if sec is not None:  # an unchanged function of the same file: find it, read its refs
-            vaddr = locate.locate(lib, orig, name, sec)
+        same_file = funcs.get(name)
+        if same_file is not None:  # an unchanged function of the same file
+            vaddr = locate.locate(lib, orig, name, same_file)
             found[name] = ("addr", vaddr)
             matched.append(name)
         elif name in lib.got_slots:
