@@ -188,12 +188,12 @@ def cmd_unload(args: argparse.Namespace, out: Output) -> int:
     """Remove one or all live patches."""
     from suture.kernel import engine
 
+    policy = _policy(args)
     if args.name and not args.all and _userspace_name(args.name, args.pid):
         from suture.userspace import fleet, patcher
 
         user_policy = patcher.Policy(timeout=args.timeout, allow_init=args.allow_init)
         return _user_report(fleet.unload(args.name, args.pid, user_policy), out, "removed")
-    policy = _policy(args)
     if args.all == bool(args.name):
         raise UsageError("name one live patch or give --all", hint="see 'suture status'")
     if args.all:
@@ -207,7 +207,11 @@ def cmd_unload(args: argparse.Namespace, out: Output) -> int:
 
 
 def _userspace_name(name: str, pids: list[int]) -> bool:
-    """True when ``name`` is not a kernel live patch (so it names a userspace one)."""
+    """True when ``name`` is a userspace patch: --pid given, or some process runs it."""
     if pids:
         return True
-    return not (Path("/sys/kernel/livepatch") / name).exists()
+    if (Path("/sys/kernel/livepatch") / name).exists():
+        return False
+    from suture.userspace import patcher, procfs
+
+    return any(a.name == name for pid in procfs.pids() for a in patcher.applied_patches(pid))

@@ -4,8 +4,8 @@ Each stopped thread is checked in two ways:
 
 - its instruction pointer: no thread may be executing a replaced range;
 - its stack: the live part (from ``%rsp`` to the end of its mapping) is
-  read, and every word that points into a replaced range just after a call
-  instruction counts as a return address. Library code is built without
+  read, and every word that points into a replaced range counts (a return
+  address, or the interrupted ``%rip`` a signal frame holds). Library code is built without
   frame pointers and frames of other modules would each need their own
   ``.eh_frame``; the scan needs neither, and is sound: it may see a stale
   word and say "busy" when the thread is not, but it never says "free" when
@@ -85,8 +85,8 @@ def _scan_stack(
     count = len(data) // 8
     for value in struct.unpack_from(f"<{count}Q", data):
         # A return address may equal a range's end (a call as the last instruction).
-        if any(lo < value <= hi for lo, hi in ranges):
-            before = pt.read_memory(pid, value - 7, 7)
-            if _follows_call(before):
-                return int(value)
+        # No call-site filter: a signal frame holds an interrupted %rip that follows
+        # no call, and it must count too.
+        if any(lo <= value <= hi for lo, hi in ranges):
+            return int(value)
     return 0
