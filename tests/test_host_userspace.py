@@ -10,6 +10,7 @@ libraries are not the versions the trees are for (not under CI).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from suture.bundle import archive
 from suture.userspace import patcher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,11 +175,7 @@ def test_a_patcher_killed_at_each_step_leaves_the_process_alive(bundles, program
 
 
 def test_another_build_is_refused_by_the_hash_check(bundles, programs, spawn, tmp_path):
-    from suture.bundle import archive
-
     manifest, data = archive.members(bundles["glibc"])
-    import dataclasses
-
     f = dataclasses.replace(manifest.userspace_functions[0], old_sha256="0" * 64)
     other = dataclasses.replace(manifest, userspace_functions=(f,))
     path = tmp_path / "other.bundle"
