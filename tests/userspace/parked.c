@@ -16,9 +16,10 @@ static void on_usr1(int sig, siginfo_t *si, void *ctx) {
   unsigned long rip = ((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
   (void)sig; (void)si;
   if (parked || rip < lo || rip >= hi) return;
-  parked = 1; write(1, "PARKED\n", 7); usleep((useconds_t)(park * 1e6)); write(1, "LEFT\n", 5);
+  parked = 1; write(1, "PARKED\n", 7); usleep((useconds_t)(park * 1e6)); left = 1; write(1, "LEFT\n", 5);
 }
-static void *spin(void *x) { (void)x; for (;;) BN_ucmp(a, b); return 0; }
+static volatile int left;
+static void *spin(void *x) { (void)x; while (!left) BN_ucmp(a, b); for (;;) pause(); return 0; }
 int main(int argc, char **argv) {
   if (argc > 1) park = atof(argv[1]);
   lo = (unsigned long)dlsym(RTLD_DEFAULT, "BN_ucmp"); hi = lo + (argc > 2 ? atoi(argv[2]) : 314);
