@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <ucontext.h>
 #include <unistd.h>
-static unsigned long lo, hi; static volatile int parked; static double park = 2.0;
+static unsigned long lo, hi; static volatile int parked, left; static double park = 2.0;
 static BIGNUM *a, *b;
 static void on_usr1(int sig, siginfo_t *si, void *ctx) {
   unsigned long rip = ((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
@@ -18,7 +18,6 @@ static void on_usr1(int sig, siginfo_t *si, void *ctx) {
   if (parked || rip < lo || rip >= hi) return;
   parked = 1; write(1, "PARKED\n", 7); usleep((useconds_t)(park * 1e6)); left = 1; write(1, "LEFT\n", 5);
 }
-static volatile int left;
 static void *spin(void *x) { (void)x; while (!left) BN_ucmp(a, b); for (;;) pause(); return 0; }
 int main(int argc, char **argv) {
   if (argc > 1) park = atof(argv[1]);
