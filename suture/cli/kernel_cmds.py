@@ -76,8 +76,10 @@ EXIT_USER_PARTIAL = 39
 
 def _user_report(report: Any, out: Output, verb: str) -> int:
     rows = [o.to_dict() for o in report.outcomes]
-    done = report.count("patched", "already", "removed")
-    lines = [f"{verb} {report.name}: {done} of {len(rows)} processes in {report.seconds:.3f} s"]
+    done = report.count("patched", "already", "removed", "absent")
+    # A process that exited meanwhile runs no old code: it is not left out.
+    wanted = len(rows) - report.count("gone")
+    lines = [f"{verb} {report.name}: {done} of {wanted} processes in {report.seconds:.3f} s"]
     lines += [
         f"  pid {r['pid']}: {r['result']}"
         + (f" L{r['level']}" if r["level"] else "")
@@ -85,8 +87,8 @@ def _user_report(report: Any, out: Output, verb: str) -> int:
         + (f": {r['reason']}" if r["reason"] else "")
         for r in rows
     ]
-    out.result({"format": 1, "ok": done == len(rows), **report.to_dict()}, "\n".join(lines))
-    return 0 if done == len(rows) else EXIT_USER_PARTIAL
+    out.result({"format": 1, "ok": done == wanted, **report.to_dict()}, "\n".join(lines))
+    return 0 if done == wanted else EXIT_USER_PARTIAL
 
 
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:

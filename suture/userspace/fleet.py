@@ -6,6 +6,7 @@ per build, which processes run it, which do not, and which are refused and why.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,17 +44,31 @@ class Report:
         }  # fmt: skip
 
 
+def _alive(pid: int) -> bool:
+    """The process still exists and is not a zombie."""
+    return procfs.status_field(pid, "State")[:1] not in ("", "Z", "X")
+
+
 def _guarded(pid: int, action: Any) -> patcher.Outcome:
-    """Run ``action`` for one process; turn its refusal or failure into an outcome."""
+    """Run ``action`` for one process; turn its refusal or failure into an outcome.
+
+    A host scan meets processes that exit while they are looked at (compilers,
+    shells): one that is gone by the time of its error is ``gone``, not a failure.
+    ``ValueError`` and ``struct.error`` are what a process's memory or file that
+    changed under us makes the parsers raise.
+    """
     try:
         outcome: patcher.Outcome = action()
     except ProcessRefusedError as e:
-        return patcher.Outcome(pid, "refused", reason=f"{e.reason}: {e.message}")
+        result = "gone" if e.reason == "gone" else "refused"
+        return patcher.Outcome(pid, result, reason=f"{e.reason}: {e.message}")
     except OldCodeMismatchError as e:
         return patcher.Outcome(pid, "mismatch", reason=e.message)
     except SwitchTimeoutError as e:
         return patcher.Outcome(pid, "busy", reason=e.message)
-    except (UserspaceError, OSError) as e:
+    except (UserspaceError, OSError, ValueError, struct.error) as e:
+        if not _alive(pid):
+            return patcher.Outcome(pid, "gone", reason=str(e))
         return patcher.Outcome(pid, "failed", reason=str(e))
     return outcome
 

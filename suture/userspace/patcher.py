@@ -275,7 +275,10 @@ def _pick_thread(tids: list[int]) -> int:
 def _hole(pid: int, lib: procfs.MappedLibrary, size: int) -> int:
     """A free range of ``size`` bytes within a rel32 reach of the whole library."""
     ranges = procfs.maps(pid)
-    lib_end = max(m.end for m in ranges if m.path == lib.path)
+    ends = [m.end for m in ranges if m.path == lib.path]
+    if not ends:
+        raise ProcessRefusedError(f"process {pid} is gone", pid=pid, reason="gone")
+    lib_end = max(ends)
     lo, hi = max(lib_end - _REACH, image.PAGE << 4), lib.base + _REACH - size
     # Nearest first below the library, then above it.
     gaps = [(a.end, b.start) for a, b in itertools.pairwise(ranges)]
@@ -390,7 +393,10 @@ def _plan_jumps(
         rel = target - (at + JUMP_SIZE)
         jump = b"\xe9" + struct.pack("<i", rel)
         jumps.append((at, b"", jump))
-        ranges.append((start, start + f.size))
+        # A thread stopped at or before the jump site runs the jump once it is
+        # written, and a word equal to the entry is a function pointer (dlsym,
+        # a vtable), never a return address: only (at, end] is unsafe.
+        ranges.append((at + 1, start + f.size))
     # The original bytes, as they would be without any earlier level's jump.
     out = []
     for at, _o, jump in jumps:
