@@ -135,7 +135,7 @@ def test_openssl_fix_in_a_python_process(bundles, spawn) -> None:
 def test_a_process_in_its_own_mount_and_pid_namespace_is_found(bundles, programs, spawn):
     if shutil.which("unshare") is None:
         pytest.skip("no unshare")
-    t = spawn(["unshare", "--mount", "--pid", "--fork", "--mount-proc",
+    t = spawn(["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
                str(programs["ungetwc"]), "/tmp/suture-ns-a0.bin"])  # fmt: skip
     time.sleep(0.5)
     # By build id over every process (map_files): no --pid.

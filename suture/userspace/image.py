@@ -28,7 +28,7 @@ from suture.builder import elfwrite
 from suture.errors import UserspaceError
 
 PAGE = 4096
-MAGIC = b"SUTURE-USERSPACE-PATCH\x01\x00"
+MAGIC = b"SUTURE-USERSPACE-PATCH\x02"  # then the state byte
 _SYM = struct.Struct("<IBBHQQ")
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 
@@ -271,22 +271,44 @@ def _apply(  # noqa: PLR0917 - the relocation formula's terms
         struct.pack_into("<i", blob, where, sym + r.addend)
 
 
-def header(record: dict[str, object]) -> bytes:
-    """The header page: the magic, then the record as JSON (the page's size at most)."""
+class State(enum.Enum):
+    """Where a patch region is in its life: one byte of its header page, after the magic.
+
+    Only ``LIVE`` and ``SWITCHING`` regions have (or may have) jumps into them;
+    ``STAGED`` ones (mapped, never switched to) and ``RETIRED`` ones (switched
+    away from) are unreachable, and the next apply or unload unmaps them.
+    """
+
+    STAGED = b"s"
+    SWITCHING = b"w"  # the jumps are being written: some may be in place
+    LIVE = b"L"
+    RETIRED = b"r"
+
+
+STATE_AT = len(MAGIC)  # the state byte's offset in the header page
+
+
+def header(record: dict[str, object], state: State = State.STAGED) -> bytes:
+    """The header page: the magic, the state, then the record as JSON (the page's size at most)."""
     body = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
-    data = MAGIC + struct.pack("<I", len(body)) + body
+    data = MAGIC + state.value + struct.pack("<I", len(body)) + body
     if len(data) > PAGE:
         raise UserspaceError("the patch's record does not fit its header page")
     return data
 
 
-def parse_header(page: bytes) -> dict[str, object] | None:
-    """The record of a header page; None when it is not one."""
-    if not page.startswith(MAGIC) or len(page) < len(MAGIC) + 4:
+def parse_header(page: bytes) -> tuple[State, dict[str, object]] | None:
+    """The state and record of a header page; None when it is not one."""
+    head = len(MAGIC) + 1
+    if not page.startswith(MAGIC) or len(page) < head + 4:
         return None
-    (size,) = struct.unpack_from("<I", page, len(MAGIC))
     try:
-        record = json.loads(page[len(MAGIC) + 4 : len(MAGIC) + 4 + size])
+        state = State(page[STATE_AT : STATE_AT + 1])
     except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    (size,) = struct.unpack_from("<I", page, head)
+    try:
+        record = json.loads(page[head + 4 : head + 4 + size])
+    except ValueError:
+        return None
+    return (state, record) if isinstance(record, dict) else None

@@ -1,23 +1,35 @@
 """Apply and remove a userspace patch in one process, all or nothing.
 
-Apply, with every thread stopped (:mod:`suture.userspace.stopped`)::
+Apply, in three short holds so that the pause every thread sees is only the switch::
 
-    refuse? (PID 1, traced, seccomp, shadow stack) -> stop all threads
-      -> old code == manifest hashes (another build is never touched)
-      -> mmap near the library, write header + code, relocate, mprotect r-x
-      -> no thread inside or returning into a replaced function
-         (else resume, wait, stop again ... until the time limit: then unmap, untouched)
-      -> write the 5-byte jumps at the function entries -> detach
+    refuse? (PID 1, traced, seccomp, shadow stack) -> old code == manifest hashes
+      (read without stopping anything: another build is never touched)
+    stage   one thread borrowed, the others run on: mmap near the library,
+            write header (state "staged") + code, relocate, mprotect r-x
+    switch  every thread stopped: old code checked again; no thread inside or
+            returning into a replaced function (else resume, wait, stop again ...
+            until the time limit: then the staged region is unmapped, untouched);
+            header "switching", the 5-byte jumps at the function entries, header
+            "live" (an earlier level's header "retired"); detach
+    clean   one thread borrowed: regions no jump reaches any more are unmapped
 
-A previous level of the same patch is replaced in the same stop: its
+The staged region is unreachable until its jumps are written, so other
+threads may run while it is made; the switch stop holds no injected system
+call, only reads of memory and registers and the few writes of the jumps.
+
+A previous level of the same patch is replaced in the same switch: its
 region must be free of threads too; functions it patched that the new
-level does not are given their original bytes back; its region is unmapped.
+level does not are given their original bytes back.
 
 Fail-safe: until the jumps are written the process runs its old code, and
 nothing written so far is reachable. The injected system calls restore the
 borrowed thread by themselves (:mod:`suture.userspace.remote`) and ptrace
 seize detaches by itself when the patcher dies, so a patcher killed at any
-step leaves a process on its old code (at worst with an unreachable mapping).
+step leaves a process on its old code (at worst with an unreachable, staged
+mapping that the next run unmaps). The jumps of a patch of several functions
+are written with the patcher's catchable signals blocked; only a SIGKILL in
+the microseconds between two writes can leave some written, and the header
+then says "switching": the next apply or unload finishes or undoes them.
 ``SUTURE_USERSPACE_KILL_AT=<step>`` makes the patcher SIGKILL itself at a
 step, for the tests that show this.
 """
@@ -50,7 +62,8 @@ ENDBR64 = bytes.fromhex("f30f1efa")
 JUMP_SIZE = 5
 _REACH = (1 << 31) - (16 << 20)  # bytes: a rel32 reach, less a margin
 KILL_AT = "SUTURE_USERSPACE_KILL_AT"
-STEPS = ("stopped", "checked", "mapped", "written", "protected", "safe", "switched")
+STEPS = ("borrowed", "mapped", "written", "protected", "stopped", "checked", "safe", "switching",
+         "switched")  # fmt: skip
 
 
 def checkpoint(step: str) -> None:
@@ -67,14 +80,18 @@ class Shared:
     gadgets: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
+_REACHABLE = (image.State.LIVE, image.State.SWITCHING)
+
+
 @dataclass(frozen=True)
 class Applied:
-    """A patch found in a process's memory, from its header page."""
+    """A patch region found in a process's memory, from its header page."""
 
     pid: int
     address: int
     size: int
     record: dict[str, Any]
+    state: image.State = image.State.LIVE
 
     @property
     def name(self) -> str:
@@ -91,6 +108,11 @@ class Applied:
         """The library build it patches."""
         return str(self.record.get("build_id", ""))
 
+    @property
+    def reachable(self) -> bool:
+        """Jumps lead (or may lead, when a switch was cut short) into it."""
+        return self.state in _REACHABLE
+
     def jumps(self) -> list[tuple[int, bytes, bytes]]:
         """(address, original bytes, jump bytes) of each redirected entry."""
         return [
@@ -99,8 +121,8 @@ class Applied:
         ]
 
 
-def applied_patches(pid: int, mem: int | None = None) -> list[Applied]:
-    """The Suture patches live in ``pid``: anonymous executable mappings with our header."""
+def regions(pid: int, mem: int | None = None) -> list[Applied]:
+    """Every Suture patch region in ``pid``, any state: anonymous r-x mappings with our header."""
     found = []
     own = mem is None
     try:
@@ -115,14 +137,21 @@ def applied_patches(pid: int, mem: int | None = None) -> list[Applied]:
                 page = os.pread(fd, image.PAGE, m.start)
             except OSError:
                 continue
-            record = image.parse_header(page)
-            if record is not None:
+            parsed = image.parse_header(page)
+            if parsed is not None:
+                state, record = parsed
                 size = record.get("size", 0)
-                found.append(Applied(pid, m.start, size if isinstance(size, int) else 0, record))
+                size = size if isinstance(size, int) else 0
+                found.append(Applied(pid, m.start, size, record, state))
     finally:
         if own:
             os.close(fd)
     return found
+
+
+def applied_patches(pid: int, mem: int | None = None) -> list[Applied]:
+    """The Suture patches live in ``pid`` (a cut-short switch counts: it may have jumps)."""
+    return [r for r in regions(pid, mem) if r.reachable]
 
 
 def refusal(pid: int, *, allow_init: bool = False) -> ProcessRefusedError | None:  # noqa: PLR0911 - one return per refusal
@@ -173,17 +202,19 @@ class Outcome:
     """What happened in one process."""
 
     pid: int
-    result: str  # patched, already, removed, refused, failed, busy, mismatch
+    result: str  # patched, already, removed, absent, refused, failed, busy, mismatch, gone
     reason: str = ""
     level: int = 0
-    pause_ms: float = 0.0  # threads stopped, summed over tries
+    pause_ms: float = 0.0  # every thread stopped (the switch), summed over tries
+    inject_ms: float = 0.0  # one thread stopped for the injected calls (stage and clean)
     seconds: float = 0.0  # the whole operation
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
         return {
             "pid": self.pid, "result": self.result, "reason": self.reason, "level": self.level,
-            "pause_ms": round(self.pause_ms, 3), "seconds": round(self.seconds, 6),
+            "pause_ms": round(self.pause_ms, 3), "inject_ms": round(self.inject_ms, 3),
+            "seconds": round(self.seconds, 6),
         }  # fmt: skip
 
 
@@ -197,8 +228,11 @@ class Policy:
     max_wait: float = 0.05
 
 
+_BORROW_TRIES = 4  # threads tried in turn for one outside a restartable sleep
+
+
 class _Session:
-    """One process, stopped: memory, the injector, and the library's place."""
+    """One process: its memory, its maps as read before any stop, the injector's gadgets."""
 
     def __init__(self, pid: int, shared: Shared) -> None:
         self.pid = pid
@@ -206,13 +240,23 @@ class _Session:
         self.stopped = StoppedProcess(pid)
         self.mem = -1
         self.gadgets: remote.Gadgets | None = None
+        self.mappings: list[procfs.Mapping] = []
+        self.injected = 0.0  # s, one thread held for injected calls
 
     def prepare(self) -> None:
-        """Find libc's gadgets before the threads stop: the stop should be short."""
+        """Read what the holds need before any: maps, libc's gadgets, a handle on memory.
+
+        Raises:
+            ProcessRefusedError: the process is gone.
+            UserspaceError: it maps no libc.
+        """
+        self.mappings = procfs.maps(self.pid)
+        if not self.mappings:
+            raise ProcessRefusedError(f"process {self.pid} is gone", pid=self.pid, reason="gone")
         libc = next(
             (
                 lib
-                for lib in procfs.libraries(self.pid, self.shared.build_ids)
+                for lib in procfs.libraries(self.pid, self.shared.build_ids, self.mappings)
                 if "/libc.so" in lib.path or lib.path.endswith("/libc.so.6")
             ),
             None,
@@ -220,34 +264,68 @@ class _Session:
         if libc is None:
             raise UserspaceError(f"process {self.pid} maps no libc to run injected calls with")
         self.gadgets = remote.find_gadgets(libc, self.shared.gadgets)
+        self.mem = remote.open_mem(self.pid)
+
+    def close(self) -> None:
+        if self.mem >= 0:
+            os.close(self.mem)
+            self.mem = -1
 
     @contextlib.contextmanager
     def held(self) -> Iterator[_Session]:
-        self.stopped.stop()
-        checkpoint("stopped")
+        """Every thread stopped, until the block ends."""
         try:
-            self.mem = remote.open_mem(self.pid)
+            self.stopped.stop()
+            checkpoint("stopped")
             yield self
         finally:
-            if self.mem >= 0:
-                os.close(self.mem)
             self.stopped.release()
 
-    def injector(self) -> remote.Injector:
-        if self.gadgets is None:
-            self.prepare()
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[remote.Injector]:
+        """One thread stopped for injected system calls; the others run on."""
         assert self.gadgets is not None  # noqa: S101 - prepare() sets it or raises
-        return remote.Injector(self.pid, _pick_thread(self.stopped.tids), self.gadgets, self.mem)
+        one = StoppedProcess(self.pid)
+        try:
+            tid = self._borrow(one)
+            checkpoint("borrowed")
+            yield remote.Injector(self.pid, tid, self.gadgets, self.mem, self.mappings)
+        finally:
+            one.release()
+            self.injected += one.paused
+
+    def _borrow(self, one: StoppedProcess) -> int:
+        """Stop a thread to borrow, and say which.
+
+        The main one, unless it sleeps in a call that would see EINTR
+        (``nanosleep``: its restart block does not survive ``rt_sigreturn``)
+        and another thread is there to try.
+        """
+        tids = procfs.threads(self.pid)
+        tids.sort(key=lambda t: t != self.pid)
+        for n, tid in enumerate(tids[:_BORROW_TRIES]):
+            if not one.stop_one(tid):
+                continue
+            regs = pt.get_regs(tid)
+            last = n == min(len(tids), _BORROW_TRIES) - 1
+            if last or remote.resumable(regs).rax != remote.NR_RESTART:
+                return tid
+            one.release()
+        raise ProcessRefusedError(f"process {self.pid} is gone", pid=self.pid, reason="gone")
 
     def read(self, address: int, size: int) -> bytes:
         return os.pread(self.mem, size, address)
+
+    def write(self, address: int, data: bytes) -> None:
+        if os.pwrite(self.mem, data, address) != len(data):
+            raise UserspaceError(f"short write into process {self.pid} at {address:#x}")
 
     def wait_until_free(self, ranges: list[tuple[int, int]], policy: Policy) -> None:
         """Return with every thread stopped outside ``ranges``, or raise at the time limit."""
         deadline = time.monotonic() + policy.timeout
         wait = policy.first_wait
         while True:
-            busy = safety.busy_threads(self.pid, self.stopped.tids, ranges)
+            busy = safety.busy_threads(self.pid, self.stopped.tids, ranges, self.mappings)
             if not busy:
                 return
             if time.monotonic() >= deadline:
@@ -262,26 +340,27 @@ class _Session:
             wait = min(wait * 2, policy.max_wait)
             self.stopped.stop()
 
+    def unmap(self, found: list[tuple[int, int]]) -> None:
+        """Unmap regions no jump reaches (staged, retired), borrowing one thread.
 
-def _pick_thread(tids: list[int]) -> int:
-    """The thread to borrow: one not inside a blocking call if there is one."""
-    for tid in tids:
-        regs = pt.get_regs(tid)
-        if remote._signed(regs.orig_rax) < 0:
-            return tid
-    return tids[0]
+        Quietly: a region left behind is unreachable, and the next run unmaps it.
+        """
+        if not found:
+            return
+        with contextlib.suppress(UserspaceError, pt.PtraceError, OSError), self.borrowed() as inj:
+            for address, size in found:
+                inj.munmap(address, size)
 
 
-def _hole(pid: int, lib: procfs.MappedLibrary, size: int) -> int:
+def _hole(pid: int, mappings: list[procfs.Mapping], lib: procfs.MappedLibrary, size: int) -> int:
     """A free range of ``size`` bytes within a rel32 reach of the whole library."""
-    ranges = procfs.maps(pid)
-    ends = [m.end for m in ranges if m.path == lib.path]
+    ends = [m.end for m in mappings if m.path == lib.path]
     if not ends:
         raise ProcessRefusedError(f"process {pid} is gone", pid=pid, reason="gone")
     lib_end = max(ends)
     lo, hi = max(lib_end - _REACH, image.PAGE << 4), lib.base + _REACH - size
     # Nearest first below the library, then above it.
-    gaps = [(a.end, b.start) for a, b in itertools.pairwise(ranges)]
+    gaps = [(a.end, b.start) for a, b in itertools.pairwise(mappings)]
     below = [g for g in gaps if g[1] <= lib.base]
     above = [g for g in gaps if g[0] >= lib_end]
     for start, end in sorted(below, key=lambda g: -g[1]) + sorted(above):
@@ -299,10 +378,10 @@ def _entry(code: bytes) -> int:
 
 
 def _check_old_code(
-    s: _Session, patch: UserPatch, lib: procfs.MappedLibrary, previous: list[Applied]
+    s: _Session, patch: UserPatch, lib: procfs.MappedLibrary, live: list[Applied]
 ) -> None:
     """Every replaced function's bytes (with earlier jumps undone) must hash as built against."""
-    saved = {at: orig for p in previous for at, orig, _j in p.jumps()}
+    saved = {at: orig for p in live for at, orig, _j in p.jumps()}
     for f in patch.functions:
         start = lib.base + f.offset
         code = bytearray(s.read(start, f.size))
@@ -315,6 +394,23 @@ def _check_old_code(
                 "built against; nothing was changed",
                 hint="the library is another build: build the patch for it",
             )
+
+
+def _stage(s: _Session, where: int, img: image.Image, record: dict[str, Any]) -> None:
+    """Map, write and protect the patch region, one thread borrowed; unmapped again on failure."""
+    with s.borrowed() as inj:
+        inj.mmap(where, img.size, remote.PROT_READ | remote.PROT_WRITE)
+        checkpoint("mapped")
+        try:
+            head = image.header(record, image.State.STAGED)
+            s.write(where, head + img.blob[len(head) :])
+            checkpoint("written")
+            inj.mprotect(where, img.text_size, remote.PROT_READ | remote.PROT_EXEC)
+            checkpoint("protected")
+        except BaseException:
+            with contextlib.suppress(UserspaceError, pt.PtraceError, OSError):
+                inj.munmap(where, img.size)
+            raise
 
 
 def apply_in_process(
@@ -332,56 +428,61 @@ def apply_in_process(
     refused = refusal(pid, allow_init=policy.allow_init)
     if refused is not None:
         raise refused
-    lib = procfs.find(pid, patch.build_id, shared.build_ids)
-    if lib is None:
-        raise UserspaceError(f"process {pid} does not map the library build {patch.build_id}")
-    previous = [a for a in applied_patches(pid) if a.build_id == patch.build_id]
-    if any(a.name == patch.name and a.level >= patch.level for a in previous):
-        return Outcome(pid, "already", level=max(a.level for a in previous))
     s = _Session(pid, shared)
-    s.prepare()
-    size = image.plan_size(patch.obj, patch.resolutions)
-    where = _hole(pid, lib, size)
-    img = image.layout(patch.obj, where, lib.base, patch.resolutions)
-    with s.held():
-        _check_old_code(s, patch, lib, previous)
-        checkpoint("checked")
-        jumps, ranges = _plan_jumps(s, patch, lib, img)
+    try:
+        s.prepare()
+        lib = procfs.find(pid, patch.build_id, shared.build_ids, s.mappings)
+        if lib is None:
+            raise UserspaceError(f"process {pid} does not map the library build {patch.build_id}")
+        found = regions(pid, s.mem)
+        live = [a for a in found if a.reachable and a.build_id == patch.build_id]
+        # A cut-short switch ("switching") is finished by applying again.
+        done = all(a.state is image.State.LIVE for a in live)
+        if done and any(a.name == patch.name and a.level >= patch.level for a in live):
+            return Outcome(pid, "already", level=max(a.level for a in live))
+        stale = [(a.address, a.size) for a in found if not a.reachable]
+        _check_old_code(s, patch, lib, live)  # before anything is mapped
+        img = image.layout(
+            patch.obj, _hole(pid, s.mappings, lib, image.plan_size(patch.obj, patch.resolutions)),
+            lib.base, patch.resolutions,
+        )  # fmt: skip
         record = {
-            "format": 1, "name": patch.name, "level": patch.level, "build_id": patch.build_id,
+            "format": 2, "name": patch.name, "level": patch.level, "build_id": patch.build_id,
             "soname": patch.manifest.release, "size": img.size, "cves": list(patch.manifest.cves),
-            "jumps": [{"at": at, "saved": old.hex(), "jump": new.hex()} for at, old, new in jumps],
+            "jumps": [
+                {"at": at, "saved": old.hex(), "jump": new.hex()}
+                for at, old, new in _plan_jumps(s, patch, lib, img, live)[0]
+            ],
         }  # fmt: skip
-        inj = s.injector()
-        inj.mmap(where, img.size, remote.PROT_READ | remote.PROT_WRITE)
-        checkpoint("mapped")
+        _stage(s, img.address, img, record)
         try:
-            os.pwrite(s.mem, image.header(record) + img.blob[len(image.header(record)) :], where)
-            checkpoint("written")
-            inj.mprotect(where, img.text_size, remote.PROT_READ | remote.PROT_EXEC)
-            checkpoint("protected")
-            for p in previous:
-                ranges.append((p.address, p.address + p.size))
-            s.wait_until_free(ranges, policy)
+            with s.held():
+                _check_old_code(s, patch, lib, live)
+                checkpoint("checked")
+                jumps, ranges = _plan_jumps(s, patch, lib, img, live)
+                ranges += [(p.address, p.address + p.size) for p in live]
+                s.wait_until_free(ranges, policy)
+                checkpoint("safe")
+                _switch(s, img.address, jumps, live)
+                checkpoint("switched")
         except BaseException:
-            _unmap_quietly(s, where, img.size)
+            s.unmap([(img.address, img.size)])
             raise
-        checkpoint("safe")
-        _switch(s, jumps, previous)
-        checkpoint("switched")
-        for p in previous:
-            s.injector().munmap(p.address, p.size)
+        s.unmap(stale + [(p.address, p.size) for p in live])
+    finally:
+        s.close()
     return Outcome(
         pid, "patched", level=patch.level, pause_ms=s.stopped.paused * 1e3,
-        seconds=time.perf_counter() - began,
+        inject_ms=s.injected * 1e3, seconds=time.perf_counter() - began,
     )  # fmt: skip
 
 
 def _plan_jumps(
-    s: _Session, patch: UserPatch, lib: procfs.MappedLibrary, img: image.Image
+    s: _Session, patch: UserPatch, lib: procfs.MappedLibrary, img: image.Image, live: list[Applied]
 ) -> tuple[list[tuple[int, bytes, bytes]], list[tuple[int, int]]]:
     """The jumps to write (address, original bytes, jump) and the ranges to keep free."""
     jumps, ranges = [], []
+    earlier = {at: (orig, jump) for p in live for at, orig, jump in p.jumps()}
     for f in patch.functions:
         start = lib.base + f.offset
         skip = _entry(s.read(start, len(ENDBR64)))
@@ -390,45 +491,57 @@ def _plan_jumps(
         shndx, value = patch.obj.symbol(f.symbol)
         target = img.section_addr[shndx] + value
         at = start + skip
-        rel = target - (at + JUMP_SIZE)
-        jump = b"\xe9" + struct.pack("<i", rel)
-        jumps.append((at, b"", jump))
+        jump = b"\xe9" + struct.pack("<i", target - (at + JUMP_SIZE))
+        # The original bytes, as they are without any earlier level's jump.
+        current = s.read(at, JUMP_SIZE)
+        orig, old_jump = earlier.get(at, (b"", b""))
+        jumps.append((at, orig if current == old_jump else current, jump))
         # A thread stopped at or before the jump site runs the jump once it is
         # written, and a word equal to the entry is a function pointer (dlsym,
         # a vtable), never a return address: only (at, end] is unsafe.
         ranges.append((at + 1, start + f.size))
-    # The original bytes, as they would be without any earlier level's jump.
-    out = []
-    for at, _o, jump in jumps:
-        out.append((at, _original(s, at), jump))
-    return out, ranges
+    return jumps, ranges
 
 
-def _original(s: _Session, at: int) -> bytes:
-    current = s.read(at, JUMP_SIZE)
-    for p in applied_patches(s.pid, s.mem):
-        for where, orig, jump in p.jumps():
-            if where == at and current == jump:
-                return orig
-    return current
+_CATCHABLE = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 
 
-def _switch(s: _Session, jumps: list[tuple[int, bytes, bytes]], previous: list[Applied]) -> None:
-    """Write the entry jumps; give back the entries only an earlier level redirected."""
+def _switch(
+    s: _Session, where: int, jumps: list[tuple[int, bytes, bytes]], live: list[Applied]
+) -> None:
+    """Write the entry jumps; give back the entries only an earlier level redirected.
+
+    The header says "switching" while the jumps are written, with the
+    patcher's catchable signals blocked. On an error the entries written so
+    far get their bytes back and the header says "staged" again.
+    """
     new_at = {at for at, _o, _j in jumps}
-    for at, _orig, jump in jumps:
-        os.pwrite(s.mem, jump, at)
-    for p in previous:
-        for at, orig, _jump in p.jumps():
-            if at not in new_at:
-                os.pwrite(s.mem, orig, at)
-
-
-def _unmap_quietly(s: _Session, where: int, size: int) -> None:
-    with contextlib.suppress(UserspaceError, pt.PtraceError, OSError):
-        if not s.stopped.tids:
-            s.stopped.stop()
-        s.injector().munmap(where, size)
+    undo: list[tuple[int, bytes]] = []
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+    try:
+        s.write(where + image.STATE_AT, image.State.SWITCHING.value)
+        checkpoint("switching")
+        for at, _orig, jump in jumps:
+            undo.append((at, s.read(at, len(jump))))
+            s.write(at, jump)
+        for p in live:
+            for at, orig, jump in p.jumps():
+                if at not in new_at and s.read(at, len(jump)) == jump:
+                    undo.append((at, jump))
+                    s.write(at, orig)
+        for p in live:
+            s.write(p.address + image.STATE_AT, image.State.RETIRED.value)
+        s.write(where + image.STATE_AT, image.State.LIVE.value)
+    except BaseException:
+        with contextlib.suppress(OSError, UserspaceError):
+            for at, before in reversed(undo):
+                s.write(at, before)
+            for p in live:
+                s.write(p.address + image.STATE_AT, p.state.value)
+            s.write(where + image.STATE_AT, image.State.STAGED.value)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def unload_in_process(
@@ -443,29 +556,44 @@ def unload_in_process(
     policy = policy or Policy()
     shared = shared or Shared()
     began = time.perf_counter()
-    found = [a for a in applied_patches(pid) if a.name == name]
-    if not found:
+    found = [a for a in regions(pid) if a.name == name]
+    live = [a for a in found if a.reachable]
+    if not live:
         return Outcome(pid, "absent")
     refused = refusal(pid, allow_init=policy.allow_init)
     if refused is not None:
         raise refused
     s = _Session(pid, shared)
-    s.prepare()
-    with s.held():
-        ranges = [(a.address, a.address + a.size) for a in found]
-        s.wait_until_free(ranges, policy)
-        checkpoint("safe")
-        for a in found:
+    try:
+        s.prepare()
+        with s.held():
+            s.wait_until_free([(a.address, a.address + a.size) for a in live], policy)
+            checkpoint("safe")
+            _restore(s, live)
+            checkpoint("switched")
+        s.unmap([(a.address, a.size) for a in found])
+    finally:
+        s.close()
+    return Outcome(
+        pid, "removed", level=max(a.level for a in live), pause_ms=s.stopped.paused * 1e3,
+        inject_ms=s.injected * 1e3, seconds=time.perf_counter() - began,
+    )  # fmt: skip
+
+
+def _restore(s: _Session, live: list[Applied]) -> None:
+    """The original bytes back at every entry still jumping into ``live``; headers "retired"."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+    try:
+        for a in live:
+            s.write(a.address + image.STATE_AT, image.State.SWITCHING.value)
+        for a in live:
             for at, orig, jump in a.jumps():
                 if s.read(at, len(jump)) == jump:
-                    os.pwrite(s.mem, orig, at)
-        checkpoint("switched")
-        for a in found:
-            s.injector().munmap(a.address, a.size)
-    return Outcome(
-        pid, "removed", level=found[0].level, pause_ms=s.stopped.paused * 1e3,
-        seconds=time.perf_counter() - began,
-    )  # fmt: skip
+                    s.write(at, orig)
+        for a in live:
+            s.write(a.address + image.STATE_AT, image.State.RETIRED.value)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def processes_with(build_id: str, shared: Shared | None = None) -> list[int]:

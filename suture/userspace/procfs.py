@@ -138,14 +138,19 @@ class MappedLibrary:
         return PROC / str(self.pid) / "map_files" / self.mapping.range_name
 
 
-def libraries(pid: int, cache: dict[tuple[int, str], str] | None = None) -> Iterator[MappedLibrary]:
+def libraries(
+    pid: int,
+    cache: dict[tuple[int, str], str] | None = None,
+    mappings: list[Mapping] | None = None,
+) -> Iterator[MappedLibrary]:
     """The files ``pid`` maps at offset 0, with their build ids.
 
     ``cache`` maps (inode, path) to a build id already read: 1,000 processes
-    map the same libc, and its notes are read once.
+    map the same libc, and its notes are read once. ``mappings``: the
+    process's maps when the caller has just read them.
     """
     seen: set[str] = set()
-    for m in maps(pid):
+    for m in maps(pid) if mappings is None else mappings:
         if m.offset != 0 or not m.path.startswith("/") or m.path in seen:
             continue
         seen.add(m.path)
@@ -161,10 +166,14 @@ def libraries(pid: int, cache: dict[tuple[int, str], str] | None = None) -> Iter
 
 
 def find(
-    pid: int, build_id: str, cache: dict[tuple[int, str], str] | None = None
+    pid: int,
+    build_id: str,
+    cache: dict[tuple[int, str], str] | None = None,
+    mappings: list[Mapping] | None = None,
 ) -> MappedLibrary | None:
     """The library with ``build_id`` that ``pid`` maps, or None."""
-    return next((lib for lib in libraries(pid, cache) if lib.build_id == build_id), None)
+    found = libraries(pid, cache, mappings)
+    return next((lib for lib in found if lib.build_id == build_id), None)
 
 
 def mapping_at(mappings: list[Mapping], address: int) -> Mapping | None:

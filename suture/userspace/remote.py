@@ -162,11 +162,21 @@ _FPSTATE_POINTER_AT = 8 + 40 + 152 + 32  # pretcode + uc head + gregs/segs + err
 class Injector:
     """System calls in one stopped process, through one of its threads."""
 
-    def __init__(self, pid: int, tid: int, gadgets: Gadgets, mem: int) -> None:
+    def __init__(
+        self,
+        pid: int,
+        tid: int,
+        gadgets: Gadgets,
+        mem: int,
+        mappings: list[procfs.Mapping] | None = None,
+    ) -> None:
         self.pid = pid
         self.tid = tid
         self.gadgets = gadgets
         self.mem = mem  # an fd on /proc/PID/mem
+        # The process's maps, read before the stop: a stack does not move, and
+        # reading /proc/PID/maps while the thread waits is the slowest step.
+        self.mappings = mappings if mappings is not None else procfs.maps(pid)
 
     def call(self, nr: int, *args: int) -> int:
         """Make system call ``nr`` in the thread; its result (negative: -errno).
@@ -180,7 +190,10 @@ class Injector:
         frame = bytearray(sigframe(saved, pt.get_xstate(self.tid), pt.get_sigmask(self.tid),
                                    self.gadgets.restore_rt))  # fmt: skip
         at = (saved.rsp - _RED_ZONE - len(frame) - 64) & ~63
-        stack = procfs.mapping_at(procfs.maps(self.pid), saved.rsp)
+        stack = procfs.mapping_at(self.mappings, saved.rsp)
+        if stack is None:  # a stack made since the maps were read
+            self.mappings = procfs.maps(self.pid)
+            stack = procfs.mapping_at(self.mappings, saved.rsp)
         if stack is None or at < stack.start:
             raise UserspaceError(f"thread {self.tid} has no room on its stack for the call")
         struct.pack_into("<Q", frame, _FPSTATE_POINTER_AT, at + _FPSTATE_AT)

@@ -48,14 +48,22 @@ def _follows_call(before: bytes) -> bool:
     return before[5] == 0xFF and (before[6] >> 3) & 7 == 2
 
 
-def busy_threads(pid: int, tids: Sequence[int], ranges: Sequence[tuple[int, int]]) -> list[Busy]:
+def busy_threads(
+    pid: int,
+    tids: Sequence[int],
+    ranges: Sequence[tuple[int, int]],
+    mappings: list[procfs.Mapping] | None = None,
+) -> list[Busy]:
     """The threads of ``pid`` that are inside or returning into any of ``ranges``.
 
     ``ranges`` are half-open ``[start, end)`` address ranges of code.
+    ``mappings``: the process's maps read before the threads stopped (a
+    stack does not move; one not among them is looked up again).
     """
     if not ranges:
         return []
-    mappings = procfs.maps(pid)
+    if mappings is None:
+        mappings = procfs.maps(pid)
     found = []
     for tid in tids:
         regs = pt.get_regs(tid)
@@ -63,6 +71,8 @@ def busy_threads(pid: int, tids: Sequence[int], ranges: Sequence[tuple[int, int]
         if hit:
             found.append(Busy(tid, regs.rip, "pc"))
             continue
+        if procfs.mapping_at(mappings, regs.rsp) is None:  # a thread made since
+            mappings = procfs.maps(pid)
         address = _scan_stack(pid, regs.rsp, mappings, ranges)
         if address:
             found.append(Busy(tid, address, "stack"))

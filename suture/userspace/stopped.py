@@ -30,6 +30,9 @@ class StoppedProcess:
     def stop(self) -> None:
         """Seize (first time) and interrupt every thread; wait until each is stopped.
 
+        Every thread of a pass is interrupted before any is waited for, so
+        the threads stop together rather than one scheduling delay after another.
+
         Raises:
             ProcessRefusedError: the process vanished, or ptrace is not allowed.
             UserspaceError: threads kept appearing.
@@ -40,9 +43,8 @@ class StoppedProcess:
             new = [t for t in procfs.threads(self.pid) if t not in stopped]
             if not new:
                 break
-            for tid in new:
-                if self._halt(tid):
-                    stopped.add(tid)
+            asked = [t for t in new if self._interrupt(t)]
+            stopped.update(t for t in asked if self._wait_interrupted(t))
         else:
             self.release()
             raise UserspaceError(f"process {self.pid} kept creating threads; not patched")
@@ -50,8 +52,20 @@ class StoppedProcess:
             raise ProcessRefusedError(f"process {self.pid} is gone", pid=self.pid, reason="gone")
         self.tids = sorted(stopped)
 
-    def _halt(self, tid: int) -> bool:
-        """Seize and stop one thread; False when it exited meanwhile."""
+    def stop_one(self, tid: int) -> bool:
+        """Seize and stop only ``tid`` (the others run on); False when it is gone.
+
+        Raises:
+            ProcessRefusedError: ptrace is not allowed.
+        """
+        self.stopped_at = time.perf_counter()
+        if self._interrupt(tid) and self._wait_interrupted(tid):
+            self.tids = [tid]
+            return True
+        return False
+
+    def _interrupt(self, tid: int) -> bool:
+        """Seize (first time) and interrupt one thread; False when it exited meanwhile."""
         try:
             if tid not in self._seized:
                 pt.seize(tid)
@@ -59,6 +73,7 @@ class StoppedProcess:
             pt.interrupt(tid)
         except pt.PtraceError as e:
             if e.errno == errno.ESRCH:
+                self._seized.discard(tid)
                 return False
             raise ProcessRefusedError(
                 f"cannot trace process {self.pid}: {e.strerror}",
@@ -66,6 +81,10 @@ class StoppedProcess:
                 reason="permission",
                 hint="run as root (CAP_SYS_PTRACE); see 'suture status' for the Yama scope",
             ) from e
+        return True
+
+    def _wait_interrupted(self, tid: int) -> bool:
+        """Wait for an interrupted thread's stop; False when it exited instead."""
         while True:
             stop = pt.wait(tid)
             if stop is None or stop.exited:
@@ -88,8 +107,7 @@ class StoppedProcess:
 
     def release(self) -> None:
         """Detach from every thread; each runs on from where it stopped."""
-        if self.tids:
-            self.paused += time.perf_counter() - self.stopped_at
+        held = bool(self.tids)
         for tid in sorted(self._seized):
             try:
                 if tid not in self.tids:
@@ -99,6 +117,8 @@ class StoppedProcess:
                 pt.detach(tid)
             except pt.PtraceError:
                 pass  # gone
+        if held:  # the pause ends when the last thread is let go
+            self.paused += time.perf_counter() - self.stopped_at
         self._seized.clear()
         self.tids = []
 

@@ -112,7 +112,10 @@ def test_a_name_without_a_place_is_refused() -> None:
 
 def test_the_header_page_is_read_back() -> None:
     page = image.header({"name": "p", "level": 2})
-    assert image.parse_header(page + bytes(10)) == {"name": "p", "level": 2}
+    assert image.parse_header(page + bytes(10)) == (image.State.STAGED, {"name": "p", "level": 2})
+    live = image.header({"name": "p"}, image.State.LIVE)
+    assert image.parse_header(live) == (image.State.LIVE, {"name": "p"})
+    assert image.parse_header(live[: image.STATE_AT] + b"?" + live[image.STATE_AT + 1 :]) is None
     assert image.parse_header(b"\0" * 64) is None
 
 
