@@ -6,9 +6,11 @@ per build, which processes run it, which do not, and which are refused and why.
 
 from __future__ import annotations
 
+import json
+import os
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ def _alive(pid: int) -> bool:
     return procfs.status_field(pid, "State")[:1] not in ("", "Z", "X")
 
 
-def _guarded(pid: int, action: Any) -> patcher.Outcome:
+def guarded(pid: int, action: Any) -> patcher.Outcome:
     """Run ``action`` for one process; turn its refusal or failure into an outcome.
 
     A host scan meets processes that exit while they are looked at (compilers,
@@ -73,22 +75,77 @@ def _guarded(pid: int, action: Any) -> patcher.Outcome:
     return outcome
 
 
-def apply(bundle: Path, pids: Iterable[int] = (), policy: patcher.Policy | None = None) -> Report:
+def _spread(
+    targets: list[int], workers: int, one: Callable[[int], patcher.Outcome]
+) -> list[patcher.Outcome]:
+    """``one(pid)`` for every target, in ``workers`` forked processes when there are many.
+
+    Each process is handled whole by one worker (the ptrace tracer is the
+    worker that seized it). Python holds one CPU per process; most of a
+    process's patching is Python, so workers are what use a host's cores.
+    A worker that dies leaves its processes as its patcher left them (never
+    half patched); they are reported ``failed``.
+    """
+    if workers <= 1 or len(targets) < 2 * workers:
+        return [one(pid) for pid in targets]
+    children = []
+    for chunk in (targets[i::workers] for i in range(workers)):
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the worker
+            os.close(r)
+            code = 0
+            try:
+                data = json.dumps([one(pid).to_dict() for pid in chunk]).encode()
+                with os.fdopen(w, "wb") as f:
+                    f.write(data)
+            except BaseException:  # a worker must never return into the caller
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        children.append((child, r, chunk))
+    outcomes = []
+    for child, r, chunk in children:
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        os.waitpid(child, 0)
+        try:
+            outcomes += [patcher.Outcome.from_dict(d) for d in json.loads(data)]
+        except ValueError:
+            outcomes += [patcher.Outcome(pid, "failed", reason="the worker died") for pid in chunk]
+    return outcomes
+
+
+def apply(
+    bundle: Path,
+    pids: Iterable[int] = (),
+    policy: patcher.Policy | None = None,
+    *,
+    workers: int = 1,
+) -> Report:
     """Apply the userspace bundle in ``pids`` (default: every process mapping its library)."""
     began = time.perf_counter()
     p = patch_file.load(bundle)
     shared = patcher.Shared()
     targets = list(pids) or patcher.processes_with(p.build_id, shared)
     report = Report(p.name, p.build_id)
-    for pid in targets:
-        report.outcomes.append(
-            _guarded(pid, lambda pid=pid: patcher.apply_in_process(p, pid, policy, shared))
-        )
+    report.outcomes = _spread(
+        targets,
+        workers,
+        lambda pid: guarded(pid, lambda: patcher.apply_in_process(p, pid, policy, shared)),
+    )
     report.seconds = time.perf_counter() - began
     return report
 
 
-def unload(name: str, pids: Iterable[int] = (), policy: patcher.Policy | None = None) -> Report:
+def unload(
+    name: str,
+    pids: Iterable[int] = (),
+    policy: patcher.Policy | None = None,
+    *,
+    workers: int = 1,
+) -> Report:
     """Remove patch ``name`` from ``pids`` (default: every process that has it)."""
     began = time.perf_counter()
     shared = patcher.Shared()
@@ -96,10 +153,11 @@ def unload(name: str, pids: Iterable[int] = (), policy: patcher.Policy | None = 
         pid for pid in procfs.pids() if any(a.name == name for a in patcher.applied_patches(pid))
     ]
     report = Report(name, "")
-    for pid in targets:
-        report.outcomes.append(
-            _guarded(pid, lambda pid=pid: patcher.unload_in_process(name, pid, policy, shared))
-        )
+    report.outcomes = _spread(
+        targets,
+        workers,
+        lambda pid: guarded(pid, lambda: patcher.unload_in_process(name, pid, policy, shared)),
+    )
     report.seconds = time.perf_counter() - began
     return report
 

@@ -217,6 +217,15 @@ class Outcome:
             "seconds": round(self.seconds, 6),
         }  # fmt: skip
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        """Back from :meth:`to_dict` (a worker's answer)."""
+        return cls(
+            int(data["pid"]), str(data["result"]), str(data.get("reason", "")),
+            int(data.get("level", 0)), float(data.get("pause_ms", 0.0)),
+            float(data.get("inject_ms", 0.0)), float(data.get("seconds", 0.0)),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Policy:
