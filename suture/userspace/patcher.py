@@ -237,7 +237,7 @@ class Policy:
     max_wait: float = 0.05
 
 
-_BORROW_TRIES = 4  # threads tried in turn for one outside a restartable sleep
+_BORROW_TRIES = 4  # threads tried in turn (one may exit meanwhile)
 
 
 class _Session:
@@ -304,22 +304,12 @@ class _Session:
             self.injected += one.paused
 
     def _borrow(self, one: StoppedProcess) -> int:
-        """Stop a thread to borrow, and say which.
-
-        The main one, unless it sleeps in a call that would see EINTR
-        (``nanosleep``: its restart block does not survive ``rt_sigreturn``)
-        and another thread is there to try.
-        """
+        """Stop one thread to borrow (the main one while it lives), and say which."""
         tids = procfs.threads(self.pid)
         tids.sort(key=lambda t: t != self.pid)
-        for n, tid in enumerate(tids[:_BORROW_TRIES]):
-            if not one.stop_one(tid):
-                continue
-            regs = pt.get_regs(tid)
-            last = n == min(len(tids), _BORROW_TRIES) - 1
-            if last or remote.resumable(regs).rax != remote.NR_RESTART:
+        for tid in tids[:_BORROW_TRIES]:
+            if one.stop_one(tid):
                 return tid
-            one.release()
         raise ProcessRefusedError(f"process {self.pid} is gone", pid=self.pid, reason="gone")
 
     def read(self, address: int, size: int) -> bytes:
@@ -406,15 +396,22 @@ def _check_old_code(
 
 
 def _stage(s: _Session, where: int, img: image.Image, record: dict[str, Any]) -> None:
-    """Map, write and protect the patch region, one thread borrowed; unmapped again on failure."""
+    """Map, write and protect the patch region, one thread borrowed; unmapped again on failure.
+
+    A patch without writable data is mapped r-x at once and written through
+    ``/proc/PID/mem`` (which writes past protections, as for the jumps): one
+    injected call instead of two.
+    """
+    rx = remote.PROT_READ | remote.PROT_EXEC
     with s.borrowed() as inj:
-        inj.mmap(where, img.size, remote.PROT_READ | remote.PROT_WRITE)
+        inj.mmap(where, img.size, rx if not img.data_size else remote.PROT_READ | remote.PROT_WRITE)
         checkpoint("mapped")
         try:
             head = image.header(record, image.State.STAGED)
             s.write(where, head + img.blob[len(head) :])
             checkpoint("written")
-            inj.mprotect(where, img.text_size, remote.PROT_READ | remote.PROT_EXEC)
+            if img.data_size:
+                inj.mprotect(where, img.text_size, rx)
             checkpoint("protected")
         except BaseException:
             with contextlib.suppress(UserspaceError, pt.PtraceError, OSError):
@@ -512,9 +509,6 @@ def _plan_jumps(
     return jumps, ranges
 
 
-_CATCHABLE = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
-
-
 def _switch(
     s: _Session, where: int, jumps: list[tuple[int, bytes, bytes]], live: list[Applied]
 ) -> None:
@@ -526,7 +520,7 @@ def _switch(
     """
     new_at = {at for at, _o, _j in jumps}
     undo: list[tuple[int, bytes]] = []
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+    blocked = pt.block_signals()
     try:
         s.write(where + image.STATE_AT, image.State.SWITCHING.value)
         checkpoint("switching")
@@ -550,7 +544,7 @@ def _switch(
             s.write(where + image.STATE_AT, image.State.STAGED.value)
         raise
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        pt.restore_signals(blocked)
 
 
 def unload_in_process(
@@ -591,7 +585,7 @@ def unload_in_process(
 
 def _restore(s: _Session, live: list[Applied]) -> None:
     """The original bytes back at every entry still jumping into ``live``; headers "retired"."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _CATCHABLE)
+    blocked = pt.block_signals()
     try:
         for a in live:
             s.write(a.address + image.STATE_AT, image.State.SWITCHING.value)
@@ -602,7 +596,7 @@ def _restore(s: _Session, live: list[Applied]) -> None:
         for a in live:
             s.write(a.address + image.STATE_AT, image.State.RETIRED.value)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        pt.restore_signals(blocked)
 
 
 def processes_with(build_id: str, shared: Shared | None = None) -> list[int]:

@@ -9,11 +9,11 @@ below its stack's red zone as an ``rt_sigframe``. Its registers are then set
 to the system call's, with the instruction pointer on a ``syscall; ret``
 sequence of libc and the stack pointer on the frame, whose first word is
 the address of libc's ``__restore_rt`` (``mov $15, %rax; syscall``). The
-thread makes the call, returns into ``rt_sigreturn``, and the kernel
-restores everything from the frame. The patcher only watches the syscall
-stops to read the result; it never has to put anything back itself. If it
-dies half-way, the thread finishes the sequence alone (the only trace left
-is the mapping the call made).
+thread makes the call; at its exit stop the patcher reads the result and
+sets the registers back itself (two ptrace stops per call in all). Should
+the patcher die before that, the thread runs on alone: it returns into
+``rt_sigreturn`` and the kernel restores everything from the frame (the
+only trace left is the mapping the call made).
 """
 
 from __future__ import annotations
@@ -206,10 +206,12 @@ class Injector:
         pt.set_regs(self.tid, hijack)
         self._step(nr)  # entry
         result = _signed(self._step(nr).rax)  # exit
-        self._step(NR_RT_SIGRETURN)
-        after = self._step(None)  # rt_sigreturn's exit: the kernel has set orig_rax to -1
-        if (after.rip, after.rsp) != (saved.rip, saved.rsp):
-            raise UserspaceError(f"thread {self.tid} did not come back from the injected call")
+        # Back where it was, set by the patcher at the exit stop: two stops fewer
+        # than through rt_sigreturn, and an interrupted sleep's restart block
+        # survives (rt_sigreturn would turn its restart into EINTR). Until this
+        # write the frame is the way back, should the patcher die.
+        saved.orig_rax = (1 << 64) - 1  # the restart is already wound into rax and rip
+        pt.set_regs(self.tid, saved)
         return result
 
     def _step(self, nr: int | None) -> pt.Regs:

@@ -92,11 +92,12 @@ def _scan_stack(
         return 0
     start = rsp & ~7
     data = pt.read_memory(pid, start, min(stack.end - start, _MAX_STACK))
-    count = len(data) // 8
-    for value in struct.unpack_from(f"<{count}Q", data):
+    words = struct.unpack_from(f"<{len(data) // 8}Q", data)
+    for lo, hi in ranges:
         # A return address may equal a range's end (a call as the last instruction).
         # No call-site filter: a signal frame holds an interrupted %rip that follows
         # no call, and it must count too.
-        if any(lo <= value <= hi for lo, hi in ranges):
-            return int(value)
+        hits = [w for w in words if lo <= w <= hi]
+        if hits:
+            return int(hits[0])
     return 0
