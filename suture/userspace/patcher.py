@@ -121,7 +121,9 @@ class Applied:
         ]
 
 
-def regions(pid: int, mem: int | None = None) -> list[Applied]:
+def regions(
+    pid: int, mem: int | None = None, mappings: list[procfs.Mapping] | None = None
+) -> list[Applied]:
     """Every Suture patch region in ``pid``, any state: anonymous r-x mappings with our header."""
     found = []
     own = mem is None
@@ -130,7 +132,7 @@ def regions(pid: int, mem: int | None = None) -> list[Applied]:
     except OSError:
         return []
     try:
-        for m in procfs.maps(pid):
+        for m in procfs.maps(pid) if mappings is None else mappings:
             if m.path or not m.executable or m.perms[0] != "r":
                 continue
             try:
@@ -440,7 +442,7 @@ def apply_in_process(
         lib = procfs.find(pid, patch.build_id, shared.build_ids, s.mappings)
         if lib is None:
             raise UserspaceError(f"process {pid} does not map the library build {patch.build_id}")
-        found = regions(pid, s.mem)
+        found = regions(pid, s.mem, s.mappings)
         live = [a for a in found if a.reachable and a.build_id == patch.build_id]
         # A cut-short switch ("switching") is finished by applying again.
         done = all(a.state is image.State.LIVE for a in live)
