@@ -28,6 +28,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from suture.errors import UserspaceError
 from suture.userspace import patcher, procfs
@@ -135,6 +136,7 @@ class Reapplier:
     patches: list[UserPatch]
     policy: patcher.Policy = field(default_factory=patcher.Policy)
     select: Callable[[int], bool] = lambda _pid: True  # which processes are ours to patch
+    lock: contextlib.AbstractContextManager[Any] = field(default_factory=contextlib.nullcontext)
     report: Callable[[patcher.Outcome, float], None] = lambda _o, _s: None
     shared: patcher.Shared = field(default_factory=patcher.Shared)
     _queue: list[_Due] = field(default_factory=list)
@@ -196,9 +198,10 @@ class Reapplier:
     def _apply(self, patch: UserPatch, pid: int) -> patcher.Outcome:
         from suture.userspace import fleet  # noqa: PLC0415 - fleet imports this module's peers
 
-        return fleet.guarded(
-            pid, lambda: patcher.apply_in_process(patch, pid, self.policy, self.shared)
-        )
+        with self.lock:  # the agent's cycle may be patching too
+            return fleet.guarded(
+                pid, lambda: patcher.apply_in_process(patch, pid, self.policy, self.shared)
+            )
 
 
 def watch(
