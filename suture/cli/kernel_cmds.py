@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +122,9 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     patches: list[dict[str, Any]] = data["patches"]  # type: ignore[assignment]
     agent, code = _agent(args, kernel, {p["name"] for p in patches if p["enabled"]})
     data["agent"] = agent
+    user = _userspace_status(args)
+    if user:
+        data["userspace"] = user
     lines = [
         f"kernel:    {kernel['release']} ({kernel['arch']})",
         f"build id:  {kernel['build_id'] or 'unknown'}",
@@ -136,8 +140,48 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             funcs = ", ".join(f["name"] for f in obj["functions"])
             lines.append(f"  {obj['name']}{'' if obj['patched'] else ' (not loaded)'}: {funcs}")
     lines += _agent_lines(agent)
+    lines += [_userspace_line(row) for row in user]
     out.result(data, "\n".join(lines))
     return code
+
+
+def _userspace_status(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per library build: the agent's level and the processes patched, unpatched, refused (why).
+
+    Counted live from /proc (the patch headers in each process's memory: root
+    reads them). Builds without a recorded level show when some process has
+    a Suture patch of them (applied by hand).
+    """
+    from suture.agent import config, userlevels
+
+    state_dir = args.state_dir or config.load().state_dir
+    levels = userlevels.read(state_dir)
+    if not levels and os.geteuid() != 0:
+        return []
+    from suture.userspace import fleet
+
+    rows = []
+    for row in fleet.status(list(levels)):
+        lvl = levels.get(row["build_id"])
+        left = len(row["unpatched"]) + sum(len(v) for v in row["refused"].values())
+        patched = sum(len(v) for v in row["patched"].values())
+        rows.append({
+            **row, "library": row["library"] or (lvl.soname if lvl else ""),
+            "level": lvl.level if lvl else 0, "name": lvl.name if lvl else "",
+            "cves": list(lvl.cves) if lvl else [],
+            "state": "patched" if patched and not left else ("partial" if patched else "unpatched"),
+        })  # fmt: skip
+    return rows
+
+
+def _userspace_line(row: dict[str, Any]) -> str:
+    patched = sum(len(v) for v in row["patched"].values())
+    refused = ", ".join(f"{k} {len(v)}" for k, v in sorted(row["refused"].items()))
+    return (
+        f"userspace: {row['library'] or '?'} ({row['build_id'][:12]}) "
+        f"level {row['level'] or '-'} {row['name']}: {row['state']}, {patched} patched, "
+        f"{len(row['unpatched'])} unpatched" + (f", refused: {refused}" if refused else "")
+    )
 
 
 # The agent's last check -> the exit code of `suture status` (see agent_cmds).

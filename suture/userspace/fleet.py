@@ -21,8 +21,8 @@ from suture.errors import (
     SwitchTimeoutError,
     UserspaceError,
 )
+from suture.userspace import image, patcher, procfs
 from suture.userspace import patch as patch_file
-from suture.userspace import patcher, procfs
 
 
 @dataclass
@@ -181,7 +181,10 @@ def status(build_ids: Iterable[str] = ()) -> list[dict[str, Any]]:
             if mine:
                 a = max(mine, key=lambda a: a.level)
                 soname = soname or str(a.record.get("soname", ""))
-                patched.setdefault(f"{a.name} L{a.level}", []).append(pid)
+                if a.state is image.State.SWITCHING:  # a patcher was killed mid-switch
+                    refused.setdefault("interrupted", []).append(pid)
+                else:
+                    patched.setdefault(f"{a.name} L{a.level}", []).append(pid)
                 continue
             if procfs.find(pid, build_id, shared.build_ids) is None:
                 continue
