@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from suture.agent import userlevels
 from suture.bundle import archive
 from suture.userspace import patcher
 
@@ -186,3 +187,43 @@ def test_another_build_is_refused_by_the_hash_check(bundles, programs, spawn, tm
     report = _apply(path, t.pid())
     assert report["processes"][0]["result"] == "mismatch"
     assert t.last() == "VULNERABLE" and not patcher.applied_patches(t.pid())
+
+
+def test_publish_then_update_applies_the_userspace_level_to_old_and_new_processes(
+    bundles, programs, spawn, tmp_path
+):
+    repo, state = tmp_path / "repo", tmp_path / "state"
+    assert _suture("repo", "init", str(repo)).returncode == 0
+    r = _suture("publish", str(bundles["glibc"]), "--repo", str(repo), "--untested")
+    assert r.returncode == 0, r.stderr
+    old = spawn([str(programs["ungetwc"])])
+    assert old.last() == "VULNERABLE"
+    agent = ("--server", repo.as_uri(), "--trusted-root", str(repo / "metadata" / "1.root.json"),
+             "--state-dir", str(state))  # fmt: skip
+    try:
+        r = _suture("update", *agent)
+        result = json.loads(r.stdout)
+        row = next(u for u in result["userspace"] if u.get("soname") == "libc.so.6")
+        assert (row["level"], row["applied"]) == (1, True), result
+        assert old.last() == "FIXED"
+        # Started after the level: the daemon's thread patches it as it starts...
+        follower = userlevels.Reapply(state, log=print)
+        follower.start()
+        try:
+            new = spawn([str(programs["ungetwc"])])
+            assert new.last(1.0) == "FIXED"
+        finally:
+            follower.close()
+        # ... and, without it, the next cycle's scan.
+        later = spawn([str(programs["ungetwc"])])
+        assert later.last() == "VULNERABLE"
+        r = _suture("update", *agent)
+        assert later.last() == "FIXED", r.stdout
+        status = json.loads(_suture("status", "--state-dir", str(state)).stdout)
+        mine = next(u for u in status["userspace"] if u["library"] == "libc.so.6")
+        assert mine["level"] == 1 and later.pid() in next(iter(mine["patched"].values()))
+        rows = userlevels.checkin_rows(state)
+        assert rows[0]["level"] == 1 and rows[0]["state"] in ("patched", "partial")
+        assert rows[0]["processes"]["patched"] >= 3
+    finally:
+        _suture("unload", "glibc_ungetwc_cve_2026_5928")
