@@ -25,7 +25,8 @@ from tests.test_host_userspace import GLIBC_FIX, HERE, ROOT, SSL_FIX
 pytestmark = pytest.mark.guest
 
 
-def _bundles(out: Path) -> None:
+def userspace_bundles(out: Path) -> None:
+    """The two userspace bundles in ``out``: built, or copied from SUTURE_TEST_USERSPACE_BUNDLES."""
     given = os.environ.get("SUTURE_TEST_USERSPACE_BUNDLES")
     for fix, pkg in ((GLIBC_FIX, "glibc"), (SSL_FIX, "openssl")):
         if given:
@@ -43,7 +44,7 @@ def _bundles(out: Path) -> None:
 
 def test_userspace_in_guest(tmp_path: Path) -> None:
     require_qemu()
-    _bundles(tmp_path)
+    userspace_bundles(tmp_path)
     subprocess.run(["gcc", "-O2", "-o", tmp_path / "ungetwc_loop", HERE / "ungetwc_loop.c"],
                    check=True)  # fmt: skip
     subprocess.run(["gcc", "-O2", "-o", tmp_path / "parked", HERE / "parked.c", "-lcrypto",
