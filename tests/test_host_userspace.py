@@ -80,7 +80,7 @@ class Target:
 
     def last(self, wait: float = 0.3) -> str:
         time.sleep(wait)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a first line: Python starts slowly in a guest
         lines = self.log.read_text().splitlines()
         while not lines and time.monotonic() < deadline:
             time.sleep(0.1)
