@@ -24,7 +24,7 @@ import pytest
 
 from suture.agent import userlevels
 from suture.bundle import archive
-from suture.userspace import patcher
+from suture.userspace import image, patcher
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "tests" / "userspace"
@@ -227,3 +227,15 @@ def test_publish_then_update_applies_the_userspace_level_to_old_and_new_processe
         assert rows[0]["processes"]["patched"] >= 3
     finally:
         _suture("unload", "glibc_ungetwc_cve_2026_5928")
+
+
+def test_a_switch_cut_short_is_finished_by_the_next_apply(bundles, programs, spawn):
+    t = spawn([str(programs["ungetwc"])])
+    r = _suture("apply", str(bundles["glibc"]), "--pid", str(t.pid()),
+                env={patcher.KILL_AT: "switching"})  # fmt: skip
+    assert r.returncode == -9 and t.last() == "VULNERABLE"
+    (region,) = patcher.regions(t.pid())
+    assert region.state is image.State.SWITCHING  # the next run knows the jumps may be half-done
+    assert _apply(bundles["glibc"], t.pid())["processes"][0]["result"] == "patched"
+    assert t.last() == "FIXED"
+    assert [a.state for a in patcher.regions(t.pid())] == [image.State.LIVE]  # the old one unmapped
