@@ -159,6 +159,7 @@ def test_a_thread_parked_inside_blocks_the_switch_until_it_leaves(bundles, progr
     started = time.monotonic()
     busy = _apply(bundles["ssl"], t.pid(), "--timeout", "0.5")
     assert busy["processes"][0]["result"] == "busy", busy
+    assert "(frame " in busy["processes"][0]["reason"]  # unwound through the signal frame
     assert not patcher.applied_patches(t.pid())  # untouched: no region left behind
     done = _apply(bundles["ssl"], t.pid(), "--timeout", str(PARK + 10))
     assert done["processes"][0]["result"] == "patched", done

@@ -53,7 +53,7 @@ from suture.errors import (
     SwitchTimeoutError,
     UserspaceError,
 )
-from suture.userspace import image, procfs, remote, safety
+from suture.userspace import image, procfs, remote, safety, unwind
 from suture.userspace import ptrace as pt
 from suture.userspace.patch import UserPatch
 from suture.userspace.stopped import StoppedProcess
@@ -78,6 +78,7 @@ class Shared:
 
     build_ids: dict[tuple[int, str], str] = field(default_factory=dict)
     gadgets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    modules: unwind.Modules = field(default_factory=unwind.Modules)  # .eh_frame of each file
 
 
 _REACHABLE = (image.State.LIVE, image.State.SWITCHING)
@@ -326,7 +327,9 @@ class _Session:
         deadline = time.monotonic() + policy.timeout
         wait = policy.first_wait
         while True:
-            busy = safety.busy_threads(self.pid, self.stopped.tids, ranges, self.mappings)
+            busy = safety.busy_threads(
+                self.pid, self.stopped.tids, ranges, self.mappings, self.shared.modules
+            )
             if not busy:
                 return
             if time.monotonic() >= deadline:

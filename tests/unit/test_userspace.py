@@ -9,7 +9,7 @@ import pytest
 from suture.builder import elfwrite as ew
 from suture.bundle.manifest import Manifest, UserFunction
 from suture.errors import BundleError, UserspaceError
-from suture.userspace import image, remote, safety
+from suture.userspace import image, remote, safety, unwind
 from suture.userspace import ptrace as pt
 
 
@@ -143,3 +143,27 @@ def test_a_userspace_manifest_names_its_object_and_functions() -> None:
         _manifest(module_file="fix.ko").validate()
     with pytest.raises(BundleError, match="no function"):
         _manifest(userspace_functions=()).validate()
+
+
+def test_leb128_and_the_cfa_rows_of_a_function() -> None:
+    assert unwind._uleb(bytes([0xE5, 0x8E, 0x26]), 0) == (624485, 3)
+    assert unwind._sleb(bytes([0x7F]), 0) == (-1, 1)
+    cie = unwind._Cie(1, -8, 16, 0x1B, False, bytes([0x0C, 7, 8, 0x90, 1]))  # cfa rsp+8, ra cfa-8
+    # push %rbp (1 byte): cfa rsp+16, rbp at cfa-16; mov %rsp,%rbp (3): cfa rbp+16
+    program = bytes([0x41, 0x0E, 16, 0x86, 2, 0x43, 0x0D, 6])
+    first = unwind._row_at(cie, 0x1000, program, 0x1000)
+    assert (first.cfa_reg, first.cfa_off, first.rules[16]) == (7, 8, ("o", -8))
+    pushed = unwind._row_at(cie, 0x1000, program, 0x1001)
+    assert (pushed.cfa_reg, pushed.cfa_off, pushed.rules[6]) == (7, 16, ("o", -16))
+    framed = unwind._row_at(cie, 0x1000, program, 0x1010)
+    assert (framed.cfa_reg, framed.cfa_off) == (6, 16)
+
+
+def test_the_plt_cfa_expression_is_evaluated() -> None:
+    # What ld writes for .plt: rsp + 8 + ((rip & 15) >= 11) << 3
+    expr = bytes([0x77, 8, 0x80, 0, 0x3F, 0x1A, 0x3B, 0x2A, 0x33, 0x24, 0x22])
+    mem = unwind._Memory(0, 0, b"")
+    assert unwind._evaluate(expr, {7: 0x1000, 16: 0x4010}, mem, None) == 0x1008
+    assert unwind._evaluate(expr, {7: 0x1000, 16: 0x401B}, mem, None) == 0x1010
+    with pytest.raises(unwind.Unwindable):
+        unwind._evaluate(bytes([0x96]), {}, mem, None)  # DW_OP_nop is not one .eh_frame uses
