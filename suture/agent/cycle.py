@@ -151,7 +151,7 @@ def _userspace(config: AgentConfig, run: _Run, log: Callable[[str], None]) -> li
     from suture.agent import userlevels  # noqa: PLC0415 - only hosts that run it pay for it
 
     try:
-        return userlevels.update(config.state_dir, config.channel, run.session, log)
+        return userlevels.update(config, run.session, log)
     except SutureError as e:
         log(f"userspace levels: {e.message}")
         return [{"error": f"{type(e).__name__}: {e.message}"}]

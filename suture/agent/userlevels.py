@@ -39,6 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from suture.agent import quick
+from suture.agent.config import AgentConfig
 from suture.errors import SutureError
 from suture.fsutil import atomic_write
 
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 STATE_NAME = "userspace.json"
+CHECKED_NAME = "userspace-checked.json"  # what the last full check looked at (see _unchanged)
 # The libraries Suture builds userspace patches for, and where Debian installs them.
 LIBRARIES = {
     "libc.so.6": Path("/lib/x86_64-linux-gnu/libc.so.6"),
@@ -154,36 +157,79 @@ def _counts(outcomes: dict[int, str], status_row: dict[str, Any] | None) -> dict
     }  # fmt: skip
 
 
+def _checked_key(config: AgentConfig, builds: dict[str, str]) -> list[str]:
+    return [config.server, config.channel, *sorted(builds)]
+
+
+def _unchanged(config: AgentConfig, builds: dict[str, str]) -> bool:
+    """True when the last check of these builds still stands.
+
+    Same server, channel and builds, and the repository serves the very
+    timestamp verified then (:mod:`suture.agent.quick`'s reasoning): no TUF
+    client is loaded.
+    """
+    try:
+        memo = json.loads((config.state_dir / CHECKED_NAME).read_text())
+        trusted = (config.state_dir / quick.TRUSTED / "timestamp.json").read_bytes()
+        if memo != {"key": _checked_key(config, builds), "timestamp": _digest(trusted)}:
+            return False
+        now = datetime.now(UTC).timestamp()
+        if quick._valid_until(trusted) <= now:
+            return False
+        served = quick._fetch(config, f"{config.server.rstrip('/')}/metadata/timestamp.json")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return served == trusted
+
+
+def _remember(config: AgentConfig, builds: dict[str, str]) -> None:
+    try:
+        trusted = (config.state_dir / quick.TRUSTED / "timestamp.json").read_bytes()
+    except OSError:
+        return
+    memo = {"key": _checked_key(config, builds), "timestamp": _digest(trusted)}
+    atomic_write(config.state_dir / CHECKED_NAME, json.dumps(memo).encode())
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def update(
-    state_dir: Path,
-    channel: str,
+    config: AgentConfig,
     session: Callable[[], Any],
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """One userspace cycle: newer levels fetched and applied, every process brought to them.
 
-    ``session`` opens the cycle's update session (:meth:`suture.agent.cycle._Run.session`).
-    Returns one row per library build that has a level (see :func:`rows`).
-    A failure with one build is in its row; the others go on.
+    ``session`` opens the cycle's update session (:meth:`suture.agent.cycle._Run.session`);
+    it is not opened when the repository and the library builds are as at the
+    last check. Returns one row per library build that has a level (see
+    :func:`rows`). A failure with one build is in its row; the others go on.
     """
     from suture.userspace import fleet  # noqa: PLC0415 - see the module docstring
 
     builds = library_builds()
-    levels = read(state_dir)
+    levels = read(config.state_dir)
     errors: dict[str, str] = {}
     fresh: set[str] = set()
-    with LOCK, session() as s:
-        for build_id, soname in sorted(builds.items()):
-            try:
-                offer = s.find_latest(soname, build_id, channel)
-                current = levels.get(build_id)
-                if offer is None or (current and offer.level <= current.level):
-                    continue
-                levels[build_id] = _take(s, offer, current, state_dir, log)
-                fresh.add(build_id)
-            except SutureError as e:
-                errors[build_id] = f"{type(e).__name__}: {e.message}"
-                log(f"userspace level for {soname} ({build_id[:12]}): {e.message}")
+    if not _unchanged(config, builds):
+        with LOCK, session() as s:
+            for build_id, soname in sorted(builds.items()):
+                try:
+                    offer = s.find_latest(soname, build_id, config.channel)
+                    current = levels.get(build_id)
+                    if offer is None or (current and offer.level <= current.level):
+                        continue
+                    levels[build_id] = _take(s, offer, current, config.state_dir, log)
+                    fresh.add(build_id)
+                except SutureError as e:
+                    errors[build_id] = f"{type(e).__name__}: {e.message}"
+                    log(f"userspace level for {soname} ({build_id[:12]}): {e.message}")
+        if not errors:
+            _remember(config, builds)
+    if not levels:  # no userspace level for this host: nothing to apply or count
+        return rows(levels, fresh, errors)
     outcomes: dict[str, dict[int, str]] = {}
     with LOCK:
         for build_id, lvl in levels.items():
@@ -197,7 +243,7 @@ def update(
         levels[build_id] = replace(
             lvl, processes=_counts(outcomes.get(build_id, {}), live.get(build_id))
         )
-    write(state_dir, levels)
+    write(config.state_dir, levels)
     return rows(levels, fresh, errors)
 
 
