@@ -466,6 +466,7 @@ def apply_in_process(
             ],
         }  # fmt: skip
         _stage(s, img.address, img, record)
+        switched = False
         try:
             with s.held():
                 _check_old_code(s, patch, lib, live)
@@ -475,9 +476,11 @@ def apply_in_process(
                 s.wait_until_free(ranges, policy)
                 checkpoint("safe")
                 _switch(s, img.address, jumps, live)
+                switched = True
                 checkpoint("switched")
         except BaseException:
-            s.unmap([(img.address, img.size)])
+            if not switched:  # never unmap what jumps lead into
+                s.unmap([(img.address, img.size)])
             raise
         s.unmap(stale + [(p.address, p.size) for p in live])
     finally:
