@@ -49,5 +49,7 @@ def test_userspace_in_guest(tmp_path: Path) -> None:
                    check=True)  # fmt: skip
     subprocess.run(["gcc", "-O2", "-o", tmp_path / "parked", HERE / "parked.c", "-lcrypto",
                     "-lpthread", "-ldl"], check=True)  # fmt: skip
+    subprocess.run(["gcc", "-O2", "-o", tmp_path / "bn_loop", HERE / "bn_loop.c", "-lcrypto"],
+                   check=True)  # fmt: skip
     env = {"SUTURE_TEST_USERSPACE": str(tmp_path), "SUTURE_TEST_PARK": "30"}
     run_guest_tests(kernels.fetch(build_release()), "tests/kernel/test_userspace.py", env)

@@ -65,7 +65,9 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     subprocess.run(["gcc", "-O2", "-o", out / "ungetwc_loop", HERE / "ungetwc_loop.c"], check=True)
     subprocess.run(["gcc", "-O2", "-o", out / "parked", HERE / "parked.c", "-lcrypto",
                     "-lpthread", "-ldl"], check=True)  # fmt: skip
-    return {"ungetwc": out / "ungetwc_loop", "parked": out / "parked"}
+    subprocess.run(["gcc", "-O2", "-o", out / "bn_loop", HERE / "bn_loop.c", "-lcrypto"],
+                   check=True)  # fmt: skip
+    return {"ungetwc": out / "ungetwc_loop", "parked": out / "parked", "bn_loop": out / "bn_loop"}
 
 
 class Target:
@@ -135,20 +137,40 @@ def test_openssl_fix_in_a_python_process(bundles, spawn) -> None:
     assert t.last().startswith("VULNERABLE")
 
 
-def test_a_process_in_its_own_mount_and_pid_namespace_is_found(bundles, programs, spawn):
+def test_glibc_fix_in_a_python_process(bundles, spawn) -> None:
+    t = spawn(["python3", str(HERE / "ungetwc_loop.py"), "/tmp/suture-py-a0.bin"])
+    assert t.last() == "VULNERABLE"
+    assert _apply(bundles["glibc"], t.pid())["processes"][0]["result"] == "patched"
+    assert t.last() == "FIXED"
+    assert _suture("unload", "glibc_ungetwc_cve_2026_5928", "--pid", str(t.pid())).returncode == 0
+    assert t.last() == "VULNERABLE"
+
+
+def test_openssl_fix_in_a_c_program(bundles, programs, spawn) -> None:
+    t = spawn([str(programs["bn_loop"])])
+    assert t.last().startswith("VULNERABLE")
+    assert _apply(bundles["ssl"], t.pid())["processes"][0]["result"] == "patched"
+    assert t.last() == "FIXED"
+    assert _suture("unload", "openssl_bn_ucmp", "--pid", str(t.pid())).returncode == 0
+    assert t.last().startswith("VULNERABLE")
+
+
+@pytest.mark.parametrize("fix", ["glibc", "ssl"])
+def test_a_process_in_its_own_mount_and_pid_namespace_is_found(bundles, programs, spawn, fix):
     if shutil.which("unshare") is None:
         pytest.skip("no unshare")
-    t = spawn(["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
-               str(programs["ungetwc"]), "/tmp/suture-ns-a0.bin"])  # fmt: skip
-    time.sleep(0.5)
+    inside = [str(programs["ungetwc"]), "/tmp/suture-ns-a0.bin"] if fix == "glibc" else [
+        "python3", str(HERE / "bn_loop.py")]  # fmt: skip
+    t = spawn(["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", *inside])
+    assert t.last().startswith("VULNERABLE")
     # By build id over every process (map_files): no --pid.
-    r = _suture("apply", str(bundles["glibc"]))
+    r = _suture("apply", str(bundles[fix]))
     data = json.loads(r.stdout)
-    inside = [p for p in data["processes"] if p["result"] == "patched"]
-    assert inside, data
+    assert any(p["result"] == "patched" for p in data["processes"]), data
     assert t.last() == "FIXED"
-    _suture("unload", "glibc_ungetwc_cve_2026_5928")
-    assert t.last() == "VULNERABLE"
+    name = archive.members(bundles[fix])[0].name
+    _suture("unload", name)
+    assert t.last().startswith("VULNERABLE")
 
 
 def test_a_thread_parked_inside_blocks_the_switch_until_it_leaves(bundles, programs, spawn):

@@ -20,6 +20,8 @@ from tests.test_host_userspace import (  # noqa: F401 - collected here, with the
     test_a_thread_parked_inside_blocks_the_switch_until_it_leaves,
     test_another_build_is_refused_by_the_hash_check,
     test_glibc_fix_in_a_c_program_then_unload,
+    test_glibc_fix_in_a_python_process,
+    test_openssl_fix_in_a_c_program,
     test_openssl_fix_in_a_python_process,
 )
 
@@ -39,4 +41,6 @@ def bundles() -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def programs() -> dict[str, Path]:
-    return {"ungetwc": BUILT / "ungetwc_loop", "parked": BUILT / "parked"}
+    return {name: BUILT / name for name in ("ungetwc_loop", "parked", "bn_loop")} | {
+        "ungetwc": BUILT / "ungetwc_loop"
+    }
