@@ -23,6 +23,7 @@ new-process: the agent's re-apply (suture.userspace.watch, the proc
 
     .venv/bin/python bench/userspace.py [--runs 30] [--procs 100,1000] [--workers 2]
         [--calls 2000000] [--new 20] [--glibc BUNDLE] [--openssl BUNDLE]
+        [--parts one,many,call,new]
 
 Goals (issue 12): pause <= 5 ms per process, 1,000 processes <= 2 s, no
 overhead beyond one jump.
@@ -158,7 +159,7 @@ def call_overhead(bundle: Path, bn_bench: Path, calls: int) -> dict[str, Any]:
         assert outcome.result == "patched", outcome  # noqa: S101
         target = _jump_target(proc.pid, p.name)
         entry, direct = [], []
-        for _ in range(3):  # interleaved, so that noise hits both alike
+        for _ in range(15):  # interleaved, so that noise hits both alike; the best of each
             entry.append(ask(f"call {calls}"))
             direct.append(ask(f"direct {target:x} {calls}"))
     finally:
@@ -231,7 +232,9 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=20)
     ap.add_argument("--glibc", type=Path)
     ap.add_argument("--openssl", type=Path)
+    ap.add_argument("--parts", default="one,many,call,new", help="which measurements (all)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     if os.geteuid() != 0:
         print("bench/userspace.py: run as root (ptrace)", file=sys.stderr)
         return 2
@@ -248,15 +251,19 @@ def main() -> int:
             "machine": machine(),
             "kernel": os.uname().release,
             "goals": {"pause_ms": GOAL_PAUSE_MS, "processes_1000_s": GOAL_1000_S},
-            "one_process": one_process(glibc, programs["sleeper"], args.runs),
-            "many": [
+        }
+        if "one" in parts:
+            result["one_process"] = one_process(glibc, programs["sleeper"], args.runs)
+        if "many" in parts:
+            result["many"] = [
                 many(glibc, programs["sleeper"], int(n), args.workers)
                 for n in args.procs.split(",")
                 if n
-            ],
-            "call_overhead": call_overhead(openssl, programs["bn_bench"], args.calls),
-            "new_process": new_process(glibc, programs["sleeper"], args.new),
-        }
+            ]
+        if "call" in parts:
+            result["call_overhead"] = call_overhead(openssl, programs["bn_bench"], args.calls)
+        if "new" in parts:
+            result["new_process"] = new_process(glibc, programs["sleeper"], args.new)
         result["machine_after"] = machine()
     print(json.dumps(result, indent=2))
     return 0
