@@ -5,8 +5,12 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from suture.agent import report, userlevels
+import pytest
+
+from suture.agent import daemon, report, userlevels
+from suture.agent.config import AgentConfig
 from suture.userspace import patcher, watch
+from tests.unit.test_agent_cycle import FakeKernel
 
 
 def _exec_event(tgid: int, what: int = watch.PROC_EVENT_EXEC) -> bytes:
@@ -50,3 +54,32 @@ def test_levels_round_trip_and_the_checkin_says_partial(tmp_path: Path) -> None:
 def test_an_outcome_crosses_from_a_worker() -> None:
     o = patcher.Outcome(5, "patched", level=2, pause_ms=0.5, inject_ms=0.25, seconds=0.001)
     assert patcher.Outcome.from_dict(o.to_dict()) == o
+
+
+def test_the_daemon_follows_new_processes_once_a_userspace_level_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    class Follower:
+        def __init__(self, state_dir: Path, log: object) -> None:
+            made.append("made")
+
+        def start(self) -> None:
+            made.append("started")
+
+        def refresh(self) -> None:
+            made.append("refreshed")
+
+        def close(self) -> None:
+            made.append("closed")
+
+    monkeypatch.setattr(userlevels, "Reapply", Follower)
+    d = daemon.Daemon(AgentConfig(state_dir=tmp_path), kernel=FakeKernel(), log=lambda _l: None)
+    d._follow_new_processes()
+    assert made == []  # no level: no thread, no userspace import
+    lvl = userlevels.UserLevel("libc.so.6", "ab" * 20, 1, "fix", tmp_path / "b")
+    userlevels.write(tmp_path, {lvl.build_id: lvl})
+    d._follow_new_processes()
+    d._follow_new_processes()
+    assert made == ["made", "started", "refreshed"]
