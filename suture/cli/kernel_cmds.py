@@ -31,6 +31,13 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         help="userspace bundle: only these processes (default: every one mapping the library)",
     )
     p.add_argument("--allow-init", action="store_true", help="userspace bundle: patch PID 1 too")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="userspace bundle: processes patched by N forked workers at once (CPUs, at most 2)",
+    )
     p.set_defaults(handler=cmd_apply)
 
     p = subs.add_parser(
@@ -52,6 +59,13 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         help="a userspace patch: only from these processes",
     )
     p.add_argument("--allow-init", action="store_true", help="userspace: PID 1 too")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="userspace: processes handled by N forked workers at once",
+    )
     p.set_defaults(handler=cmd_unload)
 
 
@@ -100,7 +114,8 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
         from suture.userspace import fleet, patcher
 
         user_policy = patcher.Policy(timeout=min(args.timeout, 30.0), allow_init=args.allow_init)
-        return _user_report(fleet.apply(args.module, args.pid, user_policy), out, "applied")
+        report = fleet.apply(args.module, args.pid, user_policy, workers=args.workers)
+        return _user_report(report, out, "applied")
     if args.pid:
         raise UsageError("--pid is for userspace bundles", hint="a kernel patch is host-wide")
     policy = _policy(args)
@@ -239,7 +254,8 @@ def cmd_unload(args: argparse.Namespace, out: Output) -> int:
         from suture.userspace import fleet, patcher
 
         user_policy = patcher.Policy(timeout=args.timeout, allow_init=args.allow_init)
-        return _user_report(fleet.unload(args.name, args.pid, user_policy), out, "removed")
+        report = fleet.unload(args.name, args.pid, user_policy, workers=args.workers)
+        return _user_report(report, out, "removed")
     if args.all == bool(args.name):
         raise UsageError("name one live patch or give --all", hint="see 'suture status'")
     if args.all:
