@@ -10,6 +10,7 @@ one-process: apply and unload in one idle process, --runs times: the whole
     threads stopped, ptrace stop to detach: ``pause_ms``) and the time one
     borrowed thread is held for the injected mmap/mprotect/munmap
     (``inject_ms``; the other threads run on meanwhile).
+threads: the same in a process of 65 threads (tests/userspace/threads.c).
 many: --procs (100 and 1,000) idle processes, one `fleet.apply` over them
     all with --workers processes, then one unload; wall time and per-process
     pauses.
@@ -23,7 +24,7 @@ new-process: the agent's re-apply (suture.userspace.watch, the proc
 
     .venv/bin/python bench/userspace.py [--runs 30] [--procs 100,1000] [--workers 2]
         [--calls 2000000] [--new 20] [--glibc BUNDLE] [--openssl BUNDLE]
-        [--parts one,many,call,new]
+        [--parts one,threads,many,call,new]
 
 Goals (issue 12): pause <= 5 ms per process, 1,000 processes <= 2 s, no
 overhead beyond one jump.
@@ -79,8 +80,10 @@ def _build(fix: str, package: str, out: Path) -> Path:
 
 
 def _compile(tmp: Path) -> dict[str, Path]:
-    out = {"sleeper": tmp / "sleeper", "bn_bench": tmp / "bn_bench"}
+    out = {"sleeper": tmp / "sleeper", "bn_bench": tmp / "bn_bench", "threads": tmp / "threads"}
     subprocess.run(["gcc", "-O2", "-o", out["sleeper"], PROGRAMS / "sleeper.c"], check=True)
+    subprocess.run(["gcc", "-O2", "-o", out["threads"], PROGRAMS / "threads.c", "-lpthread"],
+                   check=True)  # fmt: skip
     subprocess.run(["gcc", "-O2", "-o", out["bn_bench"], PROGRAMS / "bn_bench.c", "-lcrypto"],
                    check=True)  # fmt: skip
     return out
@@ -232,7 +235,7 @@ def main() -> int:
     ap.add_argument("--new", type=int, default=20)
     ap.add_argument("--glibc", type=Path)
     ap.add_argument("--openssl", type=Path)
-    ap.add_argument("--parts", default="one,many,call,new", help="which measurements (all)")
+    ap.add_argument("--parts", default="one,threads,many,call,new", help="what to measure (all)")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     if os.geteuid() != 0:
@@ -254,6 +257,8 @@ def main() -> int:
         }
         if "one" in parts:
             result["one_process"] = one_process(glibc, programs["sleeper"], args.runs)
+        if "threads" in parts:
+            result["one_process_65_threads"] = one_process(glibc, programs["threads"], args.runs)
         if "many" in parts:
             result["many"] = [
                 many(glibc, programs["sleeper"], int(n), args.workers)

@@ -8,6 +8,7 @@ by its library's build id even when its path means nothing here.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -177,8 +178,9 @@ def find(
 
 
 def mapping_at(mappings: list[Mapping], address: int) -> Mapping | None:
-    """The mapping that holds ``address``."""
-    return next((m for m in mappings if m.start <= address < m.end), None)
+    """The mapping that holds ``address`` (``mappings`` in address order, as maps lists them)."""
+    i = bisect.bisect_right(mappings, address, key=lambda m: m.start) - 1
+    return mappings[i] if i >= 0 and address < mappings[i].end else None
 
 
 def executable_segment(path: Path) -> tuple[int, bytes]:

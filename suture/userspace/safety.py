@@ -68,6 +68,7 @@ def busy_threads(
         return []
     if mappings is None:
         mappings = procfs.maps(pid)
+    finder = modules.finder(pid, mappings) if modules is not None else None
     found = []
     for tid in tids:
         regs = pt.get_regs(tid)
@@ -77,10 +78,11 @@ def busy_threads(
             continue
         if procfs.mapping_at(mappings, regs.rsp) is None:  # a thread made since
             mappings = procfs.maps(pid)
+            finder = modules.finder(pid, mappings) if modules is not None else None
         stack = _read_stack(pid, regs.rsp, mappings)
-        if modules is not None:
+        if finder is not None:
             try:
-                chain = unwind.frames(pid, regs, mappings, modules, stack)
+                chain = unwind.frames(pid, regs, finder, stack)
             except (unwind.Unwindable, pt.PtraceError, IndexError, struct.error, ValueError):
                 pass  # scanned below
             else:

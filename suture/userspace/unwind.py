@@ -114,6 +114,7 @@ class Module:
     fdes: list[int]  # the matching FDE addresses
     first_vaddr: int  # of the first PT_LOAD, page down: where file offset 0 is mapped
     _cies: dict[int, _Cie] = field(default_factory=dict)
+    _rows: dict[int, tuple[_Cie, _Row]] = field(default_factory=dict)  # by vaddr looked up
 
     @classmethod
     def load(cls, path: Path) -> Module | None:
@@ -201,6 +202,23 @@ class Module:
         cie = _Cie(code_align, data_align, ra, fde_enc, signal, d[p:end])
         self._cies[at] = cie
         return cie
+
+    def row(self, pc: int) -> tuple[_Cie, _Row] | None:
+        """The CIE and the CFA row in force at ``pc`` (a vaddr); None when no FDE covers it.
+
+        Kept: the threads of a process (and the processes of a host) mostly
+        wait at the same few instructions.
+        """
+        cached = self._rows.get(pc)
+        if cached is None:
+            fde = self.fde(pc)
+            if fde is None:
+                return None
+            cie, begin, program = fde
+            cached = (cie, _row_at(cie, begin, program, pc))
+            if len(self._rows) < 65536:
+                self._rows[pc] = cached
+        return cached
 
     def fde(self, pc: int) -> tuple[_Cie, int, bytes] | None:
         """The CIE, start address and instructions of the FDE covering ``pc`` (a vaddr)."""
@@ -399,16 +417,12 @@ class Modules:
 
     by_key: dict[tuple[int, str], Module | None] = field(default_factory=dict)
 
-    def lookup(
-        self, pid: int, mappings: list[procfs.Mapping], pc: int
-    ) -> tuple[Module, int] | None:
-        """The module holding ``pc`` and its load bias (what is added to a vaddr); None: none."""
-        m = procfs.mapping_at(mappings, pc)
-        if m is None or not m.executable or not m.path.startswith("/"):
-            return None
-        first = next((x for x in mappings if x.path == m.path and x.offset == 0), None)
-        if first is None:
-            return None
+    def finder(self, pid: int, mappings: list[procfs.Mapping]) -> Finder:
+        """Module lookups in one process's mappings (a sorted index, built once)."""
+        return Finder(self, pid, mappings)
+
+    def load(self, pid: int, m: procfs.Mapping, first: procfs.Mapping) -> Module | None:
+        """The CFI of the file behind mapping ``m`` (``first``: its mapping at offset 0)."""
         key = (m.inode, m.path)
         if key not in self.by_key:
             link = procfs.PROC / str(pid) / "map_files" / first.range_name
@@ -416,20 +430,44 @@ class Modules:
                 self.by_key[key] = Module.load(link)
             except (OSError, ValueError, IndexError, struct.error):
                 self.by_key[key] = None
-        module = self.by_key[key]
-        if module is None:
+        return self.by_key[key]
+
+
+class Finder:
+    """Which module (and load bias) holds an address, in one process."""
+
+    def __init__(self, modules: Modules, pid: int, mappings: list[procfs.Mapping]) -> None:
+        self.modules = modules
+        self.pid = pid
+        self.mappings = mappings
+        self.starts = [m.start for m in mappings]
+        self.firsts = {m.path: m for m in reversed(mappings) if m.offset == 0 and m.path}
+        self.cache: dict[int, tuple[Module, int] | None] = {}  # by mapping start
+
+    def lookup(self, pc: int) -> tuple[Module, int] | None:
+        """The module holding ``pc`` and its load bias (what is added to a vaddr); None: none."""
+        i = bisect.bisect_right(self.starts, pc) - 1
+        if i < 0 or pc >= self.mappings[i].end:
             return None
-        return module, first.start - module.first_vaddr  # 0 for a non-PIE executable
+        m = self.mappings[i]
+        if m.start in self.cache:
+            return self.cache[m.start]
+        found = None
+        first = self.firsts.get(m.path)
+        if m.executable and m.path.startswith("/") and first is not None:
+            module = self.modules.load(self.pid, m, first)
+            if module is not None:
+                found = (module, first.start - module.first_vaddr)  # 0: a non-PIE executable
+        self.cache[m.start] = found
+        return found
 
 
 def _caller(values: dict[int, int], row: _Row, cfa: int, mem: _Memory) -> dict[int, int]:
     """The caller's registers, by the row's rules (unmentioned ones keep their value)."""
-    caller = {RSP: cfa}
-    for reg in set(values) | set(row.rules):
-        kind, arg = row.rules.get(reg, ("s", 0))
-        if kind == "s" and reg in values and reg != RSP:
-            caller[reg] = values[reg]
-        elif kind == "o" and isinstance(arg, int):
+    caller = dict(values)
+    caller[RSP] = cfa
+    for reg, (kind, arg) in row.rules.items():
+        if kind == "o" and isinstance(arg, int):
             caller[reg] = mem.word((cfa + arg) & _MASK)
         elif kind == "v" and isinstance(arg, int):
             caller[reg] = (cfa + arg) & _MASK
@@ -439,16 +477,12 @@ def _caller(values: dict[int, int], row: _Row, cfa: int, mem: _Memory) -> dict[i
             caller[reg] = mem.word(_evaluate(arg, values, mem, cfa))
         elif kind == "ve" and isinstance(arg, bytes):
             caller[reg] = _evaluate(arg, values, mem, cfa)
+        elif kind == "u":
+            caller.pop(reg, None)
     return caller
 
 
-def frames(
-    pid: int,
-    regs: pt.Regs,
-    mappings: list[procfs.Mapping],
-    modules: Modules,
-    stack: tuple[int, bytes],
-) -> list[int]:
+def frames(pid: int, regs: pt.Regs, finder: Finder, stack: tuple[int, bytes]) -> list[int]:
     """The thread's code addresses: its pc, then every frame's return address, outermost last.
 
     ``stack`` is (address, bytes) of the live stack, read once by the caller.
@@ -463,16 +497,15 @@ def frames(
     signal_frame = True  # the innermost pc is exact: no "-1" for its lookup
     for _ in range(MAX_FRAMES):
         pc = values[RA]
-        found = modules.lookup(pid, mappings, pc)
+        found = finder.lookup(pc)
         if found is None:
             raise Unwindable(f"no module with CFI holds {pc:#x}")
         module, bias = found
         where = pc - bias if signal_frame else pc - bias - 1
-        fde = module.fde(where)
-        if fde is None:
+        rule_row = module.row(where)
+        if rule_row is None:
             raise Unwindable(f"no FDE covers {pc:#x}")
-        cie, begin, program = fde
-        row = _row_at(cie, begin, program, where)
+        cie, row = rule_row
         if row.cfa_expr is not None:
             cfa = _evaluate(row.cfa_expr, values, mem, None)
         else:
