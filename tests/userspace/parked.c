@@ -15,7 +15,10 @@ static BIGNUM *a, *b;
 static void on_usr1(int sig, siginfo_t *si, void *ctx) {
   unsigned long rip = ((ucontext_t *)ctx)->uc_mcontext.gregs[REG_RIP];
   (void)sig; (void)si;
-  if (parked || rip < lo || rip >= hi) return;
+  /* Past the entry's endbr64 and 5-byte jump: a thread at or before the jump site
+     would just take the jump once it is written (not "inside"). Under emulation
+     (TCG) signals land at block starts, the function's entry among them. */
+  if (parked || rip < lo + 9 || rip >= hi) return;
   parked = 1; write(1, "PARKED\n", 7); usleep((useconds_t)(park * 1e6)); left = 1; write(1, "LEFT\n", 5);
 }
 static void *spin(void *x) { (void)x; while (!left) BN_ucmp(a, b); for (;;) pause(); return 0; }
