@@ -53,6 +53,48 @@ if [ "$WITH_TEST" = 1 ]; then
 	fi
 fi
 
+# Userspace patches (tests/test_host_userspace.py, bench/userspace.py) are built
+# from the Debian source of the installed glibc and OpenSSL, configured as
+# debian/rules does: they need the packages' build dependencies, libc6-dbg of
+# the installed libc6 (glibc's symbol positions), and a library whose exact
+# source version the archive still serves. The security pool answers 404 for
+# the .dsc of its newer OpenSSL builds (its index lists them all the same), so
+# the libssl3 installed here is the newest version whose source the main
+# archive serves, read now from that archive's source index (never written in
+# this file), downgrading a newer libssl3 from the security archive if needed.
+# The apt lists for this live in a private folder; the machine's sources stay.
+userspace_test_deps() {
+	local dir=/var/cache/suture-setup/apt
+	$SUDO mkdir -p "$dir/lists/partial"
+	echo "deb-src http://deb.debian.org/debian bookworm main" |
+		$SUDO tee "$dir/sources.list" >/dev/null
+	local opts=(-o "Dir::Etc::SourceList=$dir/sources.list" -o "Dir::State::Lists=$dir/lists")
+	# (|| return 1: errexit does not hold inside a function called as a condition)
+	$SUDO apt-get "${opts[@]}" update -qq || return 1
+	local served installed
+	served=$(apt-cache "${opts[@]}" showsrc openssl | awk '/^Version:/ {print $2}' |
+		sort -V | tail -1)
+	installed=$(dpkg-query -W -f='${Version}' libssl3 2>/dev/null || true)
+	if [ -n "$served" ] && [ "$installed" != "$served" ]; then
+		echo "setup: libssl3 $installed -> $served (the newest OpenSSL whose source is served)" >&2
+		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" install -y -qq \
+			--no-install-recommends --allow-downgrades \
+			"libssl3=$served" "openssl=$served" "libssl-dev=$served" || return 1
+	fi
+	local libc
+	libc=$(dpkg-query -W -f='${Version}' libc6)
+	if [ "$(dpkg-query -W -f='${Version}' libc6-dbg 2>/dev/null || true)" != "$libc" ]; then
+		apt_install "libc6-dbg=$libc" || return 1
+	fi
+	# apt-get build-dep is a no-op when everything is there already.
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get "${opts[@]}" build-dep -y -qq \
+		glibc openssl >/dev/null
+}
+if [ "$WITH_TEST" = 1 ] && ! userspace_test_deps; then
+	[ -z "${CI:-}" ] || { echo "setup: cannot install the userspace tests' packages" >&2; exit 1; }
+	echo "setup: WARNING: the userspace tests' packages are missing; those tests will fail" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
 	python3 -m venv .venv
 fi

@@ -327,6 +327,71 @@ class PatchTestFailedError(PatchTestError):
     exit_code = 91
 
 
+# --- userspace live patches: running processes (suture.userspace) ------------
+
+
+class UserspaceError(SutureError):
+    """Patching a running process failed; the process runs its old code, untouched."""
+
+    exit_code = 35
+
+
+class ProcessRefusedError(UserspaceError):
+    """Suture will not touch this process (traced, Yama scope, PID 1, seccomp, gone).
+
+    Attributes:
+        pid: the process.
+        reason: one word callers branch on (``traced``, ``yama``, ``init``,
+            ``seccomp``, ``gone``, ``shadow-stack``, ``permission``).
+    """
+
+    exit_code = 36
+
+    def __init__(self, message: str, *, pid: int, reason: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.pid = pid
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the process and the reason to the JSON form."""
+        return {**super().to_dict(), "pid": str(self.pid), "reason": self.reason}
+
+
+class OldCodeMismatchError(UserspaceError):
+    """The code a patch would replace is not the code it was built against (another build)."""
+
+    exit_code = 37
+
+
+class SwitchTimeoutError(UserspaceError):
+    """A thread stayed inside (or returning into) a replaced function until the time limit."""
+
+    exit_code = 38
+
+
+class NoSuchUserPatchError(UserspaceError):
+    """No process has a userspace patch of that name."""
+
+    exit_code = 34
+
+
+class UserspaceBuildError(BuildError):
+    """A userspace patch cannot be built, or the fix changes what a live patch cannot carry.
+
+    Attributes:
+        reason: ``data-layout``, ``tls``, ``ifunc``, ``not-reproducible``,
+            ``symbol``, ``relocation`` or ``source``.
+    """
+
+    def __init__(self, message: str, *, reason: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the reason to the JSON form."""
+        return {**super().to_dict(), "reason": self.reason}
+
+
 # --- updates: fetching and verifying bundles (suture.agent.update) ------------
 
 

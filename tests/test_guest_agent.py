@@ -8,6 +8,7 @@ the guest, on the real kernel.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from suture.lab import kernels
 from tests.builds import LAB, build_release
 from tests.test_guest_build import SHOW, make_fix
 from tests.test_guest_engine import require_qemu, run_guest_tests
+from tests.test_guest_userspace import userspace_bundles
+from tests.test_host_userspace import HERE
 
 pytestmark = pytest.mark.guest
 
@@ -47,5 +50,8 @@ def test_update_path_in_guest(tmp_path: Path) -> None:
             ),
             LAB,
         )
+    # A userspace level too: `suture update` in the guest applies both.
+    userspace_bundles(out)
+    subprocess.run(["gcc", "-O2", "-o", out / "ungetwc_loop", HERE / "ungetwc_loop.c"], check=True)
     env = {"SUTURE_TEST_BUNDLES": str(out)}
     run_guest_tests(kernels.fetch(build_release()), "tests/kernel/test_agent.py", env)

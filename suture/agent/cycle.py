@@ -79,6 +79,7 @@ class UpdateResult:
     recovered: bool = False  # a run killed while applying was found (and finished)
     sticky_level: int | None = None
     tested: str = ""  # the offered level's signed test result ("": no offer, or not known)
+    userspace: tuple[dict[str, Any], ...] = ()  # per library build (suture.agent.userlevels.rows)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -96,6 +97,7 @@ class UpdateResult:
             "recovered": self.recovered,
             "sticky_level": self.sticky_level,
             "tested": self.tested or None,
+            **({"userspace": list(self.userspace)} if self.userspace else {}),
         }
 
 
@@ -139,7 +141,20 @@ def run_update(
             )
             raise
         run.save(last_check=run.now, last_result=str(result.outcome), last_error=None)
+        if config.userspace and config.server:
+            result = replace(result, userspace=tuple(_userspace(config, run, log or _stderr)))
         return result
+
+
+def _userspace(config: AgentConfig, run: _Run, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The userspace levels' part of the cycle; its failure leaves the kernel's result as it is."""
+    from suture.agent import userlevels  # noqa: PLC0415 - only hosts that run it pay for it
+
+    try:
+        return userlevels.update(config, run.session, log)
+    except SutureError as e:
+        log(f"userspace levels: {e.message}")
+        return [{"error": f"{type(e).__name__}: {e.message}"}]
 
 
 def _retrying(

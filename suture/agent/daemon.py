@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from suture.agent import cycle, guard, metrics, report
 from suture.agent import state as agent_state
@@ -62,6 +63,7 @@ class Daemon:
         self.jitter = jitter
         self._stop = threading.Event()
         self.cycles = 0
+        self._reapply: Any = None  # userlevels.Reapply, once a userspace level exists
 
     def stop(self) -> None:
         """Ask the loop to end; safe from a signal handler."""
@@ -85,6 +87,8 @@ class Daemon:
                 self._wait()
         finally:
             sd_notify("STOPPING=1")
+            if self._reapply is not None:
+                self._reapply.close()
             self._mark_clean_stop()
             self.log("agent stopped")
 
@@ -105,6 +109,7 @@ class Daemon:
             else:
                 result = cycle.check(self.config, kernel=self.kernel)
             changed = result.outcome in (cycle.Outcome.APPLIED, cycle.Outcome.HELD)
+            changed |= any(row.get("applied") for row in result.userspace)
             line = f"{result.outcome}: level {result.level} live"
             if result.available > result.level:
                 line += f", level {result.available} offered"
@@ -117,6 +122,19 @@ class Daemon:
         if changed:
             self._check_in()
         self._write_metrics()
+        self._follow_new_processes()
+
+    def _follow_new_processes(self) -> None:
+        """Once a userspace level is live, patch processes as they start (a thread)."""
+        if not (self.config.userspace and self.config.auto_update):
+            return
+        from suture.agent import userlevels  # noqa: PLC0415 - kernel-only hosts skip it
+
+        if self._reapply is not None:
+            self._reapply.refresh()
+        elif userlevels.read(self.config.state_dir):
+            self._reapply = userlevels.Reapply(self.config.state_dir, self.log)
+            self._reapply.start()
 
     def _write_metrics(self) -> None:
         try:

@@ -40,6 +40,7 @@ __all__ = ["CHECKIN_PATH", "REGISTER_PATH", "TOKEN_NAME", "Directive", "checkin"
 
 TOKEN_NAME = "host-token"  # noqa: S105 - a file name
 MACHINE_ID = Path("/etc/machine-id")
+MAX_LIBRARIES = 32  # userspace rows in one check-in (a host runs a handful of library builds)
 
 
 def host_id(machine_id: Path = MACHINE_ID) -> str:
@@ -92,6 +93,19 @@ def checkin(
     return body
 
 
+def with_userspace(body: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The check-in in format 3: format 2 plus ``userspace``, one row per library build.
+
+    Each row: ``soname``, ``build_id``, ``level``, ``name``, ``cves``, ``state``
+    (``patched``: every process of that build; ``partial``: some processes
+    still run the old code, so its CVEs are fixed only in part; ``unpatched``)
+    and ``processes`` (``patched``, ``unpatched``, ``failed`` counts and
+    ``refused`` counts by reason). A server that reads only formats 1 and 2
+    refuses it; :func:`_checkin` then sends format 2 without the field.
+    """
+    return {**body, "format": 3, "userspace": rows[:MAX_LIBRARIES]}
+
+
 def _error_text(state: AgentState) -> str:
     if state.held is not None:
         return f"level {state.held.level} is held: {state.held.reason}"
@@ -120,6 +134,11 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
         uptime=kernel.uptime(),
         host=config.host_id,
     )
+    if config.userspace:
+        from suture.agent import userlevels  # noqa: PLC0415 - a small module, no userspace import
+
+        if user := userlevels.checkin_rows(config.state_dir):
+            body = with_userspace(body, user)
     answer, failure = _checkin(config, body)
     with agent_state.locked(config.state_dir):
         current = replace(
@@ -156,6 +175,10 @@ def _checkin(config: AgentConfig, body: dict[str, Any]) -> tuple[dict[str, Any] 
         if failure:
             return None, failure
     status, answer, failure = _post(config, CHECKIN_PATH, body, token)
+    if status == 400 and body.get("format") == 3 and "format" in (failure or ""):
+        # A server older than the userspace field: the kernel's part still gets through.
+        body = {k: v for k, v in body.items() if k != "userspace"} | {"format": 2}
+        status, answer, failure = _post(config, CHECKIN_PATH, body, token)
     if status == 401 and config.registration_key:  # the token was replaced or lost: enrol again
         token, failure = _enrol(config)
         if failure:

@@ -62,6 +62,11 @@ def manifest_of(data: bytes, name: str) -> Manifest:
     return _members(Path(name), io.BytesIO(data))[0]
 
 
+def members(path: Path) -> tuple[Manifest, bytes]:
+    """The verified manifest and the patch file (module or patch object) of a bundle."""
+    return _members(path)
+
+
 def _members(path: Path, data: io.BytesIO | None = None) -> tuple[Manifest, bytes]:
     try:
         with tarfile.open(path if data is None else None, mode="r:", fileobj=data) as tar:

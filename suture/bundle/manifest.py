@@ -21,6 +21,21 @@ fix is partial there (see suture/builder/callers.py).
 fixes the level was built from, in order: each fix file's sha256, its
 subject(s) and CVE ids. The files themselves are signed into the repository
 as ``fixes/<sha256>.patch``, so a level can be rebuilt and audited.
+``kind`` is ``userspace`` for a patch of a shared library in running
+processes (absent: a kernel patch). Its ``kernel.release`` is then the
+library's soname and ``kernel.build_id`` the library file's GNU build id; the
+bundle holds ``<name>.o`` (a relocatable patch object, not a module) and the
+manifest a ``userspace`` object::
+
+    "userspace": {"package": "glibc", "version": "2.36-9+deb12u14",
+      "functions": [{"name": "_IO_wdefault_pbackfail", "offset": 569504, "size": 412,
+                     "old_sha256": "<hex of the shipped bytes>", "symbol": "__suture_new_..."}],
+      "symbols": {"_IO_switch_to_wbackup_area": ["addr", 570000],
+                  "__libc_errno": ["got", 1961416]}}
+
+``offset`` is from the library's start (its first byte in memory); a symbol's
+place is the thing itself (``addr``) or a slot of the library's GOT holding
+its address or TLS offset (``got``).
 ``test`` (present only once ``suture test`` ran) is the result of testing the
 bundle in a guest of its kernel build, with a format number of its own (see
 :mod:`suture.bundle.labtest`); publish requires a pass on the manifest's build.
@@ -50,6 +65,21 @@ class Function:
     sympos: int = 0  # position among same-named local symbols (0: unique)
     size: int = 0  # bytes of the old function in the target build (0: unknown)
     old_sha256: str = ""  # hash of the old code, relocations zeroed ("" : not checked)
+
+
+@dataclass(frozen=True)
+class UserFunction:
+    """One function of a shared library that a userspace patch replaces."""
+
+    name: str
+    offset: int  # from the library's start
+    size: int  # bytes of the old function
+    old_sha256: str  # of its bytes in the shipped library
+    symbol: str  # the patch object's global holding the new code
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,11 @@ class Manifest:
     fixes: tuple[FixRecord, ...] = ()  # what a released level was built from, in order
     test: labtest.LabTest | None = None  # the last `suture test` result (None: never tested)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "kernel"  # or "userspace": release is then a soname, build_id the library's
+    package: str = ""  # userspace: the Debian source package and version it was built from
+    version: str = ""
+    userspace_functions: tuple[UserFunction, ...] = ()
+    userspace_symbols: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def functions(self) -> tuple[str, ...]:
@@ -134,6 +169,18 @@ class Manifest:
             **({"fixes": [f.to_dict() for f in self.fixes]} if self.fixes else {}),
             **({"test": self.test.to_dict()} if self.test else {}),
             **({"extra": self.extra} if self.extra else {}),
+            **(self._userspace_dict() if self.kind == "userspace" else {}),
+        }
+
+    def _userspace_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "userspace": {
+                "package": self.package,
+                "version": self.version,
+                "functions": [f.to_dict() for f in self.userspace_functions],
+                "symbols": {k: list(v) for k, v in sorted(self.userspace_symbols.items())},
+            },
         }
 
     def to_json(self) -> bytes:
@@ -200,6 +247,7 @@ class Manifest:
             fixes=tuple(FixRecord.from_dict(f) for f in data.get("fixes", [])),
             test=labtest.parse(data.get("test")),
             extra=dict(data.get("extra", {})),
+            **_userspace_fields(data),
         )
 
     def validate(self) -> None:
@@ -211,8 +259,13 @@ class Manifest:
         problems = []
         if not _NAME.match(self.name):
             problems.append(f"name {self.name!r} is not a kernel module name")
-        if self.module_file != f"{self.name}.ko":
-            problems.append(f"module file {self.module_file!r} is not {self.name}.ko")
+        suffix = ".o" if self.kind == "userspace" else ".ko"
+        if self.kind not in ("kernel", "userspace"):
+            problems.append(f"kind {self.kind!r} is not kernel or userspace")
+        if self.module_file != f"{self.name}{suffix}":
+            problems.append(f"module file {self.module_file!r} is not {self.name}{suffix}")
+        if self.kind == "userspace" and not (self.build_id and self.userspace_functions):
+            problems.append("a userspace patch names no library build id or no function")
         if len(self.module_sha256) != 64 or not _HEX.match(self.module_sha256):
             problems.append("module sha256 is not 64 hex digits")
         if not _HEX.match(self.build_id):
@@ -230,3 +283,28 @@ class Manifest:
             raise BundleError("invalid manifest: " + "; ".join(problems))
         if self.test is not None:
             self.test.validate()
+
+
+def _userspace_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The userspace part of a manifest's JSON, as keyword arguments (none for a kernel patch)."""
+    if data.get("kind", "kernel") != "userspace":
+        return {"kind": str(data.get("kind", "kernel"))}
+    user = data["userspace"]
+    return {
+        "kind": "userspace",
+        "package": str(user.get("package", "")),
+        "version": str(user.get("version", "")),
+        "userspace_functions": tuple(
+            UserFunction(
+                str(f["name"]),
+                int(f["offset"]),
+                int(f["size"]),
+                str(f["old_sha256"]),
+                str(f["symbol"]),
+            )
+            for f in user["functions"]
+        ),
+        "userspace_symbols": {
+            str(k): (str(v[0]), int(v[1])) for k, v in dict(user.get("symbols", {})).items()
+        },
+    }

@@ -16,6 +16,9 @@ Exit codes (also in README.md):
     32  the kernel refused to load or remove the module
     33  the transition did not finish and was backed out
     34  no such live patch
+    35  userspace: patching a process failed (it runs its old code); 36 process refused;
+        37 old code differs (another build); 38 a thread stayed in replaced code (untouched);
+        39 apply/unload: some processes were left out (the list says why)
     40  build failed or refused (the message says why and what to do); the fix does not
         apply to the build's source (JSON error PortConflictError, with the hunk)
     50  bad bundle; 60-61 repository; 70-72 update (fetch, verification)
