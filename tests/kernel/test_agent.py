@@ -197,7 +197,7 @@ def test_update_applies_the_kernel_and_the_userspace_levels(
         user = next(u for u in shown["userspace"] if u["library"] == "libc.so.6")
         assert user["level"] == 1 and proc.pid in next(iter(user["patched"].values()))
         # The server took the check-in (its kernel part; the userspace rows wait for a
-        # server that reads check-in format 3, see ADR 14).
+        # server that reads check-in format 3, see ADR 18).
         assert hosts()[0]["level"] == 2
     finally:
         proc.kill()
