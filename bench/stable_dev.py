@@ -10,13 +10,18 @@ partial fix (ways into carried code left to the old code) lists them.
     .venv/bin/python bench/stable_dev.py [--corpus DIR] [--only ID...] [--kernel RELEASE]
 
 The kernel build is the one the corpus' README names as its base
-(``linux-image-<release>``), unless ``--kernel`` says otherwise.
+(``linux-image-<release>``), unless ``--kernel`` says otherwise. A corpus
+whose manifest has an ``expected_outcome`` column (header-dev) is judged by
+it: a fix expected to be refused, or to change nothing, is right when the
+builder says so; the others must build, load, unload and keep dmesg clean.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import re
 import subprocess
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 import workloads  # bench/workloads.py, next to this file
 
@@ -72,10 +78,14 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
             continue
         patch = next(corpus.rglob(row["patch"]))
         entry: dict[str, object] = {"id": row["id"], "file": row["file"], "target": row["target"]}
+        if row.get("expected_outcome"):
+            entry["expected"] = row["expected_outcome"].split()[0]
         start = time.monotonic()
+        progress = _Tee(sys.stderr)
         try:
             request = BuildRequest(release, patch, out, name=f"sd_{row['id'][:3]}")
-            report = build(request, GuestKallsyms())
+            with contextlib.redirect_stderr(progress):
+                report = build(request, GuestKallsyms())
             entry.update(status="built", bundle=str(report.bundle), functions=report.objects)
             if report.unpatched:  # a partial fix: these ways keep the old code
                 entry["unpatched"] = report.unpatched
@@ -83,10 +93,41 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
             entry.update(status="no-change", reason=e.message)
         except SutureError as e:
             entry.update(status="refused", reason=e.message.splitlines()[0])
+        except Exception as e:  # a builder bug: reported, and the other fixes still run
+            entry.update(status="error", reason=f"{type(e).__name__}: {e}")
         entry["build_s"] = round(time.monotonic() - start, 1)
+        entry.update(_units(progress.getvalue()))
         print(f"{row['id']}: {entry['status']} {entry.get('reason', '')}", file=sys.stderr)
         results.append(entry)
     return results
+
+
+class _Tee(io.StringIO):
+    """Progress lines kept for the result, and shown as they come."""
+
+    def __init__(self, sink: TextIO) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def write(self, text: str) -> int:
+        self.sink.write(text)
+        return super().write(text)
+
+
+def _units(progress: str) -> dict[str, object]:
+    """How many units a build compiled (and, for a header fix, how many it looked at)."""
+    out: dict[str, object] = {}
+    reach = re.search(r"(\d+) of the (\d+) units including the headers", progress)
+    if reach:
+        out["header_units"] = int(reach.group(1))
+        out["including_units"] = int(reach.group(2))
+    compiled = re.search(r"compiling (.+) before and after the fix", progress)
+    if compiled:
+        listed = compiled.group(1)
+        more = re.search(r" and (\d+) more$", listed)
+        names = listed[: more.start()] if more else listed
+        out["units_compiled"] = len(names.split(", ")) + (int(more.group(1)) if more else 0)
+    return out
 
 
 def load_inside(bundles: list[str]) -> None:
@@ -126,6 +167,8 @@ def load_inside(bundles: list[str]) -> None:
                 capture_output=True, text=True, check=False,
             )  # fmt: skip
             res["unloaded"] = unload.returncode == 0
+            if unload.returncode != 0:
+                res["unload_error"] = unload.stderr.strip().splitlines()[-2:]
             for mod in modules:
                 subprocess.run(["modprobe", "-r", mod], capture_output=True, check=False)
         log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
@@ -172,8 +215,11 @@ def main() -> None:
             r.update(loads.get(str(r["bundle"]), {"loaded": False, "error": "no result"}))
 
     def right(r: dict[str, object]) -> bool:
+        expected = r.get("expected")
+        if expected in ("refused", "no-change"):
+            return r["status"] == expected
         if r["status"] == "no-change":
-            return True
+            return expected is None  # stable-dev: a fix this build does not need is fine
         healthy = r.get("loaded") and r.get("unloaded") and r.get("dmesg_clean")
         modules = r.get("modprobe", {})  # each patched module loaded, and patched as it did
         return r["status"] == "built" and bool(healthy) and all(modules.values())  # type: ignore[union-attr]
@@ -189,7 +235,16 @@ def main() -> None:
         "built": sum(1 for r in results if r["status"] == "built"),
         "no_change": sum(1 for r in results if r["status"] == "no-change"),
         "refused": sum(1 for r in results if r["status"] == "refused"),
+        "errors": sum(1 for r in results if r["status"] == "error"),
         "partial": sum(1 for r in results if r.get("unpatched")),
+        "exercised": sum(1 for r in results if r.get("workload") == "ran"),
+        "by_expected": {
+            kind: {
+                "fixes": sum(1 for r in results if r.get("expected") == kind),
+                "right": sum(1 for r in results if r.get("expected") == kind and right(r)),
+            }
+            for kind in sorted({str(r["expected"]) for r in results if r.get("expected")})
+        },
         "results": results,
     }, indent=2))  # fmt: skip
 

@@ -6,9 +6,12 @@
 #                  or has too old: tuf, securesystemslib, cryptography, cffi,
 #                  urllib3), /etc/suture/agent.toml, the suture-agent and
 #                  suture-boot units, the man page and bash completion.
-#   suture-server  what the builder and the server add: pyelftools and psycopg
-#                  in /usr/lib/suture-server, the suture-server unit, and the
-#                  build tools as dependencies.
+#   suture-server  what the builder and the server add (the extras "builder"
+#                  and "server" of pyproject.toml: pyelftools, uvicorn,
+#                  starlette, pydantic, jinja2, psycopg...) in
+#                  /usr/lib/suture-server, the suture-server unit, the
+#                  repository refresh unit and timer, and the build tools as
+#                  dependencies.
 #
 # Run it on Debian 12 amd64 with the project's virtualenv (scripts/setup.sh):
 # the libraries are the wheels pip resolves for this Python (3.11, as
@@ -139,9 +142,13 @@ S=$WORK/server
 mkdir -p "$S/DEBIAN" "$S/usr/lib/suture-server" "$S/lib/systemd/system" \
 	"$S/usr/share/doc/suture-server"
 say "suture-server: the builder's and the server's libraries"
-pip_into "$S/usr/lib/suture-server" pyelftools 'psycopg[binary]'
+mapfile -t SERVER_LIBS < <("$PY" -c 'import tomllib
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+print("\n".join(extras["builder"] + extras["server"]))')
+pip_into "$S/usr/lib/suture-server" "${SERVER_LIBS[@]}"
 bytecode "$S" /usr/lib/suture-server
-install -m 0644 packaging/systemd/suture-server.service "$S/lib/systemd/system/"
+install -m 0644 packaging/systemd/suture-server.service packaging/systemd/suture-repo-refresh.service \
+	packaging/systemd/suture-repo-refresh.timer "$S/lib/systemd/system/"
 install -m 0644 README.md "$S/usr/share/doc/suture-server/README.md"
 cat >"$S/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
@@ -157,5 +164,6 @@ RECOMMENDS="gcc, make, libelf-dev, flex, bison, bc, dwarves, libssl-dev, patch, 
 	"suture build, test, release, publish and serve: turns kernel fixes into live" \
 	"patches for exact Debian kernel builds, tests them in QEMU guests, signs them" \
 	"into a TUF repository, and serves it with the fleet API and dashboard." \
-	"Bundles pyelftools and psycopg."
+	"Bundles pyelftools and the server's stack (uvicorn, starlette, pydantic, jinja2," \
+	"psycopg)."
 build "$S" suture-server

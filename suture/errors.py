@@ -49,6 +49,25 @@ class UsageError(SutureError):
     exit_code = 64  # EX_USAGE
 
 
+class FormatError(SutureError):
+    """A document of a format the agent and the server share (suture.contract) is malformed.
+
+    Attributes:
+        field: the JSON field that was refused (``kernel.build_id``, ``patches[2]``),
+            or "" for the whole document.
+    """
+
+    code = "format"
+
+    def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the refused field to the JSON form."""
+        return {**super().to_dict(), "field": self.field}
+
+
 # --- the lab: kernel packages and QEMU guests ------------------------------
 
 
@@ -410,6 +429,78 @@ class PatchTestFailedError(PatchTestError):
     exit_code = 91
 
 
+# --- userspace live patches: running processes (suture.userspace) ------------
+
+
+class UserspaceError(SutureError):
+    """Patching a running process failed; the process runs its old code, untouched."""
+
+    code = "userspace"
+    exit_code = 35
+
+
+class ProcessRefusedError(UserspaceError):
+    """Suture will not touch this process (traced, Yama scope, PID 1, seccomp, gone).
+
+    Attributes:
+        pid: the process.
+        reason: one word callers branch on (``traced``, ``yama``, ``init``,
+            ``seccomp``, ``gone``, ``shadow-stack``, ``permission``).
+    """
+
+    code = "process-refused"
+    exit_code = 36
+
+    def __init__(self, message: str, *, pid: int, reason: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.pid = pid
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the process and the reason to the JSON form."""
+        return {**super().to_dict(), "pid": str(self.pid), "reason": self.reason}
+
+
+class OldCodeMismatchError(UserspaceError):
+    """The code a patch would replace is not the code it was built against (another build)."""
+
+    code = "old-code-mismatch"
+    exit_code = 37
+
+
+class SwitchTimeoutError(UserspaceError):
+    """A thread stayed inside (or returning into) a replaced function until the time limit."""
+
+    code = "switch-timeout"
+    exit_code = 38
+
+
+class NoSuchUserPatchError(UserspaceError):
+    """No process has a userspace patch of that name."""
+
+    code = "no-such-user-patch"
+    exit_code = 34
+
+
+class UserspaceBuildError(BuildError):
+    """A userspace patch cannot be built, or the fix changes what a live patch cannot carry.
+
+    Attributes:
+        reason: ``data-layout``, ``tls``, ``ifunc``, ``not-reproducible``,
+            ``symbol``, ``relocation`` or ``source``.
+    """
+
+    code = "userspace-build"
+
+    def __init__(self, message: str, *, reason: str, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the reason to the JSON form."""
+        return {**super().to_dict(), "reason": self.reason}
+
+
 # --- updates: fetching and verifying bundles (suture.agent.update) ------------
 
 
@@ -524,22 +615,44 @@ class DatabaseError(ServerError):
     code = "database"
 
 
-class CheckinError(ServerError):
-    """An agent's check-in is malformed; the server answers 400 and stores nothing.
+class RefusedError(ServerError):
+    """The server understood a request and refuses it: a bad key, a taken host id, no such host.
 
     Attributes:
-        field: the JSON field that was refused (``kernel.build_id``), or "" for the whole body.
+        reason: a short code the HTTP layer answers with (``bad_key``, ``taken``,
+            ``not_found``, ``forbidden``...).
     """
 
-    code = "checkin"
+    code = "refused"
 
-    def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
+    def __init__(self, message: str, *, reason: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
-        self.field = field
+        self.reason = reason
 
     def to_dict(self) -> dict[str, str]:
-        """Add the refused field to the JSON form."""
-        return {**super().to_dict(), "field": self.field}
+        """Add the reason to the JSON form."""
+        return {**super().to_dict(), "reason": self.reason}
+
+
+class RateLimitedError(RefusedError):
+    """Too many requests (or failures) from one host or address: try again later.
+
+    Attributes:
+        retry_after: seconds until the limit lets it through.
+    """
+
+    code = "rate-limited"
+
+    def __init__(self, message: str, *, retry_after: float, hint: str = "") -> None:
+        super().__init__(message, reason="rate_limited", hint=hint)
+        self.retry_after = retry_after
+
+
+class CheckinError(FormatError):
+    """An agent's check-in is malformed; the server answers 400 and stores nothing."""
+
+    code = "checkin"
+    exit_code = 80
 
 
 class FleetError(SutureError):

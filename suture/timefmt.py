@@ -23,6 +23,13 @@ def utc(when: float | datetime | None = None) -> str:
     return moment.strftime(FORMAT)
 
 
+def precise(when: float) -> str:
+    """Unix time ``when`` (s) to the millisecond, ``YYYY-MM-DDTHH:MM:SS.mmmZ``: log lines' time."""
+    return (
+        datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
 def parse(text: str) -> float:
     """Unix time (s) of a timestamp in this format, or of any ISO 8601 time with a zone.
 

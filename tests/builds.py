@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
-import re
-import subprocess
 
 from suture.lab.kallsyms import GuestKallsyms
-from suture.packages import apt
+from suture.packages import sets
 
 # Where the builder reads the builds' symbol positions: a guest of each build.
 LAB = GuestKallsyms()
@@ -21,25 +19,23 @@ LAB = GuestKallsyms()
 @functools.cache
 def build_release() -> str:
     """The build the builder's guest tests patch."""
-    return os.environ.get("SUTURE_TEST_BUILD_KERNEL") or apt.default_release()
+    return os.environ.get("SUTURE_TEST_BUILD_KERNEL") or sets.default_release()
 
 
 @functools.cache
 def other_release() -> str:
-    """Another build of the same series in the archive (for wrong-build refusals)."""
+    """Another build of the same series and flavour in the archive (for wrong-build refusals)."""
     if env := os.environ.get("SUTURE_TEST_OTHER_KERNEL"):
         return env
     mine = build_release()
-    parts = re.match(r"^(\d+\.\d+\.\d+)-\d+-(\w[\w-]*)$", mine)  # 6.1.0-57-amd64
-    if parts is None:
-        raise RuntimeError(f"{mine} is not an ABI-numbered Debian release; set the variable")
-    prefix, flavour = parts.groups()
-    names = subprocess.run(
-        ["apt-cache", "pkgnames", f"linux-image-{prefix}-"],
-        capture_output=True, text=True, check=False,
-    ).stdout.split()  # fmt: skip
-    pattern = re.compile(rf"^linux-image-({re.escape(prefix)}-\d+-{flavour})$")
-    others = sorted(m.group(1) for n in names if (m := pattern.match(n)) and m.group(1) != mine)
+    found = sets.series_of(mine)
+    if found is None:
+        raise RuntimeError(f"{mine} is of no known series; set SUTURE_TEST_OTHER_KERNEL")
+    series, _abi, flavour = found
+    others = sorted(
+        (r for r in series.releases((flavour,)) if r != mine and sets.order(r) < sets.order(mine)),
+        key=sets.order,
+    )
     if not others:
-        raise RuntimeError(f"the archive has no other {flavour} build than {mine}")
+        raise RuntimeError(f"the archive has no older {flavour} build of {series.name} than {mine}")
     return others[-1]

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,8 +225,18 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(repo: Path, db: str, folder: Path, start_timeout: float = 30.0) -> Iterator[Served]:
+def serve(
+    repo: Path,
+    db: str,
+    folder: Path,
+    start_timeout: float = 30.0,
+    *,
+    extra: Sequence[str] = (),
+    listen: str = "127.0.0.1:0",
+) -> Iterator[Served]:
     """`suture serve` on a free loopback port as a child process, with :data:`ADMIN_TOKEN`.
+
+    ``extra``: more options for `suture serve` (``--workers 2``, ``--config FILE``...).
 
     A child process, not a thread: the server's threads then do not compete
     with the simulated agents for one interpreter lock.
@@ -236,8 +246,8 @@ def serve(repo: Path, db: str, folder: Path, start_timeout: float = 30.0) -> Ite
     token_file.chmod(0o600)
     log = folder / "server.log"
     argv = [sys.executable, "-m", "suture.cli.main", "serve", "--repo", str(repo),
-            "--listen", "127.0.0.1:0", "--db", db,
-            "--admin-token-file", str(token_file)]  # fmt: skip
+            "--listen", listen, "--db", db,
+            "--admin-token-file", str(token_file), *extra]  # fmt: skip
     # A file, not a pipe: the server logs a line per request and a full pipe would stall it.
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
@@ -400,7 +410,8 @@ async def _workers(
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(hosts)))))
-    outcome.elapsed[phase] = time.perf_counter() - start
+    # Side by side parts of one phase (several servers): the phase took the longest of them.
+    outcome.elapsed[phase] = max(outcome.elapsed.get(phase, 0.0), time.perf_counter() - start)
 
 
 async def enrol(
@@ -443,19 +454,40 @@ async def report(
 
 
 async def simulate(
-    url: str, hosts: list[SimHost], concurrency: int, rounds: int = 1, limit: float = 300.0
+    url: str | list[str],
+    hosts: list[SimHost],
+    concurrency: int,
+    rounds: int = 1,
+    limit: float = 300.0,
 ) -> Outcome:
     """Set up keys and policies, enrol every host, then ``rounds`` check-ins per host.
+
+    With several server URLs (several server processes on one database), the
+    hosts are shared out among them, and each host reports to another server
+    than the one it enrolled with: nothing may depend on which process
+    answers.
 
     Raises:
         TimeoutError: it took longer than ``limit`` seconds.
     """
+    urls = [url] if isinstance(url, str) else url
     outcome = Outcome()
+    share = max(1, concurrency // len(urls))
+
+    async def each(work: Any) -> None:
+        await asyncio.gather(*(work(i, u) for i, u in enumerate(urls)))
+
     async with asyncio.timeout(limit):
-        secrets = await admin_setup(url)
-        await enrol(url, hosts, secrets, concurrency, outcome)
+        secrets = await admin_setup(urls[0])
+        parts = [hosts[i :: len(urls)] for i in range(len(urls))]
+        await each(lambda i, u: enrol(u, parts[i], secrets, share, outcome))
         for n in range(rounds):
-            await report(url, hosts, concurrency, outcome, "checkin" if n == 0 else f"checkin-{n}")
+            phase = "checkin" if n == 0 else f"checkin-{n}"
+            await each(
+                lambda i, u, phase=phase: report(
+                    urls[(i + 1) % len(urls)], parts[i], share, outcome, phase
+                )
+            )
     return outcome
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,17 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
+def follow(browser: Any, element: Any) -> None:
+    """Click ``element`` and wait for the page it leads to (a loaded machine answers late)."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415
+    from selenium.webdriver.support.wait import WebDriverWait  # noqa: PLC0415
+
+    page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+
+
 def screenshots(tmp_path: Path) -> Path:
     base = os.environ.get(ARTIFACTS_ENV)
     folder = Path(base) / "dashboard" if base else tmp_path / "screenshots"
@@ -91,7 +103,7 @@ def test_log_in_look_around_and_halt_a_rollout(
     browser.get(server.url + "/cves/CVE-2026-1002")
     assert browser.current_url.startswith(server.url + "/login?next=")
     browser.find_element(By.NAME, "token").send_keys(ADMIN)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
     assert browser.current_url == server.url + "/cves/CVE-2026-1002"  # back where it was asked
     assert "host-00" in browser.find_element(By.TAG_NAME, "main").text
     browser.save_screenshot(str(shots / "cve.png"))
@@ -112,11 +124,11 @@ def test_log_in_look_around_and_halt_a_rollout(
     level.clear()
     level.send_keys("2")
     form.find_element(By.NAME, "reason").send_keys("canaries fail level 2")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    follow(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     assert "Confirm: halt on stable" in browser.find_element(By.TAG_NAME, "h1").text
     assert admin(server, "GET", "/api/v1/rollouts/stable")["policy"]["halted_level"] is None
     browser.save_screenshot(str(shots / "confirm-halt.png"))
-    browser.find_element(By.ID, "confirm").click()
+    follow(browser, browser.find_element(By.ID, "confirm"))
 
     assert browser.current_url == server.url + "/rollouts/stable"
     assert "level 2 on stable is halted" in browser.find_element(By.CLASS_NAME, "flash").text
@@ -124,3 +136,54 @@ def test_log_in_look_around_and_halt_a_rollout(
     policy = admin(server, "GET", "/api/v1/rollouts/stable")["policy"]
     assert (policy["halted_level"], policy["halt_reason"]) == (2, "canaries fail level 2")
     assert {p.name for p in shots.glob("*.png")} >= {"overview.png", "cve.png"}
+
+
+def test_page_through_hosts_revoke_a_token_and_delete_a_host(
+    browser: Any, server: Server, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    from suture.contract.checkin import Checkin  # noqa: PLC0415
+    from suture.server.db import DbUrl, open_store  # noqa: PLC0415
+    from suture.server.db import hosts as db_hosts  # noqa: PLC0415
+
+    store = open_store(DbUrl("sqlite", f"{tmp_path}/s.db"))
+    try:  # 205 more hosts: two pages of the host list (200 rows a page)
+        for i in range(205):
+            host = Checkin(
+                f"more-{i:03d}", "m", "6.1.0-56-amd64", "", 0, "unsupported", None, "0.1", ()
+            )
+            db_hosts.record(store, host, "192.0.2.1", time.time())
+    finally:
+        store.close()
+    shots = screenshots(tmp_path)
+    browser.get(server.url + "/login")
+    browser.find_element(By.NAME, "token").send_keys(ADMIN)
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
+
+    browser.get(server.url + "/hosts")
+    assert "Hosts (209)" in browser.find_element(By.TAG_NAME, "h1").text
+    assert len(browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")) == 200
+    follow(browser, browser.find_element(By.LINK_TEXT, "Next page"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+    assert len(rows) == 9 and not browser.find_elements(By.LINK_TEXT, "Next page")
+    browser.save_screenshot(str(shots / "hosts-page-2.png"))
+
+    # Revoke host-01's token (its id may not enrol again), through the confirmation page.
+    browser.get(server.url + "/hosts/host-01")
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "#revoke-form button[type=submit]"))
+    assert "Confirm: revoke host host-01" in browser.find_element(By.TAG_NAME, "h1").text
+    follow(browser, browser.find_element(By.ID, "confirm"))
+    flash = browser.find_element(By.CLASS_NAME, "flash").text
+    assert "the token of host host-01 is revoked" in flash
+    assert admin(server, "GET", "/api/v1/hosts/host-01")["host"]["token"] == "revoked"  # noqa: S105
+
+    # Delete host-02: gone from the API, back on the host list.
+    browser.get(server.url + "/hosts/host-02")
+    follow(browser, browser.find_element(By.CSS_SELECTOR, "#delete-form button[type=submit]"))
+    follow(browser, browser.find_element(By.ID, "confirm"))
+    assert browser.current_url == server.url + "/hosts"
+    assert "host host-02 is deleted" in browser.find_element(By.CLASS_NAME, "flash").text
+    browser.save_screenshot(str(shots / "host-deleted.png"))
+    hosts = admin(server, "GET", "/api/v1/hosts?limit=1000")["hosts"]
+    assert "host-02" not in {h["host_id"] for h in hosts} and len(hosts) == 208

@@ -6,6 +6,11 @@ The fleet is random but seeded, so its ground truth is known: the hosts list,
 the exposure to each CVE, the summary and the exports must say exactly that,
 and every check-in must have been answered with the directive the rollout
 policies give that host.
+
+Lists come a page at a time (no page over 200 rows unless more are asked
+for); the checks read every page. The same fleet split across two server
+processes on one PostgreSQL database (each host enrols with one and reports
+to the other) must give the same ground truth, from either process.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ HOSTS = 10_000
 SEED = 20261125
 CONCURRENCY = 100  # simulated agents at once
 LIMIT = 150.0  # s for the whole simulation (enrolment and reports)
+PAGE = 200  # rows in a page when none are asked for
 
 
 def call(url: str, path: str, token: str = ADMIN_TOKEN, body: Any = None) -> tuple[int, bytes]:
@@ -52,6 +58,48 @@ def get(url: str, path: str) -> Any:
     return json.loads(body)
 
 
+def get_all(url: str, path: str, key: str = "hosts") -> list[Any]:
+    """Every page of a list (each of at most 200 rows: none was asked for)."""
+    sep = "&" if "?" in path else "?"
+    data = get(url, path)
+    found = list(data[key])
+    while data["next_cursor"]:
+        assert len(data[key]) <= PAGE
+        data = get(url, f"{path}{sep}cursor={data['next_cursor']}")
+        found += data[key]
+    return found
+
+
+def exposure_all(url: str, cve: str) -> dict[str, Any]:
+    """The exposure to ``cve`` with every page of its three lists."""
+    answer = get(url, f"/api/v1/exposed?cve={cve}")
+    for kind, first in answer["next_cursors"].items():
+        assert len(answer[kind]) <= PAGE
+        cursor = first
+        while cursor:
+            more = get(url, f"/api/v1/exposed?cve={cve}&kind={kind}&cursor={cursor}")
+            answer[kind] += more[kind]
+            cursor = more["next_cursors"][kind]
+    return answer
+
+
+def csv_all(url: str) -> str:
+    """Every page of the CSV export, one header line."""
+    text, cursor = "", ""
+    while True:
+        req = urllib.request.Request(  # noqa: S310 - loopback
+            f"{url}/api/v1/export?format=csv" + (f"&cursor={cursor}" if cursor else "")
+        )
+        req.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
+        with urllib.request.urlopen(req, timeout=60) as answer:  # noqa: S310
+            page = answer.read().decode()
+            cursor = answer.headers.get("X-Next-Cursor", "")
+        assert page.count("\n") <= PAGE + 1
+        text += page if not text else page.split("\n", 1)[1]
+        if not cursor:
+            return text
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -70,27 +118,50 @@ def served(db: str, tmp_path: Path) -> Iterator[fleet_sim.Served]:
 def test_ten_thousand_hosts_enrol_report_and_are_queried_right(
     served: fleet_sim.Served,
 ) -> None:
+    check_the_fleet([served.url])
+
+
+@pytest.fixture
+def two_served(pg_url: str, tmp_path: Path) -> Iterator[list[fleet_sim.Served]]:
+    fleet_sim.make_repo(tmp_path / "repo")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        fleet_sim.serve(tmp_path / "repo", pg_url, tmp_path / "a") as a,
+        fleet_sim.serve(tmp_path / "repo", pg_url, tmp_path / "b") as b,
+    ):
+        yield [a, b]
+
+
+def test_two_server_processes_on_one_postgresql_give_the_same_ground_truth(
+    two_served: list[fleet_sim.Served],
+) -> None:
+    check_the_fleet([s.url for s in two_served])
+
+
+def check_the_fleet(urls: list[str]) -> None:
+    """Simulate the fleet through ``urls``; every query, from each of them, says the truth."""
     hosts = fleet_sim.fleet(HOSTS, SEED)
     states = Counter(h.state for h in hosts)
     assert min(states[s] for s in ("patched", "unpatched", "failed", "unsupported")) > 100
 
-    outcome = asyncio.run(fleet_sim.simulate(served.url, hosts, CONCURRENCY, limit=LIMIT))
+    outcome = asyncio.run(fleet_sim.simulate(urls, hosts, CONCURRENCY, limit=LIMIT))
     assert not outcome.errors
     assert len(outcome.tokens) == len(outcome.directives) == HOSTS
     for h in hosts:
         assert outcome.directives[h.host_id] == {"max_level": h.directive(), "unroll": False}
 
-    url = served.url
     truth = {h.host_id: h for h in hosts}
-    check_hosts_list(url, truth)
-    check_exposure(url, hosts)
-    check_summary(url, hosts)
-    check_exports(url, truth)
-    check_no_report_for_another_host(url, hosts, outcome.tokens)
+    for url in urls:
+        check_hosts_list(url, truth)
+        check_exposure(url, hosts)
+        check_summary(url, hosts)
+        check_exports(url, truth)
+    check_no_report_for_another_host(urls[-1], hosts, outcome.tokens)
 
 
 def check_hosts_list(url: str, truth: dict[str, SimHost]) -> None:
-    listed = get(url, "/api/v1/hosts")["hosts"]
+    listed = get_all(url, "/api/v1/hosts")
     assert sorted(h["host_id"] for h in listed) == sorted(truth)
     for got in listed:
         h = truth[got["host_id"]]
@@ -113,7 +184,7 @@ def check_hosts_list(url: str, truth: dict[str, SimHost]) -> None:
         ),
     }
     for query, wanted in filters.items():
-        found = get(url, f"/api/v1/hosts?{query}")["hosts"]
+        found = get_all(url, f"/api/v1/hosts?{query}")
         assert sorted(h["host_id"] for h in found) == sorted(
             i for i, h in truth.items() if wanted(h)
         ), query
@@ -121,7 +192,7 @@ def check_hosts_list(url: str, truth: dict[str, SimHost]) -> None:
 
 def check_exposure(url: str, hosts: list[SimHost]) -> None:
     for cve in (*CVES, "CVE-2026-9999"):  # the last one: fixed by no level at all
-        answer = get(url, f"/api/v1/exposed?cve={cve}")
+        answer = exposure_all(url, cve)
         exposed = {h.host_id for h in hosts if h.exposed_to(cve)}
         no_fix = {h.host_id for h in hosts if h.kernel.fixed_by(cve) is None}
         fixed = {h.host_id for h in hosts} - exposed - no_fix
@@ -170,16 +241,14 @@ def fixed_in_memory(h: SimHost) -> list[str]:
 
 
 def check_exports(url: str, truth: dict[str, SimHost]) -> None:
-    rows = get(url, "/api/v1/export?format=json")["hosts"]
+    rows = get_all(url, "/api/v1/export?format=json")
     assert len(rows) == HOSTS
     for row in rows:
         h = truth[row["host_id"]]
         assert (row["level"], row["state"], row["channel"]) == (h.level, h.state, h.kernel.channel)
         assert tuple(row["tags"]) == h.tags
         assert row["cves_fixed"] == fixed_in_memory(h)
-    status, body = call(url, "/api/v1/export?format=csv")
-    assert status == 200
-    table = list(csv.DictReader(io.StringIO(body.decode())))
+    table = list(csv.DictReader(io.StringIO(csv_all(url))))
     assert len(table) == HOSTS
     for row in table:
         h = truth[row["host_id"]]

@@ -8,6 +8,7 @@ the guest, on the real kernel.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from suture.packages import kernels
 from tests.builds import LAB
 from tests.support.fixes import SHOW, make_fix
 from tests.support.guest import require_qemu, run_guest_tests
+from tests.support.userspace import HERE, userspace_bundles
 
 pytestmark = pytest.mark.guest
 
@@ -47,5 +49,8 @@ def test_update_path_in_guest(tmp_path: Path, kernel_release: str) -> None:
             ),
             LAB,
         )
+    # A userspace level too: `suture update` in the guest applies both.
+    userspace_bundles(out)
+    subprocess.run(["gcc", "-O2", "-o", out / "ungetwc_loop", HERE / "ungetwc_loop.c"], check=True)
     env = {"SUTURE_TEST_BUNDLES": str(out)}
     run_guest_tests(kernels.fetch(kernel_release), "tests/kernel/test_agent.py", env)

@@ -8,6 +8,7 @@ tests/kernel/test_built.py.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ from elftools.elf.elffile import ELFFile
 
 from suture import bundle
 from suture.builder import source
+from suture.builder.compile import compile_pair
+from suture.builder.differ import diff_objects
+from suture.builder.elfobj import ObjectFile
+from suture.builder.fix import Fix
 from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError, NoChangeError
 from suture.packages import kernels
@@ -157,6 +162,40 @@ EXT4_EDITS = [
         '\ttrace_ext4_sync_fs(sb, wait);\n\tpr_info("suture-ext4: sync_fs\\n");\n',
     )
 ]
+# ACPICA: every file defines its own _acpi_module_name (107 in vmlinux), told
+# apart by its contents; the patched code prints this file's.
+ACPI_EDITS = [
+    (
+        "\tACPI_FUNCTION_TRACE(acpi_evaluate_object);\n",
+        "\tACPI_FUNCTION_TRACE(acpi_evaluate_object);\n"
+        '\tpr_info_once("suture-acpi: %s evaluates %s\\n", _acpi_module_name,\n'
+        '\t\t     pathname ? pathname : "?");\n',
+    )
+]
+# ext4's inline directories: ext4_filetype_table, defined by ext4.h, is in ext4.ko
+# once per file that uses it, with the same bytes: the module's relocations tell.
+EXT4_INLINE_EDITS = [
+    (
+        "\tint dotdot_offset, dotdot_size, extra_offset, extra_size;\n\n",
+        "\tint dotdot_offset, dotdot_size, extra_offset, extra_size;\n\n"
+        '\tpr_info_once("suture-ext4-inline: dir type %u\\n", ext4_filetype_table[EXT4_FT_DIR]);\n',
+    )
+]
+# New code one file adds and another file of the same fix uses: a new global
+# function and a new global counter of fs/proc/cmdline.c (vmlinux).
+SHARED_CMDLINE = (
+    "fs/proc/cmdline.c",
+    [
+        (
+            "static int cmdline_proc_show",
+            "int suture_shared_seen;\n\nnoinline void suture_shared_note(const char *who)\n{\n"
+            '\tsuture_shared_seen++;\n\tpr_info("suture-shared: %s\\n", who);\n}\n\n'
+            "static int cmdline_proc_show",
+        ),
+        (SHOW, '\tseq_printf(m, "s%d:", suture_shared_seen);\n' + SHOW),
+    ],
+)
+SHARED_DECLARATION = "extern int suture_shared_seen;\nvoid suture_shared_note(const char *who);\n"
 # Fixes of several files: one module with a klp_object per patched object.
 MULTI_FILE = {
     "two_files": [
@@ -175,6 +214,43 @@ MULTI_FILE = {
         ("fs/proc/cmdline.c", [(SHOW, '\tseq_puts(m, "mx:");\n' + SHOW)]),
         ("net/802/mrp.c", MRP_EDITS),
     ],
+    # /proc/version calls the new function of cmdline.c and reads its new counter.
+    "shared_vmlinux": [
+        SHARED_CMDLINE,
+        (
+            "fs/proc/version.c",
+            [
+                (
+                    "static int version_proc_show",
+                    SHARED_DECLARATION + "static int version_proc_show",
+                ),
+                (
+                    "\tseq_printf(m, linux_proc_banner,",
+                    '\tsuture_shared_note("version");\n'
+                    '\tseq_printf(m, "v%d:", suture_shared_seen);\n'
+                    "\tseq_printf(m, linux_proc_banner,",
+                ),
+            ],
+        ),
+    ],
+    # A module's patched code calls the new function of vmlinux's part: one .ko.
+    "shared_module": [
+        SHARED_CMDLINE,
+        (
+            "net/bridge/netfilter/ebtable_filter.c",
+            [
+                (
+                    "static int frame_filter_table_init",
+                    SHARED_DECLARATION + "static int frame_filter_table_init",
+                ),
+                (
+                    "\treturn ebt_register_table(net, &frame_filter, ebt_ops_filter);",
+                    '\tsuture_shared_note("ebt");\n'
+                    "\treturn ebt_register_table(net, &frame_filter, ebt_ops_filter);",
+                ),
+            ],
+        ),
+    ],
 }
 # What the builder must list as changed (the manifest's functions), where the test checks it.
 CHANGED = {
@@ -187,6 +263,11 @@ CHANGED = {
 CHANGED_OBJECTS = {
     "two_files": {"vmlinux": ["cmdline_proc_show", "version_proc_show"]},
     "vmlinux_mrp": {"vmlinux": ["cmdline_proc_show"], "mrp": ["mrp_rcv"]},
+    "shared_vmlinux": {"vmlinux": ["cmdline_proc_show", "version_proc_show"]},
+    "shared_module": {
+        "vmlinux": ["cmdline_proc_show"],
+        "ebtable_filter": ["frame_filter_table_init"],
+    },
 }
 
 
@@ -207,6 +288,48 @@ def test_no_change_is_reported(
     )
     with pytest.raises(NoChangeError):
         build(BuildRequest(kernel_release, fix, tmp_path), LAB)
+
+
+# Big files with an #include added at the top: every __LINE__ and __COUNTER__
+# below moves (dynamic debug descriptors get other names, WARN and error helpers
+# other lines), and no code changes. With one real change beside the shift,
+# that function alone changes: (old, new, function).
+SHIFTED = {
+    "drivers/base/core.c": ('"DEVNAME=%s"', '"DEVNAME=%s "', "dev_uevent"),
+    "kernel/sched/core.c": ("task:%-15.15s state", "task:%-15.15s  state", "sched_show_task"),
+    "fs/ext4/inode.c": ("xattr delete (err %d)", "xattr delete (error %d)", "ext4_evict_inode"),
+    "net/ipv4/tcp.c": ("TCP_TX_DELAY enabled", "TCP_TX_DELAY on", "do_tcp_setsockopt"),
+    "mm/page_alloc.c": (
+        "page allocation failure: order:%u",
+        "page allocation failure: order %u",
+        "__alloc_pages_slowpath.constprop.0",
+    ),
+}
+
+
+def shift(tree: source.SourceTree, path: str) -> tuple[str, str]:
+    """An edit adding a header and a line below the file's first #include."""
+    first = re.search(r"^#include .*\n", (tree.path / path).read_text(), re.MULTILINE)
+    assert first is not None
+    return first[0], first[0] + "#include <linux/blktrace_api.h>\n/* moved */\n"
+
+
+@pytest.mark.parametrize("path", sorted(SHIFTED))
+def test_moved_lines_are_no_change(
+    tree: source.SourceTree, tmp_path: Path, path: str, kernel_release: str
+) -> None:
+    fix = make_fix(tree, path, shift(tree, path), out=tmp_path)
+    with pytest.raises(NoChangeError, match="compile the same"):
+        build(BuildRequest(kernel_release, fix, tmp_path), LAB)
+    old, new, function = SHIFTED[path]
+    fix = make_fix(tree, path, shift(tree, path), (old, new), out=tmp_path)
+    (pair,) = compile_pair(tree, fix, tmp_path / "objects")
+    diff = diff_objects(
+        ObjectFile.load(pair.original),
+        ObjectFile.load(pair.patched),
+        Fix.parse(fix.read_text()).files[path],
+    )
+    assert [c.name for c in diff.changed + diff.new] == [function]
 
 
 def test_code_the_configuration_leaves_out_is_no_change(
@@ -233,10 +356,12 @@ def test_init_code_is_refused(tree: source.SourceTree, tmp_path: Path, kernel_re
 def test_data_change_is_refused(
     tree: source.SourceTree, tmp_path: Path, kernel_release: str
 ) -> None:
+    # int_seq_ops is const, so it could be carried as a copy (ADR 14), but only
+    # proc_interrupts_init (boot code) uses it: the copy would reach nothing.
     fix = make_fix(tree, "fs/proc/interrupts.c", ("\t.stop  = int_seq_stop,\n", ""), out=tmp_path)
-    with pytest.raises(BuildError, match=r"changes existing data \(int_seq_ops\).*") as e:
+    with pytest.raises(BuildError, match=r"changes int_seq_ops, read-only data .*boot code") as e:
         build(BuildRequest(kernel_release, fix, tmp_path), LAB)
-    assert "shadow variables" in e.value.hint
+    assert "pre-patch callback" in e.value.hint
 
 
 def test_built_patches_in_guest(
@@ -255,6 +380,10 @@ def test_built_patches_in_guest(
     build(BuildRequest(kernel_release, ebt_fix, out, name="suture_t_ebt"), LAB)
     ext4_fix = make_fix(tree, "fs/ext4/super.c", *EXT4_EDITS, out=tmp_path)
     build(BuildRequest(kernel_release, ext4_fix, out, name="suture_t_ext4"), LAB)
+    acpi_fix = make_fix(tree, "drivers/acpi/acpica/nsxfeval.c", *ACPI_EDITS, out=tmp_path)
+    build(BuildRequest(kernel_release, acpi_fix, out, name="suture_t_acpi"), LAB)
+    inline_fix = make_fix(tree, "fs/ext4/inline.c", *EXT4_INLINE_EDITS, out=tmp_path)
+    build(BuildRequest(kernel_release, inline_fix, out, name="suture_t_ext4_inline"), LAB)
     with (out / "suture_t_ext4.ko").open("rb") as f:
         sections = {sec.name for sec in ELFFile(f).iter_sections()}
     assert "__jump_table" not in sections  # the tracepoint's key is read, not jumped on

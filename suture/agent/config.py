@@ -22,6 +22,7 @@ means the defaults), every key optional::
     registration_key = "srk_..."                  # enrols the host with the fleet server once
     host_id = ""                                  # the fleet's name for the host ("": machine id)
     metrics_file = ""                             # node exporter textfile ("": none written)
+    userspace = true                              # userspace levels (glibc, OpenSSL) too
 
 Then ``SUTURE_SERVER``, ``SUTURE_CHANNEL``, ``SUTURE_STATE_DIR``,
 ``SUTURE_TRUSTED_ROOT`` and ``SUTURE_REGISTRATION_KEY`` override the file,
@@ -90,6 +91,9 @@ class AgentConfig:
     host_id: str = ""  # how the fleet server knows this host; "": /etc/machine-id
     # A node exporter textfile collector file (*.prom) written after each cycle; "": none.
     metrics_file: str = ""
+    # Userspace levels (libraries of running processes) are looked up, applied,
+    # re-applied to new processes by the daemon, and reported.
+    userspace: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -214,6 +218,7 @@ PARSERS: dict[str, Callable[[str, object], Any]] = {
     "registration_key": _text,
     "host_id": _text,
     "metrics_file": _optional_path,
+    "userspace": _bool,
 }
 
 

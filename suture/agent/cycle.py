@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from suture.agent import metrics, report
 from suture.agent import state as agent_state
@@ -131,7 +131,7 @@ def run_cycle(
             result = check(config, kernel=kernel)
     except SutureError as e:
         error = e
-    if error is not None or (result is not None and result.outcome in CHANGED):
+    if error is not None or (result is not None and _changed(result)):
         check_in()  # says what came of it
     try:
         metrics.write(config, kernel)
@@ -139,6 +139,11 @@ def run_cycle(
         log.warning("%s", e.message)
         warnings.append(e.message)
     return CycleResult(result, error, tuple(warnings))
+
+
+def _changed(result: UpdateResult) -> bool:
+    """The host changed in this cycle: a level applied, removed or held, or a userspace level."""
+    return result.outcome in CHANGED or any(row.get("applied") for row in result.userspace)
 
 
 def run_update(
@@ -185,11 +190,36 @@ def run_update(
             )
             raise
         run.save(last_check=run.now, last_result=str(result.outcome), last_error=None)
+        if config.userspace and config.server:
+            result = replace(result, userspace=tuple(_userspace(config, run, log or _log_info)))
         return result
 
 
 def _log_warning(line: str) -> None:
     log.warning("%s", line)
+
+
+def _log_info(line: str) -> None:
+    log.info("%s", line)
+
+
+def _userspace(
+    config: AgentConfig, run: UpdateRun, say: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The userspace levels' part of the cycle; its failure leaves the kernel's result as it is."""
+    from suture.agent import userlevels  # noqa: PLC0415 - only hosts that run it pay for it
+
+    try:
+        rows = userlevels.update(config, run.session, say)
+    except SutureError as e:
+        log.warning("userspace levels: %s", e.message)
+        return [{"error": f"{e.code}: {e.message}"}]
+    for row in rows:  # a failure with one library build: the others went on
+        if "error" in row:
+            log.warning(
+                "userspace level of %s: %s", row.get("soname", row["build_id"]), row["error"]
+            )
+    return rows
 
 
 def check(

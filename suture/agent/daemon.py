@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from suture.agent import cycle, guard, report
 from suture.agent import state as agent_state
@@ -33,6 +34,10 @@ from suture.agent.outcome import ERROR
 from suture.errors import InternalError, SutureError
 
 log = logging.getLogger(__name__)
+
+
+def _info(line: str) -> None:
+    log.info("%s", line)
 
 
 class _StopRequestedError(Exception):
@@ -71,6 +76,7 @@ class Daemon:
         self._stop = threading.Event()
         self.cycles = 0
         self.failures = 0  # cycles in a row that ended in an unexpected error
+        self._reapply: Any = None  # userlevels.Reapply, once a userspace level exists
 
     def stop(self) -> None:
         """Ask the loop to end; safe from a signal handler."""
@@ -96,6 +102,8 @@ class Daemon:
                 self._wait()
         finally:
             sd_notify("STOPPING=1")
+            if self._reapply is not None:
+                self._reapply.close()
             self._mark_clean_stop()
             log.info("agent stopped")
 
@@ -127,6 +135,26 @@ class Daemon:
                     line += f", level {r.available} offered"
                 log.info("%s", line)
         sd_notify(f"STATUS={line[:200]}")
+        self._follow_new_processes()
+
+    def _follow_new_processes(self) -> None:
+        """Once a userspace level is live, patch processes as they start (a thread).
+
+        Like the cycle, it never ends the loop: a failure is logged, and the
+        next cycle's /proc scan patches what was missed.
+        """
+        if not (self.config.userspace and self.config.auto_update):
+            return
+        from suture.agent import userlevels  # noqa: PLC0415 - kernel-only hosts skip it
+
+        try:
+            if self._reapply is not None:
+                self._reapply.refresh()
+            elif userlevels.read(self.config.state_dir):
+                self._reapply = userlevels.Reapply(self.config.state_dir, _info)
+                self._reapply.start()
+        except Exception:
+            log.exception("following new processes failed; the next cycle scans /proc again")
 
     def _record(self, error: SutureError) -> None:
         """Keep an unexpected failure in the state and tell the fleet server; neither may fail."""

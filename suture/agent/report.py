@@ -1,7 +1,7 @@
 """The agent's check-in: what this host runs and how its last cycle went; the server's answer.
 
-The body is the server's check-in format 2 (:mod:`suture.server.checkin`
-validates it; this module must not import the server). The host speaks with
+The body is check-in format 2 and the answer a directive, both defined in
+:mod:`suture.contract` (this module must not import the server). The host speaks with
 its own token, which it gets once by enrolling with the registration key from
 its configuration, and keeps in ``state_dir/host-token`` (mode 0600). The
 answer carries the fleet's *directive* for this host: the highest level it
@@ -18,7 +18,7 @@ import json
 import re
 import socket
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -29,27 +29,21 @@ from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
 from suture.agent.state import AgentState
+from suture.contract.checkin import MAX_ERROR, MAX_FUNCTIONS
+from suture.contract.directive import Directive, parse_directive
+from suture.contract.enrolment import CHECKIN_PATH, REGISTER_PATH
 from suture.errors import AgentStateError
 from suture.fsutil import atomic_write
 from suture.kernel.identity import KernelIdentity
 
-CHECKIN_PATH = "/api/v1/checkin"
-REGISTER_PATH = "/api/v1/register"
+__all__ = ["CHECKIN_PATH", "REGISTER_PATH", "TOKEN_NAME", "Directive", "checkin", "exchange"]
+
 TOKEN_NAME = "host-token"  # noqa: S105 - a file name
 MACHINE_ID = Path("/etc/machine-id")
-MAX_ERROR = 4096  # characters the server keeps of last_error
-MAX_FUNCTIONS = 512  # the server's limit
 MAX_ANSWER = 64 << 10  # bytes of a server's answer the agent reads
 # What a bearer token may hold (RFC 6750's b64token): never a space or a control character.
 TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
-
-
-@dataclass(frozen=True)
-class Directive:
-    """The fleet server's word on this host: a cap on its level, and whether to go down to it."""
-
-    max_level: int | None
-    unroll: bool
+MAX_LIBRARIES = 32  # userspace rows in one check-in (a host runs a handful of library builds)
 
 
 def host_id(machine_id: Path = MACHINE_ID) -> str:
@@ -113,6 +107,19 @@ def checkin(
     return body
 
 
+def with_userspace(body: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The check-in in format 3: format 2 plus ``userspace``, one row per library build.
+
+    Each row: ``soname``, ``build_id``, ``level``, ``name``, ``cves``, ``state``
+    (``patched``: every process of that build; ``partial``: some processes
+    still run the old code, so its CVEs are fixed only in part; ``unpatched``)
+    and ``processes`` (``patched``, ``unpatched``, ``failed`` counts and
+    ``refused`` counts by reason). A server that reads only formats 1 and 2
+    refuses it; :func:`_checkin` then sends format 2 without the field.
+    """
+    return {**body, "format": 3, "userspace": rows[:MAX_LIBRARIES]}
+
+
 def _error_text(state: AgentState) -> str:
     if state.held is not None:
         return f"level {state.held.level} is held: {state.held.reason}"
@@ -143,6 +150,11 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
         host=config.host_id,
         refused=kernel.refused(),
     )
+    if config.userspace:
+        from suture.agent import userlevels  # noqa: PLC0415 - a small module, no userspace import
+
+        if user := userlevels.checkin_rows(config.state_dir):
+            body = with_userspace(body, user)
     answer, failure = _checkin(config, body)
     try:
         with agent_state.locked(config.state_dir):
@@ -160,13 +172,7 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
 
 
 def _directive(answer: dict[str, Any] | None) -> Directive | None:
-    data = (answer or {}).get("directive")
-    if not isinstance(data, dict):
-        return None
-    cap = data.get("max_level")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 0):
-        return None  # a malformed answer changes nothing
-    return Directive(cap, data.get("unroll") is True)
+    return parse_directive(answer)  # a malformed answer changes nothing
 
 
 def endpoint(config: AgentConfig) -> str | None:
@@ -189,6 +195,10 @@ def _checkin(config: AgentConfig, body: dict[str, Any]) -> tuple[dict[str, Any] 
         if failure:
             return None, failure
     status, answer, failure = _post(config, CHECKIN_PATH, body, token)
+    if status == 400 and body.get("format") == 3 and "format" in (failure or ""):
+        # A server older than the userspace field: the kernel's part still gets through.
+        body = {k: v for k, v in body.items() if k != "userspace"} | {"format": 2}
+        status, answer, failure = _post(config, CHECKIN_PATH, body, token)
     if status == 401 and config.registration_key:  # the token was replaced or lost: enrol again
         token, failure = _enrol(config)
         if failure:

@@ -66,6 +66,7 @@ class UpdateResult:
     sticky_level: int | None = None
     tested: str = ""  # the offered level's signed test result ("": no offer, or not known)
     withdrawn: int = 0  # a live level the repository yanked, which this run left (0: none)
+    userspace: tuple[dict[str, Any], ...] = ()  # per library build (suture.agent.userlevels.rows)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -84,6 +85,7 @@ class UpdateResult:
             "sticky_level": self.sticky_level,
             "tested": self.tested or None,
             "withdrawn": self.withdrawn or None,
+            **({"userspace": list(self.userspace)} if self.userspace else {}),
         }
 
 

@@ -10,10 +10,17 @@ is carried in turn and its own callers looked at, a few levels up. Callers
 in other files of vmlinux (found in the build's image) are handed back as
 ``outside``: the pipeline compiles their files and patches them too.
 
+A pointer to it stored in data (an ops table, a notifier block) is a
+*slot*: where the running kernel may write it with one aligned 8-byte
+store, the patch redirects it to the carried copy at patch time and puts
+it back at unpatch (slots.py, patch_runtime.py); any other stored pointer
+is refused, named (read-only, ``__ro_after_init``, boot-time or per-CPU
+data, a 4-byte field).
+
 Some ways into the old code cannot pass through a patched function:
 
-- its address is taken (an ops table, a function pointer, a static call
-  key): calls through the pointer reach the old code;
+- its address is taken in code (a function pointer handed out, a static
+  call key): calls through the pointer reach the old code;
 - it is exported: modules may call it;
 - a caller with no ftrace entry is too far up, or in another file;
 - a global function of a module: its other files are not searched.
@@ -58,7 +65,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from suture.builder import sections
+from suture.builder import sections, slots
 from suture.builder.elfobj import (
     ObjectFile,
     Rela,
@@ -97,12 +104,15 @@ class Reference:
     where: str
     kind: RefKind
     has_fentry: bool = False  # the referring function can be redirected
-    address: int = 0  # where the referring function starts in the image (outside refs)
+    address: int = 0  # where the referring function or object starts in the image
+    slot: slots.Slot | None = None  # a pointer stored in data: where, and in what memory
 
     def describe(self) -> str:
         """Words for a refusal message."""
         if self.kind is RefKind.EXPORT:
             return "it is exported, so modules may call the old code"
+        if self.kind is RefKind.ADDRESS and self.slot is not None:
+            return f"its address is stored in {self.slot.describe()}"
         if self.kind is RefKind.ADDRESS and self.where.endswith(")"):
             return f"code patched in at boot calls it ({self.where}), and stays old"
         if self.kind is RefKind.ADDRESS:
@@ -131,16 +141,25 @@ class CallerPlan:
     # copies compiled without sibling calls (so their frame stays): see plan_callers.
     framed: list[str] = field(default_factory=list)
     fixed_reach: bool = False  # a changed function with an ftrace entry calls carried code
+    # Pointers stored in data, redirected to the carried copy at patch time:
+    # (slot, carried function it points to).
+    slots: list[tuple[slots.Slot, str]] = field(default_factory=list)
 
     @property
     def reached(self) -> bool:
-        """Some way into the carried code passes through a patched function."""
-        return bool(self.patched or self.framed or self.fixed_reach)
+        """Some way into the carried code passes through a patched function or slot."""
+        return bool(self.patched or self.framed or self.fixed_reach or self.slots)
 
 
 def has_fentry(obj: ObjectFile, sec: Section) -> bool:
     """The function in ``sec`` starts with a ``call __fentry__`` (after an endbr64)."""
-    return any(r.offset <= 4 and obj.symbols[r.sym].name == "__fentry__" for r in sec.relas)
+    from suture.builder.differ import FENTRY_REACH  # noqa: PLC0415 - differ imports callers
+
+    start = sec.start
+    return any(
+        start <= r.offset <= start + FENTRY_REACH and obj.symbols[r.sym].name == "__fentry__"
+        for r in sec.relas
+    )
 
 
 def _named(obj: ObjectFile, rela: Rela) -> Symbol | None:
@@ -199,7 +218,8 @@ class _Graph:
             # labels (a switch, a computed goto): only that function jumps there.
             if _offset_in(self.obj, rela, target) != 0:
                 return None
-            return Reference(owner.name if owner else sec.name, RefKind.ADDRESS)
+            slot = slots.object_slot(self.obj, sec, rela, owner)
+            return Reference(owner.name if owner else sec.name, RefKind.ADDRESS, slot=slot)
         where = owner.name.removesuffix(".cold") if owner else sec.name
         kind = branch_kind(sec, rela)
         if kind is not RefKind.ADDRESS and sec.name.startswith(_INIT_TEXT) and self.vmlinux:
@@ -214,10 +234,15 @@ class _Graph:
 
 
 def _offset_in(obj: ObjectFile, rela: Rela, target: Symbol) -> int:
-    """Where in ``target`` a relocation points."""
+    """Where in ``target`` a relocation of data points.
+
+    In data a PC-relative field (a PREL32 table entry, ``.long f - .``) counts
+    from where it is stored, so its addend alone is the offset, as for an
+    absolute pointer; there is no instruction end to add.
+    """
     sym = obj.symbols[rela.sym]
     base = 0 if sym.type == SymType.SECTION else sym.value
-    return base + target_offset(rela) - target.value
+    return base + rela.addend - target.value
 
 
 class _Planner:
@@ -239,6 +264,7 @@ class _Planner:
         self.complete = complete
         self.plan = CallerPlan()
         self.pointers: list[tuple[list[str], Reference]] = []  # address taken in this object
+        self.bad_slots: list[tuple[list[str], slots.Slot]] = []  # stored where none can redirect
 
     def carry(self, name: str, path: list[str], fixed: set[str]) -> None:
         """Carry ``name`` and make sure each of its callers is patched or carried."""
@@ -259,7 +285,9 @@ class _Planner:
     def follow(self, ref: Reference, name: str, path: list[str], fixed: set[str]) -> None:
         """Make the path through ``ref`` into ``name`` pass through a patched function."""
         caller = ref.where
-        if ref.kind in (RefKind.EXPORT, RefKind.ADDRESS):
+        if ref.slot is not None:
+            self.redirect(ref.slot, name, path)
+        elif ref.kind in (RefKind.EXPORT, RefKind.ADDRESS):
             if ref.kind is RefKind.ADDRESS and caller in self.orig.functions:
                 self.pointers.append((path, ref))  # checked once the plan is whole
             self.leave(path, ref.describe())
@@ -269,6 +297,20 @@ class _Planner:
             self.elsewhere(ref, name, path)
         else:
             self.reach(ref, name, path, fixed)
+
+    def redirect(self, slot: slots.Slot, name: str, path: list[str]) -> None:
+        """A pointer to ``name`` stored in data: redirected at patch time, or refused."""
+        if slot.boot_call:
+            return  # called once at boot, as from __init code
+        if slot.why_not():
+            self.bad_slots.append((path, slot))
+        elif (slot, name) not in self.plan.slots:
+            self.plan.slots.append((slot, name))
+
+    def check_slots(self) -> None:
+        """Refuse the stored pointers that cannot be redirected, all of them named."""
+        if self.bad_slots:
+            slots.refuse_slots(self.bad_slots[0][0], [s for _, s in self.bad_slots])
 
     def reach(self, ref: Reference, name: str, path: list[str], fixed: set[str]) -> None:
         """A caller in this object: patched if it can be, carried in turn if not."""
@@ -407,6 +449,7 @@ def plan_callers(
         )
         for name in no_fentry:
             planner.carry(name, [name], fixed)
+        planner.check_slots()
         planner.check_pointers(fixed)
         planner.check_old_reach(fixed)
         plan = planner.plan
@@ -416,7 +459,8 @@ def plan_callers(
 
     # Carrying a tail-jumping caller keeps every task consistent; framing it
     # (its copy calls instead of jumping) is only tried when carrying leaves
-    # ways in old, and kept when it leaves fewer.
+    # ways in old or pointers to redirect, and kept when it leaves fewer
+    # (a redirected pointer keeps the module loaded for good: ADR 14).
     try:
         plan = attempt(frame_jumps=False)
     except BuildError as first:
@@ -426,12 +470,13 @@ def plan_callers(
             if _OLD_REACH in second.message:  # say why framing did not help either
                 raise BuildError(f"{first.message}; {second.message}", hint=first.hint) from None
             raise first from None
-    if plan.unpatched:
+    if plan.unpatched or plan.slots:
         try:
             framed = attempt(frame_jumps=True)
         except BuildError:
             return plan
-        if framed.framed and len(framed.unpatched) < len(plan.unpatched):
+        cost = (len(framed.unpatched), len(framed.slots))
+        if framed.framed and cost < (len(plan.unpatched), len(plan.slots)):
             return framed
     return plan
 

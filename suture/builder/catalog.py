@@ -137,7 +137,9 @@ def load(tree: SourceTree) -> Catalog:
             if cached is not None:
                 return cached
         proc = subprocess.run(
-            ["make", "-n", "-k", "-C", str(tree.path), f"CC={tree.cc}", "vmlinux", "modules"],
+            tree.wrap(
+                ["make", "-n", "-k", "-C", str(tree.path), f"CC={tree.cc}", "vmlinux", "modules"]
+            ),
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         catalog = parse_dry_run(proc.stdout)

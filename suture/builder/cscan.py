@@ -17,6 +17,7 @@ data the running kernel already has, and is refused.
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +78,9 @@ class Item:
         context: the ``#if`` lines it sits in, outermost first.
         mentions: the identifiers it uses (keywords left out).
         line: where it starts (1-based).
+        calls: the identifiers it uses followed by ``(`` (a function-like
+            macro is used only so: ``u32 signalled;`` is a field, not a use).
+        function_like: a macro with parameters.
     """
 
     kind: Kind
@@ -85,6 +89,8 @@ class Item:
     context: tuple[str, ...]
     mentions: frozenset[str]
     line: int
+    calls: frozenset[str] = frozenset()
+    function_like: bool = False
 
     @property
     def key(self) -> tuple[Kind, str]:
@@ -113,12 +119,22 @@ def _tokens(text: str) -> Iterator[_Tok]:
         line += value.count("\n")
 
 
+def _blank_comment(match: re.Match[str]) -> str:
+    """A comment as one space, keeping its line breaks, continued ones continued.
+
+    A comment inside a macro spans lines that end in a backslash: the macro
+    goes on after it, as the preprocessor (which drops comments after
+    joining continued lines) sees it.
+    """
+    if match.lastgroup != "comment":
+        return match.group()
+    lines = match.group().split("\n")
+    return " " + "".join("\\\n" if line.endswith("\\") else "\n" for line in lines[:-1])
+
+
 def _logical_lines(text: str) -> list[tuple[int, str]]:
     """Source lines with continuations joined and comments removed: (first line, text)."""
-    stripped = _TOKEN.sub(
-        lambda m: " " * 1 + "\n" * m.group().count("\n") if m.lastgroup == "comment" else m.group(),
-        text,
-    )
+    stripped = _TOKEN.sub(_blank_comment, text)
     out = []
     pending = ""
     start = 0
@@ -159,8 +175,13 @@ class _Scanner:
         self.context: list[str] = []
         self.current: list[_Tok] = []
         self.depth = 0
+        # ``NAME(...)`` just closed at top level: a macro used without a ";"
+        # (DEFINE_LOCK_GUARD_0(...)) ends there unless a body or ";" follows.
+        self.invoked = False
 
     def directive(self, number: int, line: str, word: str, rest: str) -> None:
+        if self.invoked:
+            self.end()
         if self.current or self.depth:
             self.current.append(_Tok("directive", " ".join(line.split()), number))
         elif word in _CONDITIONALS:
@@ -171,6 +192,9 @@ class _Scanner:
     def code(self, number: int, line: str) -> None:
         for raw in _tokens(line):
             tok = _Tok(raw.kind, raw.text, number)
+            if self.invoked and tok.text not in _INVOCATION_GOES_ON:
+                self.end()
+            self.invoked = False
             self.current.append(tok)
             if tok.kind != "punct":
                 continue
@@ -180,14 +204,31 @@ class _Scanner:
                 self.depth = max(self.depth - 1, 0)
                 if tok.text == "}" and self.depth == 0 and not _continues(self.current):
                     self.end()
+                elif tok.text == ")" and self.depth == 0:
+                    self.invoked = _invocation(self.current)
             elif tok.text == ";" and self.depth == 0:
                 self.end()
 
     def end(self) -> None:
+        self.invoked = False
         # A lone ";" after a function body is no item.
         if self.current and [t.text for t in self.current] != [";"]:
             self.items.append(_classify(self.current, tuple(self.context)))
         self.current = []
+
+
+# What may follow ``NAME(...)`` in the same item: a body, its end, an initializer.
+_INVOCATION_GOES_ON = frozenset({"{", ";", ",", "=", "__attribute__", "__aligned"})
+
+
+def _invocation(toks: list[_Tok]) -> bool:
+    """``toks`` are ``NAME ( ... )`` and nothing else: a macro used at top level."""
+    return (
+        len(toks) >= 3
+        and toks[0].kind == "ident"
+        and toks[1].text == "("
+        and (toks[0].text not in _KEYWORDS)
+    )
 
 
 def _track(context: list[str], word: str, rest: str) -> None:
@@ -206,8 +247,21 @@ def _directive(word: str, rest: str, context: tuple[str, ...], line: int) -> Ite
     if word == "define":
         match = _DEFINE.match(rest)
         name = match.group(1) if match else ""
-        return Item(Kind.MACRO, name, text, context, _mentions(rest, skip=name), line)
+        toks = [t for t in _tokens(rest) if t.kind != "newline"]
+        return Item(
+            Kind.MACRO, name, text, context, _mentions(rest, skip=name), line,
+            calls=_calls(toks) - {name}, function_like=bool(match and match.group(2)),
+        )  # fmt: skip
     return Item(Kind.DIRECTIVE, f"#{word} {rest}".strip(), text, context, frozenset(), line)
+
+
+def _calls(toks: list[_Tok]) -> frozenset[str]:
+    """Identifiers followed by an opening parenthesis."""
+    return frozenset(
+        a.text
+        for a, b in itertools.pairwise(toks)
+        if a.kind == "ident" and b.text == "(" and a.text not in _KEYWORDS
+    )
 
 
 def _mentions(text: str, skip: str = "") -> frozenset[str]:
@@ -234,7 +288,8 @@ def _classify(toks: list[_Tok], context: tuple[str, ...]) -> Item:
     text = " ".join(t.text for t in toks)
     mentions = frozenset(t.text for t in code if t.kind == "ident" and t.text not in _KEYWORDS)
     kind, name = _kind_and_name(code, [t.text for t in code]) if code else (Kind.DIRECTIVE, "")
-    return Item(kind, name, text, context, mentions - {name}, toks[0].line)
+    calls = _calls(code) - {name}
+    return Item(kind, name, text, context, mentions - {name}, toks[0].line, calls=calls)
 
 
 def _kind_and_name(toks: list[_Tok], words: list[str]) -> tuple[Kind, str]:
@@ -267,6 +322,9 @@ def _aggregate(toks: list[_Tok], words: list[str], brace: int) -> tuple[Kind, st
 
 def _declaration(toks: list[_Tok], words: list[str]) -> tuple[Kind, str]:
     """A prototype, a variable, or a macro used at top level."""
+    initialized = "=" in words and ("(" not in words or words.index("=") < words.index("("))
+    if initialized:  # a variable: the name before its initializer (or array size)
+        return Kind.DECLARATION, _declared(toks)
     if "(" in words and words[-1:] == [";"]:
         paren = words.index("(")
         name = words[paren - 1] if paren > 0 else ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from suture.builder.elfobj import (
     ObjectFile,
@@ -41,6 +42,16 @@ _MAX_LINE = 1 << 20
 _LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")
 _LINE_NAMED = re.compile(r"^(__UNIQUE_ID_\w*?|__BTF_ID__\w*?__)\d+$")
 _INIT_SECTIONS = (".init.text", ".exit.text", ".head.text")
+# The ftrace call's displacement is 1 byte into a function, or 5 after an endbr64 (IBT).
+FENTRY_REACH = 9
+# Shared sections whose objects are compared one by one (``__read_mostly``,
+# ``__ro_after_init``, ``__initdata``, section attributes): data, not metadata.
+_SHARED_DATA = (".data", ".rodata", ".init.data", ".init.rodata")
+_SHT_NOBITS = 8
+_SHF_MERGE = 0x10
+_SITE_DEPTH = 3  # per-site statics followed from code: a descriptor, then its __func__
+
+_T = TypeVar("_T")
 
 
 def mangle(name: str) -> str:
@@ -49,8 +60,10 @@ def mangle(name: str) -> str:
     ``foo.isra.0`` -> ``foo.isra``; ``__key.264`` -> ``__key``;
     ``__UNIQUE_ID_ddebug372`` -> ``__UNIQUE_ID_ddebug``.
     """
-    name = _LINE_NAMED.sub(r"\1", name)
-    return re.sub(r"\.\d+", "", name)
+    # GCC's ".N" suffixes first: a descriptor is ``__UNIQUE_ID_ddebug473.50``,
+    # and its counter only ends the name once they are gone.
+    name = re.sub(r"\.\d+", "", name)
+    return _LINE_NAMED.sub(r"\1", name)
 
 
 @dataclass(frozen=True)
@@ -84,8 +97,8 @@ class DiffResult:
 
 
 def _pairs(
-    orig: dict[str, Section], patched: dict[str, Section]
-) -> Iterator[tuple[str, Section | None, Section | None]]:
+    orig: dict[str, _T], patched: dict[str, _T]
+) -> Iterator[tuple[str, _T | None, _T | None]]:
     """Correlate by exact name first, then clones by mangled name in order."""
     left = dict(orig)
     right = dict(patched)
@@ -116,10 +129,9 @@ class _Side:
         sym = self.obj.symbols[rela.sym]
         offset = target_offset(rela)
         sec = self.obj.symbol_section(sym)
-        if sec is not None and not sec.is_text:
-            by_content = self._content(sym, sec, offset)
-            if by_content is not None:
-                return by_content
+        pooled = self._pooled(sec, offset + sym.value) if sec is not None else None
+        if pooled is not None:
+            return pooled
         if sym.type != SymType.SECTION:
             return ("sym", mangle(sym.name), rela.addend)
         if sec is None:
@@ -131,21 +143,39 @@ class _Side:
             return ("sym", mangle(inner.name), rela.addend - inner.value)
         return ("sec", mangle(sec.name), rela.addend)
 
-    def _content(self, sym: Symbol, sec: Section, offset: int) -> tuple[object, ...] | None:
-        """What a reference into merged data points at, when its name or offset cannot tell.
+    def _pooled(self, sec: Section, start: int) -> tuple[object, ...] | None:
+        """A string or constant of a merged section, by its contents; None elsewhere.
 
-        A string is compared by its text, whether reached through the section
-        symbol or a local label (.LC0) in it: offsets move when strings change.
-        A constant GCC keeps in a mergeable section (.rodata.cst8), under a
-        numbered label or through the section, by its bytes: numbers and
-        offsets shift when other constants come or go.
+        They are reached through the section symbol or a local label (``.LC5``)
+        whose offset and number move whenever the fix adds a string or constant
+        above them.
         """
-        start = sym.value + offset
         if sec.is_strings:
-            return ("str", _LINE_IN_STRING.sub(r"\1:LINE", self.obj.string_at(sec, start)))
-        if sec.entsize and (sym.name.startswith(".L") or sym.type == SymType.SECTION):
-            return ("const", sec.entsize, sec.data[start : start + sec.entsize])
+            text = self.obj.string_at(sec, start)
+            return ("str", _LINE_IN_STRING.sub(r"\1:LINE", text))
+        if sec.flags & _SHF_MERGE and sec.entsize:  # .rodata.cst2, .rodata.cst16 ...
+            return ("const", sec.data[start : start + sec.entsize])
         return None
+
+    def site_object(self, rela: Rela) -> tuple[Symbol, _Code] | None:
+        """The per-site static a relocation points at, with its contents; else None.
+
+        Per-site statics (a dynamic debug descriptor, ``__func__``, a ratelimit
+        state, a ``WARN_ONCE`` flag, a switch table) are copied with the code
+        that uses them, so their contents are part of that code: they are
+        compared with it, not by name only.
+        """
+        sym = self.obj.symbols[rela.sym]
+        sec = self.obj.symbol_section(sym)
+        if sec is None or sec.is_strings:
+            return None
+        if sym.type == SymType.SECTION:
+            named = sec.symbol or self.obj.symbol_at(sec, target_offset(rela))
+        else:
+            named = sym
+        if named is None or named.type != SymType.OBJECT or not SPECIAL_STATIC.match(named.name):
+            return None
+        return named, _object_code(sec, named)
 
     def target_name(self, rela: Rela) -> str:
         kind, *rest = self.target(rela)
@@ -153,7 +183,8 @@ class _Side:
 
     def has_fentry(self, relas: list[Rela], start: int = 0) -> bool:
         return any(
-            start <= r.offset <= start + 4 and self.target_name(r) == "__fentry__" for r in relas
+            start <= r.offset <= start + FENTRY_REACH and self.target_name(r) == "__fentry__"
+            for r in relas
         )
 
 
@@ -174,38 +205,97 @@ class _Code:
     relas: list[Rela]
 
 
-def _compare_code(a: _Side, code_a: _Code, b: _Side, code_b: _Code) -> str:
-    """Empty when the code is the same, "line" when only __LINE__ moved, else a reason."""
+def _object_code(sec: Section, sym: Symbol) -> _Code:
+    """The bytes and relocations of one object of a section, offsets relative to its start."""
+    end = sym.value + sym.size
+    data = bytes(sym.size) if sec.type_num == _SHT_NOBITS else sec.data[sym.value : end]
+    relas = [
+        Rela(r.offset - sym.value, r.type, r.sym, r.addend)
+        for r in sec.relas
+        if sym.value <= r.offset < end
+    ]
+    return _Code(data, relas)
+
+
+def _compare_code(
+    a: _Side, code_a: _Code, b: _Side, code_b: _Code, *, data: bool = False, depth: int = 0
+) -> str:
+    """Empty when the code is the same, "line" when only __LINE__ moved, else a reason.
+
+    ``data``: the bytes are an object's, where a line number may share a word
+    with other bit fields (a dynamic debug descriptor's ``lineno:18``).
+    """
     a_data, a_relas, b_data, b_relas = code_a.data, code_a.relas, code_b.data, code_b.relas
     if len(a_data) != len(b_data):
         return f"size {len(a_data)} -> {len(b_data)}"
+    refs = _compare_refs(a, a_relas, b, b_relas, depth)
+    if refs not in ("", "line"):
+        return refs
+    ma, mb = _masked(a_data, a_relas), _masked(b_data, b_relas)
+    if ma == mb:
+        # A line moved only in per-site data (a descriptor): the code itself,
+        # which is all the patch would replace, is the same.
+        return refs if data else ""
+    diffs = [i for i in range(len(ma)) if ma[i] != mb[i]]
+    if all(_is_line_immediate(ma, mb, i, a.lines, fields=data) for i in diffs):
+        return "line"
+    return f"{'data' if data else 'code'} differs at +{diffs[0]:#x}"
+
+
+def _compare_refs(a: _Side, a_relas: list[Rela], b: _Side, b_relas: list[Rela], depth: int) -> str:
+    """Compare relocations in order: "" or "line" when they point at the same things."""
     if len(a_relas) != len(b_relas):
         return "different references"
+    verdict = ""
     for ra, rb in zip(a_relas, b_relas, strict=True):
         if ra.offset != rb.offset or ra.type != rb.type or a.target(ra) != b.target(rb):
             return f"reference at +{ra.offset:#x} differs"
-    ma, mb = _masked(a_data, a_relas), _masked(b_data, b_relas)
-    if ma == mb:
+        site = _compare_site(a, ra, b, rb, depth)
+        if site not in ("", "line"):
+            return site
+        verdict = verdict or site
+    return verdict
+
+
+def _compare_site(a: _Side, ra: Rela, b: _Side, rb: Rela, depth: int) -> str:
+    """Compare the per-site statics two correlated relocations point at ("" if none)."""
+    if depth >= _SITE_DEPTH:
         return ""
-    diffs = [i for i in range(len(ma)) if ma[i] != mb[i]]
-    if all(_is_line_immediate(ma, mb, i, a.lines) for i in diffs):
-        return "line"
-    return f"code differs at +{diffs[0]:#x}"
+    site_a, site_b = a.site_object(ra), b.site_object(rb)
+    if site_a is None or site_b is None:
+        return "" if site_a is site_b else f"reference at +{ra.offset:#x} differs"
+    verdict = _compare_code(a, site_a[1], b, site_b[1], data=True, depth=depth + 1)
+    if verdict in ("", "line"):
+        return verdict
+    return f"{site_a[0].name}, used at +{ra.offset:#x}, differs ({verdict})"
 
 
-def _is_line_immediate(ma: bytearray, mb: bytearray, pos: int, lines: Sequence[LineMap]) -> bool:
+def _is_line_immediate(
+    ma: bytearray, mb: bytearray, pos: int, lines: Sequence[LineMap], *, fields: bool = False
+) -> bool:
     """``pos`` lies in a 32-bit constant that moved exactly as the fix moved that line.
 
     ``__LINE__`` passed to WARN, might_sleep or a filesystem's error helper
     changes when code above it moves; the fix's own line map says where each
     old line went, so ``L -> new_line(L)`` is a moved line number, and any
-    other change of a constant is a real change.
+    other change of a constant is a real change. With ``fields``, the line
+    may be the low bits of a word whose other bits stay (a bit field).
     """
     for start in range(max(0, pos - 3), min(pos, len(ma) - 4) + 1):
         old = int.from_bytes(ma[start : start + 4], "little")
         new = int.from_bytes(mb[start : start + 4], "little")
-        if old != new and 0 < old < _MAX_LINE and any(m.new_line(old) == new for m in lines):
-            return True
+        if old == new:
+            continue
+        widths = range((old ^ new).bit_length(), 33) if fields else (32,)
+        for width in widths:
+            mask = (1 << width) - 1
+            low_old, low_new = old & mask, new & mask
+            if (
+                old >> width == new >> width
+                and 0 < low_old < _MAX_LINE
+                and any(m.new_line(low_old) == low_new for m in lines)
+            ):
+                return True
     return False
 
 
@@ -217,7 +307,7 @@ def _function_result(
         return  # removed: nothing calls it in the new code, the old copy stays
     if sa is None:
         result.new.append(
-            FunctionChange(name, "new", sb.name, len(sb.data), has_fentry=True, reason="new")
+            FunctionChange(name, "new", sb.name, sb.code_size, has_fentry=True, reason="new")
         )
         return
     verdict = _compare_code(a, _Code(sa.data, sa.relas), b, _Code(sb.data, sb.relas))
@@ -226,7 +316,12 @@ def _function_result(
     elif verdict:
         result.changed.append(
             FunctionChange(
-                name, "changed", sa.name, len(sa.data), a.has_fentry(sa.relas), reason=verdict
+                name,
+                "changed",
+                sa.name,
+                sa.code_size,
+                a.has_fentry(sa.relas, sa.start),
+                reason=verdict,
             )
         )
 
@@ -241,23 +336,12 @@ def _unbundled_functions(obj: ObjectFile) -> dict[str, tuple[Section, Symbol]]:
     return found
 
 
-def _slice(sec: Section, sym: Symbol) -> _Code:
-    """One function of a shared section, offsets made relative to its start."""
-    end = sym.value + sym.size
-    relas = [
-        Rela(r.offset - sym.value, r.type, r.sym, r.addend)
-        for r in sec.relas
-        if sym.value <= r.offset < end
-    ]
-    return _Code(sec.data[sym.value : end], relas)
-
-
 def _compare_unbundled(a: _Side, b: _Side, result: DiffResult) -> None:
     ua, ub = _unbundled_functions(a.obj), _unbundled_functions(b.obj)
     for name, (sec, sym) in ua.items():
         if name not in ub:
             continue
-        verdict = _compare_code(a, _slice(sec, sym), b, _slice(*ub[name]))
+        verdict = _compare_code(a, _object_code(sec, sym), b, _object_code(*ub[name]))
         if verdict and verdict != "line":
             why = (
                 "__init/__exit code runs once and is freed; it cannot be live patched"
@@ -282,14 +366,42 @@ def _data_objects(obj: ObjectFile) -> dict[str, Section]:
     }
 
 
+def _unbundled_data(obj: ObjectFile) -> dict[str, tuple[Section, Symbol]]:
+    """Objects that share a data section with others, by name."""
+    found = {}
+    for sym in obj.symbols:
+        sec = obj.symbol_section(sym)
+        if (
+            sym.type == SymType.OBJECT
+            and sym.size
+            and sec is not None
+            and sec.symbol is not sym
+            and sec.name.startswith(_SHARED_DATA)
+            and not sec.is_strings
+            and not sym.name.startswith(".L")
+            and not SPECIAL_STATIC.match(sym.name)
+        ):
+            found[sym.name] = (sec, sym)
+    return found
+
+
 def _compare_data(a: _Side, b: _Side, result: DiffResult) -> None:
     for name, da, db in _pairs(_data_objects(a.obj), _data_objects(b.obj)):
         _note_rename(result, da, db)
         if da is None:
             result.new_data.append(name)
         elif db is not None and _compare_code(
-            a, _Code(da.data, da.relas), b, _Code(db.data, db.relas)
-        ):
+            a, _Code(da.data, da.relas), b, _Code(db.data, db.relas), data=True
+        ) not in ("", "line"):
+            # Only a moved __LINE__ in data (a site table) is no change: the
+            # kernel's copy goes with the code the kernel runs.
+            result.changed_data.append(name)
+    # A change inside a shared section (a __read_mostly struct, say) is a change
+    # of that object: without this it would go unnoticed.
+    for name, ua, ub in _pairs(_unbundled_data(a.obj), _unbundled_data(b.obj)):
+        if ua is None or ub is None:
+            continue
+        if _compare_code(a, _object_code(*ua), b, _object_code(*ub), data=True) not in ("", "line"):
             result.changed_data.append(name)
 
 
@@ -304,7 +416,7 @@ def _fold_cold_parts(result: DiffResult, a: _Side, functions: dict[str, Section]
             names.add(parent)
             result.changed.append(
                 FunctionChange(
-                    parent, "changed", sec.name, len(sec.data), a.has_fentry(sec.relas),
+                    parent, "changed", sec.name, sec.code_size, a.has_fentry(sec.relas, sec.start),
                     reason=f"its cold part changed ({cold.reason})",
                 )
             )  # fmt: skip

@@ -109,6 +109,21 @@ class Section:
         return bool(self.flags & SHF_EXECINSTR)
 
     @property
+    def start(self) -> int:
+        """Where its function starts: after the padding kernels from 6.2 put before each one.
+
+        ``CONFIG_CALL_PADDING`` (``-fpatchable-function-entry=16,16``) puts 16
+        NOPs at the start of the section and the symbol after them; on 6.1 the
+        function starts the section.
+        """
+        return self.symbol.value if self.symbol is not None else 0
+
+    @property
+    def code_size(self) -> int:
+        """The size of its function, padding left out."""
+        return len(self.data) - self.start
+
+    @property
     def is_strings(self) -> bool:
         """A merged string section (``.rodata.str1.1`` and per-function variants)."""
         return bool(self.flags & SHF_STRINGS)
@@ -185,11 +200,16 @@ class ObjectFile:
                     for r in rsec.iter_relocations()
                 ]
         for sym in symbols:
-            if sym.type in (SymType.FUNC, SymType.OBJECT) and sym.value == 0 and sym.shndx:
+            if sym.type in (SymType.FUNC, SymType.OBJECT) and sym.shndx:
                 home = sections[sym.shndx] if sym.shndx < len(sections) else None
                 # foo.cold lives in .text.unlikely.foo: GCC names the section after the parent.
                 owner = sym.name.removesuffix(".cold")
-                if home is not None and home.symbol is None and home.name.endswith(owner):
+                if (
+                    home is not None
+                    and home.symbol is None
+                    and home.name.endswith(owner)
+                    and _starts_at(home, sym)
+                ):
                     home.symbol = sym
         return cls(path, sections, symbols)
 
@@ -224,6 +244,21 @@ class ObjectFile:
         if 0 < sym.shndx < len(self.sections):
             return self.sections[sym.shndx]
         return None
+
+
+_MAX_PADDING = 64  # bytes of NOPs a kernel puts before a function (16 on 6.12 and 7.x)
+
+
+def _starts_at(home: Section, sym: Symbol) -> bool:
+    """``sym`` is where its section's one function (or object) starts, after any padding."""
+    if sym.value == 0:
+        return True
+    return (
+        sym.type == SymType.FUNC
+        and home.is_text
+        and sym.value <= _MAX_PADDING
+        and home.data[: sym.value] == b"\x90" * sym.value
+    )
 
 
 _SHT_NUMBER = {"SHT_NULL": 0, "SHT_PROGBITS": 1, "SHT_SYMTAB": 2, "SHT_STRTAB": 3, "SHT_RELA": 4,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from suture.builder import elfwrite as ew
 from suture.builder.differ import SPECIAL_STATIC
 from suture.builder.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
-from suture.builder.sections import ENTRY_TABLES, WHOLE
+from suture.builder.sections import ENTRY_TABLES, WHOLE, EntryTable
 from suture.errors import BuildError, StaticKeyError
 
 NEW_PREFIX = "__suture_new_"
@@ -58,9 +58,11 @@ class _Extractor:
         objname: str,
         tag: str,
         redirects: dict[str, str],
+        shared_data: set[str],
     ) -> None:
         self.obj = obj
         self.redirects = redirects
+        self.shared_data = shared_data  # carried objects other patch objects use: named globally
         self.objname = objname
         self.tag = tag
         self.new_data = new_data  # objects the fix adds: the patch carries them
@@ -85,6 +87,12 @@ class _Extractor:
             cold = funcs.get(name + ".cold")
             if cold is not None:
                 self._include(cold)
+        # Objects other patch objects use are carried even if nothing here uses them.
+        for sym in self.obj.symbols:
+            home = self.obj.symbol_section(sym)
+            kernel = self.renames.get(sym.name, sym.name)
+            if sym.type == SymType.OBJECT and home is not None and kernel in self.shared_data:
+                self._include(home)
 
     def _include(self, sec: Section) -> None:
         if sec.index in self.included:
@@ -177,12 +185,22 @@ class _Extractor:
         for sym in self.obj.symbols:
             if sym.shndx not in out_index or sym.type not in (SymType.FUNC, SymType.OBJECT):
                 continue
-            if sym.name in self.functions and sym.value == 0:
+            home = self.obj.symbol_section(sym)
+            if sym.name in self.functions and home is not None and home.symbol is sym:
                 kernel = self.functions[sym.name]
                 global_syms.append(
                     ew.OutSymbol(new_symbol_name(kernel, self.tag),
                                  (SymBind.GLOBAL << 4) | SymType.FUNC,
-                                 out_index[sym.shndx], 0, sym.size)
+                                 out_index[sym.shndx], sym.value, sym.size)
+                )  # fmt: skip
+            elif sym.type == SymType.OBJECT and self.renames.get(sym.name, sym.name) in (
+                self.shared_data
+            ):
+                kernel = self.renames.get(sym.name, sym.name)
+                global_syms.append(
+                    ew.OutSymbol(new_symbol_name(kernel, self.tag),
+                                 (SymBind.GLOBAL << 4) | SymType.OBJECT,
+                                 out_index[sym.shndx], sym.value, sym.size)
                 )  # fmt: skip
             else:
                 local_syms.append(
@@ -276,7 +294,7 @@ class _Extractor:
             table = ENTRY_TABLES.get(sec.name)
             if table is None or not sec.relas:
                 continue
-            size, anchor = table.entry_size, table.anchor
+            size, anchor = _entry_size(self.obj, sec, table), table.anchor
             by_offset = {r.offset: r for r in sec.relas}
             keep = []
             for i in range(len(sec.data) // size):
@@ -357,6 +375,32 @@ class _Extractor:
         return kept
 
 
+def _entry_size(obj: ObjectFile, sec: Section, table: EntryTable) -> int:
+    """The entry size of a table in this object: fixed, or read from where its entries start.
+
+    ``struct bug_entry`` grew from 12 to 16 bytes in 7.x (a format string
+    after the address): each entry has one reference to code, at its start.
+    """
+    if not table.sized_by_code:
+        return table.entry_size
+    starts = sorted(
+        r.offset
+        for r in sec.relas
+        if (home := obj.symbol_section(obj.symbols[r.sym])) and home.is_text
+    )
+    if len(starts) > 1:
+        step = starts[1] - starts[0]
+        if (
+            step > 0
+            and len(sec.data) == step * len(starts)
+            and all(s == starts[0] + i * step for i, s in enumerate(starts))
+        ):
+            return step
+    if len(starts) == 1 and starts[0] == 0:
+        return len(sec.data)
+    return table.entry_size
+
+
 def extract(
     obj: ObjectFile,
     functions: dict[str, str],
@@ -367,6 +411,7 @@ def extract(
     objname: str = "vmlinux",
     tag: str = "",
     redirects: dict[str, str] | None = None,
+    shared_data: set[str] | None = None,
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -380,7 +425,12 @@ def extract(
         tag: set when several patch objects go into one module: it prefixes
             the object's global names (new code, klp references) to keep them apart.
         redirects: kernel functions whose calls go to a global of the module instead
-            (the carried copy another file's patch object holds).
+            (the carried copy another file's patch object holds), kernel objects
+            whose uses go to a copy another file's patch object holds, and new code
+            of another file of the fix this one uses (its module-wide name).
+        shared_data: objects other patch objects of the module use, by kernel name:
+            carried copies and new global data. They are carried, and given a
+            module-wide name (``new_symbol_name``), as new code is.
     """
     ex = _Extractor(
         obj,
@@ -391,6 +441,7 @@ def extract(
         objname=objname,
         tag=tag,
         redirects=redirects or {},
+        shared_data=shared_data or set(),
     )
     ex.run()
     data = ex.build()

@@ -56,11 +56,14 @@ class HeaderChange:
             the fix adds or removes): the code that uses them changes.
         refused: the definitions whose change a live patch cannot take.
         changed: each changed item, for the build's report (``header: kind name``).
+        called: the names among ``names`` that are function-like macros: used
+            only where a ``(`` follows (a field of the same name is no use).
     """
 
     names: set[str] = field(default_factory=set)
     refused: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
+    called: set[str] = field(default_factory=set)
 
 
 def _by_key(items: Iterable[Item]) -> dict[tuple[Kind, str], list[tuple[tuple[str, ...], str]]]:
@@ -72,8 +75,10 @@ def _by_key(items: Iterable[Item]) -> dict[tuple[Kind, str], list[tuple[tuple[st
 
 def compare(path: str, old: str, new: str) -> HeaderChange:
     """Compare two versions of the header ``path`` item by item."""
-    before, after = _by_key(cscan.scan(old)), _by_key(cscan.scan(new))
+    old_items, new_items = cscan.scan(old), cscan.scan(new)
+    before, after = _by_key(old_items), _by_key(new_items)
     change = HeaderChange()
+    function_like = {i.name for i in (*old_items, *new_items) if i.function_like}
     for key in sorted(set(before) | set(after), key=lambda k: (k[0].value, k[1])):
         old_defs, new_defs = before.get(key, []), after.get(key, [])
         if sorted(old_defs) == sorted(new_defs):
@@ -83,6 +88,8 @@ def compare(path: str, old: str, new: str) -> HeaderChange:
         change.changed.append(f"{path}: {kind.value} {name or '(unnamed)'} {how}")
         if kind in cscan.CODE_KINDS and name:
             change.names.add(name)
+            if name in function_like:
+                change.called.add(name)
         elif kind is Kind.DIRECTIVE or (how == "added" and kind is not Kind.TYPEDEF):
             continue  # an include or a new definition: nothing the kernel has changes
         elif kind in _WHAT:
@@ -128,6 +135,7 @@ def reach(
     including = set(catalog.units) if touched & graph.closure(forced) else set()
     including |= graph.reaching(touched) & set(catalog.units)
     names = {n for h in headers.values() for n in h.names}
+    called = {n for h in headers.values() for n in h.called}
     dirs = [*sorted({p.split("/", 1)[0] for p in graph.edges} - {"arch"}), "arch/x86"]
     users: set[str] = set()
     refused: list[str] = []
@@ -140,7 +148,15 @@ def reach(
             if rel.endswith(".c"):
                 users.add(rel)
             elif graph.reaching([rel]) & including:  # a unit that sees the change includes it
-                _spread(rel, root, names=names, spread=spread, users=users, refused=refused)
+                _spread(
+                    rel,
+                    root,
+                    names=names,
+                    called=called,
+                    spread=spread,
+                    users=users,
+                    refused=refused,
+                )
         new = spread - names
         names |= new
     if refused:
@@ -163,6 +179,7 @@ def _spread(
     root: Path,
     *,
     names: set[str],
+    called: set[str],
     spread: set[str],
     users: set[str],
     refused: list[str],
@@ -170,13 +187,16 @@ def _spread(
     """Read one header that uses changed names: what it defines with them."""
     text = (root / rel).read_text(errors="replace")
     for item in cscan.scan(text):
-        if not item.mentions & names or item.name in names:
+        used = (item.mentions & (names - called)) | (item.calls & called)
+        if not used or item.name in names:
             continue
         if item.kind in cscan.CODE_KINDS and item.name:
             spread.add(item.name)
+            if item.function_like:
+                called.add(item.name)
         elif item.kind in cscan.LAYOUT_KINDS:
-            used = ", ".join(sorted(item.mentions & names))
-            refused.append(f"{_WHAT[item.kind]} {item.name or '(unnamed)'} ({rel}) uses {used}")
+            what = f"{_WHAT[item.kind]} {item.name or '(unnamed)'}"
+            refused.append(f"{what} ({rel}) uses {', '.join(sorted(used))}")
         else:
             users.add(rel)  # a use outside a definition: every unit including it
 

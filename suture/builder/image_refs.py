@@ -22,6 +22,7 @@ from elftools.elf.elffile import ELFFile
 
 from suture.builder import sections as special
 from suture.builder.callers import Reference, RefKind
+from suture.builder.slots import Home, Slot
 from suture.builder.symbols import Kallsyms
 
 _INIT = frozenset({".init.text"})
@@ -29,6 +30,14 @@ _NEVER_RUN = frozenset({".exit.text"})  # built-in exit code: kept for alternati
 _WINDOW = 1 << 15  # bytes scanned per displacement pattern (< 2**16: two patterns at most)
 _JCC_LOW, _JCC_HIGH = 0x80, 0x8F
 _MODRM_RIP_MASK, _MODRM_RIP = 0xC7, 0x05  # mod=00 rm=101: a RIP-relative operand
+# Areas of vmlinux by the kallsyms symbols that bound them, innermost first: what
+# the running kernel lets be written there (mark_rodata_ro, free_initmem).
+_AREAS = (
+    ("__start_ro_after_init", "__end_ro_after_init", Home.RO_AFTER_INIT, ".data..ro_after_init"),
+    ("__start_rodata", "__end_rodata", Home.READ_ONLY, ".rodata"),
+    ("_sdata", "_edata", Home.WRITABLE, ".data"),
+    ("__init_begin", "__init_end", Home.INIT, ".init.data"),
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class LoadedSection:
     address: int
     data: bytes
     text: bool
+    writable: bool = False  # SHF_WRITE in the image (.rodata has it too: see _AREAS)
 
 
 def _loaded_sections(vmlinux: Path) -> list[LoadedSection]:
@@ -51,7 +61,8 @@ def _loaded_sections(vmlinux: Path) -> list[LoadedSection]:
             if special.describes_code(sec.name):
                 continue
             text = bool(sec["sh_flags"] & 0x4)  # SHF_EXECINSTR
-            out.append(LoadedSection(sec.name, sec["sh_addr"], sec.data(), text))
+            writable = bool(sec["sh_flags"] & 0x1)  # SHF_WRITE
+            out.append(LoadedSection(sec.name, sec["sh_addr"], sec.data(), text, writable))
     return out
 
 
@@ -113,6 +124,11 @@ class ImageIndex:
         for lo, hi in special.VMLINUX_TABLE_BOUNDS:
             if ksyms.count(lo) == 1 and ksyms.count(hi) == 1:
                 self._skip.append((ksyms.by_name[lo][0][0], ksyms.by_name[hi][0][0]))
+        self._areas = [
+            (ksyms.by_name[lo][0][0], ksyms.by_name[hi][0][0], home, name)
+            for lo, hi, home, name in _AREAS
+            if ksyms.count(lo) == 1 and ksyms.count(hi) == 1
+        ]
 
     @classmethod
     def load(cls, vmlinux: Path, ksyms: Kallsyms) -> ImageIndex:
@@ -129,19 +145,20 @@ class ImageIndex:
         """What refers to ``target``, leaving out places inside functions starting at ``own``."""
         refs = []
         for sec in self.sections:
-            absolute = _pattern_hits(sec.data, target.to_bytes(8, "little"))
+            absolute = set(_pattern_hits(sec.data, target.to_bytes(8, "little")))
             low = _pattern_hits(sec.data, (target & 0xFFFFFFFF).to_bytes(4, "little"))
-            hits = [(p, False) for p in sorted(set(absolute) | set(low))]
+            hits = [(p, False) for p in sorted(absolute | set(low))]
             bias = 4 if sec.text else 0
             hits += [(p, True) for p in _rel32_hits(sec.data, sec.address, target, bias)]
             for p, relative in hits:
-                ref = self._classify(sec, p, relative=relative, own=own)
+                width = 8 if p in absolute and not relative else 4
+                ref = self._classify(sec, p, relative=relative, own=own, width=width)
                 if ref is not None and ref not in refs:
                     refs.append(ref)
         return refs
 
     def _classify(
-        self, sec: LoadedSection, p: int, *, relative: bool, own: set[int]
+        self, sec: LoadedSection, p: int, *, relative: bool, own: set[int], width: int = 8
     ) -> Reference | None:
         address = sec.address + p
         if any(lo <= address < hi for lo, hi in self._skip) or sec.name in _NEVER_RUN:
@@ -150,7 +167,9 @@ class ImageIndex:
             return Reference(sec.name, RefKind.EXPORT)
         start, where = self._container(address, sec.text)
         if not sec.text:
-            return Reference(where, RefKind.ADDRESS)
+            home, area = self.area(sec, address)
+            slot = Slot(where, address - start, area, home, width, relative, address)
+            return Reference(where, RefKind.ADDRESS, address=start, slot=slot)
         kind = _text_kind(sec.data, p) if relative else RefKind.ADDRESS
         if kind is None or start in own:
             return None
@@ -161,6 +180,33 @@ class ImageIndex:
             where = f"{where} ({sec.name})"
             kind = RefKind.ADDRESS if kind is RefKind.CALL else kind
         return Reference(where, kind, address=start)
+
+    def area(self, sec: LoadedSection, address: int) -> tuple[Home, str]:
+        """What the running kernel lets be written at ``address`` of ``sec``; the area's name."""
+        if sec.name.startswith(".data..percpu"):
+            return Home.PERCPU, sec.name
+        for lo, hi, home, name in self._areas:
+            if lo <= address < hi:
+                return home, name
+        # Outside the bounded areas: the image's flags (.data_nosave ...), except for
+        # .rodata, writable in the ELF only because it holds ro_after_init data.
+        writable = sec.writable and not sec.name.startswith(".rodata")
+        return (Home.WRITABLE if writable else Home.READ_ONLY), sec.name
+
+    def home(self, address: int) -> tuple[Home, str] | None:
+        """What the running kernel lets be written at ``address``, or None outside the image."""
+        for sec in self.sections:
+            if 0 <= address - sec.address < len(sec.data):
+                return self.area(sec, address)
+        return None
+
+    def bytes_at(self, address: int, size: int) -> bytes | None:
+        """``size`` bytes of any loaded section at ``address`` (code or data), or None."""
+        for sec in self.sections:
+            start = address - sec.address
+            if start >= 0 and start + size <= len(sec.data):
+                return sec.data[start : start + size]
+        return None
 
     def code(self, address: int, size: int) -> bytes | None:
         """``size`` bytes of the image's code at ``address``, or None outside its code."""

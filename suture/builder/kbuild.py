@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from suture.errors import KbuildError, ToolMissingError
+from suture.packages.toolchain import Toolchain
 
 BUILD_JOBS = str(os.cpu_count() or 1)
 
@@ -22,14 +23,19 @@ def build_module(
     name: str,
     out_dir: Path,
     cflags: str = "",
+    *,
+    toolchain: Toolchain | None = None,
 ) -> Path:
     """Compile ``source`` as module ``name`` in ``out_dir``; returns the ``.ko``.
+
+    kbuild runs with ``toolchain`` (the build's compiler where it runs), or
+    with the host's tools when None.
 
     Raises:
         ToolMissingError: make or gcc is missing.
         KbuildError: compiling or linking failed (the compiler's output is in the message).
     """
-    for tool in ("make", "gcc"):
+    for tool in ("make", "gcc") if toolchain is None or toolchain.on_host else ():
         if shutil.which(tool) is None:
             raise ToolMissingError(f"{tool} is not installed", hint=f"apt-get install {tool}")
     if not (headers_dir / "Makefile").exists():
@@ -43,12 +49,11 @@ def build_module(
     if cflags:
         kbuild += f"ccflags-y := {cflags}\n"
     (out_dir / "Kbuild").write_text(kbuild)
-    proc = subprocess.run(
-        ["make", "-s", f"-j{BUILD_JOBS}", "-C", str(headers_dir), f"M={out_dir}", "modules"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    argv = ["make", "-s", f"-j{BUILD_JOBS}", "-C", str(headers_dir), f"M={out_dir}", "modules"]
+    if toolchain is not None:
+        # The build's own compiler, not whatever `gcc` is where it runs.
+        argv = toolchain.wrap([*argv, f"CC={toolchain.cc}"], cwd=out_dir, paths=(headers_dir,))
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     ko = out_dir / f"{name}.ko"
     if proc.returncode != 0 or not ko.exists():
         raise KbuildError(

@@ -19,6 +19,7 @@ from suture.builder import klp
 from suture.builder.kbuild import BUILD_JOBS
 from suture.builder.prematch import Expected
 from suture.errors import BuildError, KbuildError
+from suture.packages.toolchain import Toolchain
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class KlpObject:
     functions: Sequence[PatchedFunction]
     callbacks: Mapping[str, str] = field(default_factory=dict)  # kind -> new code's symbol
     expected: Sequence[Expected | None] = ()
+    # kind -> a C function of the stub's run-time part (patch_runtime.py), which
+    # calls the fix's own callback of that kind, if any, itself.
+    runtime_callbacks: Mapping[str, str] = field(default_factory=dict)
 
 
 def _object_source(index: int, obj: KlpObject) -> tuple[str, str]:
@@ -60,12 +64,13 @@ def _object_source(index: int, obj: KlpObject) -> tuple[str, str]:
         for f in obj.functions
     )
     array = f"static struct klp_func suture_funcs{index}[] = {{\n{funcs}\n\t{{}}\n}};\n"
-    callbacks = {kind: f"(void *){sym}" for kind, sym in obj.callbacks.items()}
+    wired = {kind: f"(void *){sym}" for kind, sym in obj.callbacks.items()}
+    wired.update(obj.runtime_callbacks)
     if _checks(obj):
-        # The check first; the fix's own pre-patch callback after it, if any.
-        callbacks["pre_patch"] = f"suture_pre_patch{index}"
-    cb_fields = "".join(f"\t\t.{kind} = {value},\n" for kind, value in sorted(callbacks.items()))
-    cb_init = f", .callbacks = {{\n{cb_fields}\t}}" if callbacks else ""
+        # The check first; then the run-time part's pre-patch callback, or the fix's own.
+        wired["pre_patch"] = f"suture_prematch_pre_patch{index}"
+    cb_fields = "".join(f"\t\t.{kind} = {fn},\n" for kind, fn in sorted(wired.items()))
+    cb_init = f", .callbacks = {{\n{cb_fields}\t}}" if wired else ""
     name = "NULL" if obj.name == "vmlinux" else _c_string(obj.name)
     return array, f"\t{{ .name = {name}, .funcs = suture_funcs{index}{cb_init} }},\n"
 
@@ -110,10 +115,15 @@ def _prematch_source(objects: Sequence[KlpObject]) -> str:
     )
     parts.append(_PREMATCH_CHECK)
     for i, obj in checked:
-        own = obj.callbacks.get("pre_patch")
-        then = f"((int (*)(struct klp_object *)){own})(obj)" if own else "0"
+        runtime, own = obj.runtime_callbacks.get("pre_patch"), obj.callbacks.get("pre_patch")
+        if runtime:
+            then = f"{runtime}(obj)"
+        elif own:
+            then = f"((int (*)(struct klp_object *))(void *){own})(obj)"
+        else:
+            then = "0"
         parts.append(
-            f"static int suture_pre_patch{i}(struct klp_object *obj)\n{{\n"
+            f"static int suture_prematch_pre_patch{i}(struct klp_object *obj)\n{{\n"
             f"\tint ret = suture_prematch();\n\n\tif (ret)\n\t\treturn ret;\n"
             f"\treturn {then};\n}}\n"
         )
@@ -190,8 +200,12 @@ refused:
 """
 
 
-def stub_source(name: str, objects: Sequence[KlpObject], info: Mapping[str, str]) -> str:
+def stub_source(
+    name: str, objects: Sequence[KlpObject], info: Mapping[str, str], runtime: str = ""
+) -> str:
     """The C source of the module's livepatch structures: one ``klp_object`` per object.
+
+    ``runtime`` is C placed before them: the functions ``runtime_callbacks`` name.
 
     Raises:
         BuildError: no object, or an object listed twice.
@@ -217,7 +231,7 @@ def stub_source(name: str, objects: Sequence[KlpObject], info: Mapping[str, str]
 #include <linux/uaccess.h>
 
 {externs}
-
+{runtime}
 {arrays}
 static struct klp_object suture_objs[] = {{
 {objs}\t{{}}
@@ -254,10 +268,12 @@ def link(
     patch_objects: Sequence[bytes],
     stub: str,
     klp_symbols: Mapping[str, klp.KlpSymbol],
+    toolchain: Toolchain | None = None,
 ) -> Path:
     """Build ``<work>/<name>.ko`` from the patch objects and convert its klp references.
 
-    Returns the module's path.
+    Returns the module's path. kbuild runs with ``toolchain`` (the build's
+    compiler, in its build root), or on the host when None.
 
     Raises:
         KbuildError: kbuild failed (its messages are in the error).
@@ -272,11 +288,12 @@ def link(
         objs.append(obj)
     (work / "suture_stub.c").write_text(stub)
     (work / "Kbuild").write_text(f"obj-m := {name}.o\n{name}-y := suture_stub.o {' '.join(objs)}\n")
-    proc = subprocess.run(
-        ["make", "-s", f"-j{BUILD_JOBS}", "-C", str(headers_dir), f"M={work}",
-         "KBUILD_MODPOST_WARN=1", "modules"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    argv = ["make", "-s", f"-j{BUILD_JOBS}", "-C", str(headers_dir), f"M={work}",
+            "KBUILD_MODPOST_WARN=1", "modules"]  # fmt: skip
+    if toolchain is not None:
+        # The build's own compiler, not whatever `gcc` is where it runs.
+        argv = toolchain.wrap([*argv, f"CC={toolchain.cc}"], cwd=work, paths=(headers_dir,))
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     ko = work / f"{name}.ko"
     if proc.returncode != 0 or not ko.exists():
         raise KbuildError(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,14 +107,17 @@ def _defines(text: str, name: str) -> bool:
 
 def matches_image(obj: ObjectFile, sec: Section, image: bytes | None) -> bool:
     """The compiled function is the code the image holds, relocated fields aside."""
-    if image is None or len(image) != len(sec.data):
+    code = sec.data[sec.start :]
+    if image is None or len(image) != len(code):
         return False
-    mask = bytearray(len(sec.data))
+    mask = bytearray(len(code))
     mask[: min(_ENTRY, len(mask))] = b"\x01" * min(_ENTRY, len(mask))
     for r in sec.relas:
         width = 8 if r.type in (RelocType.R_64, RelocType.PC64) else 4
-        mask[r.offset : r.offset + width] = b"\x01" * width
-    return all(m or a == b for m, a, b in zip(mask, sec.data, image, strict=True))
+        at = r.offset - sec.start  # relocations lie in the function, never in its padding
+        if at >= 0:
+            mask[at : at + width] = b"\x01" * width
+    return all(m or a == b for m, a, b in zip(mask, code, image, strict=True))
 
 
 def call_kinds(obj: ObjectFile, sec: Section, target: str) -> set[RefKind]:
@@ -128,6 +131,21 @@ def call_kinds(obj: ObjectFile, sec: Section, target: str) -> set[RefKind]:
     return kinds
 
 
+# Whether a compiled function found in the image can be patched for what the patch
+# carries (a function it calls, data it uses): "" when it can, else why not.
+Accept = Callable[[ObjectFile, Section, str], str]
+
+
+def calls_only(obj: ObjectFile, sec: Section, carried: str) -> str:
+    """Empty when the function has an ftrace entry and only calls ``carried`` (never jumps)."""
+    if not callers.has_fentry(obj, sec):
+        return "has no ftrace entry"
+    kinds = call_kinds(obj, sec, carried)
+    if kinds != {RefKind.CALL}:
+        return f"does not only call it ({', '.join(k.value for k in kinds)})"
+    return ""
+
+
 def resolve(
     tree: SourceTree,
     index: ImageIndex,
@@ -135,6 +153,7 @@ def resolve(
     work: Path,
     *,
     fix_files: set[str],
+    accept: Accept = calls_only,
 ) -> OutsideResult:
     """Find, compile and check the source of each outside caller (reference, carried name)."""
     result = OutsideResult()
@@ -159,8 +178,9 @@ def resolve(
         if not homes:
             continue
         note = _place(
-            name, refs, homes, index=index, objects=objects, fix_files=fix_files, placed=placed
-        )
+            name, refs, homes, index=index, objects=objects, fix_files=fix_files, placed=placed,
+            accept=accept,
+        )  # fmt: skip
         if note:
             result.unpatched.append(f"{refs[0][1]} <- {name}: {note}")
     result.files = list(placed.values())
@@ -176,6 +196,7 @@ def _place(
     objects: dict[str, ObjectFile],
     fix_files: set[str],
     placed: dict[str, CallerFile],
+    accept: Accept,
 ) -> str:
     """Add caller ``name`` to the file whose code is the image's; else say why not."""
     if set(homes) & fix_files:
@@ -186,13 +207,11 @@ def _place(
             sec = obj.functions().get(name) if obj else None
             if obj is None or sec is None:
                 continue
-            if not matches_image(obj, sec, index.code(ref.address, len(sec.data))):
+            if not matches_image(obj, sec, index.code(ref.address, sec.code_size)):
                 continue
-            if not callers.has_fentry(obj, sec):
-                return f"{name} ({src}) has no ftrace entry"
-            kinds = call_kinds(obj, sec, carried)
-            if kinds != {RefKind.CALL}:
-                return f"{name} ({src}) does not only call it ({', '.join(k.value for k in kinds)})"
+            why = accept(obj, sec, carried)
+            if why:
+                return f"{name} ({src}) {why}"
             entry = placed.setdefault(src, CallerFile(src, obj))
             entry.callers[name] = carried
             break

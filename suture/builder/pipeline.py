@@ -1,10 +1,12 @@
 """``suture build``: a source fix in, a bundle for one exact kernel build out.
 
 source (prepared once per build) -> compile the touched units twice ->
-diff -> refuse what cannot be patched safely -> patch the callers of changed
-functions without an ftrace entry (callers.py; the units they add, units.py)
--> extract the changed code -> link a livepatch module with kbuild -> klp
-relocations -> bundle.
+diff -> refuse what cannot be patched safely -> carry new copies of changed
+read-only data and patch their users (data_copies.py) -> patch the callers
+of changed functions without an ftrace entry, redirect stored pointers to
+them (callers.py, slots.py; the units they add, units.py) -> extract the
+changed code -> link a livepatch module with kbuild, its callbacks
+generated (patch_runtime.py) -> klp relocations -> bundle.
 
 A fix may change several files, of vmlinux and of modules. Each changed file
 is planned and extracted on its own into a patch object (its locals stay its
@@ -20,15 +22,28 @@ import hashlib
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from suture import __version__, bundle, timefmt
-from suture.builder import callers, klp, module, port, prematch, symbols
+from suture.builder import (
+    callers,
+    data_copies,
+    klp,
+    module,
+    patch_runtime,
+    port,
+    prematch,
+    same_names,
+    shared,
+    slots,
+    symbols,
+)
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
-from suture.builder.elfobj import ObjectFile, Rela, SymBind, SymType
+from suture.builder.elfobj import ObjectFile, Rela, SymType
 from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
 from suture.builder.fix import Fix, require_c_files
@@ -65,6 +80,9 @@ class BuildReport:
     carried: list[str] = field(default_factory=list)  # new code without ftrace: callers patched
     unpatched: list[str] = field(default_factory=list)  # paths that keep reaching old code
     port: dict[str, object] | None = None  # how the fix ported to this build (port.PortResult)
+    data_copies: list[str] = field(default_factory=list)  # read-only data carried as new copies
+    slots: list[str] = field(default_factory=list)  # stored pointers redirected at patch time
+    kept: list[str] = field(default_factory=list)  # why the module stays loaded once used
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -80,6 +98,9 @@ class BuildReport:
             "carried": self.carried,
             "unpatched": self.unpatched,
             "port": self.port,
+            "data_copies": self.data_copies,
+            "slots": self.slots,
+            "kept": self.kept,
         }
 
 
@@ -157,6 +178,7 @@ class _UnitPatch:
     klp_syms: dict[str, klp.KlpSymbol]  # undefined symbol of the patch object -> klp symbol
     callbacks: dict[str, str]  # kind -> new code's symbol
     carried: list[str]
+    slots: list[tuple[slots.Slot, str]] = field(default_factory=list)  # (slot, carried function)
     # Beside redirected/klp_funcs: each function's expected old bytes (pre-match), or None.
     expected: list[prematch.Expected | None] = field(default_factory=list)
 
@@ -211,16 +233,18 @@ def build(req: BuildRequest, positions: SymbolPositions) -> BuildReport:
                 absent.append(pair.source)
                 continue
             diff = diff_objects(orig, patched, fix.line_maps(pair.source))
-            units_mod.refuse_unpatchable(pair, diff)
-            if diff.changed or diff.new:  # a unit that changes nothing is left out
+            units_mod.refuse_unpatchable(pair, diff, orig)
+            # A unit that changes nothing is left out.
+            if diff.changed or diff.new or diff.changed_data:
                 units.append(units_mod.Unit(pair, orig, patched, diff, objname))
         if not units:
-            why = (
-                f"its configuration does not build {', '.join(absent)} into it"
-                if absent
-                else "the objects it touches compile the same"
-            )
-            raise NoChangeError(f"the fix changes no code in {image.release}: {why}")
+            same = [p.source for p in pairs if p.source not in absent]
+            why = [f"{_listed(same)} compile the same"] if same else []
+            if absent:
+                why.append(f"its configuration does not build {_listed(absent)}")
+            if not pairs:
+                why.append("no unit of it uses what the fix changes")
+            raise NoChangeError(f"the fix changes no code in {image.release}: {'; '.join(why)}")
         report = _generate(req, name=name, target=target, units=units, work=work, exact_fix=exact)
         report.port = ported.to_dict()
         return report
@@ -235,38 +259,52 @@ def _generate(
     work: Path,
     exact_fix: Path,
 ) -> BuildReport:
+    units, copied = data_copies.plan(units, target=target, work=work, complete=req.complete)
     plans = [units_mod.plan_unit(u, target=target, complete=req.complete) for u in units]
     callers_units, unpatched = units_mod.outside_callers(
         exact_fix, complete=req.complete, target=target, units=units, plans=plans, work=work
     )
-    units = units + callers_units
-    plans += [callers.CallerPlan() for _ in callers_units]
+    unpatched += copied.unpatched
+    added = callers_units + copied.users
+    units = units + added
+    plans += [callers.CallerPlan() for _ in added]
+    copies = copied.plans + [data_copies.CopyPlan() for _ in added]
     tags = ["" if len(units) == 1 else f"{i}_" for i in range(len(units))]
+    sharing = shared.plan(units, tags)
     parts = []
-    for unit, plan, tag in zip(units, plans, tags, strict=True):
+    for i, (unit, plan, tag, uses, exports) in enumerate(
+        zip(units, plans, tags, sharing.redirects, sharing.exports, strict=True)
+    ):
         # Several files in one module: tags keep their global names apart.
-        redirects = {fn: extract_new_name(fn, tags[i]) for fn, i in unit.carriers.items()}
+        redirects = {fn: extract_new_name(fn, tags[at]) for fn, at in unit.carriers.items()}
+        redirects.update(uses)  # new code another file of the fix adds
+        # Carried objects other files use, and new global data they link to.
+        shares = {d for u in units for d, at in u.carriers.items() if at == i} | exports
         try:
-            parts.append(_extract_unit(unit, plan, tag, target, redirects))
+            parts.append(_extract_unit(unit, plan, tag, target, (redirects, shares)))
         except StaticKeyError as e:
             if unit.objname == "vmlinux":
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             if unit.carriers:  # a file added for callers: compiled otherwise already
                 raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
             again = units_mod.with_key_reads(exact_fix, target, unit, work, e)
+            copies[i] = data_copies.plan_copies(again, target=target)
+            again = data_copies.with_copies(again, copies[i])
             plan_again = units_mod.plan_unit(again, target=target, complete=req.complete)
-            parts.append(_extract_unit(again, plan_again, tag, target, redirects))
-    _check_shared_new_code(parts)
-    objects = _klp_objects(parts)
+            parts.append(_extract_unit(again, plan_again, tag, target, (redirects, shares)))
+    redirects_ = _slot_redirects(parts, target)
+    objects, runtime = _with_runtime(_klp_objects(parts), parts, copies, redirects_)
     build_id = target.build_id
     stub = module.stub_source(
-        name, objects, {"suture_build_id": build_id, "description": req.description}
-    )
-    klp_syms = {k: v for p in parts for k, v in p.klp_syms.items()}
+        name, objects, {"suture_build_id": build_id, "description": req.description},
+        runtime=runtime.source,
+    )  # fmt: skip
+    klp_syms = {k: v for p in parts for k, v in p.klp_syms.items()} | runtime.klp_symbols
     units_mod.progress("linking the live patch module")
     ko = module.link(
         target.image.headers_dir, work / "module", name=name,
         patch_objects=[p.patch.data for p in parts], stub=stub, klp_symbols=klp_syms,
+        toolchain=target.tree.toolchain,
     )  # fmt: skip
     manifest = _manifest(
         req, name=name, release=target.release, build_id=build_id, parts=parts, ko=ko,
@@ -286,6 +324,12 @@ def _generate(
         klp_symbols=sorted({s.name for s in klp_syms.values()}),
         carried=[c for p in parts for c in p.carried],
         unpatched=unpatched,
+        data_copies=[d for c in copies for d in c.copied],
+        slots=[f"{r.name} ({r.slot.section}) -> {r.old.name}" for _, r in redirects_],
+        kept=sorted(
+            {why for c in copies for why in c.pins}
+            | ({patch_runtime.SLOT_PIN} if redirects_ else set())
+        ),
     )
 
 
@@ -294,11 +338,16 @@ def _extract_unit(
     plan: callers.CallerPlan,
     tag: str,
     target: Target,
-    redirects: dict[str, str],
+    links: tuple[dict[str, str], set[str]],
 ) -> _UnitPatch:
-    """Extract and resolve one unit into its own patch object."""
+    """Extract and resolve one unit into its own patch object.
+
+    ``links``: what the unit links to in other patch objects of the module (a
+    name it uses -> their global), and its new data they link to.
+    """
+    redirects, exports = links
     orig, patched, diff, objname = unit.orig, unit.patched, unit.diff, unit.objname
-    local_names = units_mod.local_names(orig)
+    positions = same_names.in_target(unit.running or orig, objname, target)
     ksyms = target.symbols_of(objname)
     redirected = [c for c in diff.changed if c.has_fentry]
     redirected += [_caller_change(orig, caller, plan) for caller in plan.patched]
@@ -311,25 +360,23 @@ def _extract_unit(
     except BuildError as e:
         raise BuildError(f"{unit.pair.source}: {e.message}", hint=e.hint) from e
     functions.update({fn: fn for fn in callbacks.values()})
-    units_mod.progress(
-        f"extracting {', '.join(sorted(functions.values()))} from {unit.pair.source}"
-    )
+    what = sorted(functions.values()) + [f"{d} (data)" for d in sorted(diff.new_data)]
+    units_mod.progress(f"extracting {', '.join(what)} from {unit.pair.source}")
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
+        shared_data=exports,
     )  # fmt: skip
     units_mod.progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "
         f"({'kallsyms of the build' if objname == 'vmlinux' else 'its module file'})"
     )
     klp_syms = {
-        s: _klp_symbol(kname, objname, ksyms, local_names, target)
+        s: _klp_symbol(kname, objname, ksyms, positions.sympos, target)
         for s, kname in patch_obj.klp_symbols.items()
     }
     klp_funcs = [
-        module.PatchedFunction(
-            c.name, patch_obj.functions[c.name], ksyms.sympos(c.name, local_names)
-        )
+        module.PatchedFunction(c.name, patch_obj.functions[c.name], positions.sympos(c.name))
         for c in redirected
     ]
     # The old code as the running kernel has it: what the patch checks before it redirects.
@@ -341,7 +388,8 @@ def _extract_unit(
     ]
     return _UnitPatch(
         unit, patch_obj, redirected, klp_funcs, klp_syms,
-        {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()}, plan.carried, expected,
+        {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()}, plan.carried,
+        plan.slots, expected,
     )  # fmt: skip
 
 
@@ -349,7 +397,7 @@ def _klp_symbol(
     name: str,
     objname: str,
     ksyms: symbols.Kallsyms,
-    local_names: list[str],
+    sympos: Callable[[str], int],
     target: Target,
 ) -> klp.KlpSymbol:
     """Where the livepatch core finds a symbol the patch of ``objname`` references.
@@ -360,8 +408,14 @@ def _klp_symbol(
     module's code compiled with key reads may name an unexported vmlinux key:
     that relocation is applied with vmlinux, when the patch loads.
     """
+    if objname == "vmlinux" and not ksyms.count(name):
+        raise BuildError(
+            f"the patched code of vmlinux uses {name}, which the build's vmlinux does not have",
+            hint="the fix may use code another file of it adds: define that code in a "
+            "changed file of the fix, not only declare it",
+        )
     if objname == "vmlinux" or ksyms.count(name):
-        return klp.KlpSymbol(objname, name, ksyms.sympos(name, local_names))
+        return klp.KlpSymbol(objname, name, sympos(name))
     owner = target.export_owners.get(name)
     if owner is None and target.kallsyms.count(name) == 1:
         return klp.KlpSymbol("vmlinux", name, 0)
@@ -373,32 +427,97 @@ def _klp_symbol(
     return klp.KlpSymbol(owner, name, 0, applied_with=objname)
 
 
-def _check_shared_new_code(parts: list[_UnitPatch]) -> None:
-    """Refuse a file whose new code uses a function or object another file of the fix adds.
+def _with_runtime(
+    objects: list[module.KlpObject],
+    parts: list[_UnitPatch],
+    copies: list[data_copies.CopyPlan],
+    redirects: list[tuple[str, patch_runtime.SlotRedirect]],
+) -> tuple[list[module.KlpObject], patch_runtime.Runtime]:
+    """The run-time C of the patch (slots, hand-over, pins), wired into each ``klp_object``."""
+    described = []
+    for o in objects:
+        mine = [r for objname, r in redirects if objname == o.name]
+        pins = [w for p, c in zip(parts, copies, strict=True) if p.unit.objname == o.name
+                for w in c.pins]  # fmt: skip
+        described.append(patch_runtime.ObjectRuntime(o.name, mine, pins, o.callbacks))
+    runtime = patch_runtime.runtime(described)
+    wired = [dataclasses.replace(o, runtime_callbacks=runtime.callbacks[o.name]) for o in objects]
+    return wired, runtime
 
-    Each file's patch object resolves what it does not define against the
-    running kernel, where code the fix adds does not exist.
+
+def _slot_redirects(
+    parts: list[_UnitPatch], target: Target
+) -> list[tuple[str, patch_runtime.SlotRedirect]]:
+    """The stored pointers to redirect, per patched object, each named for the livepatch core.
+
+    A slot of vmlinux is checked against the image: at its address the image
+    must hold the function's address, in memory the running kernel may write.
     """
+    found: dict[tuple[str, str, int, int], patch_runtime.SlotRedirect] = {}
     for part in parts:
-        diff = part.unit.diff
-        new = {n.name for n in diff.new} | set(diff.new_data)
-        new &= {s.name for s in part.unit.patched.symbols if s.shndx and s.bind != SymBind.LOCAL}
-        for other in parts:
-            if other is part or other.unit.objname != part.unit.objname:
-                continue
-            used = sorted(new & set(other.patch.klp_symbols.values()))
-            if used:
+        objname, orig = part.unit.objname, part.unit.orig
+        ksyms = target.symbols_of(objname)
+        positions = same_names.in_target(part.unit.running or orig, objname, target)
+        for slot, function in part.slots:
+            try:
+                owner = _slot_owner(slot, objname, ksyms, positions)
+                old = klp.KlpSymbol(objname, function, positions.sympos(function))
+            except BuildError as e:
                 raise BuildError(
-                    f"{other.unit.pair.source} uses {', '.join(used)}, which the fix adds in "
-                    f"{part.unit.pair.source}: new code is only linked within its own file",
-                    hint="define the new function or data in the file that uses it, "
-                    "or split the fix",
-                )
+                    f"{part.unit.pair.source}: {function} is reached through "
+                    f"{slot.describe()}, which cannot be named to the kernel: {e.message}"
+                ) from e
+            if objname == "vmlinux":
+                _check_in_image(slot, owner, old, target)
+            key = (objname, owner.name, owner.sympos, slot.offset)
+            found.setdefault(
+                key,
+                patch_runtime.SlotRedirect(slot, owner, old, part.patch.functions[function]),
+            )
+    return [(key[0], r) for key, r in found.items()]
+
+
+def _slot_owner(
+    slot: slots.Slot, objname: str, ksyms: symbols.Kallsyms, positions: same_names.SameNames
+) -> klp.KlpSymbol:
+    """The klp symbol of the object holding a slot (by its address, when the image found it)."""
+    if slot.address:
+        entries = ksyms.by_name.get(slot.symbol, [])
+        starts = [addr for addr, _ in entries]
+        start = slot.address - slot.offset
+        if start not in starts:
+            raise BuildError(f"no symbol {slot.symbol} starts at {start:#x}")
+        sympos = 0 if len(starts) == 1 else starts.index(start) + 1
+        return klp.KlpSymbol(objname, slot.symbol, sympos)
+    return klp.KlpSymbol(objname, slot.symbol, positions.sympos(slot.symbol))
+
+
+def _check_in_image(
+    slot: slots.Slot, owner: klp.KlpSymbol, old: klp.KlpSymbol, target: Target
+) -> None:
+    """Refuse a vmlinux slot unless the image holds the function there, in writable memory."""
+    ksyms, index = target.kallsyms, target.image_index
+    address = slot.address or ksyms.by_name[owner.name][max(owner.sympos, 1) - 1][0] + slot.offset
+    function = ksyms.by_name[old.name][max(old.sympos, 1) - 1][0]
+    home, area = index.home(address) or (slots.Home.READ_ONLY, "outside the image")
+    placed = dataclasses.replace(slot, address=address, home=home, section=area)
+    slots.refuse_slots([old.name], [placed] if placed.why_not() else [])
+    held = index.bytes_at(address, slots.POINTER_SIZE)
+    if held != function.to_bytes(slots.POINTER_SIZE, "little"):
+        raise BuildError(
+            f"{old.name} is reached through {slot.describe()}, but the kernel's image holds "
+            f"{int.from_bytes(held or b'', 'little'):#x} there, not {function:#x}",
+            hint="the build's image does not match its source: report it with the fix",
+        )
 
 
 def _klp_objects(parts: list[_UnitPatch]) -> list[module.KlpObject]:
-    """One ``klp_object`` per patched object (vmlinux first), from all the files linked into it."""
-    names = sorted({p.unit.objname for p in parts}, key=lambda n: (n != "vmlinux", n))
+    """One ``klp_object`` per patched object (vmlinux first), from all the files linked into it.
+
+    vmlinux is always one, with no function if the fix patches only modules:
+    its callbacks hand over the slots of the level this patch replaces (ADR 14).
+    """
+    names = sorted({"vmlinux"} | {p.unit.objname for p in parts}, key=lambda n: (n != "vmlinux", n))
     objects = []
     for objname in names:
         mine = [p for p in parts if p.unit.objname == objname]
@@ -432,7 +551,7 @@ def _caller_change(orig: ObjectFile, name: str, plan: callers.CallerPlan) -> Fun
     """An unchanged caller redirected so that it calls the carried copy of a changed function."""
     sec = orig.functions()[name]
     return FunctionChange(
-        name, "caller", sec.name, len(sec.data), has_fentry=True,
+        name, "caller", sec.name, sec.code_size, has_fentry=True,
         reason=f"calls {plan.paths[name]}, whose new code the patch carries",
     )  # fmt: skip
 

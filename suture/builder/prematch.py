@@ -73,18 +73,25 @@ class Expected:
 
 
 def expected(obj: ObjectFile, sec: Section, name: str) -> Expected:
-    """The expected bytes of the function in ``sec`` of ``obj`` (the object as the build has it)."""
-    code = bytes(sec.data)
+    """The expected bytes of the function in ``sec`` of ``obj`` (the object as the build has it).
+
+    The code starts at the function's symbol, after any padding before it
+    (``CONFIG_CALL_PADDING``, 6.2 on: :attr:`Section.start`), as the kernel's
+    ``old_func`` does; offsets below are the section's, shifted by that.
+    """
+    begin = sec.start
+    code = bytes(sec.data[begin:])
     mask = bytearray(b"\x01" * len(code))
 
     def hide(start: int, length: int) -> None:
+        start -= begin
         for i in range(max(start, 0), min(start + length, len(code))):
             mask[i] = 0
 
     for r in sec.relas:
         hide(r.offset, _WIDTH.get(r.type, 4))
     if code.startswith(ENDBR64):
-        hide(0, len(ENDBR64))
+        hide(begin, len(ENDBR64))
     for table in obj.sections:
         site = _SITES.get(table.name)
         if site is None:

@@ -12,7 +12,7 @@ calls through. Three parts of the builder need to know them:
 - the scan of the vmlinux image ignores them too (in vmlinux some tables are
   merged into ``.rodata``/``.data``: their bounds come from kallsyms).
 
-Entry sizes are those of Linux 6.1 on x86-64 (arch/x86/include/asm/*.h:
+Entry sizes are those of Linux 6.1 and 6.12 on x86-64 (arch/x86/include/asm/*.h:
 ``struct exception_table_entry``, ``struct bug_entry`` with
 ``CONFIG_GENERIC_BUG_RELATIVE_POINTERS``, ``struct alt_instr``,
 ``struct jump_entry``, ``struct static_call_site``, ``struct orc_entry``).
@@ -35,6 +35,8 @@ class EntryTable:
             (static keys and static calls), or None.
         parallel: a section whose entry ``i`` belongs with our entry ``i``, and
             its entry size (ORC: ``.orc_unwind_ip`` addresses, ``.orc_unwind`` data).
+        sized_by_code: the entry size differs between kernel versions and is read
+            from the object: each entry refers to code once, at its start.
     """
 
     name: str
@@ -42,12 +44,13 @@ class EntryTable:
     anchor: int = 0
     key: int | None = None
     parallel: tuple[str, int] | None = None
+    sized_by_code: bool = False
 
 
 ENTRY_TABLES: dict[str, EntryTable] = {
     t.name: t
     for t in (
-        EntryTable("__bug_table", 12),
+        EntryTable("__bug_table", 12, sized_by_code=True),  # 16 bytes from 7.x on
         EntryTable("__ex_table", 12),
         EntryTable(".orc_unwind_ip", 4, parallel=(".orc_unwind", 6)),
         EntryTable(".altinstructions", 12),
@@ -78,6 +81,7 @@ _DESCRIPTIVE = (
     "__patchable_function_entries",
     ".discard",
     ".debug",
+    ".eh_frame",
     ".note",
     ".notes",
     ".BTF",

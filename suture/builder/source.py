@@ -11,6 +11,11 @@ Layout under ``<cache>/trees/<release>/``: ``tree.json`` (written last: the
 tree is complete; it names the shared source) and ``linux/`` (the prepared
 tree). Whatever changes a file of the tree replaces it rather than writing
 into it (compile.py), so the shared source stays as Debian ships it.
+
+Every kbuild run in the tree goes through the build's :class:`Toolchain`
+(suture.packages.toolchain): the host's compiler when it is exactly the one the
+config names, else a build root of the build's own distro release, chosen by
+the build's series (suture.packages.sets).
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -29,6 +33,8 @@ from suture import progress
 from suture.errors import BuildError, SourceGoneError, ToolMissingError
 from suture.fsutil import atomic_write, cache_dir, locked
 from suture.packages import cache, kernels, sets, sources
+from suture.packages import toolchain as toolchain_mod
+from suture.packages.toolchain import Toolchain
 
 FORMAT_VERSION = 1
 JOBS = str(os.cpu_count() or 1)
@@ -45,6 +51,8 @@ class SourceTree:
     version: str
     path: Path
     cc: str  # the compiler command that built this kernel, e.g. gcc-12
+    # Where that compiler runs; None: the host (a tree made by hand, in tests).
+    toolchain: Toolchain | None = None
 
     @property
     def config(self) -> Path:
@@ -52,50 +60,25 @@ class SourceTree:
         return self.path / ".config"
 
     def make_argv(self, *targets: str) -> list[str]:
-        """``make`` in this tree with the kernel's own compiler."""
-        return ["make", "-s", f"-j{JOBS}", "-C", str(self.path), f"CC={self.cc}", *targets]
-
-
-def config_value(config_text: str, key: str) -> str:
-    """The value of ``CONFIG_<key>`` in a .config text ("" when unset), quotes removed."""
-    match = re.search(rf"^CONFIG_{key}=(.*)$", config_text, re.MULTILINE)
-    return match.group(1).strip('"') if match else ""
-
-
-def required_compiler(config_text: str) -> tuple[str, str]:
-    """The compiler command and its ``--version`` line that built the kernel.
-
-    ``CONFIG_CC_VERSION_TEXT`` is the first line of ``$(CC) --version``;
-    its first word is the command (``gcc-12``).
-    """
-    text = config_value(config_text, "CC_VERSION_TEXT")
-    if not text:
-        raise BuildError("the kernel config names no compiler (CONFIG_CC_VERSION_TEXT)")
-    return text.split(" ", 1)[0], text
-
-
-def check_compiler(config_text: str) -> str:
-    """The local compiler command, when it is exactly the one the kernel was built with.
-
-    Raises:
-        BuildError: the compiler is missing or another version; names the one needed.
-    """
-    cc, wanted = required_compiler(config_text)
-    found = ""
-    if shutil.which(cc):
-        proc = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False)
-        found = proc.stdout.splitlines()[0] if proc.stdout else ""
-    if found != wanted:
-        raise BuildError(
-            f"this kernel was built with '{wanted}', but the local {cc} is "
-            f"{repr(found) if found else 'missing'}",
-            hint=f"build on a machine with exactly '{wanted}' (for Debian 12 kernels: "
-            "Debian 12's gcc-12), so that unchanged code compiles to the same bytes",
+        """``make`` in this tree with the kernel's own compiler, where that compiler runs."""
+        return self.wrap(
+            ["make", "-s", f"-j{JOBS}", "-C", str(self.path), f"CC={self.cc}", *targets]
         )
-    return cc
+
+    def wrap(self, argv: list[str], *paths: Path) -> list[str]:
+        """``argv`` run with the build's toolchain (the tree and ``paths`` visible in it)."""
+        if self.toolchain is None:
+            return argv
+        return self.toolchain.wrap(argv, cwd=self.path, paths=paths)
 
 
-def _check_tools() -> None:
+config_value = toolchain_mod.config_value
+required_compiler = toolchain_mod.required_compiler
+
+
+def _check_tools(chain: Toolchain) -> None:
+    if not chain.on_host:
+        return  # the build root has them all (suture.packages.buildroot)
     for tool, package in _TOOLS.items():
         if shutil.which(tool) is None:
             raise ToolMissingError(f"{tool} is not installed", hint=f"apt-get install {package}")
@@ -120,20 +103,20 @@ def prepare(release: str | None = None) -> SourceTree:
     if not (dest / "tree.json").exists():
         _require_source(release)
     image = kernels.fetch(release)
-    config_text = image.config.read_text()
-    cc = check_compiler(config_text)
-    _check_tools()
+    chain = toolchain_of(image)
+    _check_tools(chain)
+    tree = SourceTree(image.release, image.version, dest / "linux", chain.cc, chain)
     with locked(dest.parent / ".lock"):
         meta = dest / "tree.json"
         if meta.exists():
             _record_source_use(meta)
-            return SourceTree(image.release, image.version, dest / "linux", cc)
+            return tree
         package = sets.source_package(image.release, image.version)
         name = sources.spec(package, image.version)
         with cache.pinned(cache.SOURCE, name):
             shared = sources.ensure(package, image.version, image.release)
             try:
-                _prepare_locked(image, shared, dest, cc)
+                _prepare_locked(image, shared, tree)
             except BaseException:
                 shutil.rmtree(dest, ignore_errors=True)  # never leave half a tree behind
                 raise
@@ -142,10 +125,21 @@ def prepare(release: str | None = None) -> SourceTree:
                 "release": image.release,
                 "version": image.version,
                 "source": name,
+                "toolchain": chain.name or "host",
+                "compiler": chain.version_text,
             }
             atomic_write(meta, json.dumps(record).encode())
     cache.enforce()
-    return SourceTree(image.release, image.version, dest / "linux", cc)
+    return tree
+
+
+def toolchain_of(image: kernels.KernelTree) -> Toolchain:
+    """Where the exact compiler of the fetched build ``image`` runs (a build root made once).
+
+    Raises:
+        BuildError: nothing here has exactly the compiler its config names.
+    """
+    return sets.series_for(image.release).toolchain(image.config.read_text())
 
 
 def _require_source(release: str) -> None:
@@ -170,20 +164,20 @@ def _record_source_use(meta: Path) -> None:
         cache.record_use(cache.SOURCE, name)
 
 
-def _prepare_locked(image: kernels.KernelTree, shared: Path, dest: Path, cc: str) -> None:
+def _prepare_locked(image: kernels.KernelTree, shared: Path, tree: SourceTree) -> None:
+    dest = tree.path.parent
     if dest.exists():
         shutil.rmtree(dest)  # an earlier, interrupted preparation
     dest.mkdir(parents=True)
     # Files written from here on have later times; the coarse file clock may lag a little.
     since = time.time() - 2
-    sources.farm(shared, dest / "linux")
-    tree = SourceTree(image.release, image.version, dest / "linux", cc)
+    sources.farm(shared, tree.path)
     atomic_write(tree.config, image.config.read_bytes())
     # Debian's signing keys are not in the source; blank them so kbuild does not look.
     _run(
         tree,
-        ["scripts/config", "--set-str", "SYSTEM_TRUSTED_KEYS", "",
-         "--set-str", "SYSTEM_REVOCATION_KEYS", "", "--set-str", "MODULE_SIG_KEY", ""],
+        tree.wrap(["./scripts/config", "--set-str", "SYSTEM_TRUSTED_KEYS", "",
+         "--set-str", "SYSTEM_REVOCATION_KEYS", "", "--set-str", "MODULE_SIG_KEY", ""]),
         "blanking the signing keys",
     )  # fmt: skip
     _run(tree, tree.make_argv("olddefconfig"), "olddefconfig")

@@ -100,8 +100,8 @@ def has_module(tree: kernels.KernelTree, module: str) -> bool:
     return bool(_module_files(tree, module))
 
 
-def module_symbols(tree: kernels.KernelTree, module: str) -> Kallsyms:
-    """The symbols of the distro's ``module``.ko, in its symtab's order (module kallsyms order).
+def module_file(tree: kernels.KernelTree, module: str) -> Path:
+    """The distro's ``module``.ko.
 
     Raises:
         BuildError: the image ships no such module.
@@ -109,8 +109,17 @@ def module_symbols(tree: kernels.KernelTree, module: str) -> Kallsyms:
     candidates = _module_files(tree, module)
     if not candidates:
         raise BuildError(f"the image of {tree.release} has no module {module}")
+    return candidates[0]
+
+
+def module_symbols(tree: kernels.KernelTree, module: str) -> Kallsyms:
+    """The symbols of the distro's ``module``.ko, in its symtab's order (module kallsyms order).
+
+    Raises:
+        BuildError: the image ships no such module.
+    """
     by_name: dict[str, list[tuple[int, str]]] = {}
-    with candidates[0].open("rb") as f:
+    with module_file(tree, module).open("rb") as f:
         symtab = ELFFile(f).get_section_by_name(".symtab")
         if isinstance(symtab, SymbolTableSection):
             for i, sym in enumerate(symtab.iter_symbols()):

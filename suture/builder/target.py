@@ -19,6 +19,7 @@ from typing import Protocol
 
 from suture.builder import catalog as catalog_mod
 from suture.builder import includes, source, symbols
+from suture.builder.elfobj import ObjectFile
 from suture.builder.image_refs import ImageIndex
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
@@ -41,6 +42,7 @@ class Target:
     tree: source.SourceTree
     positions: SymbolPositions
     _modules: dict[str, symbols.Kallsyms] = field(default_factory=dict, repr=False)
+    _module_files: dict[str, ObjectFile] = field(default_factory=dict, repr=False)
 
     @property
     def release(self) -> str:
@@ -94,6 +96,12 @@ class Target:
         if objname not in self._modules:
             self._modules[objname] = symbols.module_symbols(self.image, objname)
         return self._modules[objname]
+
+    def module_file(self, objname: str) -> ObjectFile:
+        """The build's own ``.ko`` of module ``objname``, as an object (read once each)."""
+        if objname not in self._module_files:
+            self._module_files[objname] = ObjectFile.load(symbols.module_file(self.image, objname))
+        return self._module_files[objname]
 
     def ships_module(self, name: str) -> bool:
         """The image ships module ``name`` (its configuration builds it)."""

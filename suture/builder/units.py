@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.builder import callers, headers, outside, symbols
+from suture.builder import callers, data_objects, headers, outside, same_names, symbols
 from suture.builder.compile import KEY_READ_FLAGS, NO_SIBLING_CALL_FLAGS, ObjectPair, compile_pair
 from suture.builder.differ import DiffResult, FunctionChange, diff_objects
 from suture.builder.elfobj import ObjectFile
@@ -30,23 +30,15 @@ def progress(text: str) -> None:
     logging.getLogger("suture.builder").info("%s", text)
 
 
-def local_names(obj: ObjectFile) -> list[str]:
-    """Names an object defines: anchors that tell same-named locals of the kernel apart."""
-    return [s.name for s in obj.symbols if s.shndx and s.name and s.type in (1, 2)]
+def refuse_unpatchable(pair: ObjectPair, diff: DiffResult, orig: ObjectFile) -> None:
+    """Refuse a unit whose diff changes what a live patch cannot (writable data, __init code ...).
 
-
-def refuse_unpatchable(pair: ObjectPair, diff: DiffResult) -> None:
-    """Refuse a unit whose diff changes what a live patch cannot (data, __init code ...)."""
+    Changed read-only data passes: the patch carries a new copy (data_copies.py).
+    """
     if diff.unpatchable:
         what, why = diff.unpatchable[0]
         raise BuildError(f"{pair.source}: {what} changed, but {why}")
-    if diff.changed_data:
-        raise BuildError(
-            f"{pair.source}: the fix changes existing data ({', '.join(diff.changed_data)}); "
-            "a live patch cannot change data the running kernel already uses",
-            hint="keep the data as it is and attach new state with shadow variables "
-            "(klp_shadow_*), or set it up in a pre-patch callback",
-        )
+    data_objects.refuse_changed_data(pair.source, orig, diff)
 
 
 @dataclass(frozen=True)
@@ -142,7 +134,7 @@ def with_key_reads(
     orig, patched = ObjectFile.load(pair.original), ObjectFile.load(pair.patched)
     lines = Fix.parse(fix.read_text(errors="replace")).line_maps(pair.source)
     diff = diff_objects(orig, patched, lines)
-    refuse_unpatchable(pair, diff)
+    refuse_unpatchable(pair, diff, orig)
     running = unit.orig.functions()
     unknown = [c.name for c in diff.changed if c.name not in running]
     if unknown:
@@ -162,7 +154,7 @@ def plan_unit(unit: Unit, *, target: Target, complete: bool) -> callers.CallerPl
     no_fentry = [c.name for c in diff.changed if not c.has_fentry]
     if not no_fentry:
         return callers.CallerPlan()
-    elsewhere_refs = _outside_refs(objname, target, local_names(orig), orig)
+    elsewhere_refs = _outside_refs(objname, target, unit.running or orig)
     try:
         plan = callers.plan_callers(
             orig, patched, no_fentry, fixed={c.name for c in diff.changed if c.has_fentry},
@@ -172,9 +164,11 @@ def plan_unit(unit: Unit, *, target: Target, complete: bool) -> callers.CallerPl
     except BuildError as e:
         raise BuildError(f"{pair.source}: {e.message}", hint=e.hint) from e
     elsewhere = sorted({ref.where for ref, _ in plan.outside})
+    slots = ", ".join(f"{s.symbol}+{s.offset:#x}" for s, _ in plan.slots)
     progress(
         f"no ftrace entry in {', '.join(no_fentry)}: carrying {', '.join(plan.carried)}, "
         f"patching {', '.join(plan.patched + plan.framed) or 'no other function'} in the file"
+        + (f", redirecting the pointers in {slots}" if slots else "")
         + (f", and looking for {', '.join(elsewhere)} in other files" if elsewhere else "")
     )
     return plan
@@ -224,7 +218,7 @@ def framed_callers(
                     name,
                     "caller",
                     sec.name,
-                    len(sec.data),
+                    sec.code_size,
                     has_fentry=True,
                     reason=f"tail-jumps to {callee}, whose new code the patch carries",
                 )
@@ -265,7 +259,7 @@ def outside_callers(
                     name,
                     "caller",
                     sections[name].name,
-                    len(sections[name].data),
+                    sections[name].code_size,
                     has_fentry=True,
                     reason=f"calls {fn}, whose new code the patch carries",
                 )
@@ -292,9 +286,7 @@ def outside_callers(
     return extra, unpatched
 
 
-def _outside_refs(
-    objname: str, target: Target, anchors: list[str], orig: ObjectFile
-) -> callers.OutsideRefs:
+def _outside_refs(objname: str, target: Target, orig: ObjectFile) -> callers.OutsideRefs:
     """References to a global function from the rest of vmlinux (read from its image)."""
 
     def unknown(_name: str) -> list[callers.Reference] | None:
@@ -303,20 +295,23 @@ def _outside_refs(
     if objname != "vmlinux":
         return unknown
     index, ksyms = target.image_index, target.kallsyms
-    own = {a for n in orig.functions() if (a := _address(ksyms, n, anchors)) is not None}
+    positions = same_names.in_target(orig, objname, target)
+    own = {a for n in orig.functions() if (a := kernel_address(ksyms, positions, n)) is not None}
 
     def elsewhere(name: str) -> list[callers.Reference] | None:
-        address = _address(ksyms, name, anchors)
+        address = kernel_address(ksyms, positions, name)
         return None if address is None else index.references(address, own)
 
     return elsewhere
 
 
-def _address(ksyms: symbols.Kallsyms, name: str, anchors: list[str]) -> int | None:
-    """The running kernel's address of a function of the patched file, or None if unsure."""
+def kernel_address(
+    ksyms: symbols.Kallsyms, positions: same_names.SameNames, name: str
+) -> int | None:
+    """The running kernel's address of a symbol of the patched file, or None if unsure."""
     entries = ksyms.by_name.get(name, [])
     try:
-        pos = ksyms.sympos(name, anchors)
+        pos = positions.sympos(name)
     except BuildError:
         return None
     return entries[max(pos, 1) - 1][0] if entries else None

@@ -67,6 +67,11 @@ def unpack(data: bytes, name: str) -> tuple[Manifest, bytes]:
     return _members(Path(name), io.BytesIO(data))
 
 
+def members(path: Path) -> tuple[Manifest, bytes]:
+    """The verified manifest and the patch file (module or patch object) of a bundle."""
+    return _members(path)
+
+
 def _members(path: Path, data: io.BytesIO | None = None) -> tuple[Manifest, bytes]:
     try:
         with tarfile.open(path if data is None else None, mode="r:", fileobj=data) as tar:

@@ -21,6 +21,21 @@ fix is partial there (see suture/builder/callers.py).
 fixes the level was built from, in order: each fix file's sha256, its
 subject(s) and CVE ids. The files themselves are signed into the repository
 as ``fixes/<sha256>.patch``, so a level can be rebuilt and audited.
+``kind`` is ``userspace`` for a patch of a shared library in running
+processes (absent: a kernel patch). Its ``kernel.release`` is then the
+library's soname and ``kernel.build_id`` the library file's GNU build id; the
+bundle holds ``<name>.o`` (a relocatable patch object, not a module) and the
+manifest a ``userspace`` object::
+
+    "userspace": {"package": "glibc", "version": "2.36-9+deb12u14",
+      "functions": [{"name": "_IO_wdefault_pbackfail", "offset": 569504, "size": 412,
+                     "old_sha256": "<hex of the shipped bytes>", "symbol": "__suture_new_..."}],
+      "symbols": {"_IO_switch_to_wbackup_area": ["addr", 570000],
+                  "__libc_errno": ["got", 1961416]}}
+
+``offset`` is from the library's start (its first byte in memory); a symbol's
+place is the thing itself (``addr``) or a slot of the library's GOT holding
+its address or TLS offset (``got``).
 ``test`` (present only once ``suture test`` ran) is the result of testing the
 bundle in a guest of its kernel build, with a format number of its own (see
 :mod:`suture.bundle.labtest`); publish requires a pass on the manifest's build.
@@ -57,6 +72,21 @@ class Function:
     sympos: int = 0  # position among same-named local symbols (0: unique)
     size: int = 0  # bytes of the old function in the target build (0: unknown)
     old_sha256: str = ""  # hash of the old code, relocations zeroed ("" : not checked)
+
+
+@dataclass(frozen=True)
+class UserFunction:
+    """One function of a shared library that a userspace patch replaces."""
+
+    name: str
+    offset: int  # from the library's start
+    size: int  # bytes of the old function
+    old_sha256: str  # of its bytes in the shipped library
+    symbol: str  # the patch object's global holding the new code
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -111,6 +141,11 @@ class Manifest:
     fixes: tuple[FixRecord, ...] = ()  # what a released level was built from, in order
     test: labtest.LabTest | None = None  # the last `suture test` result (None: never tested)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "kernel"  # or "userspace": release is then a soname, build_id the library's
+    package: str = ""  # userspace: the Debian source package and version it was built from
+    version: str = ""
+    userspace_functions: tuple[UserFunction, ...] = ()
+    userspace_symbols: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def functions(self) -> tuple[str, ...]:
@@ -148,6 +183,18 @@ class Manifest:
             **({"fixes": [f.to_dict() for f in self.fixes]} if self.fixes else {}),
             **({"test": self.test.to_dict()} if self.test else {}),
             **({"extra": self.extra} if self.extra else {}),
+            **(self._userspace_dict() if self.kind == "userspace" else {}),
+        }
+
+    def _userspace_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "userspace": {
+                "package": self.package,
+                "version": self.version,
+                "functions": [f.to_dict() for f in self.userspace_functions],
+                "symbols": {k: list(v) for k, v in sorted(self.userspace_symbols.items())},
+            },
         }
 
     def to_json(self) -> bytes:
@@ -173,7 +220,7 @@ class Manifest:
             )
         try:
             manifest = cls._from_dict(data)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, IndexError, TypeError, ValueError) as e:
             raise BundleError(f"the manifest is incomplete or malformed: {str(e)[:200]}") from e
         manifest.validate()
         return manifest
@@ -215,6 +262,7 @@ class Manifest:
             fixes=tuple(FixRecord.from_dict(_object(f)) for f in _list(data.get("fixes", []))),
             test=labtest.parse(data.get("test")),
             extra=dict(_object(data.get("extra", {}))),
+            **_userspace_fields(data),
         )
 
     def validate(self) -> None:
@@ -226,8 +274,7 @@ class Manifest:
         problems = []
         if not _NAME.fullmatch(self.name):
             problems.append(f"name {self.name!r} is not a kernel module name")
-        if self.module_file != f"{self.name}.ko":
-            problems.append(f"module file {self.module_file!r} is not {self.name}.ko")
+        problems += self._kind_problems()
         if len(self.module_sha256) != 64 or not _HEX.fullmatch(self.module_sha256):
             problems.append("module sha256 is not 64 hex digits")
         if self.build_id and not _BUILD_ID.fullmatch(self.build_id):
@@ -248,6 +295,18 @@ class Manifest:
         if self.test is not None:
             self.test.validate()
 
+    def _kind_problems(self) -> list[str]:
+        """What is wrong with the kind and the file it names (a kernel .ko, a userspace .o)."""
+        problems = []
+        suffix = ".o" if self.kind == "userspace" else ".ko"
+        if self.kind not in ("kernel", "userspace"):
+            problems.append(f"kind {self.kind[:40]!r} is not kernel or userspace")
+        if self.module_file != f"{self.name}{suffix}":
+            problems.append(f"module file {self.module_file!r} is not {self.name}{suffix}")
+        if self.kind == "userspace" and not (self.build_id and self.userspace_functions):
+            problems.append("a userspace patch names no library build id or no function")
+        return problems
+
 
 def _object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
@@ -265,3 +324,30 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"expected true or false, got {str(value)[:40]!r}")
     return value
+
+
+def _userspace_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The userspace part of a manifest's JSON, as keyword arguments (none for a kernel patch)."""
+    kind = as_str(data.get("kind", "kernel"))
+    if kind != "userspace":
+        return {"kind": kind}
+    user = _object(data["userspace"])
+    symbols = _object(user.get("symbols", {}))
+    return {
+        "kind": "userspace",
+        "package": as_str(user.get("package", "")),
+        "version": as_str(user.get("version", "")),
+        "userspace_functions": tuple(
+            UserFunction(
+                as_str(f["name"]),
+                as_int(f["offset"], 0),
+                as_int(f["size"], 0, MAX_SIZE),
+                as_str(f["old_sha256"]),
+                as_str(f["symbol"]),
+            )
+            for f in map(_object, _list(user["functions"]))
+        ),
+        "userspace_symbols": {
+            as_str(k): (as_str(_list(v)[0]), as_int(_list(v)[1], 0)) for k, v in symbols.items()
+        },
+    }

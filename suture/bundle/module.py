@@ -4,7 +4,8 @@
 what the agent's pre-flight would only find out on those hosts: the module
 is a relocatable ELF64 kernel module, marked ``livepatch=Y``, of the
 manifest's name, with the manifest's release in its vermagic and its build
-id in ``suture_build_id``.
+id in ``suture_build_id``. A userspace bundle's patch object (ADR 18) must
+be one the patcher can load, defining every function the manifest names.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import struct
 
 from suture.bundle.manifest import Manifest
-from suture.errors import BundleError
+from suture.errors import BundleError, UserspaceError
 
 ET_REL = 1  # a kernel module is a relocatable object
 _TYPE = struct.Struct("<16xH")  # e_type follows e_ident
@@ -25,6 +26,9 @@ def check(manifest: Manifest, module: bytes) -> None:
         BundleError: not a relocatable ELF64 module, or its ``.modinfo``
             disagrees with the manifest (naming the field).
     """
+    if manifest.kind == "userspace":
+        _check_userspace(manifest, module)
+        return
     from suture.kernel.modinfo import parse_modinfo, section_data  # noqa: PLC0415 - publish only
 
     where = f"the module {manifest.module_file}"
@@ -51,3 +55,19 @@ def check(manifest: Manifest, module: bytes) -> None:
                 hint="this is not the live patch the manifest describes; rebuild the bundle "
                 "with 'suture build'",
             )
+
+
+def _check_userspace(manifest: Manifest, data: bytes) -> None:
+    """Refuse a userspace patch object the patcher could not load, or that lacks a function."""
+    from suture.userspace.image import PatchObject  # noqa: PLC0415 - publish only
+
+    where = f"the patch object {manifest.module_file}"
+    try:
+        obj = PatchObject.parse(data)
+        for f in manifest.userspace_functions:
+            obj.symbol(f.symbol)
+    except (UserspaceError, ValueError, IndexError, struct.error) as e:
+        raise BundleError(
+            f"{where} is not the userspace patch the manifest describes: {str(e)[:200]}",
+            hint="rebuild the bundle with 'suture build --package'",
+        ) from e

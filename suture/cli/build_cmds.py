@@ -60,6 +60,13 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="folder for the bundle (several builds: one subfolder per build)",
     )
+    p.add_argument(
+        "--package",
+        default="",
+        metavar="SRC[=VERSION]",
+        help="a userspace patch of this Debian source package's library (glibc, openssl), "
+        "for the installed version unless VERSION is given",
+    )
     p.add_argument("--name", default="", help="module name (default: from the fix's name)")
     p.add_argument(
         "--cve",
@@ -89,9 +96,30 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
         )
     if args.level < 1:
         raise UsageError("--level must be 1 or more")
+    if args.package:
+        return _build_userspace(args, out)
     if args.kernels or len(args.kernel) > 1:
         return _build_several(args, out)
     return _build_one(args, out)
+
+
+def _build_userspace(args: argparse.Namespace, out: Output) -> int:
+    from suture.userspace.build import pipeline
+
+    if args.kernel or args.kernels:
+        raise UsageError("--package builds a userspace patch: give no --kernel")
+    result = pipeline.build(
+        args.fix, args.package, output=args.output, name=args.name, cves=tuple(args.cve),
+        level=args.level, log=out.message,
+    )  # fmt: skip
+    m = result.manifest
+    text = (
+        f"built {result.bundle}: {m.package} {m.version}, {m.release} {m.build_id}\n"
+        + "\n".join(f"  {f.name} at {f.offset:#x} ({f.size} bytes, rebuilt original matches "
+                     "the shipped code)" for f in m.userspace_functions)
+    )  # fmt: skip
+    out.result({"format": 1, **result.to_dict()}, text)
+    return 0
 
 
 def _build_several(args: argparse.Namespace, out: Output) -> int:

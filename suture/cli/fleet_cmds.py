@@ -1,7 +1,10 @@
 """``suture fleet ...``: the operator's commands against the fleet server (admin token).
 
 Every command takes ``--server URL`` (or ``$SUTURE_FLEET_SERVER``) and
-``--admin-token-file FILE`` (or ``$SUTURE_ADMIN_TOKEN``).
+``--admin-token-file FILE`` (or ``$SUTURE_ADMIN_TOKEN``). Lists come a page
+at a time (``--limit``, ``--cursor``; ``--all`` follows every page); the
+export always takes every page. ``--json`` prints the server's answer
+(format 1).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from suture import timefmt
 from suture.cli.helptext import command, group
 from suture.cli.output import Output
 from suture.errors import UsageError
@@ -49,46 +53,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     parents = [server]
 
-    _, key_subs = group(
-        fleet_subs,
-        "key",
-        common,
-        summary="registration keys hosts enrol with",
-        description="A host enrols once with a registration key (registration_key in its "
-        "agent.toml) and gets its own token; the key's tags go to every host enrolled with it.",
-    )
-    p = command(
-        key_subs, "create", common, parents=parents,
-        summary="a new key (printed once)",
-        description="Create a registration key. The secret is printed once and stored only as "
-        "its hash.",
-        examples=[("suture fleet key create --tag env:prod --note 'web tier'", "a tagged key")],
-        exits=_FLEET,
-    )  # fmt: skip
-    p.add_argument(
-        "--tag", action="append", default=[], metavar="TAG",
-        help="a tag for the hosts that enrol with it, e.g. env:prod (repeatable)",
-    )  # fmt: skip
-    p.add_argument("--note", default="", help="what the key is for (shown in the list)")
-    p.set_defaults(handler=cmd_key_create)
-    p = command(
-        key_subs, "list", common, parents=parents,
-        summary="the keys (never their secrets)",
-        description="Every registration key: its id, when it was made, revoked or active, "
-        "its tags and note.",
-        examples=[("suture fleet key list", "")],
-        exits=_FLEET,
-    )  # fmt: skip
-    p.set_defaults(handler=cmd_key_list)
-    p = command(
-        key_subs, "revoke", common, parents=parents,
-        summary="stop a key from enrolling hosts",
-        description="Revoke a registration key; hosts already enrolled with it keep their tokens.",
-        examples=[("suture fleet key revoke k_12ab", "")],
-        exits=_FLEET,
-    )  # fmt: skip
-    p.add_argument("key_id", help="the key's id (suture fleet key list)")
-    p.set_defaults(handler=cmd_key_revoke)
+    _register_keys_hosts(fleet_subs, common, parents)
 
     _, ro_subs = group(
         fleet_subs,
@@ -146,10 +111,14 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         help="...but only once this many hosts tried it (5)",
     )  # fmt: skip
     p.set_defaults(handler=cmd_rollout_set)
+    build = argparse.ArgumentParser(add_help=False)
+    build.add_argument("--release", help="only this kernel build: its release...")
+    build.add_argument("--build-id", help="...and its build id")
     p = command(
-        ro_subs, "halt", common, parents=ro, summary="stop a level's rollout",
-        description="No host goes above the level below LEVEL until 'resume'. The level must "
-        "be published on the channel.",
+        ro_subs, "halt", common, parents=[*ro, build], summary="stop a level's rollout",
+        description="No host goes above the level below LEVEL until 'resume'; with --release "
+        "and --build-id, only hosts of that kernel build. The level must be published on the "
+        "channel.",
         examples=[("suture fleet rollout halt --level 4 --reason 'oops on canaries'", "")],
         exits=(*_FLEET, 64),
     )  # fmt: skip
@@ -157,9 +126,10 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", default="", help="why (shown with the policy)")
     p.set_defaults(handler=cmd_rollout_action, action="halt")
     p = command(
-        ro_subs, "resume", common, parents=ro, summary="lift a halt",
-        description="Lift the halt; the halted level is not halted again automatically.",
-        examples=[("suture fleet rollout resume", "")], exits=_FLEET,
+        ro_subs, "resume", common, parents=[*ro, build], summary="lift halts",
+        description="Lift the halts (or the one of a kernel build); the halted level is not "
+        "halted again automatically.",
+        examples=[("suture fleet rollout resume", "")], exits=(*_FLEET, 64),
     )  # fmt: skip
     p.set_defaults(handler=cmd_rollout_action, action="resume")
     p = command(
@@ -185,6 +155,104 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     which.add_argument("--end", action="store_true", help="end the unroll")
     p.set_defaults(handler=cmd_rollout_action, action="unroll")
     _register_queries(fleet_subs, common, parents)
+
+
+def _register_keys_hosts(
+    fleet_subs: Any, common: argparse.ArgumentParser, parents: list[argparse.ArgumentParser]
+) -> None:
+    """``key create|list|revoke`` and ``host show|revoke|delete``."""
+    _, key_subs = group(
+        fleet_subs,
+        "key",
+        common,
+        summary="registration keys hosts enrol with",
+        description="A host enrols once with a registration key (registration_key in its "
+        "agent.toml) and gets its own token; the key's tags go to every host enrolled with it.",
+    )
+    p = command(
+        key_subs, "create", common, parents=parents,
+        summary="a new key (printed once)",
+        description="Create a registration key. The secret is printed once and stored only as "
+        "its hash. A key may be limited to a number of hosts and to a time.",
+        examples=[("suture fleet key create --tag env:prod --note 'web tier'", "a tagged key"),
+                  ("suture fleet key create --max-hosts 20 --expires-in 7d",
+                   "for one rack, this week only")],
+        exits=(*_FLEET, 64),
+    )  # fmt: skip
+    p.add_argument(
+        "--tag", action="append", default=[], metavar="TAG",
+        help="a tag for the hosts that enrol with it, e.g. env:prod (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--note", default="", help="what the key is for (shown in the list)")
+    p.add_argument("--max-hosts", type=int, metavar="N", help="enrol at most N hosts")
+    p.add_argument(
+        "--expires-in", metavar="TIME", help="no enrolment after this long, e.g. 30m, 12h, 7d"
+    )
+    p.set_defaults(handler=cmd_key_create)
+    p = command(
+        key_subs, "list", common, parents=parents,
+        summary="the keys (never their secrets)",
+        description="Every registration key: its id, when it was made, revoked, expired or "
+        "active, the hosts enrolled with it (of at most how many), its tags and note.",
+        examples=[("suture fleet key list", "")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.set_defaults(handler=cmd_key_list)
+    p = command(
+        key_subs, "revoke", common, parents=parents,
+        summary="stop a key from enrolling hosts",
+        description="Revoke a registration key; hosts already enrolled with it keep their "
+        "tokens, unless --hosts revokes those too.",
+        examples=[("suture fleet key revoke k_12ab", ""),
+                  ("suture fleet key revoke k_12ab --hosts", "a leaked key: its hosts too")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("key_id", help="the key's id (suture fleet key list)")
+    p.add_argument("--hosts", action="store_true", help="revoke its hosts' tokens too")
+    p.set_defaults(handler=cmd_key_revoke)
+
+    _, host_subs = group(
+        fleet_subs,
+        "host",
+        common,
+        summary="one host: show, revoke, delete",
+        description="One host the server knows: its last report and history, revoking its "
+        "token, or forgetting it.",
+    )
+    p = command(
+        host_subs, "show", common, parents=parents,
+        summary="its last report and history",
+        description="The host's last check-in (kernel build, channel, level, state, token, "
+        "last seen) and its history, newest first, a page at a time.",
+        examples=[("suture fleet host show web-1", ""),
+                  ("suture fleet host show web-1 --cursor CURSOR", "older history")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("host_id", help="the host's id (suture fleet hosts)")
+    p.add_argument("--cursor", help="the next page of its history (from the last answer)")
+    p.add_argument("--limit", type=int, metavar="N", help="events in a page (200)")
+    p.set_defaults(handler=cmd_host_show)
+    p = command(
+        host_subs, "revoke", common, parents=parents,
+        summary="revoke its token",
+        description="Revoke the host's token: its check-ins are refused from now on. Its id "
+        "may not enrol again unless --allow-reenrol.",
+        examples=[("suture fleet host revoke web-1", "a host that was compromised"),
+                  ("suture fleet host revoke web-1 --allow-reenrol", "it enrols again")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("host_id", help="the host's id (suture fleet hosts)")
+    p.add_argument("--allow-reenrol", action="store_true", help="its id may enrol again")
+    p.set_defaults(handler=cmd_host_revoke)
+    p = command(
+        host_subs, "delete", common, parents=parents,
+        summary="forget it (report, history, token)",
+        description="Forget the host: its last report, its history and its token.",
+        examples=[("suture fleet host delete old-web-9", "a host that was retired")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("host_id", help="the host's id (suture fleet hosts)")
+    p.set_defaults(handler=cmd_host_delete)
 
 
 def _register_queries(
@@ -216,14 +284,18 @@ def _register_queries(
     p.add_argument(
         "--inactive-after", type=int, metavar="S", help="s of silence before inactive (10800)"
     )
+    _paging(p)
     p.set_defaults(handler=cmd_hosts)
     p = command(
         fleet_subs, "exposed", common, parents=parents, summary="hosts exposed to a CVE now",
         description="Hosts exposed to CVE-ID although a fix is published for their build, "
         "hosts with no fix published for their build, and hosts fixed in memory.",
-        examples=[("suture fleet exposed CVE-2026-1234", "")], exits=_FLEET,
+        examples=[("suture fleet exposed CVE-2026-1234", ""),
+                  ("suture --json fleet exposed CVE-2026-1234 --all", "every exposed host")],
+        exits=_FLEET,
     )  # fmt: skip
     p.add_argument("cve", metavar="CVE-ID", help="e.g. CVE-2026-1234")
+    p.add_argument("--all", action="store_true", help="every exposed host (every page)")
     p.set_defaults(handler=cmd_exposed)
     p = command(
         fleet_subs, "summary", common, parents=parents, summary="hosts per build, level, state",
@@ -261,6 +333,29 @@ def _register_queries(
     p.set_defaults(handler=cmd_vex)
 
 
+def _paging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=int, metavar="N", help="rows in a page (200)")
+    p.add_argument("--cursor", help="the next page (the last answer's next_cursor)")
+    p.add_argument("--all", action="store_true", help="follow every page")
+
+
+def _pages(client: Any, path: str, query: dict[str, str], key: str, every: bool) -> dict[str, Any]:
+    """One page of a list, or with ``every`` all of them in one answer."""
+    data: dict[str, Any] = client.call("GET", path, query=query)
+    while every and data.get("next_cursor"):
+        more = client.call("GET", path, query={**query, "cursor": data["next_cursor"]})
+        data = {**more, key: data[key] + more[key]}
+    return data
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not (number.isascii() and number.isdigit()) or int(number) < 1:
+        raise UsageError(f"--expires-in {text!r} is not a duration", hint="e.g. 30m, 12h, 7d")
+    return int(number) * units[unit]
+
+
 def _client(args: argparse.Namespace) -> Any:
     from suture.fleet.client import FleetClient
 
@@ -269,11 +364,22 @@ def _client(args: argparse.Namespace) -> Any:
 
 def cmd_key_create(args: argparse.Namespace, out: Output) -> int:
     """Create a registration key."""
-    data = _client(args).call(
-        "POST", "/api/v1/registration-keys", {"tags": args.tag, "note": args.note}
-    )
+    import time
+
+    body: dict[str, Any] = {"tags": args.tag, "note": args.note}
+    if args.max_hosts is not None:
+        if args.max_hosts < 1:
+            raise UsageError("--max-hosts is not 1 or more")
+        body["max_hosts"] = args.max_hosts
+    if args.expires_in is not None:
+        when = time.time() + _duration(args.expires_in)
+        body["expires_at"] = timefmt.utc(when)
+    data = _client(args).call("POST", "/api/v1/registration-keys", body)
+    limits = [f"at most {data['max_hosts']} hosts"] if data.get("max_hosts") else []
+    limits += [f"until {data['expires_at']}"] if data.get("expires_at") else []
     text = (
-        f"registration key {data['key_id']} (tags: {', '.join(data['tags']) or 'none'}):\n"
+        f"registration key {data['key_id']} (tags: {', '.join(data['tags']) or 'none'}"
+        f"{'; ' + ', '.join(limits) if limits else ''}):\n"
         f"{data['registration_key']}\n"
         "give it to agents as registration_key in agent.toml; it is not shown again"
     )
@@ -284,8 +390,13 @@ def cmd_key_create(args: argparse.Namespace, out: Output) -> int:
 def cmd_key_list(args: argparse.Namespace, out: Output) -> int:
     """List registration keys."""
     data = _client(args).call("GET", "/api/v1/registration-keys")
+
+    def status(k: dict[str, Any]) -> str:
+        return "revoked" if k["revoked"] else "expired" if k.get("expired") else "active"
+
     lines = [
-        f"{k['key_id']}  {k['created_at']}  {'revoked' if k['revoked'] else 'active':7}  "
+        f"{k['key_id']}  {k['created_at']}  {status(k):7}  {k.get('enrolled', 0)}"
+        f"{'/' + str(k['max_hosts']) if k.get('max_hosts') else ''} hosts  "
         f"{','.join(k['tags']) or '-'}  {k['note']}"
         for k in data["keys"]
     ]
@@ -295,8 +406,61 @@ def cmd_key_list(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_key_revoke(args: argparse.Namespace, out: Output) -> int:
     """Revoke a registration key."""
-    data = _client(args).call("DELETE", f"/api/v1/registration-keys/{args.key_id}")
-    out.result(data, f"revoked {args.key_id}; hosts enrolled with it keep their tokens")
+    path = f"/api/v1/registration-keys/{quote(args.key_id, safe='')}"
+    query = {"revoke_hosts": "true"} if args.hosts else None
+    data = _client(args).call("DELETE", path, query=query)
+    after = (
+        f"and the tokens of its {data['hosts_revoked']} hosts"
+        if args.hosts
+        else "hosts enrolled with it keep their tokens"
+    )
+    out.result(data, f"revoked {args.key_id}; {after}")
+    return 0
+
+
+def _host_path(host_id: str, tail: str = "") -> str:
+    return f"/api/v1/hosts/{quote(host_id, safe='')}{tail}"
+
+
+def cmd_host_show(args: argparse.Namespace, out: Output) -> int:
+    """A host's last report and history."""
+    client = _client(args)
+    query = {k: str(v) for k, v in (("cursor", args.cursor), ("limit", args.limit)) if v}
+    if query:
+        data = client.call("GET", _host_path(args.host_id, "/events"), query=query)
+        events, more = data["events"], data["next_cursor"]
+    else:
+        data = client.call("GET", _host_path(args.host_id))
+        events, more = data["history"], data["history_next_cursor"]
+        h = data["host"]
+        out_lines = [
+            f"{h['host_id']} ({h['hostname']}): {h['kernel']['release']} "
+            f"{h['kernel']['build_id'][:12] or '-'} {h['channel']} level {h['level']} "
+            f"{h['status']}, token {h['token']}, last seen {h['last_seen']}"
+        ]
+    rows = [(e["at"], e["level"], e["attempted_level"], e["state"]) for e in events]
+    text = "\n".join(
+        [*(out_lines if not query else []), _table(("AT", "LEVEL", "TRIED", "STATE"), rows)]
+    )
+    if more:
+        text += f"\nolder history: --cursor {more}"
+    out.result(data, text)
+    return 0
+
+
+def cmd_host_revoke(args: argparse.Namespace, out: Output) -> int:
+    """Revoke a host's token."""
+    body = {"allow_reenrol": args.allow_reenrol}
+    data = _client(args).call("POST", _host_path(args.host_id, "/revoke"), body)
+    again = "it may enrol again" if args.allow_reenrol else "its id may not enrol again"
+    out.result(data, f"revoked the token of {args.host_id}; {again}")
+    return 0
+
+
+def cmd_host_delete(args: argparse.Namespace, out: Output) -> int:
+    """Forget a host."""
+    data = _client(args).call("DELETE", _host_path(args.host_id))
+    out.result(data, f"deleted {args.host_id}")
     return 0
 
 
@@ -349,6 +513,10 @@ def cmd_rollout_action(args: argparse.Namespace, out: Output) -> int:
         body["level"] = args.level
     if args.action == "halt":
         body["reason"] = args.reason
+    if args.action in ("halt", "resume") and (args.release or args.build_id):
+        if not (args.release and args.build_id):
+            raise UsageError("give both --release and --build-id, or neither")
+        body.update(release=args.release, build_id=args.build_id)
     if args.action == "unroll":
         body["level"] = None if args.end else args.level
     data = client.call("POST", f"/api/v1/rollouts/{args.channel}/{args.action}", body)
@@ -422,17 +590,28 @@ def cmd_hosts(args: argparse.Namespace, out: Output) -> int:
         "cve": args.cve,
         "inactive_after": args.inactive_after,
     }
+    filters.update(limit=args.limit, cursor=args.cursor)
     query = {k: str(v) for k, v in filters.items() if v is not None}
-    data = _client(args).call("GET", "/api/v1/hosts", query=query)
+    data = _pages(_client(args), "/api/v1/hosts", query, "hosts", args.all)
     hosts = data["hosts"]
     text = _table(_HOST_HEADER, _host_rows(hosts)) if hosts else "no hosts"
+    if data.get("next_cursor"):
+        text += f"\nnext page: --cursor {data['next_cursor']} (or --all)"
     out.result(data, text)
     return 0
 
 
 def cmd_exposed(args: argparse.Namespace, out: Output) -> int:
     """Hosts exposed to a CVE, hosts without a fix for it, hosts fixed."""
-    data = _client(args).call("GET", "/api/v1/exposed", query={"cve": args.cve})
+    client = _client(args)
+    data = client.call("GET", "/api/v1/exposed", query={"cve": args.cve})
+    more = data["next_cursors"].get("exposed")
+    while args.all and more:
+        query = {"cve": args.cve, "kind": "exposed", "cursor": more}
+        page = client.call("GET", "/api/v1/exposed", query=query)
+        data["exposed"] += page["exposed"]
+        more = page["next_cursors"].get("exposed")
+    data["next_cursors"]["exposed"] = more
     counts = data["counts"]
     parts = [
         f"{args.cve}: {counts['exposed']} exposed, {counts['fixed']} fixed, "
@@ -445,6 +624,8 @@ def cmd_exposed(args: argparse.Namespace, out: Output) -> int:
         ]
         parts += ["", "exposed (a fix is published, not live):"]
         parts.append(_table((*_HOST_HEADER, "FIXED BY"), rows))
+    if more:
+        parts.append(f"(the first {len(data['exposed'])}; --all for every one)")
     out.result(data, "\n".join(parts))
     return 0
 
@@ -481,14 +662,14 @@ def cmd_summary(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
-    """Every host, as CSV or JSON, to a file or standard output."""
+    """Every host, as CSV or JSON, to a file or standard output (every page)."""
     fmt = args.export_format or ("json" if out.json_mode else "csv")
     if out.json_mode and fmt == "csv" and args.output is None:
         raise UsageError(
             "--json prints JSON on standard output, not CSV",
             hint="give -o FILE for the CSV, or leave out --json",
         )
-    raw = _client(args).raw("GET", "/api/v1/export", query={"format": fmt})
+    raw = _client(args).export(fmt)
     if args.output is None:
         sys.stdout.write(raw.decode())
         sys.stdout.flush()

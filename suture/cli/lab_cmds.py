@@ -46,12 +46,24 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_list)
 
     p = command(
+        lab_subs, "update", common,
+        summary="refresh Suture's private package lists now",
+        description="Refresh the package lists Suture keeps of its own for the series the "
+        "host's apt does not list (Debian 13, backports), under <cache>/apt/; they are "
+        "otherwise refreshed when older than a day. The host's apt is never touched.",
+        examples=[("suture lab update", "before 'suture lab list' of a newer series")],
+        exits=(0, 20),
+    )  # fmt: skip
+    p.set_defaults(handler=cmd_update)
+
+    p = command(
         lab_subs, "fetch", common,
         summary="download kernels into the cache",
         description="Download linux-image and linux-headers (with common and kbuild) of each "
         "build with apt, unpack them into the cache and extract vmlinux; never install.",
         examples=[("suture lab fetch", "the distribution's current build"),
-                  ("suture lab fetch --kernel 6.1.0-57-amd64 --kernels debian12-cloud", "")],
+                  ("suture lab fetch --kernel 6.1.0-57-amd64 --kernels debian12-cloud", ""),
+                  ("suture lab fetch --kernel 6.12.118+deb13-amd64", "a Debian 13 build")],
         exits=(0, 20),
     )  # fmt: skip
     _kernel_options(p)
@@ -84,7 +96,9 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         "console's last lines.",
         examples=[("suture lab run -- uname -r", ""),
                   ("suture lab run --kernel 6.1.0-57-amd64 --memory 2048 -- bash -c 'dmesg | tail'",
-                   "")],
+                   ""),
+                  ("suture lab run --kernel 6.12.118+deb13-amd64 --root debian13 -- suture status",
+                   "a Debian 13 build on a Debian 13 root, with this checkout's Suture")],
         exits=(0, 20),
     )  # fmt: skip
     p.add_argument(
@@ -97,6 +111,20 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         "--env", action="append", default=[], metavar="K=V", help="a guest variable (repeatable)"
     )
     p.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
+    p.add_argument(
+        "--root",
+        metavar="NAME",
+        help="boot this root file system instead of the host's, e.g. debian13 "
+        "(made once into the cache, with Suture installed from a wheel of this checkout)",
+    )
+    p.add_argument(
+        "--host-path",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="with --root: a host folder the guest also sees, read-only (repeatable)",
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     p.set_defaults(handler=cmd_run)
 
@@ -125,7 +153,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
     names = args.kernels or sorted(sets.SETS)
     rows: list[dict[str, object]] = []
-    lines = [f"{'RELEASE':<24} {'IMAGE':<12} {'SOURCE':<30} CACHED"]
+    lines = [f"{'RELEASE':<30} {'IMAGE':<18} {'SOURCE':<36} CACHED"]
     for b in sets.describe(sets.resolve_kernels([], names)):
         cached = {
             "kernel": kernels.cached(b.release) is not None,
@@ -135,7 +163,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         rows.append({**b.to_dict(), "cached": cached})
         src = b.source_spec if b.source_available else "source gone"
         have = ",".join(k for k, v in cached.items() if v) or "-"
-        lines.append(f"{b.release:<24} {b.image_version:<12} {src:<30} {have}")
+        lines.append(f"{b.release:<30} {b.image_version:<18} {src:<36} {have}")
     out.result({"format": 1, "ok": True, "sets": names, "builds": rows}, "\n".join(lines))
     return 0
 
@@ -167,6 +195,18 @@ def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
     out.result(
         {"format": 1, "ok": True, "kernels": [t.to_dict() for t in trees]},
         "\n".join(f"{t.release} ({t.version}) is in {t.root.parent}" for t in trees),
+    )
+    return 0
+
+
+def cmd_update(args: argparse.Namespace, out: Output) -> int:
+    """Refresh the private package lists of every series that reads them."""
+    from suture.packages import sets
+
+    names = sets.refresh()
+    out.result(
+        {"format": 1, "ok": True, "updated": names},
+        "\n".join(f"refreshed the package lists {n}" for n in names) or "nothing to refresh",
     )
     return 0
 
@@ -238,14 +278,19 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
     """Boot and run; exit with the guest command's status."""
-    from suture.lab import guest
+    from suture.lab import guest, rootfs
     from suture.packages import kernels
 
     _releases([args.kernel] if args.kernel is not None else [])
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise UsageError("no command given", hint="suture lab run -- COMMAND [ARG...]")
+    if args.host_path and not args.root:
+        raise UsageError("--host-path needs --root", hint="the host's root shows every folder")
+    root = rootfs.ensure(args.root) if args.root else None
     cfg = guest.GuestConfig(
+        root=root,
+        host_paths=tuple(args.host_path),
         memory_mb=args.memory,
         cpus=args.cpus,
         timeout=args.timeout,
@@ -263,6 +308,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
             "format": 1,
             "ok": result.returncode == 0,
             "release": tree.release,
+            "root": args.root or "host",
             "returncode": result.returncode,
             "seconds": round(result.seconds, 3),
         },

@@ -21,6 +21,7 @@ from suture.errors import FleetError, UsageError
 SERVER_ENV = "SUTURE_FLEET_SERVER"
 TOKEN_ENV = "SUTURE_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a secret
 TIMEOUT = 30  # s
+EXPORT_PAGE = 1000  # hosts per page of an export
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,29 @@ class FleetClient:
         Raises:
             FleetError: the server cannot be reached, or refused (its message is kept).
         """
-        return json.loads(self.raw(method, path, body, query))  # type: ignore[no-any-return]
+        return json.loads(self._raw(method, path, body, query)[0])  # type: ignore[no-any-return]
+
+    def export(self, fmt: str) -> bytes:
+        """The whole export (every page), as CSV (one header line) or JSON (format 1)."""
+        query = {"format": fmt, "limit": str(EXPORT_PAGE)}
+        if fmt == "json":
+            hosts: list[Any] = []
+            cursor = ""
+            while True:
+                page = self.call(
+                    "GET", "/api/v1/export", query={**query, "cursor": cursor} if cursor else query
+                )
+                hosts += page["hosts"]
+                cursor = page.get("next_cursor") or ""
+                if not cursor:
+                    return (
+                        json.dumps({"format": 1, "hosts": hosts}, sort_keys=True).encode() + b"\n"
+                    )
+        body, cursor = self._raw("GET", "/api/v1/export", None, query)
+        while cursor:
+            more, cursor = self._raw("GET", "/api/v1/export", None, {**query, "cursor": cursor})
+            body += more.split(b"\n", 1)[1]  # each page starts with the header line
+        return body
 
     def raw(
         self,
@@ -79,6 +102,16 @@ class FleetClient:
         query: dict[str, str] | None = None,
     ) -> bytes:
         """The answer's bytes (CSV exports, OpenVEX documents)."""
+        return self._raw(method, path, body, query)[0]
+
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        query: dict[str, str] | None,
+    ) -> tuple[bytes, str]:
+        """The answer's bytes and the next page's cursor (``X-Next-Cursor``), if any."""
         url = self.server + path + (f"?{urlencode(query)}" if query else "")
         data = None if body is None else json.dumps(body).encode()
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -88,7 +121,7 @@ class FleetClient:
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310
                 payload: bytes = answer.read()
-                return payload
+                return payload, answer.headers.get("X-Next-Cursor", "")
         except urllib.error.HTTPError as e:
             raise _refused(e) from e
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:

@@ -5,6 +5,10 @@ running a patched function, so a transition can wait on a task that sleeps
 inside one. We wait a bounded time, signal the laggards halfway, and when the
 transition still does not finish we reverse it, wait for the reversal, and
 remove the module: the kernel is left as it was before the call.
+
+A patch whose code the kernel may still point to once it is disabled (a
+redirected function pointer, data it handed out) keeps its module loaded:
+removing it is then skipped and reported as *kept* (docs/adr/0010).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class ApplyResult:
     seconds: float  # load to transition complete
     signalled: bool = False
     superseded: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # superseded modules that stay loaded
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -66,6 +71,7 @@ class ApplyResult:
             "seconds": round(self.seconds, 4),
             "signalled": self.signalled,
             "superseded": self.superseded,
+            "kept": self.kept,
         }
 
 
@@ -160,10 +166,19 @@ def apply(
     # disables them before it ends the transition and frees them a moment
     # later; their modules stay loaded (unused) until removed.
     superseded = sorted(n for n in before if not ((s := lp.state(n)) and s.enabled))
-    for old in superseded:
-        _wait_gone(lp, old)
-        module.unload(old)
-    return ApplyResult(name=name, seconds=seconds, signalled=signalled, superseded=superseded)
+    kept = [old for old in superseded if not _remove(lp, old, sysroot)]
+    return ApplyResult(
+        name=name, seconds=seconds, signalled=signalled, superseded=superseded, kept=kept
+    )
+
+
+def _remove(lp: LivepatchSysfs, name: str, sysroot: Path) -> bool:
+    """Remove the module of a disabled patch once the core has let go; False if it is kept."""
+    _wait_gone(lp, name)
+    if module.kept(name, sysroot):
+        return False
+    module.unload(name)
+    return True
 
 
 # The line a Suture patch's pre-match check writes (suture/builder/module.py).
@@ -215,11 +230,12 @@ def _wait_gone(lp: LivepatchSysfs, name: str, timeout: float = 5.0) -> None:
         time.sleep(POLL_SECONDS)
 
 
-def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Path("/")) -> None:
+def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Path("/")) -> bool:
     """Disable live patch ``name``, wait for the transition, and remove its module.
 
     If the disabling transition does not finish in time it is reversed, so the
-    patch stays fully applied: never half.
+    patch stays fully applied: never half. Returns False when the patch is
+    disabled but its module is kept loaded (it says so itself).
 
     Raises:
         NotLoadedError: no such live patch.
@@ -231,8 +247,10 @@ def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Pa
     state = lp.state(name)
     if state is None:
         if module.is_loaded(name, sysroot) and "K" in module.taint(name, sysroot):
+            if module.kept(name, sysroot):
+                return False
             module.unload(name)  # a disabled or superseded patch's leftover module
-            return
+            return True
         raise NotLoadedError(f"no live patch named {name} is loaded", hint="see 'suture status'")
     if state.enabled:
         lp.set_enabled(name, False)
@@ -257,12 +275,11 @@ def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Pa
             f"disabling {name} did not finish within {policy.timeout:g} s{blockers}; {outcome}",
             hint="retry 'suture unload' later, or raise --timeout",
         )
-    _wait_gone(lp, name)
-    module.unload(name)
+    return _remove(lp, name, sysroot)
 
 
 def unload_all(policy: TransitionPolicy | None = None, sysroot: Path = Path("/")) -> list[str]:
-    """Remove every live patch, newest first; returns their names."""
+    """Disable every live patch, newest first, removing their modules; returns their names."""
     lp = LivepatchSysfs(sysroot)
     removed = []
     for name in reversed(lp.names()):

@@ -1,9 +1,14 @@
 """The livepatch core's sysfs interface (Documentation/ABI/testing/sysfs-kernel-livepatch).
 
 ``/sys/kernel/livepatch/<patch>/`` holds ``enabled``, ``transition``,
-``force``, on newer kernels ``replace``, on older ones ``signal``; one
-folder per patched object (``vmlinux`` or a module name) with ``patched``;
-and in it one folder per function named ``<function>,<sympos>``.
+``force`` (write-only), on newer kernels ``replace`` and ``stack_order``, on
+older ones ``signal``; one folder per patched object (``vmlinux`` or a module
+name) with ``patched``; and in it one folder per function named
+``<function>,<sympos>``. Seen in the lab: Debian 12's 6.1 has neither
+``replace`` nor ``signal``; Debian 13's 6.12 adds ``replace`` (upstream
+"livepatch: Add "replace" sysfs attribute", 6.11); trixie-backports' 7.3
+also ``stack_order`` (upstream "livepatch: Add stack_order sysfs attribute",
+6.14). Files are probed, never inferred from the version.
 ``/proc/<pid>/task/<tid>/patch_state`` says which side of a transition a
 task is on (-1: none running, 0: unpatched, 1: patched).
 """
@@ -45,6 +50,8 @@ class PatchState:
     transition: bool
     replace: bool | None  # None where the kernel has no ``replace`` file
     objects: tuple[PatchedObject, ...]
+    # Its place among the loaded patches, 1 the oldest (``stack_order``); None where absent.
+    stack_order: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
@@ -53,6 +60,7 @@ class PatchState:
             "enabled": self.enabled,
             "transition": self.transition,
             "replace": self.replace,
+            "stack_order": self.stack_order,
             "objects": [
                 {
                     "name": o.name,
@@ -68,6 +76,13 @@ def _flag(path: Path) -> bool | None:
     try:
         return path.read_text().strip() == "1"
     except OSError:
+        return None
+
+
+def _number(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
         return None
 
 
@@ -125,6 +140,7 @@ class LivepatchSysfs:
             transition=transition,
             replace=_flag(pdir / "replace"),
             objects=tuple(objects),
+            stack_order=_number(pdir / "stack_order"),
         )
 
     def states(self) -> list[PatchState]:

@@ -75,14 +75,38 @@ def section_data(data: bytes, wanted: bytes) -> bytes | None:
     return None
 
 
+def module_bytes(path: Path) -> bytes:
+    """The ELF bytes of a module file: ``.ko``, or ``.ko.xz``/``.ko.gz`` as distros ship them.
+
+    Debian 13's modules are xz-compressed (CONFIG_MODULE_COMPRESS_XZ).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is compressed in a way this reader does not know, or damaged.
+    """
+    data = path.read_bytes()
+    if path.suffix == ".zst":
+        raise ValueError("zstd-compressed modules are not supported; decompress it first")
+    if path.suffix not in (".xz", ".gz"):
+        return data
+    # Imported here: plain .ko files (every module Suture builds) need neither.
+    import gzip  # noqa: PLC0415
+    import lzma  # noqa: PLC0415
+
+    try:
+        return lzma.decompress(data) if path.suffix == ".xz" else gzip.decompress(data)
+    except (lzma.LZMAError, OSError, EOFError) as e:
+        raise ValueError(f"damaged {path.suffix} compression: {e}") from e
+
+
 def read_modinfo(path: Path) -> ModInfo:
-    """Parse ``path``'s ``.modinfo``.
+    """Parse ``path``'s ``.modinfo`` (the module may be xz- or gzip-compressed).
 
     Raises:
         ModuleFormatError: the file is missing, not ELF, or has no ``.modinfo``.
     """
     try:
-        raw = section_data(path.read_bytes(), b".modinfo") or b""
+        raw = section_data(module_bytes(path), b".modinfo") or b""
     except FileNotFoundError as e:
         raise ModuleFormatError(f"{path}: no such file", hint="check the path") from e
     except (OSError, ValueError, struct.error, IndexError) as e:

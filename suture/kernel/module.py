@@ -99,6 +99,20 @@ def is_loaded(name: str, sysroot: Path = Path("/")) -> bool:
     return (sysroot / "sys/module" / name / "initstate").exists()
 
 
+def kept(name: str, sysroot: Path = Path("/")) -> bool:
+    """True when live patch module ``name`` keeps itself loaded for good.
+
+    A Suture patch that stored pointers to its own code in the kernel (or
+    handed out its data) holds a reference on itself and says so in its
+    ``kept`` parameter: nothing can tell when the last user of such a
+    pointer is done, so the module is never removed (docs/adr/0010).
+    """
+    try:
+        return (sysroot / "sys/module" / name / "parameters/kept").read_text().strip() == "Y"
+    except OSError:
+        return False
+
+
 def taint(name: str, sysroot: Path = Path("/")) -> str:
     """The taint letters of a loaded module (``K`` marks a live patch)."""
     try:

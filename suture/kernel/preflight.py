@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from suture.errors import PreflightError
+from suture.kernel import module
 from suture.kernel.identity import KernelIdentity
 from suture.kernel.livepatch import LivepatchSysfs
 from suture.kernel.modinfo import ModInfo
@@ -111,12 +112,19 @@ def check_signature(cand: PatchCandidate, ident: KernelIdentity) -> None:
 
 
 def check_not_loaded(cand: PatchCandidate, lp: LivepatchSysfs) -> None:
-    """No live patch of the same name is loaded."""
+    """No live patch of the same name is loaded, nor the kept module of a disabled one."""
     if lp.exists(cand.name):
         raise PreflightError(
             f"a live patch named {cand.name} is loaded already",
             check="already-loaded",
             hint=f"see 'suture status'; remove it first with 'suture unload {cand.name}'",
+        )
+    if module.kept(cand.name, lp.sysroot):
+        raise PreflightError(
+            f"the module of {cand.name} stays loaded from an earlier use (the kernel may "
+            "still point into it), and the livepatch core cannot enable it again",
+            check="already-loaded",
+            hint="apply it under another name (a new level), or after a reboot",
         )
 
 

@@ -2,10 +2,15 @@
 
 The guest sees the host's root file system (read-only 9p under a tmpfs
 overlay: writes stay in the guest), so the project's own virtualenv and code
-run inside. The command's output streams back on a second serial port; its
-exit status comes back through a small read-write exchange folder. The
-harness fails fast (``-no-reboot``, ``panic=-1 oops=panic``) and turns a
-panic, an oops or a timeout into a :class:`GuestError` with the console tail.
+run inside. With ``GuestConfig.root`` it boots another root file system
+instead (suture.lab.rootfs: Debian 13 with Suture from a wheel), the same way,
+and sees of the host only the folders it needs (its working folder, the
+kernel's modules, ``host_paths``), read-only at the same paths.
+
+The command's output streams back on a second serial port; its exit status
+comes back through a small read-write exchange folder. The harness fails
+fast (``-no-reboot``, ``panic=-1 oops=panic``) and turns a panic, an oops or
+a timeout into a :class:`GuestError` with the console tail.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ QEMU = "qemu-system-x86_64"
 
 # Host variables the guest command inherits (with the host's values).
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TERM", "VIRTUAL_ENV", "PYTHONPATH", "SUTURE_CACHE", "CI")
+# ... when it boots another root file system (the host's programs are not there).
+ROOT_PASSED_ENV = ("TERM", "SUTURE_CACHE", "CI")
+ROOT_PATH = "/opt/suture/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Signs in the console that the guest kernel died rather than the command failing.
 _FATAL_MARKERS = ("Kernel panic", "Oops:", "BUG:", "general protection fault", "suture-init:")
@@ -50,6 +58,10 @@ class GuestConfig:
         output_dir: where files the command writes to ``$SUTURE_OUT`` (in the
             guest: /run/suture-lab/out) are copied when it ends, or when the
             guest fails or times out; None: dropped.
+        root: a root file system folder to boot instead of the host's
+            (suture.lab.rootfs.ensure); None: the host's.
+        host_paths: with ``root``, host folders the guest also sees (read-only,
+            at the same paths), besides the working folder and the modules.
     """
 
     memory_mb: int = 1024
@@ -59,6 +71,8 @@ class GuestConfig:
     extra_cmdline: str = ""
     env: dict[str, str] = field(default_factory=dict)
     output_dir: Path | None = None
+    root: Path | None = None
+    host_paths: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,13 @@ def _qemu_argv(kernel: Path, initrd: Path, exchange: Path, cfg: GuestConfig) -> 
         ]
     ).strip()
     accel = "kvm" if cfg.accel == "kvm" else "tcg,thread=multi"
+    # The host's root, when the guest boots another one: the host folders it sees.
+    host = [] if cfg.root is None else [
+        "-fsdev",
+        "local,id=hostfs,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device",
+        "virtio-9p-pci,fsdev=hostfs,mount_tag=hostfs",
+    ]  # fmt: skip
     return [
         QEMU,
         "-nodefaults",
@@ -120,13 +141,14 @@ def _qemu_argv(kernel: Path, initrd: Path, exchange: Path, cfg: GuestConfig) -> 
         "-serial",
         "chardev:out",
         "-fsdev",
-        "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
+        f"local,id=hostroot,path={cfg.root or '/'},security_model=none,readonly=on,multidevs=remap",
         "-device",
         "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot",
         "-fsdev",
         f"local,id=exchange,path={exchange},security_model=none",
         "-device",
         "virtio-9p-pci,fsdev=exchange,mount_tag=exchange",
+        *host,
     ]
 
 
@@ -139,7 +161,12 @@ def _bootable(tree: KernelTree) -> Path:
 
 
 def _command_script(argv: list[str], cwd: Path, cfg: GuestConfig) -> str:
-    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    if cfg.root is None:
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    else:
+        # Another userland: its own programs, and Suture from its wheel first.
+        env = {k: os.environ[k] for k in ROOT_PASSED_ENV if k in os.environ}
+        env["PATH"] = ROOT_PATH
     env.update(
         {
             "HOME": "/root",
@@ -154,6 +181,25 @@ def _command_script(argv: list[str], cwd: Path, cfg: GuestConfig) -> str:
     lines.append(f"cd {shlex.quote(str(cwd))} || exit 125")
     lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
+
+
+# Folders of the other root that host folders must never cover.
+_SYSTEM = ("/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/sys", "/dev", "/run")
+
+
+def host_paths(paths: list[Path]) -> list[str]:
+    """The host folders another root shows: absolute, once, none a system folder of the root.
+
+    A folder inside one already shown is shown by it; "/" (say, the working
+    folder) would hide the root itself, so it and the system folders are left out.
+    """
+    found = sorted({str(p.resolve()) for p in paths}, key=len)
+    out: list[str] = []
+    for path in found:
+        if path in _SYSTEM or any(path == o or path.startswith(o + "/") for o in out):
+            continue
+        out.append(path)
+    return out
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -200,7 +246,12 @@ def run(
         (exchange / "out").mkdir()
         (exchange / "boot.env").write_text(
             f"SUTURE_MODULES_DIR={shlex.quote(str(tree.modules_dir))}\n"
+            f"SUTURE_OTHER_ROOT={'1' if cfg.root is not None else ''}\n"
         )
+        if cfg.root is not None:
+            (exchange / "host-paths").write_text(
+                "".join(f"{p}\n" for p in host_paths([cwd, tree.modules_dir, *cfg.host_paths]))
+            )
         start = time.monotonic()
         proc = subprocess.Popen(
             _qemu_argv(_bootable(tree), initrd, exchange, cfg),

@@ -46,8 +46,20 @@ mount -t securityfs securityfs $R/sys/kernel/security 2>/dev/null
 mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs $R/sys/kernel/tracing 2>/dev/null
 
-# The image's modules, so that modprobe finds the target kernel's modules.
 . /exchange/boot.env
+# Another root file system than the host's: the host folders the command
+# needs, read-only at the same paths.
+if [ -n "$SUTURE_OTHER_ROOT" ]; then
+	mkdir -p $R/run/suture-host
+	mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostfs $R/run/suture-host ||
+		fail "cannot mount the host's folders over 9p"
+	while read -r path; do
+		mkdir -p "$R$path" && mount --bind "$R/run/suture-host$path" "$R$path" ||
+			fail "cannot show the host's $path"
+	done </exchange/host-paths
+fi
+
+# The image's modules, so that modprobe finds the target kernel's modules.
 if [ -n "$SUTURE_MODULES_DIR" ] && [ -d "$R$SUTURE_MODULES_DIR" ]; then
 	mkdir -p "$R/lib/modules/$(uname -r)"
 	mount --bind "$R$SUTURE_MODULES_DIR" "$R/lib/modules/$(uname -r)"

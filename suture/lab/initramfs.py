@@ -15,7 +15,7 @@ from pathlib import Path
 
 from suture.errors import LabError, ToolMissingError
 from suture.fsutil import atomic_write
-from suture.kernel.modinfo import read_modinfo
+from suture.kernel.modinfo import module_bytes, read_modinfo
 from suture.packages.kernels import KernelTree
 
 # What the guest init mounts: virtio PCI transport, 9p over virtio, overlayfs.
@@ -33,8 +33,20 @@ def _busybox() -> Path:
     )
 
 
+def _builtin(tree: KernelTree) -> set[str]:
+    """The modules the image has built in (``modules.builtin``): nothing to load.
+
+    Debian 13 builds virtio_pci in; Debian 12 builds it as a module.
+    """
+    try:
+        lines = (tree.modules_dir / "modules.builtin").read_text().split()
+    except FileNotFoundError:
+        return set()
+    return {Path(line).name.split(".ko")[0].replace("-", "_") for line in lines}
+
+
 def module_load_order(tree: KernelTree, wanted: tuple[str, ...] = NEEDED_MODULES) -> list[Path]:
-    """The module files to insmod, dependencies first.
+    """The module files to insmod, dependencies first; built-in ones are left out.
 
     Raises:
         LabError: a module or one of its dependencies is not in the image.
@@ -44,7 +56,7 @@ def module_load_order(tree: KernelTree, wanted: tuple[str, ...] = NEEDED_MODULES
         for p in tree.modules_dir.joinpath("kernel").rglob("*.ko*")
     }
     order: list[Path] = []
-    seen: set[str] = set()
+    seen: set[str] = _builtin(tree)
 
     def visit(name: str) -> None:
         if name in seen:
@@ -126,8 +138,15 @@ def build(tree: KernelTree, dest_dir: Path) -> Path:
     cpio.chardev("dev/console", 5, 1)  # the kernel opens it for init's stdio
     cpio.file("bin/busybox", busybox, 0o755)
     cpio.file("init", init, 0o755)
+    names = []
     for mod in modules:
-        cpio.file(f"modules/{mod.name}", mod.read_bytes())
-    cpio.file("modules/order", "".join(f"{m.name}\n" for m in modules).encode())
+        # Decompressed here: busybox's insmod takes plain ELF only.
+        name = mod.name.split(".ko")[0] + ".ko"
+        try:
+            cpio.file(f"modules/{name}", module_bytes(mod))
+        except ValueError as e:
+            raise LabError(f"{mod}: {e}", hint="fetch the kernel again") from e
+        names.append(name)
+    cpio.file("modules/order", "".join(f"{n}\n" for n in names).encode())
     atomic_write(path, cpio.finish())
     return path

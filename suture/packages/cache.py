@@ -10,6 +10,12 @@ The cache folder (``$SUTURE_CACHE``) holds two kinds of entry:
 ``source:<package>=<version>``
     ``sources/<package>=<version>/``: one source package unpacked, read-only,
     shared through hard links by the trees of every build made from it.
+``buildroot:<name>``
+    ``buildroots/<name>/``: a minimal system of a distro release holding the
+    compiler of the builds made with it (suture.packages.buildroot).
+``rootfs:<name>``
+    ``rootfs/<name>/``: a distro's root file system that lab guests boot
+    instead of the host's (suture.lab.rootfs).
 
 ``usage/<kind>/<name>.json`` records an entry's last use and
 ``usage/<kind>/<name>.lock`` is its lock. A process that uses an entry holds
@@ -52,6 +58,9 @@ DEFAULT_MAX = "40G"
 
 BUILD = "build"
 SOURCE = "source"
+BUILDROOT = "buildroot"
+ROOTFS = "rootfs"
+KINDS = (BUILD, SOURCE, BUILDROOT, ROOTFS)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ _PARTS = (
     _Part("trees", BUILD, r"([^.].*)"),
     _Part("kallsyms", BUILD, r"([^.].*)"),
     _Part("initramfs", BUILD, r"initramfs-(.+)-[0-9a-f]{16}\.cpio"),
+    _Part("buildroots", BUILDROOT, r"([^.].*)"),
+    _Part("rootfs", ROOTFS, r"([^.].*)"),
 )
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -118,8 +129,8 @@ def limit() -> int:
 class Entry:
     """One entry of the cache: a build's files, or a shared source."""
 
-    kind: str  # BUILD or SOURCE
-    name: str  # the release, or package=version
+    kind: str  # one of KINDS
+    name: str  # the release, package=version, or a build root's or root file system's name
     paths: tuple[Path, ...]  # its parts that exist
     last_used: float  # seconds since the epoch
     source: str = ""  # a build's tree: the shared source it was made from (package=version)
@@ -135,7 +146,7 @@ def _usage_dir() -> Path:
 
 
 def _check_name(kind: str, name: str) -> None:
-    if kind not in (BUILD, SOURCE) or not name or "/" in name or name.startswith("."):
+    if kind not in KINDS or not name or "/" in name or name.startswith("."):
         raise ValueError(f"not a cache entry: {kind}:{name}")
 
 

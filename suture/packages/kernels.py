@@ -7,6 +7,12 @@ Layout under ``<cache>/kernels/<release>/``::
     root/lib/modules/<release>/kernel/...
     root/usr/src/linux-headers-<release>/    (kbuild tree for out-of-tree modules)
 
+as the distro lays them out: Debian 13 puts the modules in
+``usr/lib/modules/<release>/``, and its 7.x builds also the image and the
+config (``usr/lib/modules/<release>/vmlinuz``, ``.../config``). The series
+of the release (suture.packages.sets, a :class:`~suture.packages.distro.KernelSeries`)
+says what to download.
+
 A release folder appears only when complete: it is filled under a temporary
 name and renamed into place, so an interrupted fetch leaves nothing behind.
 It is part of the cache entry ``build:<release>`` (suture.packages.cache).
@@ -16,15 +22,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from suture.errors import DownloadError, KernelNotFoundError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.packages import apt, cache
+from suture.packages import cache, sets
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +45,19 @@ class KernelTree:
     version: str  # Debian package version of the image, e.g. 6.1.192-2
     root: Path
 
+    def _first(self, *candidates: str) -> Path:
+        """The first of ``candidates`` (paths under the root) that exists, else the first."""
+        paths = [self.root / c for c in candidates]
+        return next((p for p in paths if p.exists()), paths[0])
+
     @property
     def vmlinuz(self) -> Path:
         """The bootable image."""
-        return self.root / "boot" / f"vmlinuz-{self.release}"
+        return self._first(
+            f"boot/vmlinuz-{self.release}",
+            f"usr/lib/modules/{self.release}/vmlinuz",
+            f"lib/modules/{self.release}/vmlinuz",
+        )
 
     @property
     def vmlinux(self) -> Path:
@@ -52,12 +67,16 @@ class KernelTree:
     @property
     def config(self) -> Path:
         """The kernel's .config as shipped in the image package."""
-        return self.root / "boot" / f"config-{self.release}"
+        return self._first(
+            f"boot/config-{self.release}",
+            f"usr/lib/modules/{self.release}/config",
+            f"lib/modules/{self.release}/config",
+        )
 
     @property
     def modules_dir(self) -> Path:
-        """``lib/modules/<release>`` of the image package."""
-        return self.root / "lib" / "modules" / self.release
+        """``lib/modules/<release>`` (or ``usr/lib/...``) of the image package."""
+        return self._first(f"lib/modules/{self.release}", f"usr/lib/modules/{self.release}")
 
     @property
     def headers_dir(self) -> Path:
@@ -103,7 +122,7 @@ def cached(release: str) -> KernelTree | None:
 
 def resolve(release: str | None) -> str:
     """``release`` itself, or the distro's current default when None."""
-    return release or apt.default_release()
+    return release or sets.default_release()
 
 
 def fetch(release: str | None = None) -> KernelTree:
@@ -126,54 +145,23 @@ def fetch(release: str | None = None) -> KernelTree:
         if tree is None:
             cache.remove_stale(kernels_dir())  # under the lock: no fetch is under way
             tree = _fetch_locked(release)
+        else:
+            # Idempotent, and a kernel an older Suture fetched gets the 7.x relocation too.
+            _relocate_headers(tree.root, release, tree.root)
         cache.record_use(cache.BUILD, release)
     if fetched:
         cache.enforce()
     return tree
 
 
-def _package_set(release: str) -> tuple[str, list[str]]:
-    """The image version and the ``name=version`` specs that make up one release."""
-    image = f"linux-image-{release}"
-    found = apt.versions(image)
-    if not found:
-        raise KernelNotFoundError(
-            f"the package archive has no {image}",
-            hint="list the available builds with 'apt-cache search linux-image-6' "
-            "or run 'apt-get update'",
-        )
-    version = found[0]
-    headers = f"linux-headers-{release}"
-    specs = [f"{image}={version}", f"{headers}={version}"]
-    for dep in apt.depends(headers, version):
-        if dep.endswith("-common"):
-            specs.append(f"{dep}={version}")
-        elif dep.startswith("linux-kbuild-"):
-            # The kbuild tools of older builds leave the archive when a newer
-            # point release lands; the newest one of the same series builds
-            # modules for them all (it is what Debian installs alongside).
-            kbuild = apt.versions(dep)
-            specs.append(f"{dep}={version if version in kbuild else kbuild[0]}")
-    return version, specs
-
-
 def _fetch_locked(release: str) -> KernelTree:
-    version, specs = _package_set(release)
+    series = sets.series_for(release)
     final = kernels_dir() / release
-    log.info("fetching %s (%s) from the package archive", release, version)
+    log.info("fetching %s from the package archive", release)
     with tempfile.TemporaryDirectory(prefix=f".{release}.", dir=kernels_dir()) as tmp:
         work = Path(tmp)
-        debs = apt.download(specs, work / "debs")
-        if len(debs) != len(specs):
-            raise DownloadError(
-                f"expected {len(specs)} packages, got {len(debs)}",
-                hint="run the command again; if it persists, run 'apt-get update'",
-            )
         root = work / "root"
-        for deb in debs:
-            log.info("unpacking %s", deb.name)
-            apt.unpack(deb, root)
-        shutil.rmtree(work / "debs")
+        fetched = series.fetch_kernel(release, root)
         _relocate_headers(root, release, final / "root")
         atomic_write(
             work / "kernel.json",
@@ -181,27 +169,40 @@ def _fetch_locked(release: str) -> KernelTree:
                 {
                     "format": FORMAT_VERSION,
                     "release": release,
-                    "version": version,
-                    "packages": specs,
+                    "version": fetched.version,
+                    "series": series.name,
+                    "packages": list(fetched.packages),
                 },
                 indent=2,
             ).encode(),
         )
+        for child in work.iterdir():  # what the download left beside the root
+            if child.name not in ("root", "kernel.json"):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         if final.exists():
             shutil.rmtree(final)  # an incomplete tree from an older Suture
         work.rename(final)
         # TemporaryDirectory cleans up a folder that is gone now; recreate it empty.
         work.mkdir()
-    return KernelTree(release=release, version=version, root=final / "root")
+    return KernelTree(release=release, version=fetched.version, root=final / "root")
 
 
 def _relocate_headers(root: Path, release: str, installed_root: Path) -> None:
-    """Point the arch headers' Makefile at the unpacked common headers.
+    """Point the arch headers' Makefile at the unpacked headers instead of ``/usr/src``.
 
-    Debian's ``linux-headers-<release>/Makefile`` includes the common tree by
-    its absolute installed path; everything else uses relative symlinks.
-    ``installed_root`` is where ``root`` will be once renamed into place.
+    Debian's ``linux-headers-<release>/Makefile`` names the common tree by
+    its absolute installed path (``include /usr/src/...``), and from 7.x its
+    own folder too (``KBUILD_OUTPUT=/usr/src/...``); everything else uses
+    relative symlinks. ``installed_root`` is where ``root`` will be once
+    renamed into place. Paths already relocated are left as they are.
     """
     makefile = root / "usr" / "src" / f"linux-headers-{release}" / "Makefile"
+    if not makefile.exists():
+        return
     text = makefile.read_text()
-    makefile.write_text(text.replace("include /usr/src/", f"include {installed_root}/usr/src/"))
+    makefile.write_text(relocated(text, installed_root))
+
+
+def relocated(makefile_text: str, installed_root: Path) -> str:
+    """``makefile_text`` with each absolute ``/usr/src/`` (after a blank or ``=``) moved."""
+    return re.sub(r"(?<=[\s=])/usr/src/", f"{installed_root}/usr/src/", makefile_text)

@@ -32,7 +32,8 @@ from pathlib import Path
 from suture import progress
 from suture.errors import LabError, SourceGoneError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.packages import apt, cache
+from suture.packages import cache, sets
+from suture.packages.distro import KernelSeries, SourceRef
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +66,27 @@ def ensure(package: str, version: str, release: str) -> Path:
         DownloadError: downloading or unpacking failed; nothing is left behind.
     """
     name = spec(package, version)
+    series = sets.series_for(release)
+    ref = SourceRef(package, version)
     with cache.pinned(cache.SOURCE, name), locked(sources_dir() / ".lock"):
         tree = cached(package, version)
         if tree is None:
-            if version not in apt.versions(package):
+            if not series.offered_sources([ref]):
                 raise SourceGoneError(release, package, version)
             cache.remove_stale(sources_dir())  # under the lock: no unpacking is under way
-            tree = _unpack(package, version)
+            tree = _unpack(series, ref)
         cache.record_use(cache.SOURCE, name)
     return tree
 
 
-def _unpack(package: str, version: str) -> Path:
-    final = sources_dir() / spec(package, version)
+def _unpack(series: KernelSeries, ref: SourceRef) -> Path:
+    package, version = ref.package, ref.version
+    final = sources_dir() / ref.spec
     if final.exists():
         shutil.rmtree(final)  # no source.json: not whole
     with tempfile.TemporaryDirectory(prefix=".unpack.", dir=sources_dir()) as tmp:
         work = Path(tmp)
-        (deb,) = apt.download([spec(package, version)], work / "debs")
-        apt.unpack(deb, work / "root")
-        (tarball,) = (work / "root" / "usr" / "src").glob("linux-source-*.tar.*")
+        tarball = series.fetch_source(ref, work / "download")
         log.info("unpacking %s (%s)", tarball.name, progress.human(tarball.stat().st_size))
         with (
             progress.heartbeat(f"unpacking {tarball.name}", measure=lambda: _count(work / "tree")),
@@ -95,7 +97,7 @@ def _unpack(package: str, version: str) -> Path:
         entry = work / "entry"
         entry.mkdir()
         top.rename(entry / "linux")
-        shutil.rmtree(work / "root")
+        shutil.rmtree(work / "download")
         record: dict[str, object] = {
             "format": FORMAT_VERSION,
             "package": package,

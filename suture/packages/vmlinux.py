@@ -9,6 +9,8 @@ The same bytes are what a patch's expected code is checked against.
 from __future__ import annotations
 
 import lzma
+import shutil
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from suture.kernel.modinfo import section_data
 
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # Debian's 6.12 and 7.x images
 _ELF_MAGIC = b"\x7fELF"
 
 
@@ -26,10 +29,10 @@ def extract(image: bytes) -> bytes:
     """The ELF vmlinux inside a bzImage.
 
     Raises:
-        LabError: no xz or gzip payload that decompresses to ELF (other
+        LabError: no xz, gzip or zstd payload that decompresses to ELF (other
             compressions are not read; the caller can boot the bzImage).
     """
-    for magic, unpack in ((_XZ_MAGIC, _unxz), (_GZIP_MAGIC, _gunzip)):
+    for magic, unpack in ((_XZ_MAGIC, _unxz), (_GZIP_MAGIC, _gunzip), (_ZSTD_MAGIC, _unzstd)):
         start = image.find(magic)
         while start != -1:
             try:
@@ -40,7 +43,7 @@ def extract(image: bytes) -> bytes:
                 return out
             start = image.find(magic, start + 1)
     raise LabError(
-        "no xz or gzip compressed ELF kernel in the image",
+        "no xz, gzip or zstd compressed ELF kernel in the image",
         hint="this kernel uses another compression; the lab boots the bzImage instead",
     )
 
@@ -57,6 +60,18 @@ def _gunzip(data: bytes) -> bytes:
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # 16+: gzip header
     out = d.decompress(data)
     return out if d.eof else b""
+
+
+def _unzstd(data: bytes) -> bytes:
+    """Unpack zstd with its tool (Python reads zstd from 3.14 on); what follows the frame is left.
+
+    The tool complains about the bzImage's trailer after the kernel's frame,
+    and still writes the frame out: the caller checks for an ELF header.
+    """
+    if shutil.which("zstd") is None:
+        raise OSError("the zstd tool is not installed (apt-get install zstd)")
+    proc = subprocess.run(["zstd", "-dcq"], input=data, capture_output=True, check=False)
+    return proc.stdout
 
 
 def ensure(vmlinuz: Path, dest: Path) -> Path:

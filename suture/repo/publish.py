@@ -143,6 +143,8 @@ def publish(
             # when the level was signed in: the fleet server's rollout delay counts from it
             "published": timefmt.utc(),
         }
+        if manifest.kind != "kernel":  # a library build's level: release is its soname
+            custom["kind"] = manifest.kind
         if manifest.unpatched:  # a partial fix: signed in, for whoever reads the metadata
             custom["unpatched"] = list(manifest.unpatched)
         custom["test"] = test

@@ -164,6 +164,47 @@ def test_publish_serve_update_replace_unload(
     assert status()["agent"]["level"] == 0
 
 
+def _line_until(proc: subprocess.Popen[str], wanted: str, seconds: float = 20.0) -> str:
+    """Read the program's lines until one is ``wanted`` (or time runs out); the last one read."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + seconds
+    line = ""
+    while time.monotonic() < deadline and line != wanted:
+        line = proc.stdout.readline().strip()
+    return line
+
+
+def test_update_applies_the_kernel_and_the_userspace_levels(
+    server: subprocess.Popen[bytes], original: str
+) -> None:
+    glibc = BUNDLES / "glibc_ungetwc_cve_2026_5928.bundle"
+    if not glibc.exists():
+        pytest.fail(
+            f"SUTURE_TEST_BUNDLES={BUNDLES} holds no userspace bundle: the harness is broken"
+        )
+    publish(glibc)
+    program = [str(BUNDLES / "ungetwc_loop"), str(WORK / "a0.bin")]
+    proc = subprocess.Popen(program, stdout=subprocess.PIPE, text=True)
+    try:
+        assert _line_until(proc, "VULNERABLE") == "VULNERABLE"
+        result = agent("update")  # the test before unloaded level 2: it comes back
+        assert (result["outcome"], result["level"]) == ("applied", 2)
+        row = next(u for u in result["userspace"] if u.get("soname") == "libc.so.6")
+        assert (row["level"], row["applied"], row["cves"]) == (1, True, ["CVE-2026-5928"])
+        assert _line_until(proc, "FIXED") == "FIXED"
+        shown = status()
+        assert enabled(shown) == ["suture_cmdline_l2"] and cmdline() == "L2:" + original
+        user = next(u for u in shown["userspace"] if u["library"] == "libc.so.6")
+        assert user["level"] == 1 and proc.pid in next(iter(user["patched"].values()))
+        # The server took the check-in (its kernel part; the userspace rows wait for a
+        # server that reads check-in format 3, see ADR 18).
+        assert hosts()[0]["level"] == 2
+    finally:
+        proc.kill()
+        proc.wait()
+        suture("unload", "glibc_ungetwc_cve_2026_5928")
+
+
 def test_refusals_keep_the_live_level(server: subprocess.Popen[bytes], original: str) -> None:
     assert agent("update")["level"] == 2  # the test before unloaded it: the agent re-applies
     # Level 3 whose published file is then altered on the server (a tampered mirror).

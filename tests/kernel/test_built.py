@@ -245,3 +245,69 @@ def test_syscall_with_kpatch_syscall_define() -> None:
     assert os.uname().sysname == original + ".suture"
     suture("unload", "suture_t_kpatch_syscall")
     assert os.uname().sysname == original
+
+
+def dmesg() -> str:
+    return subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+
+
+def test_acpica_fix_finds_its_files_module_name() -> None:
+    # _acpi_module_name is defined by each of ACPICA's files: the patch must
+    # print nsxfeval.c's, found among them by its contents.
+    apply("acpi")
+    for status_file in Path("/sys/bus/acpi/devices").glob("*/status"):
+        status_file.read_text()  # evaluates the device's _STA: acpi_evaluate_object()
+    assert "suture-acpi: nsxfeval evaluates " in dmesg()
+    suture("unload", "suture_t_acpi")
+
+
+def test_ext4_inline_dir_fix_finds_its_files_table(tmp_path: Path) -> None:
+    # ext4_filetype_table is in ext4.ko once per file that uses it, with the same
+    # bytes: the relocations of ext4.ko's ext4_read_inline_dir() say which.
+    apply("ext4_inline")
+    subprocess.run(["modprobe", "-a", "ext4", "loop"], check=True)
+    image, mnt = tmp_path / "inline.img", tmp_path / "inline"
+    subprocess.run(["truncate", "-s", "64M", str(image)], check=True)
+    # Without dir_index, readdir of an inline directory is ext4_read_inline_dir().
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-O", "inline_data,^dir_index", str(image)], check=True
+    )
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        (patch,) = status()["patches"]  # type: ignore[misc]
+        assert patch["objects"][0]["name"] == "ext4" and patch["objects"][0]["patched"]
+        (mnt / "d").mkdir()
+        (mnt / "d" / "f").write_text("x")
+        assert [p.name for p in (mnt / "d").iterdir()] == ["f"]  # an inline directory
+        assert "suture-ext4-inline: dir type 4" in dmesg()  # DT_DIR, from the table
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        suture("unload", "suture_t_ext4_inline")
+
+
+def test_new_code_of_one_file_used_by_another_file_of_vmlinux() -> None:
+    original, original_version = cmdline(), version()
+    apply("shared_vmlinux")
+    assert cmdline() == "s0:" + original
+    assert version() == "v1:" + original_version  # called cmdline.c's new function
+    assert cmdline() == "s1:" + original  # which counted in cmdline.c's new counter
+    assert "suture-shared: version" in dmesg()
+    suture("unload", "suture_t_shared_vmlinux")
+    assert (cmdline(), version()) == (original, original_version)
+
+
+def test_new_code_of_vmlinux_used_by_a_module() -> None:
+    original = cmdline()
+    apply("shared_module")
+    assert cmdline() == "s0:" + original
+    subprocess.run(["modprobe", "ebtable_filter"], check=True)
+    try:
+        objects = {o["name"]: o for o in status()["patches"][0]["objects"]}  # type: ignore[index]
+        assert objects["ebtable_filter"]["patched"]
+        assert ebtables_filter_info() == 0  # the patched table set-up ran in a new netns
+        assert "suture-shared: ebt" in dmesg()
+        assert cmdline() == "s1:" + original
+    finally:
+        suture("unload", "suture_t_shared_module")
+        subprocess.run(["modprobe", "-r", "ebtable_filter"], check=False)

@@ -98,3 +98,20 @@ def test_cumulative_replace(modules: Path) -> None:
     assert not module.is_loaded("suture_test_v1")
     suture("unload", "--all")
     assert "suture-test" not in cmdline()
+
+
+def test_sysfs_files_are_read_where_the_kernel_has_them(modules: Path) -> None:
+    # 6.1 has neither `replace` nor `stack_order`, 6.12 `replace`, 7.3 both:
+    # the engine reads what is there and says None for what is not.
+    suture("apply", str(ko(modules, "suture_test_v1")))
+    pdir = Path("/sys/kernel/livepatch/suture_test_v1")
+    (patch,) = status()["patches"]  # type: ignore[misc]
+    has_replace, has_order = (pdir / "replace").exists(), (pdir / "stack_order").exists()
+    assert patch["replace"] == (False if has_replace else None)
+    assert patch["stack_order"] == (1 if has_order else None)
+    suture("apply", str(ko(modules, "suture_test_v2")))  # a cumulative level: replace on
+    (patch,) = status()["patches"]  # type: ignore[misc]
+    assert patch["name"] == "suture_test_v2"
+    assert patch["replace"] == (True if has_replace else None)
+    assert patch["stack_order"] == (1 if has_order else None)  # the one left
+    suture("unload", "--all")

@@ -4,7 +4,7 @@
 one update cycle against a :class:`FileKernel` (live patches in a JSON file,
 so they outlive the process, as a real kernel's do) and sends itself SIGKILL
 at STEP: no handler, no ``finally`` runs, exactly like kill -9 or power loss.
-Used by tests/unit/test_agent_http.py; no tests here.
+Used by tests/unit/agent/test_http.py; no tests here.
 """
 
 from __future__ import annotations

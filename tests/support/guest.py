@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from suture.errors import GuestError
 from suture.lab import guest
 from suture.packages import kernels
 
@@ -25,5 +26,8 @@ def require_qemu() -> None:
 def run_guest_tests(tree: kernels.KernelTree, path: str, env: dict[str, str]) -> None:
     """Boot ``tree`` and run the in-guest tests in ``path``; their output streams to ours."""
     argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", path]
-    result = guest.run(tree, argv, guest.GuestConfig(timeout=900, env=env), cwd=ROOT)
+    try:
+        result = guest.run(tree, argv, guest.GuestConfig(timeout=900, env=env), cwd=ROOT)
+    except GuestError as e:  # the kernel's own report, not only "it panicked"
+        pytest.fail(f"{e}\n--- the guest console's tail ---\n{e.console_tail}")
     assert result.returncode == 0, "the in-guest tests failed (their output is above)"

@@ -12,17 +12,19 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
 from suture import bundle
 from suture.agent import cycle, report
 from suture.agent.config import AgentConfig
+from suture.contract.checkin import Checkin
 from suture.errors import SutureError, TransitionError
 from suture.repo import create
 from suture.server import Server, open_server
-from suture.server.checkin import Checkin
-from suture.server.store import DbUrl, open_store
+from suture.server.db import DbUrl, open_store
+from suture.server.db import hosts as db_hosts
 from tests.support.agent import FakeKernel, publish_level
 from tests.support.repo import BUILD_A, BUILD_B, RELEASE
 
@@ -67,7 +69,7 @@ def request(
     body: bytes | None = None,
     ctype: str = "application/json",
     token: str = "",
-) -> tuple[int, dict[str, str], bytes]:
+) -> tuple[int, Message, bytes]:
     req = urllib.request.Request(server.url + path, data=body, method=method)  # noqa: S310
     if body is not None:
         req.add_header("Content-Type", ctype)
@@ -75,9 +77,9 @@ def request(
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310  (http to loopback)
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, e.headers, e.read()
 
 
 @dataclass
@@ -171,7 +173,7 @@ def simulated_fleet(tmp_path: Path) -> Server:
             patches=(),
             attempted_level=1,
         )
-        store.record(evil, "127.0.0.1", datetime.now(UTC))
+        db_hosts.record(store, evil, "127.0.0.1", datetime.now(UTC).timestamp())
     finally:
         store.close()
     return srv

@@ -13,6 +13,7 @@ from suture.errors import FetchError, PrematchError, SutureError, SysfsError
 CODES = {
     "SutureError": "error",
     "UsageError": "usage",
+    "FormatError": "format",
     "ConfigError": "config",
     "LabError": "lab",
     "KernelNotFoundError": "kernel-not-found",
@@ -45,6 +46,12 @@ CODES = {
     "UntestedError": "untested",
     "PatchTestError": "test",
     "PatchTestFailedError": "test-failed",
+    "UserspaceError": "userspace",
+    "ProcessRefusedError": "process-refused",
+    "OldCodeMismatchError": "old-code-mismatch",
+    "SwitchTimeoutError": "switch-timeout",
+    "NoSuchUserPatchError": "no-such-user-patch",
+    "UserspaceBuildError": "userspace-build",
     "UpdateError": "update",
     "FetchError": "fetch",
     "VerificationError": "verification",
@@ -56,6 +63,8 @@ CODES = {
     "ServerError": "server",
     "ListenError": "listen",
     "DatabaseError": "database",
+    "RefusedError": "refused",
+    "RateLimitedError": "rate-limited",
     "CheckinError": "checkin",
     "FleetError": "fleet",
     "AgentStateError": "agent-state",
@@ -100,5 +109,18 @@ def test_json_carries_the_code_not_the_class_name() -> None:
 
 @pytest.mark.parametrize("cls", sorted(_classes().values(), key=lambda c: c.__name__))
 def test_every_error_exits_with_a_documented_code(cls: type[SutureError]) -> None:
-    assert cls.exit_code in {3, 10, 20, 30, 31, 32, 33, 34, 40, 50, 60, 61, 62, 64, 70, 71, 72,
-                             80, 81, 90, 91}  # fmt: skip
+    assert cls.exit_code in {3, 10, 20, 30, 31, 32, 33, 34, 35, 36, 37, 38, 40, 50, 60, 61, 62,
+                             64, 70, 71, 72, 80, 81, 90, 91}  # fmt: skip
+
+
+def test_readme_lists_every_exit_code_once_as_the_help_does() -> None:
+    from pathlib import Path  # noqa: PLC0415
+
+    from suture.cli.helptext import EXIT_STATUS  # noqa: PLC0415
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n## ", 1)[0]
+    codes = [int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)]
+    assert len(codes) == len(set(codes)), sorted(c for c in codes if codes.count(c) > 1)
+    assert set(codes) == set(EXIT_STATUS)
+    assert {cls.exit_code for cls in _classes().values()} <= set(codes)

@@ -1,8 +1,7 @@
-"""The systemd units and the example configuration that ship with the agent."""
+"""The systemd units (agent and server) and the example configuration that ship."""
 
 from __future__ import annotations
 
-import configparser
 import re
 import shutil
 import subprocess
@@ -13,23 +12,23 @@ import pytest
 
 from suture.agent import config
 from suture.cli import main
-
-PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
-UNITS = sorted((PACKAGING / "systemd").glob("*.service"))
-
-
-def unit(path: Path) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(path.read_text())
-    return parser
+from tests.support.packaging import PACKAGING, UNITS, unit
 
 
 def test_units_run_commands_the_cli_has() -> None:
     commands = {p.name: unit(p)["Service"]["ExecStart"].split()[1:] for p in UNITS}
-    assert commands["suture-agent.service"] == ["daemon"]
-    assert commands["suture-boot.service"] == ["boot"]
-    assert commands["suture-server.service"][:3] == ["serve", "--repo", "/srv/suture/repo"]
+    assert commands == {
+        "suture-agent.service": ["daemon"],
+        "suture-boot.service": ["boot"],
+        "suture-repo-refresh.service": ["repo", "refresh", "--repo", "/srv/suture/repo"],
+        "suture-server.service": [
+            "serve",
+            "--config",
+            "/etc/suture/server.toml",
+            "--admin-token-file",
+            "/var/lib/suture-server/admin-token",
+        ],
+    }
     parser = main.build_parser()
     for argv in commands.values():
         parser.parse_args(argv)  # exits on an unknown command or option
@@ -94,10 +93,11 @@ class Blocked:
         if name.split(".")[0] in ("elftools", "psycopg"):
             raise ModuleNotFoundError(f"{name} is blocked: not installed with the agent")
 sys.meta_path.insert(0, Blocked())
-import suture.agent, suture.kernel, suture.bundle
-for pkg in (suture.agent, suture.kernel, suture.bundle):
+import suture.agent, suture.kernel, suture.bundle, suture.contract, suture.userspace
+for pkg in (suture.agent, suture.kernel, suture.bundle, suture.contract, suture.userspace):
     for m in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{m.name}")
+        if pkg is not suture.userspace or m.name != "build":  # building is the builder's
+            importlib.import_module(f"{pkg.__name__}.{m.name}")
 import suture.repo.layout, suture.repo.index
 from suture.cli.main import build_parser, main
 build_parser()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from suture.agent import cycle, report, state
+from suture.agent import cycle, report, state, userlevels
 from suture.agent.config import AgentConfig
 from suture.agent.cycle import Outcome
 from suture.errors import FetchError
@@ -131,9 +131,13 @@ def test_update_over_http_then_the_check_in_reaches_the_server(
     s = state.read(cfg.state_dir)
     assert (s.last_report, s.last_report_error) == (1000.0, None)
     assert (s.max_level, s.unroll) == (1, False)  # the fleet server's directive
-    # A lost token: the agent enrols again with its key.
+    # A lost token: enrolling the host id again takes an operator (the id is this host's:
+    # a registration key alone no longer takes it over, security-repro 01).
     (cfg.state_dir / report.TOKEN_NAME).write_text("sht_lost\n")
-    assert report.exchange(cfg, kernel, 1001.0) is None
+    failure = report.exchange(cfg, kernel, 1001.0)
+    assert failure is not None and "409" in failure and "enrolled already" in failure
+    admin(server, "POST", f"/api/v1/hosts/{report.host_id()}/revoke", {"allow_reenrol": True})
+    assert report.exchange(cfg, kernel, 1002.0) is None
 
 
 def test_check_in_states(tmp_path: Path) -> None:
@@ -232,3 +236,20 @@ def test_kill_9_at_each_step_then_the_next_run_finishes_the_job(
         "applied",
         "up-to-date",
     )
+
+
+def test_a_server_that_reads_no_userspace_rows_still_gets_the_kernel_check_in(
+    server: Server, repo: Path, tmp_path: Path
+) -> None:
+    cfg = config(server.url, repo, tmp_path, registration_key=registration_key(server))
+    kernel = FakeKernel()
+    assert cycle.run_update(replace(cfg, userspace=False), kernel=kernel).outcome == Outcome.APPLIED
+    lvl = userlevels.UserLevel(
+        "libc.so.6", "ab" * 20, 1, "glibc_fix", tmp_path / "b", processes={"patched": 2}
+    )
+    userlevels.write(cfg.state_dir, {lvl.build_id: lvl})
+    # Check-in format 3 (with the userspace rows) is refused by this server's
+    # format 2 parser; the agent sends format 2 again, and that is taken.
+    assert report.exchange(cfg, kernel, 1000.0) is None
+    [host] = admin(server, "GET", "/api/v1/hosts")["hosts"]
+    assert (host["level"], host["state"]) == (1, "patched")

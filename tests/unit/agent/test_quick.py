@@ -57,6 +57,7 @@ def test_an_unchanged_repository_is_answered_without_the_tuf_client(
         name(1),
         ("CVE-2026-1001",),
     )
+    assert r.userspace == ()  # its userspace part did not need the TUF client either
     assert state.read(cfg.state_dir).last_result == "up-to-date"
 
 

@@ -25,6 +25,7 @@ from suture.builder.callers import (
 )
 from suture.builder.elfobj import ObjectFile
 from suture.builder.image_refs import ImageIndex, LoadedSection, _rel32_hits
+from suture.builder.slots import Home, Slot
 from suture.builder.symbols import Kallsyms
 from suture.errors import BuildError
 
@@ -109,9 +110,11 @@ def test_a_tail_jumper_reached_only_by_pointer_is_patched_with_a_frame(tmp_path:
 def test_framing_is_refused_when_the_old_code_reaches_replaced_code(tmp_path: Path) -> None:
     # A task switched while it runs the old helper (no frame of jumper) would
     # go on into other's new code from old code.
+    # The ops table is const: carrying jumper cannot redirect it either.
     helper = "static noipa notrace int helper(int x) { return other(x * 3) + 1; }\n"
     body = (
-        "noipa int jumper(int x) { return helper(x); }\nstruct ops jumper_ops = { .fn = jumper };\n"
+        "noipa int jumper(int x) { return helper(x); }\n"
+        "const struct ops jumper_ops = { .fn = jumper };\n"
     )
     orig, patched = _objects(
         tmp_path, body, "noipa int other(int x) { return sink(x); }\n" + helper
@@ -128,28 +131,84 @@ def test_a_changed_caller_that_tail_jumps_is_refused(tmp_path: Path) -> None:
         plan_callers(orig, patched, ["helper"], fixed={"user"}, vmlinux=True, outside=_none_outside)
 
 
-def test_address_taken_is_left_old_and_noted(tmp_path: Path) -> None:
-    body = "int user(int x) { return helper(x) + 1; }\nstruct ops helper_ops = { .fn = helper };\n"
+def test_address_taken_in_code_is_left_old_and_noted(tmp_path: Path) -> None:
+    body = (
+        "extern void keep(int (*fn)(int));\n"
+        "int user(int x) { return helper(x) + 1; }\nvoid reg(void) { keep(helper); }\n"
+    )
     plan = _plan(tmp_path, body)
     assert plan.patched == ["user"]
     assert plan.unpatched == [
-        "helper: its address is taken in helper_ops, so calls through that pointer stay old"
+        "helper: its address is taken in reg, so calls through that pointer stay old"
     ]
     orig, patched = _objects(tmp_path / "b", body)
-    with pytest.raises(BuildError, match="address is taken in helper_ops"):
+    with pytest.raises(BuildError, match="address is taken in reg"):
         plan_callers(
             orig, patched, ["helper"], fixed=set(), vmlinux=True, outside=_none_outside,
             complete=True,
         )  # fmt: skip
 
 
+def test_a_pointer_in_writable_data_is_redirected(tmp_path: Path) -> None:
+    body = (
+        "struct ops helper_ops = { .fn = helper };\n"
+        "struct two { long pad; int (*fn)(int); } helper_two = { .fn = helper };\n"
+    )
+    plan = _plan(tmp_path, body, outside=_none_outside)
+    assert plan.unpatched == []
+    assert plan.reached  # a redirected slot is a way in that reaches the new code
+    found = {(s.symbol, s.offset, s.home) for s, fn in plan.slots if fn == "helper"}
+    assert found == {("helper_ops", 0, Home.WRITABLE), ("helper_two", 8, Home.WRITABLE)}
+    orig, patched = _objects(tmp_path / "b", body)
+    complete = plan_callers(
+        orig, patched, ["helper"], fixed=set(), vmlinux=True, outside=_none_outside, complete=True
+    )  # a redirected slot leaves nothing old: --complete holds
+    assert len(complete.slots) == 2
+
+
+@pytest.mark.parametrize(
+    ("declaration", "why"),
+    [
+        ("const struct ops helper_ops = { .fn = helper };", "read-only"),
+        ('struct ops helper_ops __attribute__((section(".data..ro_after_init"))) = '
+         "{ .fn = helper };", "__ro_after_init"),
+        ('struct ops helper_ops __attribute__((section(".init.data"))) = { .fn = helper };',
+         "boot-time data"),
+        # A PREL32 table entry, as the kernel's relative tables are.
+        ('asm(".pushsection .data.helper_ops, \\"aw\\"\\n.type helper_ops, @object\\n'
+         '.size helper_ops, 4\\nhelper_ops: .long helper - .\\n.popsection");\n'
+         "void *keep_helper = helper;", "PC-relative offset"),
+        ("struct __attribute__((packed)) odd { char c; int (*fn)(int); } helper_ops = "
+         "{ .fn = helper };", "not 8-byte aligned"),
+    ],
+)  # fmt: skip
+def test_a_pointer_that_cannot_be_redirected_is_refused_and_named(
+    tmp_path: Path, declaration: str, why: str
+) -> None:
+    body = "int user(int x) { return helper(x) + 1; }\n" + declaration + "\n"
+    with pytest.raises(BuildError, match=rf"stored where .*: helper_ops\+0x[01] \(.*\): .*{why}"):
+        _plan(tmp_path, body)
+
+
+def test_an_initcall_entry_is_a_call_at_boot(tmp_path: Path) -> None:
+    body = (
+        "int user(int x) { return helper(x) + 1; }\n"
+        'static int (*entry)(int) __attribute__((section(".initcall6.init"), used)) = helper;\n'
+    )
+    plan = _plan(tmp_path, body)
+    assert plan.patched == ["user"]
+    assert plan.slots == []
+    assert plan.unpatched == []
+
+
 def test_no_patchable_path_is_refused(tmp_path: Path) -> None:
     body = (
+        "extern void keep(int (*fn)(int));\n"
         "static noipa notrace int middle(int x) { return helper(x) + 2; }\n"
-        "struct ops middle_ops = { .fn = middle };\n"
+        "void reg(void) { keep(middle); }\n"
     )
     with pytest.raises(
-        BuildError, match=r"no path to it passes .*helper <- middle: its address is taken in mid"
+        BuildError, match=r"no path to it passes .*helper <- middle: its address is taken in reg"
     ):
         _plan(tmp_path, body)
 
@@ -240,11 +299,8 @@ def _index(text: bytes, data: bytes = b"") -> ImageIndex:
         "jumper": [(BASE + 0x40, "t")],
         "ops": [(BASE + 0x1000000, "D")],
     })  # fmt: skip
-    return ImageIndex(
-        [LoadedSection(".text", BASE, text, True), LoadedSection(".data", BASE + 0x1000000,
-                                                                data, False)],
-        ksyms,
-    )  # fmt: skip
+    data_sec = LoadedSection(".data", BASE + 0x1000000, data, text=False, writable=True)
+    return ImageIndex([LoadedSection(".text", BASE, text, True), data_sec], ksyms)
 
 
 def test_image_scan_names_calls_jumps_and_pointers() -> None:
@@ -256,8 +312,48 @@ def test_image_scan_names_calls_jumps_and_pointers() -> None:
     refs = _index(bytes(text), data).references(TARGET, own={TARGET})
     assert Reference("caller", RefKind.CALL, address=BASE) in refs
     assert Reference("jumper", RefKind.JUMP, address=BASE + 0x40) in refs
-    assert Reference("ops", RefKind.ADDRESS) in refs
+    ops = BASE + 0x1000000
+    slot = Slot("ops", 0, ".data", Home.WRITABLE, 8, relative=False, address=ops)
+    assert Reference("ops", RefKind.ADDRESS, address=ops, slot=slot) in refs
     assert len(refs) == 3
+
+
+def test_image_scan_tells_where_a_stored_pointer_may_be_written() -> None:
+    ops = BASE + 0x1000000
+    ksyms = Kallsyms({
+        "target": [(TARGET, "T")],
+        "table": [(ops, "d")],
+        "late": [(ops + 0x10, "d")],
+        "hooks": [(ops + 0x20, "D")],
+        "__start_rodata": [(ops, "D")],
+        "__start_ro_after_init": [(ops + 0x10, "D")],
+        "__end_ro_after_init": [(ops + 0x20, "D")],
+        "__end_rodata": [(ops + 0x20, "D")],
+        "_sdata": [(ops + 0x20, "D")],
+        "_edata": [(ops + 0x40, "D")],
+    })  # fmt: skip
+    data = bytearray(0x40)
+    for at in (0x8, 0x10, 0x28):
+        data[at : at + 8] = TARGET.to_bytes(8, "little")
+    data[0x34:0x38] = (TARGET & 0xFFFFFFFF).to_bytes(4, "little")  # a 32-bit address
+    # The image's .rodata is writable in the ELF (it holds ro_after_init): kallsyms decides.
+    index = ImageIndex([LoadedSection(".rodata", ops, bytes(data), False, True)], ksyms)
+    found = {
+        (r.slot.symbol, r.slot.offset, r.slot.home, r.slot.width)
+        for r in index.references(TARGET, own=set())
+        if r.slot is not None
+    }
+    assert found == {
+        ("table", 8, Home.READ_ONLY, 8),
+        ("late", 0, Home.RO_AFTER_INIT, 8),
+        ("hooks", 8, Home.WRITABLE, 8),
+        ("hooks", 0x14, Home.WRITABLE, 4),
+    }
+    # Without the bounds in kallsyms, .rodata is never taken for writable.
+    bare = Kallsyms({k: v for k, v in ksyms.by_name.items() if not k.startswith(("_", "__"))})
+    index = ImageIndex([LoadedSection(".rodata", ops, bytes(data), False, True)], bare)
+    homes = {r.slot.home for r in index.references(TARGET, own=set()) if r.slot is not None}
+    assert homes == {Home.READ_ONLY}
 
 
 def test_image_scan_leaves_out_the_object_itself() -> None:

@@ -64,7 +64,7 @@ def _diff(tmp_path: Path, before: str, after: str) -> DiffResult:
     objs = []
     for name, text in (("orig", before), ("patched", after)):
         src = tmp_path / name / "x.c"
-        src.parent.mkdir()
+        src.parent.mkdir(parents=True)
         src.write_text(text)
         subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(src.with_suffix(".o"))], check=True)
         objs.append(ObjectFile.load(src.with_suffix(".o")))
@@ -127,8 +127,92 @@ def test_init_code_is_unpatchable(tmp_path: Path) -> None:
         ("foo.isra.35.part.36", "foo.isra.part"),
         ("__key.264", "__key"),
         ("__UNIQUE_ID_ddebug372", "__UNIQUE_ID_ddebug"),
+        ("__UNIQUE_ID_ddebug473.50", "__UNIQUE_ID_ddebug"),  # a static local's descriptor
         ("plain", "plain"),
     ],
 )
 def test_mangle(name: str, key: str) -> None:
     assert mangle(name) == key
+
+
+# Per-site statics as the kernel makes them: a dynamic debug descriptor named
+# by __COUNTER__ (include/linux/dynamic_debug.h) with __LINE__ in a bit field,
+# and a ratelimit state (include/linux/ratelimit_types.h).
+SITES = """\
+struct site { const char *func; const char *file; unsigned int line:18, cls:6, flags:8; };
+struct rs { int interval, burst; };
+extern void dbg(struct site *s, const char *fmt, int v);
+extern int limited(struct rs *rs);
+#define __PASTE(a, b) a##b
+#define PASTE(a, b) __PASTE(a, b)
+#define UNIQUE_ID(p) PASTE(PASTE(__UNIQUE_ID_, p), __COUNTER__)
+#define __DBG(id, fmt, v) do {\\
+	static struct site id __attribute__((section("__dyndbg"), used, aligned(8))) =\\
+		{ __func__, "x.c", __LINE__, 63, 0 };\\
+	dbg(&id, fmt, v);\\
+} while (0)
+#define DBG(fmt, v) __DBG(UNIQUE_ID(ddebug), fmt, v)
+
+int first(int v)
+{
+	DBG("first %d", v);
+	return v + 1;
+}
+
+int second(int v)
+{
+	static struct rs _rs = { 5, 10 };
+
+	DBG("second %d", v);
+	if (limited(&_rs))
+		DBG("limited %d", v);
+	return v;
+}
+"""
+
+
+def test_lines_and_counters_moved_in_descriptors_are_no_change(tmp_path: Path) -> None:
+    # Two lines and a __COUNTER__ use above both functions: every descriptor
+    # gets another name (__UNIQUE_ID_ddebug1.2 -> __UNIQUE_ID_ddebug2.2) and line.
+    after = SITES.replace(
+        "int first(int v)", "enum { PASTE(counted, __COUNTER__) };\n/* moved */\nint first(int v)"
+    )
+    result = _diff(tmp_path, SITES, after)
+    assert result.changed == [] and result.new == []
+
+
+def test_a_changed_per_site_static_changes_its_function(tmp_path: Path) -> None:
+    result = _diff(tmp_path, SITES, SITES.replace("{ 5, 10 }", "{ 5, 20 }"))
+    assert changed(result) == ["second"]
+    assert "_rs" in result.changed[0].reason
+
+
+def test_a_changed_descriptor_format_changes_its_function(tmp_path: Path) -> None:
+    result = _diff(tmp_path, SITES, SITES.replace('"x.c", __LINE__, 63', '"x.c", __LINE__, 62'))
+    assert changed(result) == ["first", "second"]
+
+
+def test_pooled_constants_compare_by_value_not_label(tmp_path: Path) -> None:
+    # GCC names pooled constants .LC<n> in one sequence with strings: a constant
+    # the fix adds above renumbers every later one (.LC0 -> .LC1), same bytes.
+    before = "double g(double);\ndouble f(double x) { return g(x * 1.2345); }\n"
+    after = (
+        "double g(double);\ndouble e(double x) { return g(x * 7.5); }\n" + before.split("\n", 1)[1]
+    )
+    result = _diff(tmp_path, before, after)
+    assert result.changed == [] and [n.name for n in result.new] == ["e"]
+    changed_value = _diff(tmp_path / "v", before, before.replace("1.2345", "1.2346"))
+    assert changed(changed_value) == ["f"]
+
+
+def test_a_line_moved_in_existing_data_is_no_change(tmp_path: Path) -> None:
+    # A table of sites (file, line) keeps the line of the code it describes.
+    before = (
+        "struct site { const char *file; unsigned int line:20, kind:12; };\n"
+        'static const struct site here = { "x.c", __LINE__, 7 };\n'
+        "const struct site *where(void) { return &here; }\n"
+    )
+    result = _diff(tmp_path, before, "/* moved\n * down */\n" + before)
+    assert result.no_change
+    changed_kind = _diff(tmp_path / "k", before, before.replace("__LINE__, 7", "__LINE__, 8"))
+    assert changed_kind.changed_data == ["here"]

@@ -64,10 +64,10 @@ def test_the_generated_module_checks_first_then_runs_the_fixes_own_callback() ->
         module.KlpObject("mrp", [module.PatchedFunction("mrp_rcv", "n1")], {}, [None]),
     ]
     c = module.stub_source("suture_x", objects, {})
-    assert ".pre_patch = suture_pre_patch0," in c
-    assert "return ((int (*)(struct klp_object *))fix_pre)(obj);" in c
+    assert ".pre_patch = suture_prematch_pre_patch0," in c
+    assert "return ((int (*)(struct klp_object *))(void *)fix_pre)(obj);" in c
     assert ".pre_patch = (void *)fix_pre" not in c  # only through the check
-    assert "suture_pre_patch1" not in c  # nothing to check in mrp
+    assert "suture_prematch_pre_patch1" not in c  # nothing to check in mrp
     assert (
         "static const unsigned char suture_code0_0[] = {\n\t0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3" in c
     )
@@ -78,3 +78,21 @@ def test_the_generated_module_checks_first_then_runs_the_fixes_own_callback() ->
         "suture_y", [module.KlpObject("vmlinux", [module.PatchedFunction("f", "n")])], {}
     )
     assert "suture_prematch" not in plain  # nothing expected: no check
+
+
+def test_the_check_runs_before_the_run_time_part_which_calls_the_fixes_own_callback() -> None:
+    e = prematch.Expected("cmdline_proc_show", b"\xc3", b"\x01")
+    wired = {k: f"suture_{k}_0" for k in ("pre_patch", "post_patch", "pre_unpatch", "post_unpatch")}
+    obj = module.KlpObject(
+        "vmlinux",
+        [module.PatchedFunction("cmdline_proc_show", "n0")],
+        {"pre_patch": "fix_pre"},
+        [e],
+        runtime_callbacks=wired,
+    )
+    c = module.stub_source("suture_x", [obj], {}, runtime="/* run-time part */\n")
+    assert ".pre_patch = suture_prematch_pre_patch0," in c
+    assert ".post_patch = suture_post_patch_0," in c
+    assert "return suture_pre_patch_0(obj);" in c  # the run-time part calls fix_pre itself
+    assert "fix_pre)(obj)" not in c
+    assert c.index("/* run-time part */") < c.index("static int suture_prematch_pre_patch0")

@@ -7,6 +7,7 @@ linked with ``ld -r`` as kbuild links a module's objects.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any, cast
 
 import pytest
 
-from suture.builder import klp, module
+from suture.builder import klp, module, shared, units
+from suture.builder.compile import ObjectPair
+from suture.builder.differ import diff_objects
 from suture.builder.elfobj import ObjectFile
 from suture.builder.extract import extract
 from suture.builder.pipeline import _klp_objects, _klp_symbol, _UnitPatch
@@ -147,18 +150,18 @@ def test_a_modules_references_are_looked_up_where_they_live() -> None:
     vmlinux = Kallsyms({"printk": [(1, "T")], "hidden_key": [(2, "d")]})
     where = Target(cast(Any, None), cast(Any, None), cast(Any, None))
     where.__dict__.update(export_owners=owners, kallsyms=vmlinux)  # read once, as cached
-    assert _klp_symbol("conf_lock", "raid456", raid456, [], where) == klp.KlpSymbol(
+    assert _klp_symbol("conf_lock", "raid456", raid456, raid456.sympos, where) == klp.KlpSymbol(
         "raid456", "conf_lock", 0
     )
-    assert _klp_symbol("md_check_recovery", "raid456", raid456, [], where) == klp.KlpSymbol(
-        "md_mod", "md_check_recovery", 0, applied_with="raid456"
-    )
+    assert _klp_symbol(
+        "md_check_recovery", "raid456", raid456, raid456.sympos, where
+    ) == klp.KlpSymbol("md_mod", "md_check_recovery", 0, applied_with="raid456")
     # An unexported vmlinux key read by a module's code: applied with vmlinux.
-    assert _klp_symbol("hidden_key", "raid456", raid456, [], where) == klp.KlpSymbol(
+    assert _klp_symbol("hidden_key", "raid456", raid456, raid456.sympos, where) == klp.KlpSymbol(
         "vmlinux", "hidden_key", 0
     )
     with pytest.raises(BuildError, match="neither raid456 defines nor another module exports"):
-        _klp_symbol("printk", "raid456", raid456, [], where)
+        _klp_symbol("printk", "raid456", raid456, raid456.sympos, where)
 
 
 def test_compiler_constants_named_by_local_labels_are_carried(tmp_path: Path) -> None:
@@ -194,3 +197,73 @@ def test_unexported_references_get_names_the_modules_link_cannot_take(tmp_path: 
     obj = ObjectFile.load(tmp_path / "m.o")
     patch = extract(obj, {"owner": "owner"}, renames={}, exported={"__fentry__"}, objname="m")
     assert patch.klp_symbols == {"__suture_klp___this_module": "__this_module"}
+
+
+# New code one file adds and another file of the same fix uses (shared.py).
+SHARED_BEFORE = {
+    "a.c": "int show_a(int x) { return x + 1; }\n",
+    "b.c": "extern int sink(int);\nint show_b(int x) { return sink(x); }\n",
+}
+SHARED_AFTER = {
+    "a.c": "int shared_data = 5;\n"
+    "__attribute__((noipa)) int shared_fn(int x) { return x * 7 + shared_data; }\n"
+    "static __attribute__((noipa)) int private_fn(int x) { return x - 1; }\n"
+    "int show_a(int x) { return private_fn(x) + 1; }\n",
+    "b.c": "extern int sink(int);\nextern int shared_fn(int);\nextern int shared_data;\n"
+    "int show_b(int x) { return sink(shared_fn(x) + shared_data); }\n",
+}
+
+
+def _unit(tmp_path: Path, name: str, objname: str) -> units.Unit:
+    objs = []
+    for side, text in (("orig", SHARED_BEFORE[name]), ("patched", SHARED_AFTER[name])):
+        src = tmp_path / side / name
+        src.parent.mkdir(parents=True, exist_ok=True)
+        src.write_text(text)
+        subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(src.with_suffix(".o"))], check=True)
+        objs.append(ObjectFile.load(src.with_suffix(".o")))
+    pair = ObjectPair(name, objs[0].path, objs[1].path)
+    return units.Unit(pair, objs[0], objs[1], diff_objects(objs[0], objs[1]), objname)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("ld") is None, reason="gcc, ld")
+def test_new_code_of_one_file_is_linked_into_another(tmp_path: Path) -> None:
+    a, b = _unit(tmp_path, "a.c", "vmlinux"), _unit(tmp_path, "b.c", "ext4")
+    sharing = shared.plan([a, b], ["0_", "1_"])
+    names = {"shared_fn": "__suture_new_0_shared_fn", "shared_data": "__suture_new_0_shared_data"}
+    assert sharing.redirects == [{}, names]
+    assert sharing.exports == [{"shared_data"}, set()]
+    patches = []
+    for i, unit in enumerate((a, b)):
+        funcs = {c.name: c.name for c in unit.diff.changed + unit.diff.new}
+        patches.append(
+            extract(unit.patched, funcs, renames={}, exported={"__fentry__", "sink"},
+                    new_data=set(unit.diff.new_data), objname=unit.objname, tag=f"{i}_",
+                    redirects=sharing.redirects[i], shared_data=sharing.exports[i])
+        )  # fmt: skip
+        (tmp_path / f"p{i}.o").write_bytes(patches[-1].data)
+    assert patches[1].klp_symbols == {}  # nothing left for the kernel to resolve
+    linked = tmp_path / "both.o"
+    subprocess.run(
+        ["ld", "-r", str(tmp_path / "p0.o"), str(tmp_path / "p1.o"), "-o", str(linked)],
+        check=True,
+    )
+    listing = _symbols(linked)
+    undefined = [line for line in listing.splitlines() if " UND " in line]
+    assert not [u for u in undefined if "__suture_new_" in u], undefined
+    assert re.search(r"FUNC +GLOBAL DEFAULT +\d+ __suture_new_0_shared_fn", listing)
+    assert re.search(r"OBJECT +GLOBAL DEFAULT +\d+ __suture_new_0_shared_data", listing)
+    # A new static is the file's own: nothing else links to it (its name is tagged).
+    assert "private_fn" not in sharing.redirects[1]
+    assert "__suture_new_0_private_fn" in listing
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_new_code_of_a_module_is_not_linked_into_vmlinux_code(tmp_path: Path) -> None:
+    a, b = _unit(tmp_path, "a.c", "mrp"), _unit(tmp_path, "b.c", "vmlinux")
+    with pytest.raises(BuildError, match=r"b.c \(vmlinux\) uses shared_data, which the fix adds"):
+        shared.plan([a, b], ["0_", "1_"])
+    assert shared.plan([a, _unit(tmp_path / "m", "b.c", "mrp")], ["0_", "1_"]).exports == [
+        {"shared_data"},
+        set(),
+    ]

@@ -192,13 +192,17 @@ def test_fleet_refuses_json_csv_and_levels_never_published(
 
 
 def test_agent_options_that_would_mean_something_else_are_usage_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # In a folder of the test's own: a relative path that slipped through would
+    # be written there, never into the checkout.
+    monkeypatch.chdir(tmp_path)
     assert main(["update", "--config", str(tmp_path / "missing.toml")]) == 64
     assert "missing.toml does not exist" in capsys.readouterr().err
     assert main(["update", "--state-dir", "relative/state"]) == 64
     assert "state_dir" in capsys.readouterr().err
     assert main(["status", "--state-dir", "relative"]) == 64
+    assert not (tmp_path / "relative").exists()  # refused before anything was written
     assert main(["lab", "fetch", "--kernel", ""]) == 64
     assert "--kernel needs a release" in capsys.readouterr().err
     assert main(["lab", "run", "--kernel", "", "--", "true"]) == 64

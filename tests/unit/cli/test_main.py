@@ -107,6 +107,7 @@ def test_lab_run_passes_env_and_returncode(
         "format": 1,
         "ok": False,
         "release": "6.1.0-56-amd64",
+        "root": "host",
         "returncode": 3,
         "seconds": 1.25,
     }

@@ -106,7 +106,7 @@ def test_apply_happy_path(kernel: FakeKernel, patch_ko: Path) -> None:
     assert result.superseded == []
     assert not result.signalled
     assert 0 <= result.seconds < 0.2
-    assert set(result.to_dict()) == {"name", "seconds", "signalled", "superseded"}
+    assert set(result.to_dict()) == {"name", "seconds", "signalled", "superseded", "kept"}
     assert kernel.unloaded == []
 
 
@@ -116,6 +116,17 @@ def test_apply_replace_unloads_superseded_modules(kernel: FakeKernel, patch_ko: 
     result = engine.apply(patch_ko, SHORT, sysroot=kernel.root)
     assert result.superseded == ["suture_old"]
     assert kernel.unloaded == ["suture_old"]
+
+
+def test_apply_replace_keeps_a_module_that_keeps_itself(kernel: FakeKernel, patch_ko: Path) -> None:
+    # Level 1 redirected a stored pointer into its module: it is never removed.
+    add_loaded_patch(kernel.root, "suture_old")
+    put(kernel.root, "sys/module/suture_old/parameters/kept", "Y\n")
+    kernel.replaces = ("suture_old",)
+    result = engine.apply(patch_ko, SHORT, sysroot=kernel.root)
+    assert result.superseded == ["suture_old"]
+    assert result.kept == ["suture_old"]
+    assert kernel.unloaded == []
 
 
 @pytest.mark.parametrize(
@@ -211,6 +222,18 @@ def test_unload(kernel: FakeKernel) -> None:
     assert kernel.unloaded == ["suture_fix"]
 
 
+def test_unload_disables_but_keeps_a_module_that_keeps_itself(kernel: FakeKernel) -> None:
+    add_loaded_patch(kernel.root, "suture_fix")
+    put(kernel.root, "sys/module/suture_fix/parameters/kept", "Y\n")
+    assert engine.unload("suture_fix", SHORT, sysroot=kernel.root) is False
+    assert kernel.enabled_writes == [("suture_fix", "0")]
+    assert kernel.unloaded == []
+    put(kernel.root, "sys/module/suture_fix/initstate", "live\n")
+    put(kernel.root, "sys/module/suture_fix/taint", "OEK\n")
+    assert engine.unload("suture_fix", SHORT, sysroot=kernel.root) is False  # asked again
+    assert kernel.unloaded == []
+
+
 def test_unload_unknown(kernel: FakeKernel) -> None:
     with pytest.raises(NotLoadedError, match="no live patch named nope"):
         engine.unload("nope", SHORT, sysroot=kernel.root)
@@ -268,6 +291,7 @@ def test_status(tmp_path: Path) -> None:
             "enabled": True,
             "transition": False,
             "replace": None,
+            "stack_order": None,
             "objects": [
                 {
                     "name": "vmlinux",

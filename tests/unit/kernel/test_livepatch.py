@@ -23,6 +23,7 @@ def add_patch(
     transition: str = "0",
     replace: str | None = "0",
     signal: bool = False,
+    stack_order: str | None = None,
 ) -> Path:
     """A patch folder the way the livepatch core lays it out, patching cmdline_proc_show."""
     pdir = root / LP / name
@@ -33,6 +34,8 @@ def add_patch(
         put(root, f"{LP}/{name}/replace", replace + "\n")
     if signal:
         put(root, f"{LP}/{name}/signal")
+    if stack_order is not None:
+        put(root, f"{LP}/{name}/stack_order", stack_order + "\n")
     put(root, f"{LP}/{name}/vmlinux/patched", "1\n")
     (pdir / "vmlinux/cmdline_proc_show,1").mkdir()
     return pdir
@@ -197,3 +200,14 @@ def test_blocking_task_describe() -> None:
     task = BlockingTask(42, "cat", ("msleep", "suture_sleep_read", "vfs_read", "ksys_read"))
     assert task.describe() == "pid 42 (cat) in msleep < suture_sleep_read < vfs_read"
     assert BlockingTask(9, "sh", ()).describe() == "pid 9 (sh)"
+
+
+def test_stack_order_where_the_kernel_has_it(tmp_path: Path) -> None:
+    add_patch(tmp_path, "a", replace="0", stack_order="1")  # 7.3
+    add_patch(tmp_path, "b", replace="0", stack_order="2")
+    add_patch(tmp_path, "c", replace=None)  # 6.1: neither file
+    add_patch(tmp_path, "d")  # 6.12: replace only
+    got = {s.name: s for s in LivepatchSysfs(tmp_path).states()}
+    assert [got[n].stack_order for n in "abcd"] == [1, 2, None, None]
+    assert [got[n].replace for n in "abcd"] == [False, False, None, False]
+    assert got["b"].to_dict()["stack_order"] == 2

@@ -136,6 +136,17 @@ def test_check_not_loaded(tmp_path: Path) -> None:
     assert "suture unload suture_fix" in e.value.hint
 
 
+def test_check_not_loaded_refuses_a_kept_module(tmp_path: Path) -> None:
+    # Disabled, but its module kept itself loaded (docs/adr/0010): it cannot load again.
+    lp = LivepatchSysfs(tmp_path / "root")
+    kept = tmp_path / "root/sys/module/suture_fix/parameters/kept"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("Y\n")
+    with pytest.raises(PreflightError, match="stays loaded from an earlier use") as e:
+        preflight.check_not_loaded(candidate(tmp_path), lp)
+    assert e.value.check == "already-loaded"
+
+
 ENABLED_FUNCTIONS = (
     "cmdline_proc_show (1) R I   \ttramp: 0xffffffffc0000000 (bpf_tramp_handler+0x0/0x1e0)\n"
     "meminfo_proc_show (1) R I   \ttramp: 0xffffffffc0002000 (klp_ftrace_handler+0x0/0x1e0)\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import lzma
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def test_extract_xz() -> None:
 
 def test_extract_gzip() -> None:
     assert vmlinux.extract(b"junk\x1f\x8b" + gzip.compress(ELF) + b"trailer\0\0\0") == ELF
+
+
+def test_extract_zstd() -> None:
+    # Debian's 6.12 and 7.x images: the zstd tool reads the frame, the trailer is left.
+    frame = subprocess.run(["zstd", "-c"], input=ELF, capture_output=True, check=True).stdout
+    assert vmlinux.extract(b"junk" + frame + b"trailer\0\0") == ELF
 
 
 def test_extract_skips_false_magic_and_non_elf_payloads() -> None:
@@ -49,7 +56,7 @@ def test_extract_skips_false_magic_and_non_elf_payloads() -> None:
     ],
 )
 def test_extract_without_payload(image: bytes) -> None:
-    with pytest.raises(LabError, match="no xz or gzip compressed ELF") as e:
+    with pytest.raises(LabError, match="no xz, gzip or zstd compressed ELF") as e:
         vmlinux.extract(image)
     assert e.value.hint
 

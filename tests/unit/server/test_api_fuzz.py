@@ -72,7 +72,12 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("fuzz")
     fleet_sim.make_repo(folder / "repo")
-    with fleet_sim.serve(folder / "repo", f"sqlite:///{folder}/server.db", folder) as srv:
+    # The fuzzer sends every request again with a wrong admin token (hundreds of them):
+    # the limit on failed logins per address would answer 429 to what follows.
+    config = folder / "server.toml"
+    config.write_text("format = 1\n[limits]\nauth_failures = 1000000\n")
+    db = f"sqlite:///{folder}/server.db"
+    with fleet_sim.serve(folder / "repo", db, folder, extra=["--config", str(config)]) as srv:
         yield Live(srv.url)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import re
 from collections.abc import Iterator
+from email.message import Message
 from html import unescape
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
@@ -19,8 +20,13 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from suture.repo import publish
+from suture.repo.layout import Layout
 from suture.server import Server
-from suture.server.sessions import LIFETIME, Sessions
+from suture.server.db import DbUrl, open_store
+from suture.server.fleet import sessions
+from suture.server.fleet.catalog import Catalog
+from suture.server.fleet.context import Fleet
+from suture.server.fleet.sessions import LIFETIME
 from tests.support.agent import name
 from tests.support.repo import make_bundle
 from tests.support.server import ADMIN, admin, simulated_fleet
@@ -42,7 +48,7 @@ class Client:
 
     def request(
         self, method: str, path: str, fields: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str], str]:
+    ) -> tuple[int, Message, str]:
         conn = http.client.HTTPConnection(self.netloc, timeout=5)
         headers = {"Cookie": self.cookie} if self.cookie else {}
         body = None
@@ -52,17 +58,17 @@ class Client:
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            return resp.status, dict(resp.headers), resp.read().decode()
+            return resp.status, resp.headers, resp.read().decode()
         finally:
             conn.close()
 
-    def get(self, path: str) -> tuple[int, dict[str, str], str]:
+    def get(self, path: str) -> tuple[int, Message, str]:
         return self.request("GET", path)
 
-    def post(self, path: str, fields: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    def post(self, path: str, fields: dict[str, str]) -> tuple[int, Message, str]:
         return self.request("POST", path, fields)
 
-    def login(self, token: str = ADMIN) -> tuple[int, dict[str, str], str]:
+    def login(self, token: str = ADMIN) -> tuple[int, Message, str]:
         status, headers, body = self.post("/login", {"token": token, "next": "/"})
         if "Set-Cookie" in headers:
             self.cookie = headers["Set-Cookie"].split(";")[0]
@@ -216,13 +222,21 @@ def test_a_rollout_action_asks_for_confirmation_then_does_it(server: Server) -> 
     assert c.post("/rollouts/nowhere/halt", {"csrf": csrf, "level": "1"})[0] == 404
 
 
-def test_sessions_expire() -> None:
+def test_sessions_expire(tmp_path: Path) -> None:
     now = [1000.0]
-    sessions = Sessions(clock=lambda: now[0])
-    sid, session = sessions.create()
-    assert sessions.get(sid) is session and sessions.get("other") is None
-    now[0] += LIFETIME
-    assert sessions.get(sid) is None
-    sid, _ = sessions.create()
-    sessions.end(sid)
-    assert sessions.get(sid) is None
+    store = open_store(DbUrl("sqlite", str(tmp_path / "s.db")))
+    fleet = Fleet(store, Layout(tmp_path), Catalog(Layout(tmp_path)), clock=lambda: now[0])
+    try:
+        sid = sessions.create(fleet)
+        found = sessions.get(fleet, sid)
+        assert found is not None and sessions.get(fleet, "other") is None
+        sessions.flash(fleet, found, "once")
+        assert sessions.get(fleet, sid).flash == "once"  # type: ignore[union-attr]
+        assert sessions.get(fleet, sid).flash == ""  # type: ignore[union-attr]
+        now[0] += LIFETIME
+        assert sessions.get(fleet, sid) is None
+        sid = sessions.create(fleet)
+        sessions.end(fleet, sid)
+        assert sessions.get(fleet, sid) is None
+    finally:
+        store.close()

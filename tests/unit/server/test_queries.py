@@ -28,10 +28,12 @@ import pytest
 from suture import bundle
 from suture.bundle import Manifest
 from suture.cli.main import main
+from suture.contract.checkin import Checkin
 from suture.repo import create, publish
-from suture.server import Server, open_server, openapi, vex
-from suture.server.checkin import Checkin
-from suture.server.store import DbUrl, open_store
+from suture.server import Server, open_server, openapi
+from suture.server.db import DbUrl, open_store
+from suture.server.db import hosts as db_hosts
+from suture.server.fleet import vex
 from tests.support.metrics import parse_exposition
 from tests.support.repo import BUILD_A, BUILD_B, RELEASE, module_bytes
 from tests.support.server import request
@@ -217,7 +219,7 @@ def check_in(server: Server, db: str, fleet: list[Host]) -> None:
                     channel=host.channel,
                     attempted_level=b["attempted_level"],
                 )
-                store.record(checkin, "192.0.2.1", now=long_ago)
+                db_hosts.record(store, checkin, "192.0.2.1", long_ago.timestamp())
     finally:
         store.close()
 

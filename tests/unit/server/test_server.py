@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -23,8 +24,9 @@ from suture.cli.main import main
 from suture.errors import ListenError, NotARepoError
 from suture.repo import create, publish
 from suture.repo.layout import Layout
-from suture.server import Server, api, open_server, openapi
-from suture.server.static import IMMUTABLE, NO_CACHE
+from suture.server import Server, dashboard, open_server, openapi
+from suture.server.http import app
+from suture.server.http.static_files import IMMUTABLE, NO_CACHE
 from tests.support.repo import BUILD_A, RELEASE, make_bundle
 from tests.support.server import CHECKIN, request
 
@@ -272,7 +274,16 @@ def test_checkin_wrong_media_type_size_and_method(server: Server) -> None:
 
 def test_healthz_and_openapi(server: Server) -> None:
     status, _, body = request(server, "/healthz")
-    assert (status, json.loads(body)) == (200, {"format": 1, "ok": True})
+    health = json.loads(body)
+    assert (status, health["format"], health["ok"]) == (200, 1, True)
+    assert health["checks"]["database"] == {"ok": True}
+    assert health["checks"]["repository"]["ok"] is True
+    assert set(health["checks"]["repository"]["expires"]) == {
+        "root",
+        "targets",
+        "snapshot",
+        "timestamp",
+    }
     status, _, body = request(server, "/openapi.json")
     doc = json.loads(body)
     assert status == 200
@@ -293,17 +304,17 @@ def test_healthz_and_openapi(server: Server) -> None:
 
 
 def test_openapi_describes_every_route() -> None:
-    api.known("/")  # loads the route modules
     doc = openapi.document()
     checked = 0
-    for method, regex, auth, _ in api._ROUTES:
-        pattern = api._PATTERNS[regex]
-        if not pattern.startswith(("/api/", "/metrics")):
-            continue  # the dashboard's HTML pages
-        op = doc["paths"][pattern][method.lower()]
-        assert op["security"] == ([] if auth == "public" else [{auth: []}]), pattern
+    for e in app.api_endpoints():
+        assert e.doc is not None, e.path  # every API route is in the document
+        pattern = re.sub(r"\{(\w+):\w+\}", r"{\1}", e.path)
+        op = doc["paths"][pattern][e.method.lower()]
+        assert op["security"] == ([] if e.auth == "public" else [{e.auth.value: []}]), pattern
         checked += 1
-    assert checked >= 18
+    assert checked >= 25
+    # The dashboard's HTML pages are not in it.
+    assert not any(e.doc for e in dashboard.ENDPOINTS)
 
 
 def test_keep_alive_serves_several_requests(server: Server) -> None:
@@ -369,7 +380,7 @@ def test_serve_command_stops_cleanly_on_sigterm(repo: Path, tmp_path: Path) -> N
     assert '"GET /healthz HTTP/1.1" 200' in err
 
 
-def test_a_client_that_hangs_up_is_one_log_line(repo: Path, tmp_path: Path) -> None:
+def test_a_client_that_hangs_up_leaves_no_traceback(repo: Path, tmp_path: Path) -> None:
     log: list[str] = []
     srv = open_server(repo, listen="127.0.0.1:0", db=f"sqlite:///{tmp_path}/s.db", log=log.append)
     srv.start(poll_interval=0.01)
@@ -378,12 +389,11 @@ def test_a_client_that_hangs_up_is_one_log_line(repo: Path, tmp_path: Path) -> N
         with socket.create_connection((host, int(port))) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\n")  # then a reset instead of the rest
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        deadline = time.monotonic() + 5
-        while not log and time.monotonic() < deadline:
-            time.sleep(0.01)
+        time.sleep(0.2)
+        assert request(srv, "/healthz")[0] == 200  # it goes on serving
     finally:
         srv.stop()
-    assert len(log) == 1 and "connection lost" in log[0], log
+    assert not [line for line in log if "Traceback" in line or "ERROR" in line], log
 
 
 # --- who may say what ----------------------------------------------------------------
@@ -413,24 +423,33 @@ def test_admin_routes_need_the_admin_token(server: Server, repo: Path, tmp_path:
 
 
 def test_registration_keys_enrol_revoke_and_re_enrol(server: Server) -> None:
-    def register(key: str) -> int:
+    def register(key: str, token: str = "") -> tuple[int, dict[str, Any]]:
         body = json.dumps({"format": 1, "registration_key": key, "host_id": "h1"}).encode()
-        return request(server, "/api/v1/register", method="POST", body=body)[0]
+        status, _, answer = request(
+            server, "/api/v1/register", method="POST", body=body, token=token
+        )
+        return status, json.loads(answer)
 
-    assert register("srk_unknown") == 403
+    assert register("srk_unknown")[0] == 403
     body = json.dumps({"tags": ["env:prod"], "note": "prod"}).encode()
     created = json.loads(
         request(server, "/api/v1/registration-keys", method="POST", body=body, token=ADMIN)[2]
     )
     first = enrol(server, "h1")
-    second = enrol(server, "h1")  # a reinstalled host enrols again: the old token stops
+    # The id is h1's now: enrolling it again without h1's token is refused, whatever the key.
+    status, refused = register(created["registration_key"])
+    assert (status, refused["error"]) == (409, "taken")
+    # With its current token it rotates: the new one works, the old one stops.
+    status, rotated = register(created["registration_key"], first)
+    assert status == 200
+    second = rotated["host_token"]
     h1 = {**CHECKIN, "host_id": "h1"}
     assert post(server, h1, first)[0] == 401
     assert post(server, h1, second)[0] == 200
     key_id = created["key_id"]
     path = f"/api/v1/registration-keys/{key_id}"
     assert request(server, path, method="DELETE", token=ADMIN)[0] == 200
-    assert register(created["registration_key"]) == 403
+    assert register(created["registration_key"])[0] == 403
     listed = json.loads(request(server, "/api/v1/registration-keys", token=ADMIN)[2])["keys"]
     assert {k["key_id"]: k["revoked"] for k in listed}[key_id] is True
     assert all("registration_key" not in k for k in listed)  # the secret is never shown again

@@ -1,0 +1,1 @@
+"""The userspace patch builder (imports pyelftools; the agent never imports it)."""
