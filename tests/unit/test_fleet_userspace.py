@@ -30,6 +30,7 @@ from suture.server import Server, open_server, openapi
 from suture.server.db import DbUrl, open_store
 from suture.server.fleet import vex
 from tests.unit.repo_helpers import BUILD_A, RELEASE
+from tests.unit.test_dashboard import Client, text
 from tests.unit.test_server import request
 
 ADMIN = "sat_userspace-test-admin-token-01"
@@ -352,3 +353,28 @@ def test_answers_match_the_openapi_schemas(
     )
     schema = doc["paths"][template]["get"]["responses"]["200"]["content"]["application/json"]
     jsonschema_rs.validate({**schema["schema"], "components": doc["components"]}, get(server, path))
+
+
+def test_the_dashboard_shows_the_rows_and_partial_cves(
+    server: Server, tokens: dict[str, str]
+) -> None:
+    c = Client(server)
+    c.login(ADMIN)
+    host = text(c.get("/hosts/part")[2])
+    assert f"CVEs partly fixed in memory {OLD} (some processes still run" in host
+    assert f"libc.so.6 {LIBC[:12]} 1 glibc_fix {OLD} partial 2 1 0 1 (init) 2: {NEW}" in host
+    assert f"libcrypto.so.3 {CRYPTO[:12]} 1 glibc_fix {ROW_ONLY} patched 4 0 0" in host
+    assert "No userspace level" in text(c.get("/hosts/none")[2])
+    # CVE, builds with a fix, fixed, partly fixed, exposed, no fix.
+    cves = text(c.get("/cves")[2])
+    assert f"{OLD} 1 2 1 1 1" in cves and f"{ROW_ONLY} 0 1 0 0 4" in cves
+    assert f"{KERNEL_CVE} 1 5 0 0 0" in cves
+    cve = text(c.get(f"/cves/{OLD}")[2])
+    assert "Partly fixed hosts: some processes still run the unpatched code (1)" in cve
+    partly = cve.split("Partly fixed hosts")[1].split("Hosts with no fix")[0]
+    assert "part.example.net" in partly and "libc.so.6 L1" in partly
+    builds = text(c.get("/kernels")[2])
+    libraries = builds.split("Library builds (userspace)")[1]
+    assert f"libc.so.6 {LIBC[:12]} (stable)" in libraries
+    assert f"1 glibc_fix {OLD}" in libraries and f"2 glibc_fix {NEW}" in libraries
+    assert "libc.so.6" not in builds.split("Library builds (userspace)")[0]  # not a kernel
