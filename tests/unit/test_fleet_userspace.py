@@ -25,6 +25,7 @@ import pytest
 from suture import bundle
 from suture.bundle import Manifest
 from suture.bundle.manifest import UserFunction
+from suture.cli.main import main
 from suture.repo import create, publish
 from suture.server import Server, open_server, openapi
 from suture.server.db import DbUrl, open_store
@@ -378,3 +379,19 @@ def test_the_dashboard_shows_the_rows_and_partial_cves(
     assert f"libc.so.6 {LIBC[:12]} (stable)" in libraries
     assert f"1 glibc_fix {OLD}" in libraries and f"2 glibc_fix {NEW}" in libraries
     assert "libc.so.6" not in builds.split("Library builds (userspace)")[0]  # not a kernel
+
+
+def test_fleet_commands_show_the_rows(
+    server: Server, tokens: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = tmp_path / "admin-token"
+    token.write_text(ADMIN + "\n")
+    common = ["--server", server.url, "--admin-token-file", str(token)]
+    assert main(["fleet", "host", "show", "part", *common]) == 0
+    shown = capsys.readouterr().out
+    assert re.search(rf"libc\.so\.6\s+{LIBC[:12]}\s+1\s+partial\s+2\s+2\s+{OLD}", shown)
+    assert f"partly fixed in memory (some processes): {OLD}" in shown
+    assert main(["fleet", "exposed", OLD, *common]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"{OLD}: 1 exposed, 2 fixed, 1 partly fixed (some processes only)")
+    assert re.search(r"unp\s.*libc\.so\.6 L1", shown)
