@@ -30,9 +30,57 @@ GOOD: dict[str, Any] = {
     "patches": ["suture_fix_1"],
 }
 
+LIB = "ab" * 20
+ROW: dict[str, Any] = {
+    "soname": "libc.so.6",
+    "build_id": LIB,
+    "level": 1,
+    "name": "glibc_fix",
+    "cves": ["CVE-2026-5928"],
+    "state": "partial",
+    "processes": {"patched": 3, "unpatched": 1, "failed": 0, "refused": {"init": 1}},
+}
+
+
+def row(**change: Any) -> dict[str, Any]:
+    """A format-3 check-in of GOOD with one userspace row, changed."""
+    return {"format": 3, "userspace": [{**ROW, **change}]}
+
+
+def counts(**change: Any) -> dict[str, Any]:
+    return {**ROW["processes"], **change}
+
+
 # (change to GOOD, the field refused): the same table the server's API test uses.
 REFUSED: list[tuple[dict[str, Any], str]] = [
-    ({"format": 3}, "format"),
+    ({"format": 4}, "format"),
+    ({"format": 3}, "userspace"),  # format 3 is format 2 with the userspace rows
+    ({"format": 2, "userspace": []}, "userspace"),
+    ({"format": 3, "userspace": [ROW] * 33}, "userspace"),
+    ({"format": 3, "userspace": [ROW, ROW]}, "userspace[1].build_id"),  # one row a build
+    (row(soname="../lib"), "userspace[0].soname"),
+    (row(build_id=""), "userspace[0].build_id"),
+    (row(build_id="AB" * 20), "userspace[0].build_id"),
+    (row(level=-1), "userspace[0].level"),
+    (row(level=True), "userspace[0].level"),
+    (row(name="bad name"), "userspace[0].name"),
+    (row(cves=["CVE-1", 'CVE-"2"']), "userspace[0].cves[1]"),
+    (row(cves=["CVE-1"] * 129), "userspace[0].cves"),
+    (row(state="fixed"), "userspace[0].state"),
+    (row(state="patched"), "userspace[0].state"),  # one process was not reached
+    (row(state="unpatched"), "userspace[0].state"),  # three were
+    (row(processes=counts(patched=-1)), "userspace[0].processes.patched"),
+    (row(processes=counts(failed=5_000_000)), "userspace[0].processes.failed"),
+    (row(processes=counts(refused={"in it": -1})), "userspace[0].processes.refused.in it"),
+    (row(processes=counts(refused={"a/b": 1})), "userspace[0].processes.refused"),
+    (
+        row(processes=counts(refused={f"r{i}": 1 for i in range(17)})),
+        "userspace[0].processes.refused",
+    ),
+    (row(processes=counts(refused=[])), "userspace[0].processes.refused"),
+    (row(processes={"patched": 1, "unpatched": 0, "refused": {}}), "userspace[0].processes.failed"),
+    (row(processes=counts(at="2026-01-01T00:00:00Z")), "userspace[0].processes.at"),
+    (row(extra=1), "userspace[0].extra"),
     ({"format": 1, "uptime": 5}, "uptime"),  # a format-2 field in format 1
     ({"format": 2, "uptime": -1}, "uptime"),
     ({"format": 2, "functions": ["no-object"]}, "functions[0]"),
@@ -81,6 +129,12 @@ def test_good_checkins_parse_and_round_trip() -> None:
     assert (two.channel, two.uptime, two.functions) == ("testing", 7, ("vmlinux:f",))
     assert checkin.parse(two.to_document()) == two
     assert checkin.parse({k: v for k, v in GOOD.items() if k != "last_error"}) == one
+    three = checkin.parse({**GOOD, **row()})
+    assert [(u.soname, u.state, u.patched, u.left, u.refused) for u in three.userspace] == [
+        ("libc.so.6", "partial", 3, 2, (("init", 1),))
+    ]
+    assert three.to_document()["format"] == 3
+    assert checkin.parse(three.to_document()) == three
     tabbed = checkin.parse({**GOOD, "last_error": "line 1\n\tline 2"})
     assert tabbed.last_error == "line 1\n\tline 2"
 
@@ -100,6 +154,7 @@ def test_what_the_agent_sends_is_a_checkin_the_contract_takes() -> None:
         report.checkin(identity(), s, {"suture_fix_1"}, functions=("vmlinux:f",), uptime=5),
         report.checkin(identity(), state.AgentState(), set(), channel="testing"),
         report.checkin(identity(livepatch=False), state.AgentState(), set()),
+        report.with_userspace(report.checkin(identity(), s, set()), [ROW]),
     ):
         parsed = checkin.parse(json.loads(json.dumps(body)))
         assert parsed.host_id == body["host_id"]
@@ -152,7 +207,7 @@ def test_the_contract_needs_only_the_standard_library() -> None:
 
 def test_a_checkin_is_a_dataclass_of_the_form() -> None:
     fields = set(Checkin.__dataclass_fields__) - {"release", "build_id"}
-    assert fields | {"kernel", "format"} == set(checkin.Checkin2.__annotations__) | {
+    assert fields | {"kernel", "format"} == set(checkin.Checkin3.__annotations__) | {
         "host_id",
         "hostname",
         "kernel",

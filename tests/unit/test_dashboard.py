@@ -179,8 +179,9 @@ def test_overview_kernels_cves_and_hosts_show_the_fleet(server: Server) -> None:
     kernels = text(c.get("/kernels")[2])
     assert "CVE-2026-1001" in kernels and "CVE-2026-1002" in kernels
     cves = text(c.get("/cves")[2])
-    # CVE-2026-1002 (level 2): fixed on host-01 and -02; host-00 failed it; evil-1: no fix.
-    assert "CVE-2026-1002 1 2 1 1" in cves
+    # CVE-2026-1002 (level 2): fixed on host-01 and -02, none partly; host-00 failed it;
+    # evil-1: no fix.
+    assert "CVE-2026-1002 1 2 0 1 1" in cves
     cve = text(c.get("/cves/CVE-2026-1002")[2])
     assert "Exposed hosts (1) Host Hostname" in cve and "host-00" in cve
     status, _, body = c.get("/hosts?status=failed")

@@ -29,6 +29,7 @@ from suture.server import Server, dashboard, open_server, openapi
 from suture.server.http import app
 from suture.server.http.static_files import IMMUTABLE, NO_CACHE
 from tests.unit.repo_helpers import BUILD_A, RELEASE, make_bundle
+from tests.unit.test_contract import REFUSED
 
 CHECKIN: dict[str, Any] = {
     "format": 1,
@@ -236,7 +237,8 @@ def test_checkin_stored_and_listed(server: Server) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"format": 3}, "format"),
+        ({"format": 4}, "format"),
+        *[(change, field) for change, field in REFUSED if field.startswith("userspace")],
         ({"format": 1, "uptime": 5}, "uptime"),  # a format-2 field in format 1
         ({"format": 2, "uptime": -1}, "uptime"),
         ({"format": 2, "functions": ["no-object"]}, "functions[0]"),
@@ -332,7 +334,8 @@ def test_healthz_and_openapi(server: Server) -> None:
     schemas = doc["components"]["schemas"]
     assert set(schemas["Checkin1"]["properties"]) == set(CHECKIN)
     fleet_fields = {"channel", "uptime", "functions", "attempted_level"}
-    assert set(schemas["Checkin"]["properties"]) == set(CHECKIN) | fleet_fields
+    assert set(schemas["Checkin2"]["properties"]) == set(CHECKIN) | fleet_fields
+    assert set(schemas["Checkin"]["properties"]) == set(CHECKIN) | fleet_fields | {"userspace"}
     assert doc == openapi.document()
 
 
