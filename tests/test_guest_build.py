@@ -136,6 +136,11 @@ FEATURES = {
             )
         ],
     ),
+    # task_state() is a static inline of proc_pid_status() on 6.1, 6.12 and 7.x alike.
+    "inline_caller": (
+        "fs/proc/array.c",
+        [('"\\nTracerPid:\\t", tpid);', '"\\nTracerPID:\\t", tpid);')],
+    ),
     # GCC compiles __set_oom_adj() as __set_oom_adj.isra.0 (an IPA-SRA clone).
     "clone": (
         "fs/proc/base.c",
@@ -284,6 +289,7 @@ MULTI_FILE = {
 # What the builder must list as changed (the manifest's functions), where the test checks it.
 CHANGED = {
     "inline": ("show_map_vma", "show_numa_map"),
+    "inline_caller": ("proc_pid_status",),
     "clone": ("__set_oom_adj.isra.0",),
     "bug_moved": ("proc_pid_personality",),
     "kpatch_syscall": ("__ia32_sys_newuname", "__x64_sys_newuname"),
