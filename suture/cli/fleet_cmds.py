@@ -438,6 +438,7 @@ def cmd_host_show(args: argparse.Namespace, out: Output) -> int:
             f"{h['kernel']['build_id'][:12] or '-'} {h['channel']} level {h['level']} "
             f"{h['status']}, token {h['token']}, last seen {h['last_seen']}"
         ]
+        out_lines += _userspace_lines(data)
     rows = [(e["at"], e["level"], e["attempted_level"], e["state"]) for e in events]
     text = "\n".join(
         [*(out_lines if not query else []), _table(("AT", "LEVEL", "TRIED", "STATE"), rows)]
@@ -544,6 +545,30 @@ def _require_published(client: Any, channel: str, level: int) -> None:
 # --- queries ----------------------------------------------------------------------------
 
 
+def _userspace_lines(data: dict[str, Any]) -> list[str]:
+    """The host's library builds beside its kernel, and its CVEs fixed in part."""
+    rows = [
+        (
+            u["soname"],
+            u["build_id"][:12],
+            u["level"],
+            u["state"],
+            u["processes"]["patched"],
+            u["processes"]["unpatched"] + u["processes"]["failed"]
+            + sum(u["processes"]["refused"].values()),
+            " ".join(u["cves"]) or "-",
+        )
+        for u in data["host"].get("userspace", [])
+    ]  # fmt: skip
+    lines = ["userspace:", _table(_USER_HEADER, rows)] if rows else []
+    if data.get("cves_partial"):
+        lines.append("partly fixed in memory (some processes): " + " ".join(data["cves_partial"]))
+    return lines
+
+
+_USER_HEADER = ("LIBRARY", "BUILD", "LEVEL", "STATE", "PATCHED", "NOT", "CVES")
+
+
 def _canonical(document: dict[str, Any]) -> bytes:
     """The bytes the server signed (as suture.server.vex.canonical; the server is not loaded)."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -615,11 +640,12 @@ def cmd_exposed(args: argparse.Namespace, out: Output) -> int:
     counts = data["counts"]
     parts = [
         f"{args.cve}: {counts['exposed']} exposed, {counts['fixed']} fixed, "
+        f"{counts.get('partial', 0)} partly fixed (some processes only), "
         f"{counts['no_fix']} with no fix published for their build"
     ]
     if data["exposed"]:
         rows = [
-            (*r, h["fixed_by"]["level"])
+            (*r, _fixed_by(h))
             for r, h in zip(_host_rows(data["exposed"]), data["exposed"], strict=True)
         ]
         parts += ["", "exposed (a fix is published, not live):"]
@@ -628,6 +654,15 @@ def cmd_exposed(args: argparse.Namespace, out: Output) -> int:
         parts.append(f"(the first {len(data['exposed'])}; --all for every one)")
     out.result(data, "\n".join(parts))
     return 0
+
+
+def _fixed_by(host: dict[str, Any]) -> str:
+    """The kernel level that fixes it, or its library builds' (``libc.so.6 L2``)."""
+    found = [str(host["fixed_by"]["level"])] if host.get("fixed_by") else []
+    found += [
+        f"{u['soname']} L{u['fixed_by']}" for u in host.get("libraries", []) if u.get("fixed_by")
+    ]
+    return ", ".join(found) or "-"
 
 
 def cmd_summary(args: argparse.Namespace, out: Output) -> int:

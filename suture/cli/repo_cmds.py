@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,10 @@ from suture import timefmt
 from suture.cli.helptext import command, group
 from suture.cli.output import Output
 from suture.repo.layout import CHANNELS, ONLINE_ROLES
+
+# The environment's word for --untested (an attack kit or lab script that runs
+# plain `suture publish` on stand-in bundles); the default stays: refuse.
+UNTESTED_ENV = "SUTURE_PUBLISH_UNTESTED"
 
 # The signing modules are imported inside the handlers: `suture apply` on a
 # production host should not load them.
@@ -44,7 +49,8 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         "--untested",
         action="store_true",
         help="publish without a passing 'suture test' on the bundle's build "
-        "(the signed metadata says so, and agents and the dashboard show it)",
+        "(the signed metadata says so, and agents and the dashboard show it); "
+        f"{UNTESTED_ENV}=1 does the same, for labs whose tools cannot pass the flag",
     )
     p.set_defaults(handler=cmd_publish)
 
@@ -150,7 +156,8 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
     """Sign a bundle into the repository."""
     from suture.repo.publish import publish
 
-    result = publish(args.repo, args.bundle, args.channel, untested=args.untested)
+    untested = args.untested or os.environ.get(UNTESTED_ENV) == "1"
+    result = publish(args.repo, args.bundle, args.channel, untested=untested)
     for way in result.manifest.unpatched:
         out.message(f"warning: partial fix, this way in keeps the old code: {way}")
     if result.test != "passed":

@@ -11,7 +11,9 @@ standard library alone (what the agent may use). The server turns the same
 hints into pydantic models, so each rule is written once.
 
 Types a form may use: ``str``, ``int`` (never ``bool``), ``bool``, ``Literal``,
-``X | None``, ``list[X]``, and nested forms; keys are required unless
+``X | None``, ``list[X]``, ``dict[str, X]`` (an object whose keys are data,
+such as counts by reason: its keys carry a :class:`Text` rule, the whole an
+:class:`Items` rule), and nested forms; keys are required unless
 ``NotRequired``, and unknown keys are refused.
 """
 
@@ -69,7 +71,7 @@ class Whole:
 
 @dataclass(frozen=True)
 class Items:
-    """A list of at most ``max_items`` elements."""
+    """A list of at most ``max_items`` elements (a ``dict``: entries)."""
 
     max_items: int
 
@@ -154,6 +156,8 @@ def check(hint: Any, value: object, field: str) -> None:
         _whole(value, rules, field)
     elif origin is list:
         _list(get_args(base)[0], value, rules, field)
+    elif origin is dict:
+        _mapping(get_args(base), value, rules, field)
     elif is_typeddict(base):
         validate(base, value, f"{field}.")
     else:
@@ -168,6 +172,18 @@ def _list(element: Any, value: object, rules: tuple[Any, ...], field: str) -> No
         raise FormatError(f"{field} is not a list of at most {limit}", field=field)
     for i, item in enumerate(value):
         check(element, item, f"{field}[{i}]")
+
+
+def _mapping(args: tuple[Any, ...], value: object, rules: tuple[Any, ...], field: str) -> None:
+    limit = next((r.max_items for r in rules if isinstance(r, Items)), None)
+    if limit is None:
+        raise TypeError(f"{field}: a dict field needs an Items rule")
+    if not isinstance(value, dict) or len(value) > limit:
+        raise FormatError(f"{field} is not an object of at most {limit} entries", field=field)
+    key, element = args
+    for k, v in value.items():
+        check(key, k, field)  # a bad key names the object: the key itself is not a field
+        check(element, v, f"{field}.{k}")
 
 
 def _text(value: object, rules: tuple[Any, ...], field: str) -> None:

@@ -160,6 +160,15 @@ def test_inlined_static_function_is_patched_in_its_callers() -> None:
     assert stack_labels() == (True, True)
 
 
+def test_static_inline_is_patched_in_its_caller() -> None:
+    status_file = Path("/proc/self/status")
+    assert "\nTracerPid:\t" in status_file.read_text()
+    apply("inline_caller")
+    assert "\nTracerPID:\t" in status_file.read_text()
+    suture("unload", "suture_t_inline_caller")
+    assert "\nTracerPid:\t" in status_file.read_text()
+
+
 def stored_oom_score_adj(value: int) -> int:
     """Write ``value`` to this process's oom_score_adj, read back what the kernel kept."""
     path = Path("/proc/self/oom_score_adj")

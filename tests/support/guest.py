@@ -23,9 +23,14 @@ def require_qemu() -> None:
         pytest.skip(f"{guest.QEMU} is not installed")
 
 
-def run_guest_tests(tree: kernels.KernelTree, path: str, env: dict[str, str]) -> None:
-    """Boot ``tree`` and run the in-guest tests in ``path``; their output streams to ours."""
+def run_guest_tests(
+    tree: kernels.KernelTree, path: str, env: dict[str, str], *, select: str = ""
+) -> None:
+    """Boot ``tree`` and run the in-guest tests in ``path`` (those ``select``, a ``-k``
+    expression, picks); their output streams to ours."""
     argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", path]
+    if select:
+        argv += ["-k", select]
     try:
         result = guest.run(tree, argv, guest.GuestConfig(timeout=900, env=env), cwd=ROOT)
     except GuestError as e:  # the kernel's own report, not only "it panicked"

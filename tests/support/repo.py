@@ -100,6 +100,26 @@ def module_bytes(name: str, release: str, build_id: str, *, note: str = "") -> b
     return (header + body).ljust(shoff, b"\0") + sections
 
 
+def user_object(*names: str, note: str = "") -> bytes:
+    """A stand-in userspace patch object: an ELF64 ``ET_REL`` whose code defines ``names``.
+
+    What publish checks of a userspace bundle is there (the patcher can parse
+    it, and it defines the manifest's functions); ``note`` makes levels differ.
+    """
+    from suture.builder import elfwrite as ew  # noqa: PLC0415 - only the tests that need it
+
+    code = b"\xc3" + note.encode()
+    strtab = ew.StringTable()
+    syms = [ew.OutSymbol("", 3, 1)]
+    syms += [ew.OutSymbol(n, (1 << 4) | 2, 1, 0, 1) for n in names]  # global functions
+    return ew.write([
+        ew.OutSection(".text", ew.SHT.PROGBITS, 6, code, 16),
+        ew.OutSection(".symtab", ew.SHT.SYMTAB, 0, ew.pack_symbols(syms, strtab), 8, 24,
+                      link=3, info=2),
+        ew.OutSection(".strtab", ew.SHT.STRTAB, 0, bytes(strtab.data)),
+    ])  # fmt: skip
+
+
 def lab_test(release: str, build_id: str, result: str = "passed") -> LabTest:
     """A ``suture test`` result on that build, as the tester writes it."""
     passed = result == "passed"

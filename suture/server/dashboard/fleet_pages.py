@@ -1,4 +1,4 @@
-"""The fleet's pages: overview, kernel builds, CVEs, hosts (paged, filtered), one host.
+"""The fleet's pages: overview, kernel and library builds, CVEs, hosts (paged, filtered), one host.
 
 The numbers come from :mod:`suture.server.fleet.views`, as the JSON API's
 do, so both count the same way. A host's page also carries the operator's
@@ -29,6 +29,7 @@ HISTORY_PAGE = 50
 FILTERS = ("q", "status", "state", "channel", "release", "build", "level", "tag", "cve")
 LISTS = (
     ("exposed", "Exposed hosts", True),
+    ("partial", "Partly fixed hosts: some processes still run the unpatched code", True),
     ("no_fix", "Hosts with no fix published for their build", False),
     ("fixed", "Fixed hosts", True),
 )
@@ -84,12 +85,18 @@ def overview(call: Call, view: View) -> Reply:
 
 @page("GET", "/kernels")
 def kernels(call: Call, view: View) -> Reply:
-    """Each kernel build: its published levels with their CVEs, and the hosts on each level."""
+    """Each kernel build and each library build: published levels, CVEs, hosts on each level.
+
+    A library build's hosts are those whose userspace row names it, by the
+    row's state (every process patched, some, none).
+    """
     fleet = call.fleet
-    catalog = fleet.catalog.by_build()
+    by_build = fleet.catalog.by_build()
+    kinds = {key: levels[0].kind for key, levels in by_build.items() if levels}
     on_level: dict[tuple[str, str, str], Counter[int]] = {}
     for release, build_id, channel, level, _, n in queries.channel_groups(fleet.store):
         on_level.setdefault((release, build_id, channel), Counter())[level] += n
+    catalog = {k: v for k, v in by_build.items() if kinds.get(k) != "userspace"}
     sections = []
     for key in sorted(set(catalog) | set(on_level)):
         counts = on_level.get(key, Counter())
@@ -99,7 +106,36 @@ def kernels(call: Call, view: View) -> Reply:
             for level in sorted(set(levels) | set(counts) | {0})
         ]
         sections.append({"release": key[0], "build_id": key[1], "channel": key[2], "rows": rows})
-    return view.page("kernels.html", "Kernel builds", current="/kernels", sections=sections)
+    return view.page(
+        "kernels.html",
+        "Kernel and library builds",
+        current="/kernels",
+        sections=sections,
+        libraries=_library_sections(call, by_build, kinds),
+    )
+
+
+def _library_sections(
+    call: Call,
+    by_build: dict[tuple[str, str, str], list[Any]],
+    kinds: dict[tuple[str, str, str], str],
+) -> list[dict[str, Any]]:
+    on_level: dict[tuple[str, str, str], dict[int, Counter[str]]] = {}
+    since = views.cutoff(call.fleet.now(), views.INACTIVE_AFTER)
+    for g in queries.library_groups(call.fleet.store, since):
+        key = (g["library"]["soname"], g["library"]["build_id"], g["channel"])
+        on_level.setdefault(key, {}).setdefault(g["level"], Counter())[g["state"]] += g["hosts"]
+    found = [k for k, kind in kinds.items() if kind == "userspace"]
+    sections = []
+    for key in sorted(set(found) | set(on_level)):
+        counts = on_level.get(key, {})
+        levels = {lv.level: lv for lv in by_build.get(key, [])}
+        rows = [
+            {"level": level, "info": levels.get(level), "hosts": counts.get(level, Counter())}
+            for level in sorted(set(levels) | set(counts))
+        ]
+        sections.append({"soname": key[0], "build_id": key[1], "channel": key[2], "rows": rows})
+    return sections
 
 
 def _groups(call: Call) -> dict[tuple[tuple[str, str, str], int], dict[str, int]]:
@@ -111,15 +147,15 @@ def _groups(call: Call) -> dict[tuple[tuple[str, str, str], int], dict[str, int]
 
 @page("GET", "/cves")
 def cves(call: Call, view: View) -> Reply:
-    """Every CVE a published level fixes, with the hosts fixed and still exposed."""
+    """Every CVE a published level fixes, with the hosts fixed, partly fixed and still exposed."""
     fleet = call.fleet
-    counts = views.by_cve(fleet.catalog, _groups(call))
+    counts = views.cve_table(fleet.store, fleet.catalog, _groups(call))
     builds: Counter[str] = Counter()
     for levels in fleet.catalog.by_build().values():
         for cve in {c for lv in levels for c in lv.cves}:
             builds[cve] += 1
     rows = [
-        {"cve": cve, "builds": builds[cve], **{k: c[k] for k in ("fixed", "exposed", "no_fix")}}
+        {"cve": cve, "builds": builds[cve], **{k: c[k] for k in views.KINDS}}
         for cve, c in sorted(counts.items())
     ]
     return view.page("cves.html", "CVEs", current="/cves", rows=rows)
@@ -153,7 +189,7 @@ def _cve_page(call: Call, view: View, cve: str, kind: str) -> Reply:
 
 @page("GET", "/cves/{cve}")
 def cve_detail(call: Call, view: View) -> Reply:
-    """One CVE: the builds with a fix, the hosts still exposed, the hosts with no fix."""
+    """One CVE: the builds with a fix, the hosts still exposed, partly fixed, with no fix."""
     return _cve_page(call, view, call.params["cve"], "")
 
 
@@ -226,7 +262,11 @@ def hosts(call: Call, view: View) -> Reply:
 
 @page("GET", "/hosts/{host_id}")
 def host_detail(call: Call, view: View) -> Reply:
-    """One host: its last report, what is fixed in memory, what is not yet, its history."""
+    """One host: its last report, what is fixed in memory (in full, in part), its history.
+
+    Beside the kernel's level, one row per library build with a userspace
+    level: its level, CVEs, state and processes, and the newer levels published.
+    """
     fleet = call.fleet
     record = db_hosts.get(fleet.store, call.params["host_id"])
     if record is None:
@@ -234,6 +274,15 @@ def host_detail(call: Call, view: View) -> Reply:
     c = record.checkin
     live = views.live_level(c.build_id, c.state, c.level)
     fixed = views.FixedCves(fleet.catalog)
+    memory = fixed.of_host(record)
+    userspace = [
+        {
+            "row": row,
+            "cves": fixed.of_library(row, c.channel),
+            "newer": fixed.pending(row.soname, row.build_id, c.channel, row.level),
+        }
+        for row in c.userspace
+    ]
     cursor = _args(call, ("events",))["events"]
     kind = f"events:{c.host_id}"
     try:
@@ -255,7 +304,9 @@ def host_detail(call: Call, view: View) -> Reply:
         c=c,
         h=record,
         state=views.effective_state(c.build_id, c.state),
-        fixed=fixed.of(c.release, c.build_id, c.channel, live),
+        fixed=memory.fixed,
+        partial=memory.partial,
+        userspace=userspace,
         pending=fixed.pending(c.release, c.build_id, c.channel, live),
         history=history,
         history_next=history_next,

@@ -30,7 +30,7 @@ SECURITY_HEADERS = {
 }
 NAV = (
     ("/", "Overview"),
-    ("/kernels", "Kernels"),
+    ("/kernels", "Builds"),
     ("/cves", "CVEs"),
     ("/hosts", "Hosts"),
     ("/rollouts", "Rollouts"),

@@ -2,7 +2,8 @@
 
 A check-in is one write transaction: the host's row is read and locked, its
 check-in allowance counted (a token bucket kept in the row, so every server
-process sees the same count), the row replaced, and a history event appended
+process sees the same count), the row replaced, its userspace rows (check-in
+format 3; none for formats 1 and 2) replaced, and a history event appended
 when its kernel, level, attempted level or state changed. History is kept
 bounded: each host keeps its newest ``keep_events`` events.
 """
@@ -10,12 +11,13 @@ bounded: each host keeps its newest ``keep_events`` events.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from suture import timefmt
-from suture.contract.checkin import Checkin
-from suture.server.db.pool import Row, Store
+from suture.contract.checkin import Checkin, Library
+from suture.server.db.pool import Row, Store, Tx
 
 HOST_COLUMNS = (
     "h.host_id, h.hostname, h.kernel_release, h.kernel_build_id, h.level, h.state,"
@@ -24,6 +26,11 @@ HOST_COLUMNS = (
     " r.key_id"
 )
 HOSTS_JOINED = "hosts h LEFT JOIN registrations r ON r.host_id = h.host_id"
+LIBRARY_COLUMNS = (
+    "u.host_id, u.soname, u.build_id, u.level, u.name, u.cves, u.state, u.patched, u.unpatched,"
+    " u.failed, u.refused"
+)
+MAX_IN = 500  # host ids in one IN (...) list
 
 
 def stamp(when: float) -> str:
@@ -60,6 +67,7 @@ class HostRecord:
             "uptime": c.uptime,
             "functions": list(c.functions),
             "attempted_level": c.attempted_level,
+            "userspace": [row.to_document() for row in c.userspace],
             "tags": list(self.tags),
             "address": self.address,
             "first_seen": self.first_seen,
@@ -98,6 +106,49 @@ def host_record(r: Row) -> HostRecord:
     )
 
 
+def library(r: Row) -> Library:
+    """A row of :data:`LIBRARY_COLUMNS` (its host id aside) as the check-in gave it."""
+    return Library(
+        soname=r[1],
+        build_id=r[2],
+        level=int(r[3]),
+        name=r[4],
+        cves=tuple(json.loads(r[5])),
+        state=r[6],
+        patched=int(r[7]),
+        unpatched=int(r[8]),
+        failed=int(r[9]),
+        refused=tuple(sorted(json.loads(r[10]).items())),
+    )
+
+
+def libraries_of(tx: Tx, host_ids: Sequence[str]) -> dict[str, tuple[Library, ...]]:
+    """The userspace rows of these hosts, by host id, each host's by build id."""
+    found: dict[str, list[Library]] = {}
+    for at in range(0, len(host_ids), MAX_IN):
+        chunk = host_ids[at : at + MAX_IN]
+        marks = ", ".join("?" * len(chunk))
+        for r in tx.rows(
+            f"SELECT {LIBRARY_COLUMNS} FROM host_libraries u WHERE u.host_id IN ({marks})"  # noqa: S608 - markers only
+            " ORDER BY u.host_id, u.build_id",
+            chunk,
+        ):
+            found.setdefault(r[0], []).append(library(r))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def with_libraries(tx: Tx, records: Iterable[HostRecord]) -> list[HostRecord]:
+    """The records with their hosts' userspace rows read in (one query per 500 hosts)."""
+    records = list(records)
+    rows = libraries_of(tx, [r.checkin.host_id for r in records])
+    return [
+        replace(r, checkin=replace(r.checkin, userspace=rows[r.checkin.host_id]))
+        if r.checkin.host_id in rows
+        else r
+        for r in records
+    ]
+
+
 @dataclass(frozen=True)
 class Allowance:
     """How often a host may check in: ``burst`` at once, then one per ``1 / per_s`` seconds."""
@@ -134,6 +185,36 @@ _UPSERT = (
     " attempted_level = excluded.attempted_level, build_since = excluded.build_since,"
     " event_seq = excluded.event_seq, bucket = excluded.bucket, bucket_at = excluded.bucket_at"
 )
+_LIBRARY_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _write_libraries(tx: Tx, host_id: str, rows: tuple[Library, ...]) -> None:
+    """Replace the host's userspace rows (sent, not waited for: the commit carries them)."""
+    tx.send("DELETE FROM host_libraries WHERE host_id = ?", (host_id,))
+    if not rows:
+        return
+    values: list[Any] = []
+    for u in rows:
+        values += [
+            host_id,
+            u.soname,
+            u.build_id,
+            u.level,
+            u.name,
+            json.dumps(list(u.cves)),
+            u.state,
+            u.patched,
+            u.unpatched,
+            u.failed,
+            json.dumps(dict(u.refused), sort_keys=True),
+            sum(n for _, n in u.refused),
+        ]
+    marks = ", ".join([_LIBRARY_ROW] * len(rows))
+    tx.send(
+        "INSERT INTO host_libraries (host_id, soname, build_id, level, name, cves, state,"  # noqa: S608 - markers only
+        f" patched, unpatched, failed, refused, refused_total) VALUES {marks}",
+        values,
+    )
 
 
 def record(
@@ -210,6 +291,7 @@ def record(
                 now if allowance else None,
             ),
         )
+        _write_libraries(tx, c.host_id, c.userspace)
         if changed:
             tx.send(
                 "INSERT INTO host_events (host_id, seq, at, kernel_release, kernel_build_id,"
@@ -225,10 +307,10 @@ def record(
 
 
 def get(store: Store, host_id: str) -> HostRecord | None:
-    """One host, or None."""
+    """One host with its userspace rows, or None."""
     with store.read() as tx:
         row = tx.one(f"SELECT {HOST_COLUMNS} FROM {HOSTS_JOINED} WHERE h.host_id = ?", (host_id,))  # noqa: S608 - constant SQL
-    return host_record(row) if row else None
+        return with_libraries(tx, [host_record(row)])[0] if row else None
 
 
 def delete(store: Store, host_id: str) -> bool:
@@ -237,6 +319,7 @@ def delete(store: Store, host_id: str) -> bool:
         gone = tx.run("DELETE FROM hosts WHERE host_id = ?", (host_id,))
         gone += tx.run("DELETE FROM registrations WHERE host_id = ?", (host_id,))
         tx.run("DELETE FROM host_events WHERE host_id = ?", (host_id,))
+        tx.run("DELETE FROM host_libraries WHERE host_id = ?", (host_id,))
     return gone > 0
 
 

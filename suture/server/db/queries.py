@@ -11,16 +11,37 @@ Two rules hold in every query:
   ``unsupported`` whatever it reported (:data:`STATE_SQL`).
 - A host's live level is its reported level when it is ``patched`` or
   ``failed`` (a failed host keeps the level it had), else 0 (:data:`LIVE_SQL`).
+
+A CVE may also be fixed by a userspace level, in the processes of one
+library build (``host_libraries``, check-in format 3). For one CVE a host is,
+the first that holds (:func:`exposure_sql`):
+
+- ``exposed``: a kernel level of its build fixes it and is not live, or a
+  library build of it has the fix recorded but in none of its processes
+  (``unpatched``), or has a level published that would fix it and runs a
+  lower one;
+- ``partial``: a library build of it has the fix in some processes only;
+- ``fixed``: its live kernel level or a library build's level in every
+  process fixes it;
+- ``no_fix``: nothing fixes it on that host.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from suture.server.db.hosts import HOST_COLUMNS, HOSTS_JOINED, HostRecord, host_record
+from suture.contract.checkin import Library
+from suture.server.db.hosts import (
+    HOST_COLUMNS,
+    HOSTS_JOINED,
+    HostRecord,
+    host_record,
+    libraries_of,
+    with_libraries,
+)
 from suture.server.db.pool import Store, Tx
 
 STATE_SQL = "CASE WHEN h.kernel_build_id = '' THEN 'unsupported' ELSE h.state END"
@@ -28,7 +49,24 @@ LIVE_SQL = (
     "CASE WHEN h.kernel_build_id <> '' AND h.state IN ('patched', 'failed') THEN h.level ELSE 0 END"
 )
 
-Group = tuple[str, str, str]  # (release, build id, channel)
+Group = tuple[str, str, str]  # (release, build id, channel); a library's: (soname, ...)
+Sql = tuple[str, list[Any]]  # a condition and its parameters
+NONE: Sql = ("1 = 0", [])
+
+
+@dataclass(frozen=True)
+class CveFixes:
+    """Where one CVE has a fix: per build and channel, the first level that names it."""
+
+    cve: str = ""
+    kernels: Mapping[Group, int] = field(default_factory=dict)
+    libraries: Mapping[Group, int] = field(default_factory=dict)  # (soname, build id, channel)
+    in_rows: bool = False  # some host's userspace row names it
+
+    @property
+    def userspace(self) -> bool:
+        """Whether userspace rows can decide anything for this CVE (else they are not read)."""
+        return bool(self.libraries) or self.in_rows
 
 
 @dataclass(frozen=True)
@@ -42,7 +80,7 @@ class HostFilter:
     status: str = ""  # a state of an active host, or "inactive"
     tag: str = ""
     channel: str = ""
-    exposed_to: Mapping[Group, int] | None = None  # hosts below these fix levels
+    exposed_to: CveFixes | None = None  # hosts exposed to this CVE
     cutoff: str = ""  # last_seen before this (ISO text) is inactive
     contains: str = ""  # in the host id or the hostname, any case
 
@@ -52,27 +90,93 @@ def _like(text: str) -> str:
     return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
-def exposure_sql(fixes: Mapping[Group, int], kind: str) -> tuple[str, list[Any]]:
-    """A condition on ``h.`` for the hosts of one kind: ``exposed``, ``fixed`` or ``no_fix``.
+def contains(dialect: str, column: str) -> str:
+    """A test that text ``column`` holds the parameter, case-sensitive (unlike SQLite's LIKE)."""
+    return f"instr({column}, ?) > 0" if dialect == "sqlite" else f"strpos({column}, ?) > 0"
 
-    ``fixes`` gives, per build and channel, the first level that fixes the CVE.
-    """
+
+def _kernel_sql(fixes: Mapping[Group, int], op: str) -> Sql:
+    """Hosts on a build and channel with a fix whose live level is ``op`` its first fix level."""
     if not fixes:
-        return ("1 = 0", []) if kind != "no_fix" else ("1 = 1", [])
+        return NONE
     parts: list[str] = []
     params: list[Any] = []
     for (release, build_id, channel), level in sorted(fixes.items()):
-        match = "h.kernel_release = ? AND h.kernel_build_id = ? AND h.channel = ?"
-        if kind == "no_fix":
-            parts.append(f"({match})")
-            params += [release, build_id, channel]
-        else:
-            parts.append(f"({match} AND {LIVE_SQL} {'<' if kind == 'exposed' else '>='} ?)")
-            params += [release, build_id, channel, level]
-    either = " OR ".join(parts)
-    if kind == "no_fix":
-        return f"(h.kernel_build_id = '' OR NOT ({either}))", params
-    return f"({either})", params
+        parts.append(
+            "(h.kernel_release = ? AND h.kernel_build_id = ? AND h.channel = ?"
+            f" AND {LIVE_SQL} {op} ?)"
+        )
+        params += [release, build_id, channel, level]
+    return f"({' OR '.join(parts)})", params
+
+
+def _library_sql(fixes: Mapping[Group, int], op: str) -> Sql:
+    """Rows ``u`` of a library build and channel with a fix whose level is ``op`` that fix's."""
+    if not fixes:
+        return NONE
+    parts: list[str] = []
+    params: list[Any] = []
+    for (soname, build_id, channel), level in sorted(fixes.items()):
+        parts.append(f"(u.soname = ? AND u.build_id = ? AND h.channel = ? AND u.level {op} ?)")
+        params += [soname, build_id, channel, level]
+    return f"({' OR '.join(parts)})", params
+
+
+def _no_kernel_fix(fixes: Mapping[Group, int]) -> Sql:
+    """Hosts on no build and channel of ``fixes``."""
+    if not fixes:
+        return "1 = 1", []
+    parts: list[str] = []
+    params: list[Any] = []
+    for (release, build_id, channel), _ in sorted(fixes.items()):
+        parts.append("(h.kernel_release = ? AND h.kernel_build_id = ? AND h.channel = ?)")
+        params += [release, build_id, channel]
+    return f"(h.kernel_build_id = '' OR NOT ({' OR '.join(parts)}))", params
+
+
+def _rows(where: Sql) -> Sql:
+    """Hosts with a userspace row that passes ``where``."""
+    sql = f"EXISTS (SELECT 1 FROM host_libraries u WHERE u.host_id = h.host_id AND {where[0]})"  # noqa: S608 - our SQL; values in params
+    return sql, where[1]
+
+
+def _any(*parts: Sql) -> Sql:
+    return "(" + " OR ".join(p[0] for p in parts) + ")", [v for p in parts for v in p[1]]
+
+
+def _all(*parts: Sql) -> Sql:
+    return "(" + " AND ".join(p[0] for p in parts) + ")", [v for p in parts for v in p[1]]
+
+
+def _not(part: Sql) -> Sql:
+    return f"NOT {part[0]}", part[1]
+
+
+def exposure_sql(fixes: CveFixes, kind: str, dialect: str) -> Sql:
+    """A condition on ``h.`` for the hosts of one kind (see the module docstring).
+
+    Kinds: ``exposed``, ``partial``, ``fixed``, ``no_fix``. Without userspace
+    rows to read, a condition on the hosts table alone.
+    """
+    k_exposed, k_fixed = _kernel_sql(fixes.kernels, "<"), _kernel_sql(fixes.kernels, ">=")
+    if not fixes.userspace:
+        found = {"exposed": k_exposed, "fixed": k_fixed, "partial": NONE}
+        return found[kind] if kind in found else _no_kernel_fix(fixes.kernels)
+    named = (contains(dialect, "u.cves"), [json.dumps(fixes.cve)])
+    has = _any(named, _library_sql(fixes.libraries, ">="))  # the row's level fixes it
+    # A published level would fix it, not the row's (nor does the row name it).
+    pending = _all(_library_sql(fixes.libraries, "<"), _not(named))
+    u_exposed = _rows(_any(_all(has, ("u.state = 'unpatched'", [])), pending))
+    u_partial = _rows(_all(has, ("u.state = 'partial'", [])))
+    u_fixed = _rows(_all(has, ("u.state = 'patched'", [])))
+    exposed = _any(k_exposed, u_exposed)
+    if kind == "exposed":
+        return exposed
+    if kind == "partial":
+        return _all(_not(exposed), u_partial)
+    if kind == "fixed":
+        return _all(_not(exposed), _not(u_partial), _any(k_fixed, u_fixed))
+    return _not(_any(exposed, u_partial, k_fixed, u_fixed))
 
 
 def _where(tx: Tx, f: HostFilter) -> tuple[list[str], list[Any]]:
@@ -101,11 +205,10 @@ def _where(tx: Tx, f: HostFilter) -> tuple[list[str], list[Any]]:
     if f.tag:
         # Tags are a JSON list per enrolment; the quoted tag is one element (tags hold no
         # quotes: models.TAG). A case-sensitive substring test: SQLite's LIKE ignores case.
-        find = "instr(r.tags, ?) > 0" if tx.dialect == "sqlite" else "strpos(r.tags, ?) > 0"
-        clauses.append(find)
+        clauses.append(contains(tx.dialect, "r.tags"))
         params.append(json.dumps(f.tag))
     if f.exposed_to is not None:
-        sql, more = exposure_sql(f.exposed_to, "exposed")
+        sql, more = exposure_sql(f.exposed_to, "exposed", tx.dialect)
         clauses.append(sql)
         params += more
     if f.contains:
@@ -138,7 +241,7 @@ def hosts_page(store: Store, f: HostFilter, after: str, limit: int) -> list[Host
             " ORDER BY h.host_id LIMIT ?",
             (*params, after, limit),
         )
-    return [host_record(r) for r in rows]
+        return with_libraries(tx, [host_record(r) for r in rows])
 
 
 @dataclass(frozen=True)
@@ -183,6 +286,14 @@ def briefs_page(
     ]
 
 
+def libraries(store: Store, host_ids: Sequence[str]) -> dict[str, tuple[Library, ...]]:
+    """The userspace rows of these hosts, by host id (hosts without any are left out)."""
+    if not host_ids:
+        return {}
+    with store.read() as tx:
+        return libraries_of(tx, host_ids)
+
+
 def count(store: Store, where: str = "1 = 1", params: Sequence[Any] = ()) -> int:
     """How many hosts pass ``where`` (SQL on ``h.``)."""
     with store.read() as tx:
@@ -200,6 +311,52 @@ def groups(store: Store, cutoff: str) -> list[tuple[str, str, int, str, int, int
             (cutoff,),
         )
     return [(r[0], r[1], int(r[2]), r[3], int(r[4]), int(r[5] or 0)) for r in rows]
+
+
+def library_groups(store: Store, cutoff: str) -> list[dict[str, Any]]:
+    """Hosts per library build, channel, level and state, with their processes, by the database."""
+    with store.read() as tx:
+        rows = tx.rows(
+            "SELECT u.soname, u.build_id, h.channel, u.level, u.state, COUNT(*),"
+            " SUM(CASE WHEN h.last_seen < ? THEN 1 ELSE 0 END), SUM(u.patched), SUM(u.unpatched),"
+            " SUM(u.failed), SUM(u.refused_total)"
+            " FROM host_libraries u JOIN hosts h ON h.host_id = u.host_id"
+            " GROUP BY u.soname, u.build_id, h.channel, u.level, u.state"
+            " ORDER BY u.soname, u.build_id, h.channel, u.level, u.state",
+            (cutoff,),
+        )
+    return [
+        {
+            "library": {"soname": r[0], "build_id": r[1]},
+            "channel": r[2],
+            "level": int(r[3]),
+            "state": r[4],
+            "hosts": int(r[5]),
+            "inactive": int(r[6] or 0),
+            "processes": {
+                "patched": int(r[7] or 0),
+                "unpatched": int(r[8] or 0),
+                "failed": int(r[9] or 0),
+                "refused": int(r[10] or 0),
+            },
+        }
+        for r in rows
+    ]
+
+
+def library_cves(store: Store) -> set[str]:
+    """Every CVE a host's userspace row names."""
+    with store.read() as tx:
+        rows = tx.rows("SELECT DISTINCT cves FROM host_libraries")
+    return {cve for r in rows for cve in json.loads(r[0])}
+
+
+def names_cve(store: Store, cve: str) -> bool:
+    """Whether some host's userspace row names ``cve``."""
+    with store.read() as tx:
+        where = contains(tx.dialect, "cves")
+        row = tx.one(f"SELECT 1 FROM host_libraries WHERE {where} LIMIT 1", (json.dumps(cve),))  # noqa: S608 - constant SQL
+    return row is not None
 
 
 def channel_groups(store: Store) -> list[tuple[str, str, str, int, str, int]]:

@@ -136,6 +136,25 @@ MIGRATIONS: tuple[Step, ...] = (
             *_NUMBER_EVENTS,
         ),
     },
+    (  # 6: check-in format 3: each host's library builds with a userspace level, as its last
+        # check-in gave them (replaced by each check-in; at most 32 rows a host)
+        """CREATE TABLE host_libraries (
+            host_id TEXT NOT NULL,
+            build_id TEXT NOT NULL,
+            soname TEXT NOT NULL,
+            level INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            cves TEXT NOT NULL,
+            state TEXT NOT NULL,
+            patched INTEGER NOT NULL,
+            unpatched INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            refused TEXT NOT NULL,
+            refused_total INTEGER NOT NULL,
+            PRIMARY KEY (host_id, build_id)
+        )""",
+        "CREATE INDEX host_libraries_build ON host_libraries (soname, build_id, level)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _PG_LOCK = 0x5375747572  # pg_advisory_xact_lock key: "Sutur"

@@ -28,9 +28,16 @@ from suture.repo.metadata import load
 ROLES = ("root", "targets", "snapshot", "timestamp")
 
 
+KINDS = ("kernel", "userspace")
+
+
 @dataclass(frozen=True)
 class LevelInfo:
-    """One live (not yanked) level of one kernel build and channel."""
+    """One live (not yanked) level of one kernel build and channel, or of one library build.
+
+    A library build's levels (``kind`` userspace) are named as a kernel's are:
+    ``release`` is then the library's soname, ``build_id`` the library file's.
+    """
 
     release: str
     build_id: str
@@ -40,6 +47,7 @@ class LevelInfo:
     cves: tuple[str, ...]
     published: float | None  # unix time, s; None for levels signed before it was recorded
     tested: str = "untested"  # its signed lab test result: passed, failed or untested
+    kind: str = "kernel"  # or "userspace" (see the class docstring)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -52,6 +60,7 @@ class LevelInfo:
             "cves": list(self.cves),
             "published": self.published,
             "tested": self.tested,
+            "kind": self.kind,
         }
 
 
@@ -134,6 +143,7 @@ def _read(layout: Layout) -> tuple[dict[Key, list[LevelInfo]], Metadata]:
                     cves=tuple(str(c) for c in custom.get("cves", [])),
                     published=_time(custom.get("published")),
                     tested=signed_result(custom.get("test")),
+                    kind="userspace" if custom.get("kind") == "userspace" else "kernel",
                 )
             )
     for group in found.values():

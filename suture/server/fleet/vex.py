@@ -5,6 +5,12 @@ level fixes in memory (``fixed``) and which have a fix published for that
 build that is not live yet (``affected``, with what to do). OpenVEX v0.2.0:
 https://github.com/openvex/spec/blob/main/OPENVEX-SPEC.md
 
+It says the same of each library build with a userspace level (check-in
+format 3), as a product of its own: its level's CVEs are ``fixed`` only
+when every process of that build runs it; when some processes still run
+the old code they are ``affected``, with a note that they are partially
+fixed in memory and how many processes lack the fix.
+
 The signature is a detached Ed25519 signature over the document's canonical
 bytes (:func:`canonical`: JSON, keys sorted, no whitespace, UTF-8), so a
 scanner verifies it with the key from ``GET /api/v1/vex-key``. The key is
@@ -27,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from suture import __version__
+from suture.contract.checkin import Library
 from suture.errors import ServerError
 from suture.fsutil import atomic_write
 from suture.server.db.hosts import HostRecord
@@ -133,8 +140,81 @@ def product(host: HostRecord) -> dict[str, Any]:
     }
 
 
+def library_product(host: HostRecord, row: Library) -> dict[str, Any]:
+    """A library build of the host as an OpenVEX product, the host as its subcomponent."""
+    purl = f"pkg:generic/{quote(row.soname, safe='')}?build_id={row.build_id}"
+    return {
+        "@id": purl,
+        "identifiers": {"purl": purl},
+        "subcomponents": [{"@id": f"urn:suture:host:{host.checkin.host_id}"}],
+    }
+
+
+def _processes(row: Library) -> str:
+    """Why processes of a build lack its level, in words."""
+    parts = [f"{row.unpatched} not reached yet"] if row.unpatched else []
+    parts += [f"{row.failed} failed"] if row.failed else []
+    parts += [f"{n} refused ({reason})" for reason, n in row.refused]
+    return ", ".join(parts) or "none"
+
+
+def library_statements(host: HostRecord, row: Library, cves: FixedCves) -> list[dict[str, Any]]:
+    """The statements of one library build: its level's CVEs, and those of newer levels."""
+    c = host.checkin
+    prod = [library_product(host, row)]
+    level = f"userspace live patch level {row.level} ({row.name}) of {row.soname}"
+    mine = cves.of_library(row, c.channel)
+    if row.state == "patched":
+        found = [
+            {
+                "vulnerability": {"name": cve},
+                "products": prod,
+                "status": "fixed",
+                "status_notes": f"fixed in memory by {level} in all {row.patched} processes",
+            }
+            for cve in mine
+        ]
+    else:
+        total = row.patched + row.left
+        note = (
+            f"partially fixed in memory: {level} runs in {row.patched} of {total} processes"
+            if row.state == "partial"
+            else f"not fixed in memory: {level} runs in none of its {total} processes"
+        )
+        found = [
+            {
+                "vulnerability": {"name": cve},
+                "products": prod,
+                "status": "affected",
+                "status_notes": f"{note}; the others: {_processes(row)}",
+                "action_statement": (
+                    "restart the processes that run the unpatched code (the agent patches "
+                    "them as they start), or run 'suture update' on the host"
+                ),
+            }
+            for cve in mine
+        ]
+    first: dict[str, int] = {}
+    for lv in cves.pending(row.soname, row.build_id, c.channel, row.level):
+        for cve in lv.cves:
+            if cve not in mine:
+                first.setdefault(cve, lv.level)
+    return found + [
+        {
+            "vulnerability": {"name": cve},
+            "products": prod,
+            "status": "affected",
+            "action_statement": (
+                f"apply userspace live patch level {level_no} or later of {row.soname} "
+                f"(channel {c.channel}: the agent's next update, or 'suture update' on the host)"
+            ),
+        }
+        for cve, level_no in sorted(first.items())
+    ]
+
+
 def document(host: HostRecord, catalog: Catalog, timestamp: str) -> dict[str, Any]:
-    """The OpenVEX document of one host: its fixed and still affected CVEs."""
+    """The OpenVEX document of one host: its fixed, partly fixed and still affected CVEs."""
     c = host.checkin
     live = live_level(c.build_id, c.state, c.level)
     cves = FixedCves(catalog)
@@ -166,6 +246,8 @@ def document(host: HostRecord, catalog: Catalog, timestamp: str) -> dict[str, An
         }
         for cve, level in sorted(first.items())
     ]
+    for row in c.userspace:
+        statements += library_statements(host, row, cves)
     digest = hashlib.sha256(canonical({"s": statements, "t": timestamp})).hexdigest()[:32]
     return {
         "@context": CONTEXT,

@@ -9,6 +9,12 @@ queries themselves are in :mod:`suture.server.db.queries`.
 - Levels are cumulative: level N carries every fix of the levels below it,
   so a CVE first fixed by level L of a build and channel is fixed on a host
   of that build and channel whose live level is L or more.
+- A userspace level (check-in format 3) fixes its CVEs in memory only where
+  its library build's row is ``patched`` (every process runs it). Where some
+  processes still run the old code the row is ``partial``, and so are its
+  CVEs on that host: not fixed, in every view (lists, exposure, export,
+  VEX). For one CVE, a host is exposed, partial, fixed or has no fix, the
+  first that holds (:mod:`suture.server.db.queries`).
 - A kernel without a build id cannot be live patched: such a host is
   ``unsupported`` whatever it reported. Hosts whose last check-in is older
   than ``inactive_after`` seconds are *inactive* (``active: false``, status
@@ -23,11 +29,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from suture.contract.checkin import STATES
+from suture.contract.checkin import CVE, STATES, Library
 from suture.server.db import queries
 from suture.server.db.hosts import HostRecord, stamp
 from suture.server.db.pool import Store
-from suture.server.db.queries import Brief, Group, HostFilter
+from suture.server.db.queries import Brief, CveFixes, Group, HostFilter
 from suture.server.fleet import paging
 from suture.server.fleet.catalog import Catalog, LevelInfo
 
@@ -35,9 +41,9 @@ INACTIVE_AFTER = 3 * 3600  # s without a check-in before a host counts as inacti
 MAX_INACTIVE_AFTER = 10 * 365 * 86400  # s
 MAX_FAILURES = 1000  # failed hosts listed in a summary (the count is always whole)
 STATUSES = (*STATES, "inactive")
-CVE_ID = "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # CVE-2026-1234, GHSA-..., ...
+CVE_ID = CVE  # CVE-2026-1234, GHSA-..., ... (the check-in's userspace rows name them too)
 NO_FIX = "no fix published for this build"
-KINDS = ("exposed", "no_fix", "fixed")
+KINDS = ("exposed", "partial", "no_fix", "fixed")
 
 
 def is_cve(text: str) -> bool:
@@ -105,7 +111,7 @@ class HostQuery:
     contains: str = ""  # in the host id or name, any case (the dashboard's search)
 
 
-def _filter(catalog: Catalog, q: HostQuery, since: str) -> HostFilter:
+def _filter(store: Store, catalog: Catalog, q: HostQuery, since: str) -> HostFilter:
     return HostFilter(
         release=q.release,
         build_id=q.build_id,
@@ -114,7 +120,7 @@ def _filter(catalog: Catalog, q: HostQuery, since: str) -> HostFilter:
         status=q.status,
         tag=q.tag,
         channel=q.channel,
-        exposed_to=fix_groups(catalog, q.cve) if q.cve else None,
+        exposed_to=cve_fixes(store, catalog, q.cve) if q.cve else None,
         cutoff=since,
         contains=q.contains,
     )
@@ -122,7 +128,7 @@ def _filter(catalog: Catalog, q: HostQuery, since: str) -> HostFilter:
 
 def count_hosts(store: Store, catalog: Catalog, q: HostQuery, now: float) -> int:
     """How many hosts pass every filter."""
-    return queries.count_hosts(store, _filter(catalog, q, cutoff(now, q.inactive_after)))
+    return queries.count_hosts(store, _filter(store, catalog, q, cutoff(now, q.inactive_after)))
 
 
 def hosts_page(
@@ -130,7 +136,7 @@ def hosts_page(
 ) -> dict[str, Any]:
     """One page of the hosts that pass every filter, by host id, and the next page's cursor."""
     since = cutoff(now, q.inactive_after)
-    f = _filter(catalog, q, since)
+    f = _filter(store, catalog, q, since)
     after = str(paging.decode("hosts", cursor)) if cursor else ""
     page = queries.hosts_page(store, f, after, limit + 1)
     more = len(page) > limit
@@ -155,9 +161,18 @@ def fix_levels(catalog: Catalog, cve: str) -> dict[Group, LevelInfo]:
     return first
 
 
-def fix_groups(catalog: Catalog, cve: str) -> dict[Group, int]:
-    """The first level that fixes ``cve``, by build and channel."""
-    return {k: lv.level for k, lv in fix_levels(catalog, cve).items()}
+def cve_fixes(store: Store, catalog: Catalog, cve: str, *, in_rows: bool | None = None) -> CveFixes:
+    """Where ``cve`` has a fix: kernel builds and library builds, and whether a row names it.
+
+    ``in_rows``: whether a host's userspace row names it, when the caller knows.
+    """
+    first = fix_levels(catalog, cve)
+    return CveFixes(
+        cve=cve,
+        kernels={k: lv.level for k, lv in first.items() if lv.kind != "userspace"},
+        libraries={k: lv.level for k, lv in first.items() if lv.kind == "userspace"},
+        in_rows=queries.names_cve(store, cve) if in_rows is None else in_rows,
+    )
 
 
 def exposure(
@@ -171,27 +186,34 @@ def exposure(
     cursor: str = "",
     limit: int,
 ) -> dict[str, Any]:
-    """Hosts exposed to ``cve`` now, hosts with no fix published for their build, hosts fixed.
+    """Hosts exposed to ``cve`` now, partly fixed, with no fix published, fixed.
 
-    Exposed: a level of the host's build and channel fixes it and that level
-    is not live (the host runs a lower one, or none). Each exposed or fixed
-    host names the level that fixes it (``fixed_by``). The three lists are
-    paged: without ``kind``, the first page of each; with ``kind`` (and its
-    ``cursor``), the next page of that one list only.
+    Exposed: a level of the host's kernel build and channel fixes it and that
+    level is not live (the host runs a lower one, or none), or a library
+    build of the host has a level that fixes it but runs it in none of its
+    processes, or runs a lower one. Partial: a library build of the host runs
+    the fix in some of its processes only. Each exposed or fixed host names
+    the kernel level that fixes it (``fixed_by``) and, where userspace levels
+    decide, its library builds that have or lack the fix (``libraries``:
+    their check-in rows, each with the first level of that build that fixes
+    it as ``fixed_by``). The four lists are paged: without ``kind``, the
+    first page of each; with ``kind`` (and its ``cursor``), the next page of
+    that one list only.
     """
     since = cutoff(now, inactive_after)
     fixes = fix_levels(catalog, cve)
-    levels = {k: lv.level for k, lv in fixes.items()}
+    where_fixed = cve_fixes(store, catalog, cve)
     lists: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     cursors: dict[str, str | None] = dict.fromkeys(KINDS)
     counts = {}
     for k in KINDS:
-        where, params = queries.exposure_sql(levels, k)
+        where, params = queries.exposure_sql(where_fixed, k, store.dialect)
         counts[k] = queries.count(store, where, params)
         if kind and k != kind:
             continue
         after = str(paging.decode(f"exposed-{k}", cursor)) if cursor and k == kind else ""
         page = queries.briefs_page(store, after, limit + 1, where, params)
+        rows = queries.libraries(store, [h.host_id for h in page[:limit]])
         for host in page[:limit]:
             entry = brief_dict(host, since)
             fix = fixes.get(host.group)
@@ -199,6 +221,8 @@ def exposure(
                 entry["reason"] = NO_FIX
             elif fix is not None:
                 entry["fixed_by"] = {"level": fix.level, "name": fix.name}
+            if where_fixed.userspace and (found := _rows_for(where_fixed, host, rows)):
+                entry["libraries"] = found
             lists[k].append(entry)
         if len(page) > limit:
             cursors[k] = paging.encode(f"exposed-{k}", page[limit - 1].host_id)
@@ -208,7 +232,14 @@ def exposure(
         "inactive_after": inactive_after,
         "counts": counts,
         "builds_with_fix": [
-            {"release": r, "build_id": b, "channel": c, "level": lv.level, "name": lv.name}
+            {
+                "release": r,
+                "build_id": b,
+                "channel": c,
+                "level": lv.level,
+                "name": lv.name,
+                "kind": lv.kind,
+            }
             for (r, b, c), lv in sorted(fixes.items())
         ],
         **lists,
@@ -216,7 +247,34 @@ def exposure(
     }
 
 
+def _rows_for(
+    fixes: CveFixes, host: Brief, rows: Mapping[str, tuple[Library, ...]]
+) -> list[dict[str, Any]]:
+    """The host's userspace rows that have or lack the fix of ``fixes.cve``, for its entry."""
+    found = []
+    for row in rows.get(host.host_id, ()):
+        first = fixes.libraries.get((row.soname, row.build_id, host.channel))
+        if fixes.cve in row.cves or first is not None:
+            found.append({**row.to_document(), "fixed_by": first})
+    return found
+
+
 # --- what is fixed in memory -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InMemory:
+    """A host's CVEs as far as its live levels go (the kinds of the module docstring).
+
+    ``fixed``: by its live kernel level or a library build's level in every
+    process; ``partial``: in some processes of a library build only;
+    ``exposed``: a published level of its kernel or library builds would fix
+    it and is not live (or is recorded but live in no process).
+    """
+
+    fixed: list[str]
+    partial: list[str]
+    exposed: list[str]
 
 
 class FixedCves:
@@ -233,6 +291,38 @@ class FixedCves:
     def pending(self, release: str, build_id: str, channel: str, live: int) -> list[LevelInfo]:
         """The published levels above ``live`` (what would fix more)."""
         return self._split(release, build_id, channel, live)[1]
+
+    def of_library(self, row: Library, channel: str) -> list[str]:
+        """CVEs a userspace row's level fixes where it runs: its own and its build's levels'."""
+        published = self.of(row.soname, row.build_id, channel, row.level)
+        return sorted({*row.cves, *published})
+
+    def in_memory(
+        self, release: str, build_id: str, channel: str, live: int, rows: tuple[Library, ...]
+    ) -> InMemory:
+        """A host's fixed, partly fixed and exposed CVEs from its live kernel level and rows."""
+        kernel = set(self.of(release, build_id, channel, live))
+        exposed = {c for lv in self.pending(release, build_id, channel, live) for c in lv.cves}
+        exposed -= kernel
+        fixed, partial = set(kernel), set[str]()
+        for row in rows:
+            mine = set(self.of_library(row, channel))
+            later = {c for lv in self.pending(row.soname, row.build_id, channel, row.level)
+                     for c in lv.cves}  # fmt: skip
+            exposed |= later - mine
+            {"patched": fixed, "partial": partial}.get(row.state, exposed).update(mine)
+        partial -= exposed
+        return InMemory(
+            fixed=sorted(fixed - exposed - partial),
+            partial=sorted(partial),
+            exposed=sorted(exposed),
+        )
+
+    def of_host(self, record: HostRecord) -> InMemory:
+        """:meth:`in_memory` of a host as stored."""
+        c = record.checkin
+        live = live_level(c.build_id, c.state, c.level)
+        return self.in_memory(c.release, c.build_id, c.channel, live, c.userspace)
 
     def _split(
         self, release: str, build_id: str, channel: str, live: int
@@ -254,17 +344,25 @@ def export_page(
     cursor: str = "",
     limit: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of hosts with kernel, level, state, tags, CVEs fixed in memory and last check-in."""
+    """A page of hosts with kernel, level, state, tags, CVEs fixed in memory and last check-in.
+
+    ``cves_partial``: the CVEs fixed in some processes only (never in ``cves_fixed``).
+    """
     since = cutoff(now, inactive_after)
     fixed = FixedCves(catalog)
     after = str(paging.decode("export", cursor)) if cursor else ""
     page = queries.briefs_page(store, after, limit + 1)
+    libraries = queries.libraries(store, [h.host_id for h in page[:limit]])
     rows = []
     for host in page[:limit]:
         entry = brief_dict(host, since)
         entry["tags"] = list(host.tags)
         live = live_level(host.build_id, host.state, host.level)
-        entry["cves_fixed"] = fixed.of(host.release, host.build_id, host.channel, live)
+        memory = fixed.in_memory(
+            host.release, host.build_id, host.channel, live, libraries.get(host.host_id, ())
+        )
+        entry["cves_fixed"] = memory.fixed
+        entry["cves_partial"] = memory.partial
         rows.append(entry)
     more = len(page) > limit
     return rows, paging.encode("export", page[limit - 1].host_id) if more else None
@@ -274,7 +372,11 @@ def export_page(
 
 
 def summary(store: Store, now: float, inactive_after: int = INACTIVE_AFTER) -> dict[str, Any]:
-    """Hosts per (kernel build, level, state), the failed hosts, and the fleet's totals."""
+    """Hosts per (kernel build, level, state), the failed hosts, and the fleet's totals.
+
+    ``libraries``: hosts per (library build, channel, userspace level, row
+    state), with the processes of those rows summed.
+    """
     found = queries.groups(store, cutoff(now, inactive_after))
     by_state: Counter[str] = Counter()
     inactive = 0
@@ -304,6 +406,7 @@ def summary(store: Store, now: float, inactive_after: int = INACTIVE_AFTER) -> d
             for r, b, level, state, count, gone in found
         ],
         "failures": queries.failures(store, MAX_FAILURES),
+        "libraries": queries.library_groups(store, cutoff(now, inactive_after)),
     }
 
 
@@ -324,4 +427,23 @@ def by_cve(
                 fix = by_build.get(key) if key[1] else None
                 kind = "no_fix" if fix is None else "fixed" if live >= fix else "exposed"
                 found[cve][kind] += n
+    return found
+
+
+def cve_table(
+    store: Store, catalog: Catalog, groups: Mapping[tuple[Group, int], Mapping[str, int]]
+) -> dict[str, Counter[str]]:
+    """CVE -> hosts of each kind (:data:`KINDS`).
+
+    :func:`by_cve` from the kernel groups; for CVEs of userspace levels
+    (published, or named by a host's row), the database's count of each kind.
+    """
+    found = by_cve(catalog, groups)
+    named = queries.library_cves(store)
+    userspace = named | {c for lv in catalog.all() if lv.kind == "userspace" for c in lv.cves}
+    for cve in sorted(userspace):
+        fixes = cve_fixes(store, catalog, cve, in_rows=cve in named)
+        found[cve] = Counter(
+            {k: queries.count(store, *queries.exposure_sql(fixes, k, store.dialect)) for k in KINDS}
+        )
     return found

@@ -27,15 +27,18 @@ def _events(call: Call, host_id: str, cursor: str | None, limit: int) -> tuple[l
 
 
 def host(call: Call) -> dict[str, Any]:
-    """One host and the newest page of its history."""
+    """One host, its CVEs fixed in memory (in full, in part), the newest page of its history."""
     record = hosts.get(call.fleet.store, call.params["host_id"])
     if record is None:
         raise RefusedError("no such host", reason="not_found")
     history, more = _events(call, record.checkin.host_id, None, HISTORY_PAGE)
     since = views.cutoff(call.fleet.now(), views.INACTIVE_AFTER)
+    memory = views.FixedCves(call.fleet.catalog).of_host(record)
     return {
         "format": 1,
         "host": views.host_dict(record, since),
+        "cves_fixed": memory.fixed,
+        "cves_partial": memory.partial,
         "history": history,
         "history_next_cursor": more,
     }

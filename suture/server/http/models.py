@@ -47,9 +47,12 @@ TIME = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"  # ISO 8601, U
 # --- models of the contract's forms ------------------------------------------------------
 
 _NAMES = {
-    checkin.Checkin2: "Checkin",
+    checkin.Checkin3: "Checkin",
+    checkin.Checkin2: "Checkin2",
     checkin.Checkin1: "Checkin1",
     checkin.KernelForm: "Kernel",
+    checkin.LibraryForm: "Library",
+    checkin.ProcessesForm: "Processes",
     enrolment.EnrolRequest: "Enrolment",
     enrolment.EnrolAnswer: "EnrolAnswer",
     directive.DirectiveForm: "Directive",
@@ -67,7 +70,7 @@ def model_of(form: type) -> type[BaseModel]:
     return create_model(_NAMES.get(form, form.__name__), __config__=STRICT, **fields)
 
 
-def _type(hint: Any) -> Any:
+def _type(hint: Any) -> Any:  # noqa: PLR0911 - one return per kind of hint
     base, rules = unwrap(hint)
     if (inner := optional_of(base)) is not None:
         return Optional[_type(Annotated[(inner, *rules)] if rules else inner)]  # noqa: UP045
@@ -82,13 +85,19 @@ def _type(hint: Any) -> Any:
     if get_origin(base) is list:
         items = next(r for r in rules if isinstance(r, Items))
         return Annotated[list[_type(get_args(base)[0])], Field(max_length=items.max_items)]  # type: ignore[misc]
+    if get_origin(base) is dict:
+        items = next(r for r in rules if isinstance(r, Items))
+        key, value = get_args(base)
+        return Annotated[dict[_type(key), _type(value)], Field(max_length=items.max_items)]  # type: ignore[misc]
     if is_typeddict(base):
         return model_of(base)
     raise TypeError(f"no model for the hint {hint!r}")
 
 
-Checkin = model_of(checkin.Checkin2)
+Checkin = model_of(checkin.Checkin3)
+Checkin2 = model_of(checkin.Checkin2)
 Checkin1 = model_of(checkin.Checkin1)
+Library = model_of(checkin.LibraryForm)
 Enrolment = model_of(enrolment.EnrolRequest)
 EnrolAnswer = model_of(enrolment.EnrolAnswer)
 CheckinAnswer = model_of(directive.CheckinAnswer)
@@ -257,7 +266,7 @@ class ExposedQuery(BaseModel):
     model_config = QUERY
     cve: Cve
     inactive_after: InactiveAfter | None = None
-    kind: Literal["exposed", "no_fix", "fixed"] | None = None
+    kind: Literal["exposed", "partial", "no_fix", "fixed"] | None = None
     cursor: Cursor | None = None
     limit: Limit | None = None
 
@@ -343,6 +352,9 @@ class Host(BaseModel):
     uptime: int | None
     functions: list[str]
     attempted_level: int
+    userspace: list[Library] = Field(  # type: ignore[valid-type]
+        description="its library builds with a userspace level, as its last check-in gave them"
+    )
     tags: list[str]
     address: str
     first_seen: str
@@ -365,6 +377,10 @@ class HostBrief(BaseModel):
     last_seen: str
     fixed_by: dict[str, Any] | None = None
     reason: str | None = None
+    libraries: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="its library builds that have or lack the CVE's fix (userspace rows)",
+    )
 
 
 class ExportRow(HostBrief):
@@ -372,6 +388,7 @@ class ExportRow(HostBrief):
 
     tags: list[str]
     cves_fixed: list[str]
+    cves_partial: list[str] = Field(description="fixed in memory in some processes only")
 
 
 class Event(BaseModel):
@@ -397,6 +414,9 @@ class LevelInfo(BaseModel):
     cves: list[str]
     published: float | None = Field(description="unix time, s")
     tested: Literal["passed", "failed", "untested"]
+    kind: Literal["kernel", "userspace"] = Field(
+        description="userspace: a library build's level (release is its soname)"
+    )
 
 
 class RegistrationKey(BaseModel):
@@ -424,6 +444,8 @@ class HostAnswer(Answer):
     """One host and the newest page of its history."""
 
     host: Host
+    cves_fixed: list[str] = Field(description="by its live kernel level, or in every process")
+    cves_partial: list[str] = Field(description="fixed in memory in some processes only")
     history: list[Event]
     history_next_cursor: str | None
 
@@ -492,6 +514,7 @@ class Counts(BaseModel):
     """Hosts of each kind."""
 
     exposed: int
+    partial: int = Field(description="fixed in some processes of a library build only")
     fixed: int
     no_fix: int
 
@@ -504,6 +527,7 @@ class ExposedAnswer(Answer):
     counts: Counts
     builds_with_fix: list[dict[str, Any]]
     exposed: list[HostBrief]
+    partial: list[HostBrief]
     no_fix: list[HostBrief]
     fixed: list[HostBrief]
     next_cursors: dict[str, str | None]
@@ -516,6 +540,9 @@ class SummaryAnswer(Answer):
     totals: dict[str, Any]
     groups: list[dict[str, Any]]
     failures: list[dict[str, Any]]
+    libraries: list[dict[str, Any]] = Field(
+        description="hosts per library build, channel, userspace level and state"
+    )
 
 
 class ExportAnswer(Answer):

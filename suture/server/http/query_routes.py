@@ -31,6 +31,7 @@ EXPORT_COLUMNS = (
     "active",
     "tags",
     "cves_fixed",
+    "cves_partial",
     "last_seen",
 )
 NEXT_CURSOR = "X-Next-Cursor"  # where a CSV page says where the next one starts
@@ -70,7 +71,7 @@ def list_hosts(call: Call) -> dict[str, Any]:
 
 
 def exposed(call: Call) -> dict[str, Any]:
-    """Hosts exposed to a CVE now, hosts whose build has no fix for it, hosts fixed."""
+    """Hosts exposed to a CVE now, partly fixed, whose builds have no fix for it, fixed."""
     q: models.ExposedQuery = call.query
     fleet = call.fleet
     return views.exposure(
@@ -119,6 +120,7 @@ def _csv(rows: list[dict[str, Any]]) -> bytes:
             **r["kernel"],
             "tags": " ".join(r["tags"]),
             "cves_fixed": " ".join(r["cves_fixed"]),
+            "cves_partial": " ".join(r["cves_partial"]),
         }
         writer.writerow([_cell(flat[c]) for c in EXPORT_COLUMNS])
     return out.getvalue().encode()
@@ -182,8 +184,8 @@ ENDPOINTS = [
         auth=Auth.ADMIN,
         query=models.ExposedQuery,
         doc=Doc(
-            "hosts exposed to a CVE now, hosts with no fix for their build, hosts fixed "
-            "(a page of each, or with kind, the next page of one)",
+            "hosts exposed to a CVE now, partly fixed (some processes), with no fix for their "
+            "build, fixed (a page of each, or with kind, the next page of one)",
             {200: models.ExposedAnswer},
         ),
     ),

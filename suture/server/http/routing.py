@@ -107,12 +107,13 @@ class ModelBody:
 
 
 class CheckinBody:
-    """A check-in: format 1 or 2 by its ``format``; the handler gets a contract Checkin."""
+    """A check-in: format 1, 2 or 3 by its ``format``; the handler gets a contract Checkin."""
 
     optional = False
-    forms = (models.Checkin, models.Checkin1)  # format 2, format 1
+    forms = (models.Checkin, models.Checkin2, models.Checkin1)  # format 3, 2, 1
     _BY_FORM: Mapping[type, type[BaseModel]] = {
-        contract.Checkin2: models.Checkin,
+        contract.Checkin3: models.Checkin,
+        contract.Checkin2: models.Checkin2,
         contract.Checkin1: models.Checkin1,
     }
 
@@ -128,7 +129,7 @@ class CheckinBody:
         except FormatError as e:
             raise CheckinError(e.message, field=e.field) from e
         # Strict and closed: what passed is exactly a document of the form.
-        return contract.Checkin.from_document(data)
+        return contract.accept(data)
 
 
 Body = ModelBody | CheckinBody
@@ -171,9 +172,12 @@ def validate(model: type[BaseModel], data: Any, what: str = "field") -> BaseMode
         return model.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
-        name = "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]
-        ).lstrip(".")
+        loc = first["loc"]
+        if loc[-1:] == ("[key]",):  # a bad key of a dict field: name the dict, as the contract does
+            loc = loc[:-2]
+        name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(
+            "."
+        )
         if first["type"] == "missing":
             message = f"missing {what} {name}"
         elif first["type"] == "extra_forbidden":

@@ -19,6 +19,7 @@ import pytest
 from suture.agent import cycle, report, state, userlevels
 from suture.agent.config import AgentConfig
 from suture.agent.cycle import Outcome
+from suture.contract import checkin
 from suture.errors import FetchError
 from suture.repo import create
 from suture.server import Server, open_server
@@ -238,8 +239,8 @@ def test_kill_9_at_each_step_then_the_next_run_finishes_the_job(
     )
 
 
-def test_a_server_that_reads_no_userspace_rows_still_gets_the_kernel_check_in(
-    server: Server, repo: Path, tmp_path: Path
+def test_the_server_takes_the_userspace_rows_and_an_older_one_the_kernel_check_in(
+    server: Server, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cfg = config(server.url, repo, tmp_path, registration_key=registration_key(server))
     kernel = FakeKernel()
@@ -248,8 +249,16 @@ def test_a_server_that_reads_no_userspace_rows_still_gets_the_kernel_check_in(
         "libc.so.6", "ab" * 20, 1, "glibc_fix", tmp_path / "b", processes={"patched": 2}
     )
     userlevels.write(cfg.state_dir, {lvl.build_id: lvl})
-    # Check-in format 3 (with the userspace rows) is refused by this server's
-    # format 2 parser; the agent sends format 2 again, and that is taken.
+    # Check-in format 3: the server keeps the row beside the kernel's level.
     assert report.exchange(cfg, kernel, 1000.0) is None
     [host] = admin(server, "GET", "/api/v1/hosts")["hosts"]
     assert (host["level"], host["state"]) == (1, "patched")
+    assert [(u["soname"], u["level"], u["state"]) for u in host["userspace"]] == [
+        ("libc.so.6", 1, "patched")
+    ]
+    # A server that reads formats 1 and 2 only refuses format 3 naming the format;
+    # the agent sends format 2 again, and that is taken (without the rows).
+    monkeypatch.delitem(checkin.FORMS, 3)
+    assert report.exchange(cfg, kernel, 2000.0) is None
+    [host] = admin(server, "GET", "/api/v1/hosts")["hosts"]
+    assert (host["level"], host["state"], host["userspace"]) == (1, "patched", [])

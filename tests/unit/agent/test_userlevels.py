@@ -9,8 +9,11 @@ import pytest
 
 from suture.agent import daemon, report, userlevels
 from suture.agent.config import AgentConfig
+from suture.agent.state import AgentState
+from suture.contract import checkin
 from suture.userspace import patcher, watch
 from tests.support.agent import FakeKernel
+from tests.support.kernel import identity
 
 
 def _exec_event(tgid: int, what: int = watch.PROC_EVENT_EXEC) -> bytes:
@@ -47,6 +50,9 @@ def test_levels_round_trip_and_the_checkin_says_partial(tmp_path: Path) -> None:
     assert (row["state"], row["level"], row["processes"]["refused"]) == ("partial", 2, {"init": 1})
     body = report.with_userspace({"format": 2, "level": 0}, [row])
     assert body["format"] == 3 and body["userspace"] == [row]
+    # What the agent reports is a row the shared form takes, as the server reads it.
+    (taken,) = checkin.parse({**report.checkin(identity(), AgentState(), set()), **body}).userspace
+    assert (taken.state, taken.patched, taken.left, taken.cves) == ("partial", 3, 2, lvl.cves)
     (tmp_path / userlevels.STATE_NAME).write_text("{")
     assert userlevels.read(tmp_path) == {}
 

@@ -14,54 +14,8 @@ from suture.contract import checkin, directive, enrolment, targets
 from suture.contract.checkin import Checkin
 from suture.contract.directive import Directive, parse_directive
 from suture.errors import CheckinError, UsageError
+from tests.support.contract import BUILD, GOOD, REFUSED, RELEASE, ROW, row
 from tests.support.kernel import identity
-
-RELEASE = "6.1.0-56-amd64"
-BUILD = "0123456789abcdef0123456789abcdef01234567"
-GOOD: dict[str, Any] = {
-    "format": 1,
-    "host_id": "4c4c4544003510",
-    "hostname": "web-1.example.net",
-    "kernel": {"release": RELEASE, "build_id": BUILD},
-    "level": 2,
-    "state": "patched",
-    "last_error": None,
-    "agent_version": "0.1.0",
-    "patches": ["suture_fix_1"],
-}
-
-# (change to GOOD, the field refused): the same table the server's API test uses.
-REFUSED: list[tuple[dict[str, Any], str]] = [
-    ({"format": 3}, "format"),
-    ({"format": 1, "uptime": 5}, "uptime"),  # a format-2 field in format 1
-    ({"format": 2, "uptime": -1}, "uptime"),
-    ({"format": 2, "functions": ["no-object"]}, "functions[0]"),
-    ({"format": 2, "channel": "Stable!"}, "channel"),
-    ({"format": 2, "attempted_level": "3"}, "attempted_level"),
-    ({"format": "1"}, "format"),
-    ({"format": True}, "format"),
-    ({"level": "2"}, "level"),
-    ({"level": -1}, "level"),
-    ({"level": True}, "level"),
-    ({"state": "happy"}, "state"),
-    ({"host_id": ""}, "host_id"),
-    ({"host_id": "a/b"}, "host_id"),
-    ({"host_id": "abc\n"}, "host_id"),
-    ({"hostname": "x" * 300}, "hostname"),
-    ({"kernel": {"release": RELEASE}}, "kernel.build_id"),
-    ({"kernel": {"release": RELEASE, "build_id": "XYZ"}}, "kernel.build_id"),
-    ({"kernel": {"release": "../..", "build_id": BUILD}}, "kernel.release"),
-    ({"kernel": {"release": RELEASE, "build_id": BUILD, "x": 1}}, "kernel.x"),
-    ({"kernel": "6.1"}, "kernel"),
-    ({"patches": "suture_fix_1"}, "patches"),
-    ({"patches": ["a"] * 65}, "patches"),
-    ({"patches": ["bad name"]}, "patches[0]"),
-    ({"last_error": 5}, "last_error"),
-    ({"last_error": "x" * 5000}, "last_error"),
-    ({"last_error": "a\x1b[31mred"}, "last_error"),
-    ({"agent_version": "0.1\n"}, "agent_version"),
-    ({"extra": 1}, "extra"),
-]
 
 
 @pytest.mark.parametrize(("change", "field"), REFUSED)
@@ -81,6 +35,12 @@ def test_good_checkins_parse_and_round_trip() -> None:
     assert (two.channel, two.uptime, two.functions) == ("testing", 7, ("vmlinux:f",))
     assert checkin.parse(two.to_document()) == two
     assert checkin.parse({k: v for k, v in GOOD.items() if k != "last_error"}) == one
+    three = checkin.parse({**GOOD, **row()})
+    assert [(u.soname, u.state, u.patched, u.left, u.refused) for u in three.userspace] == [
+        ("libc.so.6", "partial", 3, 2, (("init", 1),))
+    ]
+    assert three.to_document()["format"] == 3
+    assert checkin.parse(three.to_document()) == three
     tabbed = checkin.parse({**GOOD, "last_error": "line 1\n\tline 2"})
     assert tabbed.last_error == "line 1\n\tline 2"
 
@@ -100,6 +60,7 @@ def test_what_the_agent_sends_is_a_checkin_the_contract_takes() -> None:
         report.checkin(identity(), s, {"suture_fix_1"}, functions=("vmlinux:f",), uptime=5),
         report.checkin(identity(), state.AgentState(), set(), channel="testing"),
         report.checkin(identity(livepatch=False), state.AgentState(), set()),
+        report.with_userspace(report.checkin(identity(), s, set()), [ROW]),
     ):
         parsed = checkin.parse(json.loads(json.dumps(body)))
         assert parsed.host_id == body["host_id"]
@@ -152,7 +113,7 @@ def test_the_contract_needs_only_the_standard_library() -> None:
 
 def test_a_checkin_is_a_dataclass_of_the_form() -> None:
     fields = set(Checkin.__dataclass_fields__) - {"release", "build_id"}
-    assert fields | {"kernel", "format"} == set(checkin.Checkin2.__annotations__) | {
+    assert fields | {"kernel", "format"} == set(checkin.Checkin3.__annotations__) | {
         "host_id",
         "hostname",
         "kernel",

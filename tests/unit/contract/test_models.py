@@ -36,7 +36,36 @@ FLEET: dict[str, Any] = {
     "functions": ["vmlinux:f"],
     "attempted_level": 2,
 }
+ROW: dict[str, Any] = {
+    "soname": "libc.so.6",
+    "build_id": "ab" * 20,
+    "level": 1,
+    "name": "glibc_fix",
+    "cves": ["CVE-2026-5928"],
+    "state": "patched",
+    "processes": {"patched": 3, "unpatched": 0, "failed": 0, "refused": {}},
+}
+ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            **{k: st.just(v) for k, v in ROW.items()},
+            "state": st.sampled_from(["patched", "partial", "unpatched", "fixed"]),
+            "level": st.sampled_from([0, 1, -1, True, "1"]),
+            "soname": st.sampled_from(["libc.so.6", "../x", ""]),
+            "processes": st.fixed_dictionaries(
+                {
+                    "patched": st.sampled_from([0, 3, 4_194_305]),
+                    "unpatched": st.sampled_from([0, 1]),
+                    "failed": st.sampled_from([0, 1, None]),
+                    "refused": st.sampled_from([{}, {"init": 1}, {"a/b": 1}, {"x": -1}, []]),
+                }
+            ),
+        }
+    ),
+    max_size=3,
+)
 NEAR = st.one_of(
+    ROWS,
     st.none(),
     st.booleans(),
     st.integers(-2, 1_000_002),
@@ -52,7 +81,7 @@ NEAR = st.one_of(
         {"release": st.just("6.1"), "build_id": st.sampled_from([BUILD, "", "XYZ", 1])}
     ),
 )
-FIELDS = [*GOOD, *FLEET, "format", "surprise"]
+FIELDS = [*GOOD, *FLEET, "format", "userspace", "surprise"]
 
 
 def accepted(parse: Any, doc: Any) -> bool:
@@ -67,14 +96,15 @@ def accepted(parse: Any, doc: Any) -> bool:
     max_examples=600, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
 )
 @given(
-    fmt=st.sampled_from([1, 2]),
+    fmt=st.sampled_from([1, 2, 3]),
     changes=st.dictionaries(st.sampled_from(FIELDS), NEAR, max_size=3),
     dropped=st.sets(st.sampled_from(FIELDS), max_size=2),
 )
 def test_the_contract_and_the_model_agree_on_check_ins(
     fmt: int, changes: dict[str, Any], dropped: set[str]
 ) -> None:
-    doc = {**GOOD, **(FLEET if fmt == 2 else {}), "format": fmt, **changes}
+    fleet = {**FLEET, "userspace": [ROW]} if fmt == 3 else FLEET if fmt == 2 else {}
+    doc = {**GOOD, **fleet, "format": fmt, **changes}
     for name in dropped:
         doc.pop(name, None)
     assert accepted(checkin.parse, doc) == accepted(CheckinBody().parse, doc), doc
@@ -98,7 +128,9 @@ def test_the_contract_and_the_model_agree_on_enrolments(changes: dict[str, Any])
     ("form", "model"),
     [
         (checkin.Checkin1, models.Checkin1),
-        (checkin.Checkin2, models.Checkin),
+        (checkin.Checkin2, models.Checkin2),
+        (checkin.Checkin3, models.Checkin),
+        (checkin.LibraryForm, models.Library),
         (checkin.KernelForm, models.model_of(checkin.KernelForm)),
         (enrolment.EnrolRequest, models.Enrolment),
         (enrolment.EnrolAnswer, models.EnrolAnswer),

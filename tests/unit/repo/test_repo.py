@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
+from suture.cli.main import main
 from suture.errors import (
     BundleError,
     LevelError,
@@ -425,3 +426,18 @@ def test_rotate_key_needs_a_threshold_of_root_keys(tmp_path: Path) -> None:
     result.root_keys[0].unlink()
     with pytest.raises(SigningKeyError, match="needs 2 root key"):
         maintain.rotate_key(tmp_path / "repo", "timestamp")
+
+
+def test_publish_takes_untested_from_the_environment(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An attack kit or lab script runs plain `suture publish` on stand-in bundles.
+    path = make_bundle(tmp_path, 1, test=None)
+    monkeypatch.delenv("SUTURE_PUBLISH_UNTESTED", raising=False)
+    assert main(["publish", str(path), "--repo", str(repo)]) == 62
+    monkeypatch.setenv("SUTURE_PUBLISH_UNTESTED", "yes")  # only "1" lifts the gate
+    assert main(["publish", str(path), "--repo", str(repo)]) == 62
+    monkeypatch.setenv("SUTURE_PUBLISH_UNTESTED", "1")
+    capsys.readouterr()
+    assert main(["publish", str(path), "--repo", str(repo), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"] == "untested"

@@ -140,7 +140,7 @@ def test_the_export_comes_in_pages_json_and_csv(server: Server) -> None:
 
 def test_exposure_lists_come_in_pages(server: Server) -> None:
     _, first, _ = get(server, "/api/v1/exposed?cve=CVE-2026-1001&limit=50")
-    assert first["counts"] == {"exposed": 124, "fixed": 126, "no_fix": 0}
+    assert first["counts"] == {"exposed": 124, "partial": 0, "fixed": 126, "no_fix": 0}
     assert (len(first["exposed"]), len(first["fixed"])) == (50, 50)
     exposed = list(first["exposed"])
     cursor = first["next_cursors"]["exposed"]

@@ -27,6 +27,7 @@ from suture.repo.layout import Layout
 from suture.server import Server, dashboard, open_server, openapi
 from suture.server.http import app
 from suture.server.http.static_files import IMMUTABLE, NO_CACHE
+from tests.support.contract import REFUSED
 from tests.support.repo import BUILD_A, RELEASE, make_bundle
 from tests.support.server import CHECKIN, request
 
@@ -203,7 +204,8 @@ def test_checkin_stored_and_listed(server: Server) -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"format": 3}, "format"),
+        ({"format": 4}, "format"),
+        *[(change, field) for change, field in REFUSED if field.startswith("userspace")],
         ({"format": 1, "uptime": 5}, "uptime"),  # a format-2 field in format 1
         ({"format": 2, "uptime": -1}, "uptime"),
         ({"format": 2, "functions": ["no-object"]}, "functions[0]"),
@@ -299,7 +301,8 @@ def test_healthz_and_openapi(server: Server) -> None:
     schemas = doc["components"]["schemas"]
     assert set(schemas["Checkin1"]["properties"]) == set(CHECKIN)
     fleet_fields = {"channel", "uptime", "functions", "attempted_level"}
-    assert set(schemas["Checkin"]["properties"]) == set(CHECKIN) | fleet_fields
+    assert set(schemas["Checkin2"]["properties"]) == set(CHECKIN) | fleet_fields
+    assert set(schemas["Checkin"]["properties"]) == set(CHECKIN) | fleet_fields | {"userspace"}
     assert doc == openapi.document()
 
 

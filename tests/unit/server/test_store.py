@@ -15,9 +15,12 @@ from suture.server.db import SCHEMA_VERSION, DbUrl, default_url, open_store, poo
 from suture.server.db import hosts as db_hosts
 from suture.server.db.hosts import Allowance
 from suture.server.db.schema import MIGRATIONS, statements
+from tests.support.contract import ROW
 from tests.support.server import CHECKIN
 
 JAN_1 = 1767225600.0  # 2026-01-01T00:00:00Z
+# Format 3: two library builds with userspace levels (stored by build id).
+CHECKIN3 = {**CHECKIN, "format": 3, "userspace": [{**ROW, "build_id": "cd" * 20}, ROW]}
 
 
 def test_db_url_parsing() -> None:
@@ -177,10 +180,43 @@ def test_checkin_parse() -> None:
         checkin.parse_json(b" " * (checkin.MAX_BODY + 1))
 
 
+def test_userspace_rows_are_replaced_by_each_checkin(tmp_path: Path) -> None:
+    s = open_store(DbUrl("sqlite", str(tmp_path / "s.db")))
+    try:
+        check_userspace_rows(s)
+    finally:
+        s.close()
+
+
+def rows_of(s: pool.Store, host_id: str) -> tuple[checkin.Library, ...]:
+    host = db_hosts.get(s, host_id)
+    assert host is not None
+    return host.checkin.userspace
+
+
+def check_userspace_rows(s: pool.Store) -> None:
+    three = checkin.parse(CHECKIN3)
+    assert [u.build_id for u in three.userspace] == ["ab" * 20, "cd" * 20]
+    db_hosts.record(s, three, "10.0.0.1", JAN_1)
+    host = db_hosts.get(s, three.host_id)
+    assert host is not None and host.checkin == three
+    assert host.to_dict()["userspace"] == [u.to_document() for u in three.userspace]
+    one = checkin.parse({**CHECKIN3, "userspace": [ROW]})
+    db_hosts.record(s, one, "10.0.0.1", JAN_1 + 1)
+    assert rows_of(s, three.host_id) == one.userspace
+    db_hosts.record(s, checkin.parse(CHECKIN), "10.0.0.1", JAN_1 + 2)  # format 1: none left
+    assert rows_of(s, three.host_id) == ()
+    db_hosts.record(s, three, "10.0.0.1", JAN_1 + 3)
+    assert db_hosts.delete(s, three.host_id)
+    with s.read() as tx:
+        assert tx.rows("SELECT COUNT(*) FROM host_libraries")[0][0] == 0
+
+
 def test_postgresql_store(pg_url: str) -> None:
     url = DbUrl.parse(pg_url)
     s = open_store(url)  # a new, empty database: every migration step runs
     try:
+        check_userspace_rows(s)
         report = checkin.parse(CHECKIN)
         db_hosts.record(s, report, "10.0.0.1", JAN_1)
         db_hosts.record(s, report, "10.0.0.2", JAN_1 + 86400)
