@@ -59,9 +59,11 @@ class _Extractor:
         tag: str,
         redirects: dict[str, str],
         shared_data: set[str],
+        objtool_at_link: bool,
     ) -> None:
         self.obj = obj
         self.redirects = redirects
+        self.objtool_at_link = objtool_at_link
         self.shared_data = shared_data  # carried objects other patch objects use: named globally
         self.objname = objname
         self.tag = tag
@@ -292,7 +294,7 @@ class _Extractor:
         code = set(self.included)
         for sec in self.obj.sections:
             table = ENTRY_TABLES.get(sec.name)
-            if table is None or not sec.relas:
+            if table is None or not sec.relas or (self.objtool_at_link and table.by_objtool):
                 continue
             size, anchor = _entry_size(self.obj, sec, table), table.anchor
             by_offset = {r.offset: r for r in sec.relas}
@@ -412,6 +414,7 @@ def extract(
     tag: str = "",
     redirects: dict[str, str] | None = None,
     shared_data: set[str] | None = None,
+    objtool_at_link: bool = False,
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -431,6 +434,8 @@ def extract(
         shared_data: objects other patch objects of the module use, by kernel name:
             carried copies and new global data. They are carried, and given a
             module-wide name (``new_symbol_name``), as new code is.
+        objtool_at_link: objtool runs on the linked module (the build's
+            ``Target.objtool_at_link``): the tables it writes are left out.
     """
     ex = _Extractor(
         obj,
@@ -442,6 +447,7 @@ def extract(
         tag=tag,
         redirects=redirects or {},
         shared_data=shared_data or set(),
+        objtool_at_link=objtool_at_link,
     )
     ex.run()
     data = ex.build()

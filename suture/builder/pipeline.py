@@ -365,7 +365,7 @@ def _extract_unit(
     patch_obj = extract(
         patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
-        shared_data=exports,
+        shared_data=exports, objtool_at_link=target.objtool_at_link,
     )  # fmt: skip
     units_mod.progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "

@@ -37,6 +37,10 @@ class EntryTable:
             its entry size (ORC: ``.orc_unwind_ip`` addresses, ``.orc_unwind`` data).
         sized_by_code: the entry size differs between kernel versions and is read
             from the object: each entry refers to code once, at its start.
+        by_objtool: objtool writes it. Where objtool runs on the linked module
+            (IBT or Clang LTO builds), it writes none for any object of the module
+            when one already has it: the patch objects then carry none, and
+            objtool writes it for the whole module.
     """
 
     name: str
@@ -45,6 +49,7 @@ class EntryTable:
     key: int | None = None
     parallel: tuple[str, int] | None = None
     sized_by_code: bool = False
+    by_objtool: bool = False
 
 
 ENTRY_TABLES: dict[str, EntryTable] = {
@@ -52,12 +57,12 @@ ENTRY_TABLES: dict[str, EntryTable] = {
     for t in (
         EntryTable("__bug_table", 12, sized_by_code=True),  # 16 bytes from 7.x on
         EntryTable("__ex_table", 12),
-        EntryTable(".orc_unwind_ip", 4, parallel=(".orc_unwind", 6)),
+        EntryTable(".orc_unwind_ip", 4, parallel=(".orc_unwind", 6), by_objtool=True),
         EntryTable(".altinstructions", 12),
-        EntryTable(".return_sites", 4),
-        EntryTable(".retpoline_sites", 4),
-        EntryTable(".call_sites", 4),
-        EntryTable(".ibt_endbr_seal", 4),
+        EntryTable(".return_sites", 4, by_objtool=True),
+        EntryTable(".retpoline_sites", 4, by_objtool=True),
+        EntryTable(".call_sites", 4, by_objtool=True),
+        EntryTable(".ibt_endbr_seal", 4, by_objtool=True),
         EntryTable(".smp_locks", 4),
         EntryTable("__mcount_loc", 8),
         EntryTable(".parainstructions", 16),

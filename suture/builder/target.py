@@ -55,6 +55,16 @@ class Target:
         return symbols.parse_kallsyms(self.positions.kallsyms_text(self.image))
 
     @functools.cached_property
+    def objtool_at_link(self) -> bool:
+        """Whether objtool runs on each linked module, not on its objects (delay-objtool).
+
+        So it is on IBT builds (6.12, 7.x) and Clang LTO ones; on 6.1 each object
+        has its own tables, and ``ld -r`` joins them.
+        """
+        config = self.image.config.read_text()
+        return any(f"\n{c}=y" in config for c in ("CONFIG_X86_KERNEL_IBT", "CONFIG_LTO_CLANG"))
+
+    @functools.cached_property
     def export_owners(self) -> dict[str, str]:
         """Every exported symbol -> ``vmlinux`` or the module exporting it."""
         return symbols.export_owners(self.image)

@@ -99,10 +99,13 @@ def ensure_depmod(tree: KernelTree) -> None:
     """Write ``modules.dep`` for the image's modules (so modprobe works in a guest); best effort.
 
     The image package ships none: Debian's postinst runs depmod on install.
+    depmod reads ``<base>/lib/modules/<release>``: the base is the root for 6.1's
+    packages, and ``usr`` for Debian 13's (merged /usr: ``usr/lib/modules``).
     """
     if (tree.modules_dir / "modules.dep").exists() or shutil.which("depmod") is None:
         return
-    subprocess.run(["depmod", "-b", str(tree.root), tree.release], capture_output=True, check=False)
+    base = tree.modules_dir.parents[2]
+    subprocess.run(["depmod", "-b", str(base), tree.release], capture_output=True, check=False)
 
 
 def kernels_dir() -> Path:

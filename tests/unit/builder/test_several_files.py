@@ -267,3 +267,34 @@ def test_new_code_of_a_module_is_not_linked_into_vmlinux_code(tmp_path: Path) ->
         {"shared_data"},
         set(),
     ]
+
+
+# A function with a return site and an exception entry, as objtool and the
+# kernel's asm write them: .return_sites is objtool's, __ex_table the compiler's.
+TABLES = """\
+int show(int x) {
+    asm volatile("1: nop\\n.pushsection .return_sites, \\"a\\"\\n.long 1b - .\\n.popsection\\n"
+                 "2: nop\\n.pushsection __ex_table, \\"a\\"\\n.long 2b - ., 2b - ., 0\\n"
+                 ".popsection");
+    return x + 1;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc")
+@pytest.mark.parametrize("at_link", [False, True])
+def test_objtools_tables_are_left_to_the_modules_objtool_on_ibt_builds(
+    tmp_path: Path, at_link: bool
+) -> None:
+    # On 6.12/7.x objtool runs on the linked module and writes no .return_sites
+    # when an object already has one: the stub's returns would stay unpatched.
+    src = tmp_path / "t.c"
+    src.write_text(TABLES)
+    subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(tmp_path / "t.o")], check=True)
+    part = extract(ObjectFile.load(tmp_path / "t.o"), {"show": "show"}, renames={},
+                   exported={"__fentry__"}, objtool_at_link=at_link)  # fmt: skip
+    out = tmp_path / "part.o"
+    out.write_bytes(part.data)
+    names = {s.name for s in ObjectFile.load(out).sections}
+    assert "__ex_table" in names
+    assert (".return_sites" in names) is not at_link
