@@ -81,8 +81,11 @@ def alter(path: Path) -> Path:
         sym = symbols[name]
         return int(elf.get_section(sym["st_shndx"])["sh_offset"] + sym["st_value"])
 
-    code, mask = offset("suture_code0_0"), offset("suture_mask0_0")
-    checked = next(i for i in range(symbols["suture_code0_0"]["st_size"]) if module[mask + i])
+    # The first object with a checked function (a module's patch also has an object
+    # for vmlinux, first, for the run-time part's hand-over: suture_code1_0 then).
+    first = min(n for n in symbols if n.startswith("suture_code") and n.endswith("_0"))
+    code, mask = offset(first), offset(first.replace("code", "mask"))
+    checked = next(i for i in range(symbols[first]["st_size"]) if module[mask + i])
     altered = bytearray(module)
     altered[code + checked] ^= 0xFF
     data = bytes(altered)
