@@ -81,7 +81,7 @@ def test_a_patch_that_fixes_what_its_test_shows_passes_and_publishes(
     steps = {s.name: s for s in test.steps}
     assert list(steps) == ["before", "apply", "patched", "unload", "after", "load", "kernel-log"]
     assert (steps["before"].exit, steps["patched"].exit, steps["after"].exit) == (1, 0, 1)
-    assert "module load/unload cycles" in steps["load"].detail
+    assert "load/unload cycles of crc" in steps["load"].detail
     assert test.script == SHOWS_THE_BUG.name and set(test.taint) <= set("KOE")
     assert any("patching complete" in line for line in test.kernel_log)
     log = path.with_suffix(".kernel.log")

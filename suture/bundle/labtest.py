@@ -6,7 +6,7 @@ Format 1, JSON::
      "kernel": {"release": "6.1.0-57-amd64", "build_id": "<hex>"},
      "at": "2026-12-03T10:00:00Z", "tester": "suture 0.1.0", "seconds": 61.2,
      "script": {"name": "check.sh", "sha256": "<hex>"},
-     "load": "stress-ng --cpu 1 ...; modprobe/rmmod crc7",
+     "load": "stress-ng --cpu 1 ...; modprobe/rmmod crc8/crc7/crc_itu_t",
      "steps": [{"name": "before", "ok": true, "expect": "fail", "exit": 1,
                 "seconds": 0.4, "detail": ""}, ...],
      "kernel_log": {"sha256": "<hex>", "lines": ["..."], "taint": "OEK"},

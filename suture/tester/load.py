@@ -35,8 +35,9 @@ class LoadPlan:
 
     Attributes:
         stressors: stress-ng options, one worker each.
-        module: a module of the image with no hardware and no side effects,
-            loaded and removed in a loop (crc7: a CRC table and a function).
+        modules: modules with no hardware and no side effects (a CRC table and
+            a function); the first one the build ships is loaded and removed in
+            a loop (builds drop some: 7.x has no crc7).
         limit: stress-ng's own ``--timeout`` in s; it never outlives a lost runner.
         warmup: s the load runs before the first step, so its workers are busy.
         stop_grace: s stress-ng gets to end after SIGINT before it is killed.
@@ -49,14 +50,15 @@ class LoadPlan:
         "--sock", "1",
         "--udp", "1",
     )  # fmt: skip
-    module: str = "crc7"
+    modules: tuple[str, ...] = ("crc8", "crc7", "crc_itu_t")
     limit: int = 600
     warmup: float = 3.0
     stop_grace: float = 30.0
 
     def describe(self) -> str:
         """One line for the test record: what ran."""
-        return f"{STRESS_NG} {' '.join(self.stressors)}; modprobe/rmmod {self.module} in a loop"
+        churn = "/".join(self.modules)
+        return f"{STRESS_NG} {' '.join(self.stressors)}; modprobe/rmmod {churn} in a loop"
 
 
 @contextlib.contextmanager
@@ -82,6 +84,7 @@ class Load:
         self._stop = threading.Event()
         self._churn = threading.Thread(target=self._module_loop, daemon=True)
         self._cycles = 0
+        self._module = ""  # the first of the plan's modules this build ships
         self._churn_error = ""
         self._started = 0.0
         self._stopped: LabStep | None = None
@@ -103,7 +106,11 @@ class Load:
         time.sleep(self.plan.warmup)
 
     def _module_loop(self) -> None:
-        module = self.plan.module
+        found = [m for m in self.plan.modules if _ships(m)]
+        if not found:
+            self._churn_error = f"this build ships none of {', '.join(self.plan.modules)}"
+            return
+        module = self._module = found[0]
         while not self._stop.is_set():
             for argv in (["modprobe", module], ["rmmod", module]):
                 done = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -133,9 +140,10 @@ class Load:
         self._churn.join(timeout=self.plan.stop_grace)
         if self._churn_error:
             problems.append(f"module loop stopped: {self._churn_error}")
-        subprocess.run(["rmmod", self.plan.module], capture_output=True, check=False)
+        if self._module:
+            subprocess.run(["rmmod", self._module], capture_output=True, check=False)
         seconds = time.monotonic() - self._started
-        detail = "; ".join(problems) or f"{self._cycles} module load/unload cycles"
+        detail = "; ".join(problems) or f"{self._cycles} load/unload cycles of {self._module}"
         return LabStep("load", ok=not problems, seconds=round(seconds, 2), detail=detail)
 
     def _stop_stress(self) -> int | None:
@@ -151,3 +159,9 @@ class Load:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return None
+
+
+def _ships(module: str) -> bool:
+    """The running build has ``module`` (modprobe's dry run finds it)."""
+    found = subprocess.run(["modprobe", "-n", "-q", module], capture_output=True, check=False)
+    return found.returncode == 0
