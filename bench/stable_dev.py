@@ -62,7 +62,11 @@ def base_kernel(corpus: Path) -> str:
     """The build a corpus' patches apply to: the first ``linux-image-<release>`` of its README."""
     readme = corpus / "README.md"
     text = readme.read_text(errors="replace") if readme.exists() else ""
-    match = re.search(r"linux-image-(\d+\.\d+\.\d+-\d+-[a-z0-9]+)", text)
+    # 6.1.0-53-amd64 (Debian 12's ABI numbers), 6.12.117+deb13-amd64 and 7.2.9+deb13-amd64
+    # (Debian 13 and its backports: the upstream version and the distribution).
+    match = re.search(
+        r"linux-image-(\d+\.\d+\.\d+(?:-\d+|\+deb\d+(?:\.\d+)?)-(?:[a-z]+-)?[a-z0-9]+)", text
+    )
     return match.group(1) if match else RELEASE
 
 
