@@ -9,6 +9,7 @@ resolved here, so the differ can talk in terms of named things.
 from __future__ import annotations
 
 import enum
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,10 @@ from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
 from suture.errors import BuildError
+from suture.kernel.modinfo import module_bytes
+
+# Suffixes of the compressed module files distros ship (read through module_bytes).
+COMPRESSED = (".xz", ".gz", ".zst")
 
 
 class SymType(enum.IntEnum):
@@ -145,15 +150,17 @@ class ObjectFile:
 
     @classmethod
     def load(cls, path: Path) -> ObjectFile:
-        """Read ``path``.
+        """Read ``path``: an object, or a distro's module, compressed as it ships (``.ko.xz``).
 
         Raises:
             BuildError: not a readable ELF relocatable object.
         """
         try:
+            if path.suffix in COMPRESSED:  # Debian 13's modules (CONFIG_MODULE_COMPRESS_XZ)
+                return cls._read(path, ELFFile(io.BytesIO(module_bytes(path))))
             with path.open("rb") as f:
                 return cls._read(path, ELFFile(f))
-        except (OSError, ELFError) as e:
+        except (OSError, ELFError, ValueError) as e:
             raise BuildError(f"cannot read object {path}: {e}") from e
 
     @classmethod

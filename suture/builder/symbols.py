@@ -9,14 +9,17 @@ guest (suture/lab/kallsyms.py) and the builder parses it here.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from suture.errors import BuildError
+from suture.kernel.modinfo import module_bytes
 from suture.lab import kernels
 
 
@@ -119,13 +122,17 @@ def module_symbols(tree: kernels.KernelTree, module: str) -> Kallsyms:
         BuildError: the image ships no such module.
     """
     by_name: dict[str, list[tuple[int, str]]] = {}
-    with module_file(tree, module).open("rb") as f:
-        symtab = ELFFile(f).get_section_by_name(".symtab")
-        if isinstance(symtab, SymbolTableSection):
-            for i, sym in enumerate(symtab.iter_symbols()):
-                kind = "t" if sym["st_info"]["type"] == "STT_FUNC" else "d"
-                if sym.name and sym["st_shndx"] != "SHN_UNDEF":
-                    by_name.setdefault(sym.name, []).append((i, kind))
+    path = module_file(tree, module)
+    try:  # Debian 13's modules ship xz-compressed (.ko.xz)
+        elf = ELFFile(io.BytesIO(module_bytes(path)))
+        symtab = elf.get_section_by_name(".symtab")
+    except (OSError, ELFError, ValueError) as e:
+        raise BuildError(f"cannot read the module {path}: {e}") from e
+    if isinstance(symtab, SymbolTableSection):
+        for i, sym in enumerate(symtab.iter_symbols()):
+            kind = "t" if sym["st_info"]["type"] == "STT_FUNC" else "d"
+            if sym.name and sym["st_shndx"] != "SHN_UNDEF":
+                by_name.setdefault(sym.name, []).append((i, kind))
     return Kallsyms(by_name)
 
 
