@@ -204,10 +204,25 @@ class _Extractor:
                 )  # fmt: skip
             else:
                 local_syms.append(
-                    ew.OutSymbol(sym.name, sym.type, out_index[sym.shndx], sym.value, sym.size)
+                    ew.OutSymbol(
+                        self._local_name(sym), sym.type, out_index[sym.shndx], sym.value, sym.size
+                    )
                 )
         self._external_syms: dict[str, ew.OutSymbol] = {}
         return local_syms, global_syms + self._collect_externals()
+
+    def _local_name(self, sym: Symbol) -> str:
+        """A local symbol's name in the patch: a carried function's cold part follows it.
+
+        objtool (run on the module's link) finds the function a ``foo.cold``
+        belongs to by the name before ``.cold``, and fails the build when no
+        such function is there; the carried ``foo`` is named
+        ``new_symbol_name(foo)`` in the patch, so its cold part is too.
+        """
+        parent = sym.name.removesuffix(".cold")
+        if sym.type == SymType.FUNC and parent != sym.name and parent in self.functions:
+            return new_symbol_name(self.functions[parent], self.tag) + ".cold"
+        return sym.name
 
     def _collect_externals(self) -> list[ew.OutSymbol]:
         for idx in sorted(self.included):
