@@ -96,7 +96,7 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
         except NoChangeError as e:
             entry.update(status="no-change", reason=e.message)
         except SutureError as e:
-            entry.update(status="refused", reason=e.message.splitlines()[0])
+            entry.update(status="refused", reason=_first(e.message))
         except Exception as e:  # a builder bug: reported, and the other fixes still run
             entry.update(status="error", reason=f"{type(e).__name__}: {e}")
         entry["build_s"] = round(time.monotonic() - start, 1)
@@ -104,6 +104,16 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
         print(f"{row['id']}: {entry['status']} {entry.get('reason', '')}", file=sys.stderr)
         results.append(entry)
     return results
+
+
+def _first(message: str) -> str:
+    """A refusal's first line; a first line that announces more (kbuild's output) with its end."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return " ".join([lines[0], *lines[1:][-3:]])[:600]
+    return lines[0]
 
 
 class _Tee(io.StringIO):
