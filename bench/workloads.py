@@ -291,6 +291,7 @@ sh("rmmod scsi_debug")
     # input_event: a uinput keyboard sends a key and EV_SYN.
     "304": """
 import fcntl
+sh("modprobe uinput")
 fd = os.open("/dev/uinput", os.O_WRONLY | os.O_NONBLOCK)
 fcntl.ioctl(fd, 0x40045564, 1)  # UI_SET_EVBIT EV_KEY
 fcntl.ioctl(fd, 0x40045565, 30)  # UI_SET_KEYBIT KEY_A
@@ -317,16 +318,17 @@ os.rename("/tmp/sd-in2", "/tmp/sd-in")
 os.unlink("/tmp/sd-in")
 os.close(fd)
 """,
-    # perf_sigtrap: a sigtrap, remove_on_exec software event, then exec (best effort).
+    # perf_sigtrap: a child opens a sigtrap, remove_on_exec software event, then execs.
     "308": """
-attr = bytearray(128)
-struct.pack_into("IIQ", attr, 0, 1, 128, 0)  # PERF_TYPE_SOFTWARE, size 128, cpu-clock
-struct.pack_into("Q", attr, 8 + 8, 100000)  # sample_period
-struct.pack_into("Q", attr, 40, (1 << 36) | (1 << 37))  # remove_on_exec, sigtrap
-fd = libc.syscall(298, bytes(attr), 0, -1, -1, 8)  # PERF_FLAG_FD_CLOEXEC
-subprocess.run(["true"], check=False)
-if fd >= 0:
-    os.close(fd)
+pid = os.fork()
+if pid == 0:
+    attr = bytearray(128)
+    struct.pack_into("IIQ", attr, 0, 1, 128, 0)  # PERF_TYPE_SOFTWARE, size 128, cpu-clock
+    struct.pack_into("Q", attr, 16, 100000)  # sample_period
+    struct.pack_into("Q", attr, 40, (1 << 36) | (1 << 37))  # remove_on_exec, sigtrap
+    libc.syscall(298, bytes(attr), 0, -1, -1, 8)  # PERF_FLAG_FD_CLOEXEC
+    os.execv("/bin/true", ["true"])
+os.waitpid(pid, 0)  # the child may die of SIGTRAP before its exec: the kernel must not care
 """,
     # expr_field_str: a hist trigger with a bucketed expression.
     "309": """
