@@ -394,14 +394,19 @@ def _entry_size(obj: ObjectFile, sec: Section, table: EntryTable) -> int:
     """The entry size of a table in this object: fixed, or read from where its entries start.
 
     ``struct bug_entry`` grew from 12 to 16 bytes in 7.x (a format string
-    after the address): each entry has one reference to code, at its start.
+    after the address), ``struct alt_instr`` from 12 to 14 after 6.1 (a 32-bit
+    ``ft_flags`` in place of the 16-bit cpuid): each
+    entry has one reference to code, at its start; an alternative's second
+    one is to its replacement, in ``.altinstr_replacement``, not counted.
     """
     if not table.sized_by_code:
         return table.entry_size
     starts = sorted(
         r.offset
         for r in sec.relas
-        if (home := obj.symbol_section(obj.symbols[r.sym])) and home.is_text
+        if (home := obj.symbol_section(obj.symbols[r.sym]))
+        and home.is_text
+        and not home.name.startswith(WHOLE)
     )
     if len(starts) > 1:
         step = starts[1] - starts[0]
