@@ -97,10 +97,19 @@ def ensure_depmod(tree: KernelTree) -> None:
     """Write ``modules.dep`` for the image's modules (so modprobe works in a guest); best effort.
 
     The image package ships none: Debian's postinst runs depmod on install.
+    depmod reads ``<base>/lib/modules/<release>``; Debian 13's images put
+    their modules under ``usr/lib/modules`` (merged /usr), which depmod
+    before kmod 32 does not look into: it is given a base whose
+    ``lib/modules/<release>`` is a link to wherever the modules are, and
+    writes its files there.
     """
     if (tree.modules_dir / "modules.dep").exists() or shutil.which("depmod") is None:
         return
-    subprocess.run(["depmod", "-b", str(tree.root), tree.release], capture_output=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="suture-depmod-") as base:
+        link = Path(base) / "lib" / "modules" / tree.release
+        link.parent.mkdir(parents=True)
+        link.symlink_to(tree.modules_dir.resolve())
+        subprocess.run(["depmod", "-b", base, tree.release], capture_output=True, check=False)
 
 
 def kernels_dir() -> Path:
