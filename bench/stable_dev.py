@@ -8,6 +8,7 @@ right only if that module then loads and the livepatch core patches it. A
 partial fix (ways into carried code left to the old code) lists them.
 
     .venv/bin/python bench/stable_dev.py [--corpus DIR] [--only ID...] [--kernel RELEASE]
+        [--reuse DIR]
 
 The kernel build is the one the corpus' README names as its base
 (``linux-image-<release>``), unless ``--kernel`` says otherwise. A corpus
@@ -62,12 +63,20 @@ def base_kernel(corpus: Path) -> str:
     """The build a corpus' patches apply to: the first ``linux-image-<release>`` of its README."""
     readme = corpus / "README.md"
     text = readme.read_text(errors="replace") if readme.exists() else ""
-    match = re.search(r"linux-image-(\d+\.\d+\.\d+-\d+-[a-z0-9]+)", text)
+    # 6.1.0-53-amd64 (Debian 12's ABI numbers), 6.12.117+deb13-amd64 and 7.2.9+deb13-amd64
+    # (Debian 13 and its backports: the upstream version and the distribution).
+    match = re.search(
+        r"linux-image-(\d+\.\d+\.\d+(?:-\d+|\+deb\d+(?:\.\d+)?)-(?:[a-z]+-)?[a-z0-9]+)", text
+    )
     return match.group(1) if match else RELEASE
 
 
-def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[dict[str, object]]:
+def build_all(
+    corpus: Path, out: Path, only: list[str], release: str, reuse: Path | None = None
+) -> list[dict[str, object]]:
+    """Build each fix into ``out``; one whose bundle ``reuse`` holds (an earlier run's) is taken."""
     from suture.builder.pipeline import BuildRequest, build
+    from suture.bundle import read_manifest
     from suture.errors import NoChangeError, SutureError
     from suture.lab.kallsyms import GuestKallsyms
 
@@ -82,6 +91,16 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
             entry["expected"] = row["expected_outcome"].split()[0]
         start = time.monotonic()
         progress = _Tee(sys.stderr)
+        earlier = reuse / f"sd_{row['id'][:3]}.bundle" if reuse else None
+        if earlier is not None and earlier.exists():
+            manifest = read_manifest(earlier)
+            objects = {o.name: [f.name for f in o.functions] for o in manifest.objects}
+            entry.update(status="built", bundle=str(earlier), functions=objects, reused=True)
+            if manifest.unpatched:
+                entry["unpatched"] = list(manifest.unpatched)
+            print(f"{row['id']}: built (reused {earlier})", file=sys.stderr)
+            results.append(entry)
+            continue
         try:
             request = BuildRequest(release, patch, out, name=f"sd_{row['id'][:3]}")
             with contextlib.redirect_stderr(progress):
@@ -92,7 +111,7 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
         except NoChangeError as e:
             entry.update(status="no-change", reason=e.message)
         except SutureError as e:
-            entry.update(status="refused", reason=e.message.splitlines()[0])
+            entry.update(status="refused", reason=_first(e.message))
         except Exception as e:  # a builder bug: reported, and the other fixes still run
             entry.update(status="error", reason=f"{type(e).__name__}: {e}")
         entry["build_s"] = round(time.monotonic() - start, 1)
@@ -100,6 +119,16 @@ def build_all(corpus: Path, out: Path, only: list[str], release: str) -> list[di
         print(f"{row['id']}: {entry['status']} {entry.get('reason', '')}", file=sys.stderr)
         results.append(entry)
     return results
+
+
+def _first(message: str) -> str:
+    """A refusal's first line; a first line that announces more (kbuild's output) with its end."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return " ".join([lines[0], *lines[1:][-3:]])[:600]
+    return lines[0]
 
 
 class _Tee(io.StringIO):
@@ -178,38 +207,68 @@ def load_inside(bundles: list[str]) -> None:
         print("RESULT " + json.dumps(res), flush=True)
 
 
+def load_all(bundles: list[str], release: str, out: Path) -> dict[str, dict[str, object]]:
+    """Each bundle loaded in a guest of ``release``; a guest that dies fails the bundle it was on.
+
+    The rest go on in a fresh guest, so one panic does not cost the others their result.
+    """
+    from suture.errors import GuestError
+    from suture.lab import guest
+    from suture.packages import kernels
+
+    loads: dict[str, dict[str, object]] = {}
+    left = list(bundles)
+    for attempt in range(len(bundles)):
+        if not left:
+            break
+        log = out / f"guest-{attempt}.log"
+        died = None
+        with log.open("wb") as sink:
+            try:
+                guest.run(
+                    kernels.fetch(release),
+                    [sys.executable, str(Path(__file__).resolve()), "--inside", *left],
+                    guest.GuestConfig(timeout=3000),
+                    cwd=ROOT,
+                    stdout=sink,
+                )
+            except GuestError as e:
+                died = e
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("RESULT "):
+                res = json.loads(line[7:])
+                loads[str(res.pop("bundle"))] = res
+        left = [b for b in left if b not in loads]
+        if died is None or not left:
+            break
+        culprit = left.pop(0)  # the one that was running when the guest died
+        loads[culprit] = {
+            "loaded": False,
+            "error": f"the guest died: {died.message}",
+            "console_tail": died.console_tail[-3000:],
+        }
+        print(f"{Path(culprit).stem}: the guest died ({died.message})", file=sys.stderr)
+    return loads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--kernel", help="the build to patch (default: the one the README names)")
+    parser.add_argument(
+        "--reuse", type=Path, help="an earlier run's folder: its bundles are not built again"
+    )
     parser.add_argument("--inside", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside is not None:
         load_inside(args.inside)
         return
-    from suture.lab import guest
-    from suture.packages import kernels
-
     out = Path(tempfile.mkdtemp(prefix="suture-stable-dev-"))
     release = args.kernel or base_kernel(args.corpus)
-    results = build_all(args.corpus, out, args.only, release)
+    results = build_all(args.corpus, out, args.only, release, args.reuse)
     bundles = [str(r["bundle"]) for r in results if r["status"] == "built"]
-    loads: dict[str, dict[str, object]] = {}
-    if bundles:
-        log = out / "guest.log"
-        with log.open("wb") as sink:
-            guest.run(
-                kernels.fetch(release),
-                [sys.executable, str(Path(__file__).resolve()), "--inside", *bundles],
-                guest.GuestConfig(timeout=3000),
-                cwd=ROOT,
-                stdout=sink,
-            )
-        for line in log.read_text(errors="replace").splitlines():
-            if line.startswith("RESULT "):
-                res = json.loads(line[7:])
-                loads[str(res.pop("bundle"))] = res
+    loads = load_all(bundles, release, out)
     for r in results:
         if r["status"] == "built":
             r.update(loads.get(str(r["bundle"]), {"loaded": False, "error": "no result"}))

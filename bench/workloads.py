@@ -1,7 +1,8 @@
 """Short workloads that run the code some corpus fixes patch, in the guest.
 
 bench/stable_dev.py runs the one for a patch (by the id's number: 0NN and 1NN
-are stable-dev's, 2NN header-dev's) after the generic workload, while the
+are stable-dev's, 2NN header-dev's, 3NN trixie-dev's,
+4NN backports-dev's) after the generic workload, while the
 patch is live. Each is a Python program for the
 guest's interpreter; it may fail (a tool or feature the guest lacks) without
 failing the patch: what counts is that the kernel stays clean (dmesg).
@@ -266,6 +267,334 @@ sh("cat /sys/kernel/security/apparmor/profiles; ls -R /sys/kernel/security/appar
 """,
 }
 WORKLOADS.update(_HEADER_DEV)
+
+
+# trixie-dev (bench/corpora/trixie-dev, 6.12.117): the code each fix changes.
+_TRIXIE_DEV: dict[str, str] = {
+    # sg_set_timeout, bsg_ioctl: SG_SET_TIMEOUT (0x2201) with a negative and a huge value.
+    "302": """
+import fcntl, glob
+sh("modprobe scsi_debug dev_size_mb=1; modprobe sg")
+for node in glob.glob("/dev/sg*") + glob.glob("/dev/bsg/*"):
+    try:
+        fd = os.open(node, os.O_RDWR | os.O_NONBLOCK)
+    except OSError:
+        continue
+    for value in (-1, 1 << 30, 500):
+        try:
+            fcntl.ioctl(fd, 0x2201, struct.pack("i", value))
+        except OSError:
+            pass
+    os.close(fd)
+sh("rmmod scsi_debug")
+""",
+    # input_event: a uinput keyboard sends a key and EV_SYN.
+    "304": """
+import fcntl
+sh("modprobe uinput")
+fd = os.open("/dev/uinput", os.O_WRONLY | os.O_NONBLOCK)
+fcntl.ioctl(fd, 0x40045564, 1)  # UI_SET_EVBIT EV_KEY
+fcntl.ioctl(fd, 0x40045565, 30)  # UI_SET_KEYBIT KEY_A
+os.write(fd, b"suture".ljust(80, b"\\0") + struct.pack("HHHHi", 3, 1, 1, 1, 0) + bytes(4 * 64 * 4))
+fcntl.ioctl(fd, 0x5501)  # UI_DEV_CREATE
+for kind, code, value in ((1, 30, 1), (0, 0, 0), (1, 30, 0), (0, 0, 0)):
+    os.write(fd, struct.pack("qqHHi", 0, 0, kind, code, value))
+fcntl.ioctl(fd, 0x5502)  # UI_DEV_DESTROY
+""",
+    # backing_file_write_iter: writes through overlayfs (O_DIRECT falls back on tmpfs).
+    "305": """
+sh("mkdir -p /tmp/sdo/l /tmp/sdo/u /tmp/sdo/w /tmp/sdo/m && mount -t tmpfs none /tmp/sdo/l")
+sh("mount -t overlay overlay -o lowerdir=/tmp/sdo/l,upperdir=/tmp/sdo/u,workdir=/tmp/sdo/w "
+   "/tmp/sdo/m")
+sh("dd if=/dev/zero of=/tmp/sdo/m/f bs=4k count=4; umount /tmp/sdo/m; umount /tmp/sdo/l")
+""",
+    # event_compare: two renames in a row under a watch (not coalesced).
+    "306": """
+fd = libc.inotify_init1(0)
+libc.inotify_add_watch(fd, b"/tmp", 0x40 | 0x80)  # IN_MOVED_FROM | IN_MOVED_TO
+open("/tmp/sd-in", "w").close()
+os.rename("/tmp/sd-in", "/tmp/sd-in2")
+os.rename("/tmp/sd-in2", "/tmp/sd-in")
+os.unlink("/tmp/sd-in")
+os.close(fd)
+""",
+    # perf_sigtrap: a child opens a sigtrap, remove_on_exec software event, then execs.
+    "308": """
+pid = os.fork()
+if pid == 0:
+    attr = bytearray(128)
+    struct.pack_into("IIQ", attr, 0, 1, 128, 0)  # PERF_TYPE_SOFTWARE, size 128, cpu-clock
+    struct.pack_into("Q", attr, 16, 100000)  # sample_period
+    struct.pack_into("Q", attr, 40, (1 << 36) | (1 << 37))  # remove_on_exec, sigtrap
+    libc.syscall(298, bytes(attr), 0, -1, -1, 8)  # PERF_FLAG_FD_CLOEXEC
+    os.execv("/bin/true", ["true"])
+os.waitpid(pid, 0)  # the child may die of SIGTRAP before its exec: the kernel must not care
+""",
+    # expr_field_str: a hist trigger with a bucketed expression.
+    "309": """
+t = "/sys/kernel/tracing"
+sh(f"mount -t tracefs none {t}")
+trig = f"{t}/events/sched/sched_process_fork/trigger"
+sh(f"echo 'hist:keys=child_pid.buckets=10:x=child_pid.buckets=10*2' > {trig}")
+sh(f"cat {trig}; cat {t}/events/sched/sched_process_fork/hist")
+sh(f"echo '!hist:keys=child_pid.buckets=10:x=child_pid.buckets=10*2' > {trig}")
+""",
+    # madvise_free_pte_range: MADV_FREE on dirty anonymous memory.
+    "311": """
+import mmap
+m = mmap.mmap(-1, 1 << 20)
+m.write(b"x" * (1 << 20))
+m.madvise(8)  # MADV_FREE
+m.close()
+""",
+    # memfd_create: write, seek and read back through the memfd.
+    "312": """
+fd = os.memfd_create("suture")
+os.write(fd, b"data")
+os.lseek(fd, 0, 0)
+os.read(fd, 4)
+os.close(fd)
+""",
+    # copy_vma: mremap moves an anonymous mapping.
+    "313": """
+libc.mmap.restype = ctypes.c_void_p
+libc.mremap.restype = ctypes.c_void_p
+a = libc.mmap(None, 1 << 16, 3, 0x22, -1, 0)
+b = libc.mmap(None, 1 << 17, 3, 0x22, -1, 0)
+libc.mremap(ctypes.c_void_p(a), 1 << 16, 1 << 16, 3, ctypes.c_void_p(b))  # MAYMOVE|FIXED
+""",
+    # __netif_receive_skb_core: a frame with stacked priority (VID 0) tags over a veth pair.
+    "314": """
+sh("ip link add sdv0 type veth peer name sdv1 && ip link set sdv0 up && ip link set sdv1 up")
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("sdv0", 0))
+tags = b"".join(struct.pack("!HH", 0x8100, 0) for _ in range(10))
+try:
+    s.send(b"\\xff" * 6 + b"\\x02" * 6 + tags + struct.pack("!H", 0x0800) + bytes(46))
+except OSError:
+    pass
+sh("ip link del sdv0")
+""",
+    # ipv6_create_tempaddr: privacy addresses on a dummy device with a global prefix.
+    "315": """
+sh("modprobe dummy; ip link add sdt0 type dummy")
+sh("sysctl -w net.ipv6.conf.sdt0.use_tempaddr=2 net.ipv6.conf.sdt0.temp_prefered_lft=5")
+sh("ip link set sdt0 up; ip -6 addr add 2001:db8::1/64 dev sdt0 mngtmpaddr")
+sh("ip -6 addr show dev sdt0; ip link del sdt0")
+""",
+    # rawv6_send_hdrinc: an IPV6_HDRINCL raw socket sends an IPv6 packet to ::1.
+    "316": """
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 255)  # IPPROTO_RAW: header included
+hdr = struct.pack("!IHBB16s16s", 6 << 28, 8, 17, 64, socket.inet_pton(socket.AF_INET6, "::1"),
+                  socket.inet_pton(socket.AF_INET6, "::1"))
+try:
+    s.sendto(hdr + struct.pack("!HHHH", 1, 9, 8, 0), ("::1", 0))
+except OSError:
+    pass
+""",
+    # mptcp_pm_nl_create_listen_socket: a signal endpoint on a listening MPTCP socket.
+    "317": """
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)  # IPPROTO_MPTCP
+    s.bind(("127.0.0.1", 0)); s.listen()
+except OSError:
+    pass
+sh("ip mptcp endpoint add 127.0.0.1 signal; ip mptcp endpoint flush")
+""",
+    # qdisc_cap_skb_tx_queue: traffic through the default qdiscs, and taprio's module.
+    "318": """
+sh("modprobe -a dummy sch_taprio; ip link add sdq1 type dummy && ip link set sdq1 up")
+sh("ip addr add 10.218.0.1/24 dev sdq1")
+udp("10.218.0.2", 200, count=20)
+udp("127.0.0.1", 200, count=20)
+sh("ip link del sdq1")
+""",
+    # qfq_change_class: a qfq class changed to the weight it already has.
+    "319": """
+sh("modprobe -a dummy sch_qfq; ip link add sdq2 type dummy && ip link set sdq2 up")
+sh("tc qdisc add dev sdq2 root handle 1: qfq")
+sh("tc class add dev sdq2 parent 1: classid 1:1 qfq weight 10 maxpkt 1500")
+sh("tc class change dev sdq2 parent 1: classid 1:1 qfq weight 10 maxpkt 1500")
+sh("ip link del sdq2")
+""",
+    # veth_set_channels: channels of a veth whose peer is down (ethtool if present).
+    "320": """
+sh("ip link add sdc0 numrxqueues 4 numtxqueues 4 type veth "
+   "peer name sdc1 numrxqueues 4 numtxqueues 4")
+sh("ip link set sdc0 up; ethtool -L sdc0 rx 2 tx 2; ip link del sdc0")
+""",
+    "321": 'sh("modprobe vfat")\n',
+    "322": 'sh("modprobe l2tp_core")\n',
+    "323": 'sh("modprobe xfs")\n',
+    "324": 'sh("modprobe virtio_rng")\n',
+    # vxlan fdb: static and dynamic entries on a vxlan device.
+    "325": """
+sh("modprobe vxlan; ip link add sdx0 type vxlan id 42 dstport 4789 local 127.0.0.1")
+sh("bridge fdb add 00:11:22:33:44:55 dev sdx0 dst 127.0.0.2 dynamic")
+sh("bridge fdb add 00:11:22:33:44:56 dev sdx0 dst 127.0.0.3")
+sh("ip link del sdx0")
+""",
+    # ip_dst_mtu_configured revert: TCP connections over both loopbacks (default_advmss).
+    "326": """
+for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+    srv = socket.socket(family, socket.SOCK_STREAM)
+    srv.bind((addr, 0)); srv.listen()
+    c = socket.create_connection(srv.getsockname()[:2])
+    a, _ = srv.accept()
+    c.sendall(b"x" * 10000); a.recv(10000)
+    a.close(); c.close(); srv.close()
+""",
+    "327": 'sh("modprobe xor")\n',
+    # memfd_check_seals_mode: chmod of an exec-sealed memfd (and an ACL if setfacl exists).
+    "328": """
+import fcntl
+fd = os.memfd_create("suture", 2)  # MFD_ALLOW_SEALING
+fcntl.fcntl(fd, 1033, 0x20)  # F_ADD_SEALS F_SEAL_EXEC
+try:
+    os.fchmod(fd, 0o600)
+except OSError:
+    pass
+sh(f"setfacl -m u::rw /proc/{os.getpid()}/fd/{fd}")
+os.close(fd)
+""",
+    "329": 'sh("modprobe f2fs")\n',
+    # __tlb_adjust_range: unmapping and zapping anonymous memory.
+    "330": """
+import mmap
+m = mmap.mmap(-1, 8 << 20)
+m.write(b"x" * (8 << 20))
+m.madvise(4)  # MADV_DONTNEED
+m.close()
+""",
+}
+WORKLOADS.update(_TRIXIE_DEV)
+
+
+# backports-dev (bench/corpora/backports-dev, 7.2.9): the code each fix changes.
+_BACKPORTS_DEV: dict[str, str] = {
+    # fcntl_set_rw_hint: F_SET_RW_HINT (1036) on a tmpfs file.
+    "401": """
+import fcntl
+with open("/tmp/sd-hint", "w") as f:
+    try:
+        fcntl.fcntl(f, 1036, struct.pack("Q", 2))
+    except OSError:
+        pass
+os.unlink("/tmp/sd-hint")
+""",
+    # proc_int_k2u_conv_kop: int sysctls read back (some hold negative values).
+    "403": """
+sh("cat /proc/sys/kernel/printk /proc/sys/net/ipv4/tcp_keepalive_time /proc/sys/kernel/panic")
+sh("cat /proc/sys/vm/swappiness /proc/sys/kernel/perf_event_paranoid")
+""",
+    # __futex_pivot_hash: private futex hash resized (PR_FUTEX_HASH) while threads wait.
+    "404": """
+import threading
+def worker():
+    cond = threading.Condition()
+    with cond:
+        cond.wait(0.01)
+threads = [threading.Thread(target=worker) for _ in range(4)]
+for t in threads:
+    t.start()
+for slots in (16, 32, 0):
+    libc.prctl(78, 1, slots, 0, 0)  # PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS
+for t in threads:
+    t.join()
+""",
+    # udp_err / udpv6_err: datagrams to closed ports (ICMP port unreachable back).
+    "405": """
+for _ in range(3):
+    udp("127.0.0.1", 64, port=9)
+""",
+    "406": """
+for _ in range(3):
+    udp("::1", 64, socket.AF_INET6, port=9)
+""",
+    # tcp_ack: a TCP transfer over loopback with timestamps.
+    "407": """
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen()
+c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
+for _ in range(20):
+    c.sendall(b"x" * 65536); a.recv(65536)
+a.close(); c.close(); srv.close()
+""",
+    # packet_rcv_spkt: a SOCK_PACKET socket on lo while traffic flows.
+    "408": """
+s = socket.socket(socket.AF_PACKET, socket.SOCK_PACKET, socket.htons(3))
+s.settimeout(1)
+udp("127.0.0.1", 64)
+try:
+    s.recv(2048)
+except OSError:
+    pass
+""",
+    # sock_reserve_memory and SO_SNDBUF: SO_RESERVE_MEM (73) on UDP and TCP; a 2 GiB SNDBUF.
+    "410": """
+for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
+    for opt, val in ((73, 4096), (socket.SO_SNDBUF, (1 << 31) - 1)):
+        try:
+            s.setsockopt(socket.SOL_SOCKET, opt, val)
+        except OSError:
+            pass
+    s.close()
+""",
+    # __key_create_or_update: a user key added twice to the session keyring.
+    "411": """
+for _ in range(2):
+    libc.syscall(248, b"user", b"suture:bench", b"data", 4, -3)  # add_key, KEY_SPEC_SESSION
+""",
+    # vc_allocate and do_con_trol: consoles opened; ESC # 8 on a background one.
+    "413": """
+for n in range(2, 6):
+    try:
+        os.close(os.open(f"/dev/tty{n}", os.O_WRONLY | os.O_NOCTTY))
+    except OSError:
+        pass
+""",
+    "414": """
+try:
+    fd = os.open("/dev/tty3", os.O_WRONLY | os.O_NOCTTY)
+    os.write(fd, b"\\x1b#8")
+    os.close(fd)
+except OSError:
+    pass
+""",
+    "416": 'sh("modprobe crc7; rmmod crc7")\n',
+    "417": 'sh("modprobe ext4")\n',
+    "418": """
+sh("ip link add sdb0 type veth peer name sdb1 && ip link set sdb1 up && ip link set sdb0 up")
+sh("ip link del sdb0")
+""",
+    # fq_codel_init: fq_codel on a dummy device of a small MTU.
+    "419": """
+sh("modprobe -a dummy sch_fq_codel; ip link add sdf0 type dummy && ip link set sdf0 mtu 200 up")
+sh("tc qdisc add dev sdf0 root fq_codel; tc qdisc show dev sdf0; ip link del sdf0")
+""",
+    # route4_set_parms: a route filter added, then changed without attributes.
+    "420": """
+sh("modprobe -a dummy cls_route; ip link add sdr0 type dummy && ip link set sdr0 up")
+sh("tc qdisc add dev sdr0 root handle 1: prio")
+sh("tc filter add dev sdr0 parent 1: protocol ip prio 1 handle 0x10 route to 1 classid 1:1")
+sh("tc filter change dev sdr0 parent 1: protocol ip prio 1 handle 0x10 route classid 1:2")
+sh("ip link del sdr0")
+""",
+    # ip_check_csum_start: fragmented UDP over lo; the netfilter modules loaded.
+    "421": """
+sh("modprobe -a xt_CHECKSUM nfnetlink_queue nf_conntrack_bridge")
+udp("127.0.0.1", 30000)
+""",
+    "422": """
+udp("127.0.0.1", 30000)
+""",
+    "423": 'sh("unshare -u -n true; unshare -m -i true")\n',
+    "425": 'sh("ls -la /tmp /proc/self /sys/kernel >/dev/null")\n',
+    "426": 'sh("modprobe ksmbd")\n',
+    "427": 'sh("modprobe nfsd")\n',
+    "428": 'sh("modprobe kvm")\n',
+}
+WORKLOADS.update(_BACKPORTS_DEV)
 
 
 def program(patch_id: str) -> str | None:

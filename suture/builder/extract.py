@@ -206,10 +206,25 @@ class _Extractor:
                 )  # fmt: skip
             else:
                 local_syms.append(
-                    ew.OutSymbol(sym.name, sym.type, out_index[sym.shndx], sym.value, sym.size)
+                    ew.OutSymbol(
+                        self._local_name(sym), sym.type, out_index[sym.shndx], sym.value, sym.size
+                    )
                 )
         self._external_syms: dict[str, ew.OutSymbol] = {}
         return local_syms, global_syms + self._collect_externals()
+
+    def _local_name(self, sym: Symbol) -> str:
+        """A local symbol's name in the patch: a carried function's cold part follows it.
+
+        objtool (run on the module's link) finds the function a ``foo.cold``
+        belongs to by the name before ``.cold``, and fails the build when no
+        such function is there; the carried ``foo`` is named
+        ``new_symbol_name(foo)`` in the patch, so its cold part is too.
+        """
+        parent = sym.name.removesuffix(".cold")
+        if sym.type == SymType.FUNC and parent != sym.name and parent in self.functions:
+            return new_symbol_name(self.functions[parent], self.tag) + ".cold"
+        return sym.name
 
     def _collect_externals(self) -> list[ew.OutSymbol]:
         for idx in sorted(self.included):
@@ -381,14 +396,19 @@ def _entry_size(obj: ObjectFile, sec: Section, table: EntryTable) -> int:
     """The entry size of a table in this object: fixed, or read from where its entries start.
 
     ``struct bug_entry`` grew from 12 to 16 bytes in 7.x (a format string
-    after the address): each entry has one reference to code, at its start.
+    after the address), ``struct alt_instr`` from 12 to 14 after 6.1 (a 32-bit
+    ``ft_flags`` in place of the 16-bit cpuid): each
+    entry has one reference to code, at its start; an alternative's second
+    one is to its replacement, in ``.altinstr_replacement``, not counted.
     """
     if not table.sized_by_code:
         return table.entry_size
     starts = sorted(
         r.offset
         for r in sec.relas
-        if (home := obj.symbol_section(obj.symbols[r.sym])) and home.is_text
+        if (home := obj.symbol_section(obj.symbols[r.sym]))
+        and home.is_text
+        and not home.name.startswith(WHOLE)
     )
     if len(starts) > 1:
         step = starts[1] - starts[0]

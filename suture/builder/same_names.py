@@ -225,7 +225,12 @@ class SameNames:
         return sorted(seen) if told else None
 
     def _uses(self, name: str) -> list[tuple[str, Rela, int]]:
-        """(function, relocation, offset of ``name`` in the relocation's symbol) per use."""
+        """(function, relocation, offset of ``name`` in the relocation's symbol) per use.
+
+        The relocation's offset is taken from the function's start, which is
+        where the build's symbol for it is: after the NOP padding that
+        ``CONFIG_CALL_PADDING`` puts at the start of its section (6.2 on).
+        """
         found = [
             s for s in self.obj.symbols if s.name == name and self.obj.symbol_section(s) is not None
         ]
@@ -237,14 +242,15 @@ class SameNames:
         for func, sec in self.obj.functions().items():
             for r in sec.relas if func != name else ():
                 sym = self.obj.symbols[r.sym]
+                own = Rela(r.offset - sec.start, r.type, r.sym, r.addend)
                 if sym is target:
-                    uses.append((func, r, 0))
+                    uses.append((func, own, 0))
                 elif (
                     sym.type == SymType.SECTION
                     and sym.shndx == target.shndx
                     and target.value <= _points_at(r) < end
                 ):
-                    uses.append((func, r, target.value))
+                    uses.append((func, own, target.value))
         return uses
 
     def _found(self, func: str) -> int | None:

@@ -36,7 +36,8 @@ class EntryTable:
         parallel: a section whose entry ``i`` belongs with our entry ``i``, and
             its entry size (ORC: ``.orc_unwind_ip`` addresses, ``.orc_unwind`` data).
         sized_by_code: the entry size differs between kernel versions and is read
-            from the object: each entry refers to code once, at its start.
+            from the object: each entry refers to code once, at its start
+            (references into the replacement sections, ``WHOLE``, not counted).
         by_objtool: objtool writes it. Where objtool runs on the linked module
             (IBT or Clang LTO builds), it writes none for any object of the module
             when one already has it: the patch objects then carry none, and
@@ -58,7 +59,7 @@ ENTRY_TABLES: dict[str, EntryTable] = {
         EntryTable("__bug_table", 12, sized_by_code=True),  # 16 bytes from 7.x on
         EntryTable("__ex_table", 12),
         EntryTable(".orc_unwind_ip", 4, parallel=(".orc_unwind", 6), by_objtool=True),
-        EntryTable(".altinstructions", 12),
+        EntryTable(".altinstructions", 12, sized_by_code=True),  # 14 bytes after 6.1
         EntryTable(".return_sites", 4, by_objtool=True),
         EntryTable(".retpoline_sites", 4, by_objtool=True),
         EntryTable(".call_sites", 4, by_objtool=True),

@@ -41,22 +41,36 @@ extern void report(const char *module, int v);
 static const char _acpi_module_name[] = "{module}";
 static const unsigned char filetype_table[] = {{ 0, 8, 4, 2, 6, 1, 12, 10 }};
 static unsigned long bss_counter;
+static const char *bss_last;
 
 __attribute__((noipa)) int use_{n}(int v)
 {{
 \tbss_counter++;
 \treport(_acpi_module_name, v);
+\treport(bss_last, v);
 \treturn filetype_table[v & 7] + {n};
+}}
+
+__attribute__((noipa)) void set_{n}(const char *s)
+{{
+\tbss_last = s;
 }}
 """
 
 
-def _objects(tmp_path: Path, modules: tuple[str, ...]) -> list[ObjectFile]:
+# CONFIG_CALL_PADDING (6.2 on): 16 NOPs start each function's section, its symbol after them.
+PADDING = ["-fpatchable-function-entry=16,16"]
+
+
+def _objects(
+    tmp_path: Path, modules: tuple[str, ...], extra: tuple[str, ...] = ()
+) -> list[ObjectFile]:
     objs = []
     for n, module in enumerate(modules):
         src = tmp_path / f"f{n}.c"
         src.write_text(SOURCE.format(n=n, module=module))
-        subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(src.with_suffix(".o"))], check=True)
+        argv = ["gcc", *CFLAGS, *extra, str(src), "-o", str(src.with_suffix(".o"))]
+        subprocess.run(argv, check=True)
         objs.append(ObjectFile.load(src.with_suffix(".o")))
     return objs
 
@@ -76,8 +90,9 @@ def _image(tmp_path: Path, objs: list[ObjectFile]) -> tuple[ImageIndex, Kallsyms
     return ImageIndex.load(image, ksyms), ksyms
 
 
-def test_vmlinux_locals_told_apart_by_their_bytes(tmp_path: Path) -> None:
-    objs = _objects(tmp_path, ("dsutils", "nsxfeval", "exfldio"))
+@pytest.mark.parametrize("extra", [(), tuple(PADDING)], ids=["6.1", "call-padding"])
+def test_vmlinux_locals_told_apart_by_their_bytes(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    objs = _objects(tmp_path, ("dsutils", "nsxfeval", "exfldio"), extra)
     index, ksyms = _image(tmp_path, objs)
     assert len(ksyms.by_name["_acpi_module_name"]) == 3
     for n, obj in enumerate(objs):
@@ -85,11 +100,15 @@ def test_vmlinux_locals_told_apart_by_their_bytes(tmp_path: Path) -> None:
         # Each file's name is its own; equal tables are told by its function's reference.
         assert positions.sympos("_acpi_module_name") == n + 1
         assert positions.sympos("filetype_table") == n + 1
+        assert positions.sympos("bss_last") == n + 1  # .bss: only the reference tells
         assert positions.sympos(f"use_{n}") == 0  # unique
 
 
-def test_module_locals_told_apart_by_its_relocations(tmp_path: Path) -> None:
-    objs = _objects(tmp_path, ("inline", "dir"))
+@pytest.mark.parametrize("extra", [(), tuple(PADDING)], ids=["6.1", "call-padding"])
+def test_module_locals_told_apart_by_its_relocations(
+    tmp_path: Path, extra: tuple[str, ...]
+) -> None:
+    objs = _objects(tmp_path, ("inline", "dir"), extra)
     ko = tmp_path / "m.ko"
     subprocess.run(["ld", "-r", "-o", str(ko), *[str(o.path) for o in objs]], check=True)
     module = ObjectFile.load(ko)
@@ -102,6 +121,7 @@ def test_module_locals_told_apart_by_its_relocations(tmp_path: Path) -> None:
         positions = SameNames(obj, ksyms, module=lambda: module)
         assert positions.sympos("filetype_table") == n + 1  # same bytes: the relocations tell
         assert positions.sympos("_acpi_module_name") == n + 1
+        assert positions.sympos("bss_last") == n + 1
 
 
 def test_same_bytes_and_no_reference_is_refused_naming_the_candidates(tmp_path: Path) -> None:
