@@ -11,12 +11,15 @@ vmlinux when the patch loads, for a module as that module loads. It works
 under lockdown, where no user space tool can read kernel text.
 
 The masked bytes are those the linker, the module loader or the kernel at
-boot fill in or rewrite (x86-64, Linux 6.1):
+boot fill in or rewrite (x86-64, Linux 6.1, 6.12 and 7.x):
 
 - relocated fields (4 bytes, 8 for 64-bit ones);
 - the ``call __fentry__`` that ftrace turns into a NOP (``__mcount_loc``);
 - alternatives, paravirt sites, retpoline and return-thunk sites, static
-  calls, jump labels and lock prefixes (their tables name each site);
+  calls, jump labels and lock prefixes (their tables name each site; where
+  objtool runs at link time, as on 6.12 and 7.x with IBT, the object has no
+  return or retpoline table, and the calls and jumps to the thunks are
+  found by their relocations);
 - an ``endbr64`` at the entry, which IBT may seal.
 
 ``old_sha256`` in the manifest is the sha256 of the code with the masked
@@ -37,7 +40,9 @@ ENDBR64 = b"\xf3\x0f\x1e\xfa"
 # bytes rewritten at the site: a number, or ("length byte at", offset in the entry)).
 _SITES: dict[str, tuple[int, int, int | tuple[str, int]]] = {
     "__mcount_loc": (8, 0, 5),  # call __fentry__ -> nop5 (ftrace)
-    ".altinstructions": (12, 0, ("length", 10)),  # struct alt_instr: instrlen
+    # struct alt_instr: instrlen, the entry's second-last byte; 12 bytes on 6.1,
+    # 14 after it (a 32-bit ft_flags): the size is read from the table.
+    ".altinstructions": (12, 0, ("length", -2)),
     ".parainstructions": (16, 0, ("length", 9)),  # struct paravirt_patch_site: len
     ".retpoline_sites": (4, 0, 6),  # call/jmp/jcc to a thunk, up to 6 bytes
     ".return_sites": (4, 0, 6),  # jmp/jcc __x86_return_thunk -> ret; int3
@@ -49,6 +54,11 @@ _SITES: dict[str, tuple[int, int, int | tuple[str, int]]] = {
 }
 # Relocation type -> the width of the field it fills.
 _WIDTH: dict[int, int] = {RelocType.R_64: 8, RelocType.PC64: 8}
+# Thunks the kernel rewrites calls and jumps to at boot (return thunks, retpolines).
+# Builds that run objtool at link time (6.12, 7.x: IBT) list those sites in
+# vmlinux's tables only, none in the object: the relocations name them instead.
+_THUNKS = ("__x86_return_thunk", "__x86_indirect_thunk_", "__x86_indirect_jump_thunk_")
+_OBJTOOL_SITES = (".return_sites", ".retpoline_sites")
 
 
 @dataclass(frozen=True)
@@ -92,11 +102,15 @@ def expected(obj: ObjectFile, sec: Section, name: str) -> Expected:
         hide(r.offset, _WIDTH.get(r.type, 4))
     if code.startswith(ENDBR64):
         hide(begin, len(ENDBR64))
+    if not any(t.name in _OBJTOOL_SITES for t in obj.sections):
+        for start, length in _thunk_sites(obj, sec):
+            hide(start, length)
     for table in obj.sections:
         site = _SITES.get(table.name)
         if site is None:
             continue
         size, anchor, rewritten = site
+        size = _entry_size(table, size)
         for r in table.relas:
             entry, where = divmod(r.offset, size)
             if where != anchor:
@@ -106,11 +120,33 @@ def expected(obj: ObjectFile, sec: Section, name: str) -> Expected:
                 continue
             start = sym.value + r.addend  # data relocations: no PC bias
             if isinstance(rewritten, tuple):
-                length = _byte(table, entry * size + rewritten[1])
+                length = _byte(table, entry * size + rewritten[1] % size)
             else:
                 length = rewritten
             hide(start, length)
     return Expected(name, code, bytes(mask))
+
+
+def _entry_size(table: Section, size: int) -> int:
+    """The entry size of ``table`` in this build: two relocations an entry for alternatives."""
+    if table.name != ".altinstructions" or not table.relas or len(table.relas) % 2:
+        return size
+    entries = len(table.relas) // 2  # the code it patches, and its replacement
+    found, rest = divmod(len(table.data), entries)
+    return found if not rest and found in (12, 14) else size
+
+
+def _thunk_sites(obj: ObjectFile, sec: Section) -> list[tuple[int, int]]:
+    """(offset, length) of each call or jump to a thunk in ``sec``: the whole instruction."""
+    sites = []
+    for r in sec.relas:
+        if not obj.symbols[r.sym].name.startswith(_THUNKS) or r.offset < 1:
+            continue
+        if sec.data[r.offset - 1] in (0xE8, 0xE9):  # call / jmp rel32
+            sites.append((r.offset - 1, 5))
+        elif r.offset >= 2 and sec.data[r.offset - 2] == 0x0F:  # jcc rel32
+            sites.append((r.offset - 2, 6))
+    return sites
 
 
 def _byte(table: Section, offset: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,48 @@ def test_the_check_runs_before_the_run_time_part_which_calls_the_fixes_own_callb
     assert "return suture_pre_patch_0(obj);" in c  # the run-time part calls fix_pre itself
     assert "fix_pre)(obj)" not in c
     assert c.index("/* run-time part */") < c.index("static int suture_prematch_pre_patch0")
+
+
+SOURCE_612 = """\
+extern int counter;
+extern void other(int);
+int patched(int x)
+{
+\tasm volatile("661: nop; nop; nop\\n662:\\n"
+\t\t".pushsection .altinstructions,\\"a\\"\\n"
+\t\t" .long 661b - .\\n .long 663f - .\\n .long 0\\n .byte 662b-661b\\n .byte 664f-663f\\n"
+\t\t".popsection\\n"
+\t\t".pushsection .altinstr_replacement,\\"ax\\"\\n663: lfence\\n664:\\n.popsection\\n");
+\tif (x > 3)
+\t\tother(x);
+\treturn counter + x;
+}
+"""
+
+
+def test_on_6_12_the_padding_thunks_and_14_byte_alternatives_are_left_out(
+    tmp_path: Path,
+) -> None:
+    # As 6.12 and 7.x build: CALL_PADDING, return thunks, objtool at link time (so
+    # the object has no .return_sites), struct alt_instr of 14 bytes.
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (tmp_path / "f.c").write_text(SOURCE_612)
+    subprocess.run(
+        ["gcc", "-O2", "-fno-pie", "-pg", "-mfentry", "-mrecord-mcount", "-ffunction-sections",
+         "-fpatchable-function-entry=16,16", "-mfunction-return=thunk-extern",
+         "-c", str(tmp_path / "f.c"), "-o", str(tmp_path / "f.o")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    obj = ObjectFile.load(tmp_path / "f.o")
+    sec = obj.functions()["patched"]
+    assert sec.start == 16 and not any(t.name == ".return_sites" for t in obj.sections)
+    e = prematch.expected(obj, sec, "patched")
+    assert e.code == bytes(sec.data[16:])  # from the symbol on, as old_func
+    hidden = {i for i, m in enumerate(e.mask) if not m}
+    nops = e.code.index(b"\x90\x90\x90")
+    assert {nops, nops + 1, nops + 2} <= hidden  # the alternative's 3 bytes (entry of 14)
+    thunks = [r for r in sec.relas if obj.symbols[r.sym].name == "__x86_return_thunk"]
+    assert thunks
+    for r in thunks:
+        assert set(range(r.offset - 1 - 16, r.offset + 4 - 16)) <= hidden  # jmp and rel32
