@@ -96,7 +96,8 @@ def main() -> None:
         inside(args.inside, args.runs)
         return
     sys.path.insert(0, str(ROOT))
-    from suture.lab import guest, kernels
+    from suture.lab import guest
+    from suture.packages import kernels
     from tests import kmod
 
     tree = kernels.fetch(args.kernel)

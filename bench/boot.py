@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from suture.lab import guest, initramfs, kernels, vmlinux
+from suture.lab import guest, initramfs
+from suture.packages import kernels, vmlinux
 
 BARE_INIT = b"#!/bin/busybox sh\n/bin/busybox reboot -f\n"
 

@@ -213,7 +213,8 @@ def load_all(bundles: list[str], release: str, out: Path) -> dict[str, dict[str,
     The rest go on in a fresh guest, so one panic does not cost the others their result.
     """
     from suture.errors import GuestError
-    from suture.lab import guest, kernels
+    from suture.lab import guest
+    from suture.packages import kernels
 
     loads: dict[str, dict[str, object]] = {}
     left = list(bundles)

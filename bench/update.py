@@ -51,6 +51,9 @@ from suture.bundle import Manifest
 from suture.repo import create, publish
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/support, whatever the venv's install mode
+from tests.support.repo import module_bytes  # noqa: E402
+
 RELEASE = "6.1.0-56-amd64"
 BUILD_ID = "0123456789abcdef0123456789abcdef01234567"
 NAME = "suture_bench_fix"
@@ -113,12 +116,11 @@ def fake_sysroot(root: Path) -> Path:
 def published_repo(repo: Path, work: Path) -> Path:
     """`suture repo init` and `suture publish` of level 1 for RELEASE/BUILD_ID.
 
-    The module is fake bytes: the repository and the agent's download check
-    hashes and signatures, never the module's contents (the fake engine
-    does not load it).
+    The module is a stand-in (tests/support/repo.py): publish checks its
+    ELF header and ``.modinfo``; the fake engine never loads it.
     """
     create.init(repo)
-    module = f"fake module {NAME} L1 for {RELEASE}/{BUILD_ID}".encode()
+    module = module_bytes(NAME, RELEASE, BUILD_ID, note="L1")
     manifest = Manifest(
         name=NAME,
         release=RELEASE,

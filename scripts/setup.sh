@@ -24,9 +24,10 @@ PACKAGES=(qemu-system-x86 busybox-static kmod cpio zstd make gcc libelf-dev pyth
 # Tests only (the demo serves from SQLite): postgresql, for the server's
 # PostgreSQL tests (scripts/postgres.sh starts a private cluster from it);
 # chromium + chromium-driver, for the dashboard's browser test (Debian's
-# driver matches Debian's browser; selenium would otherwise download one).
-# systemd: systemd-analyze checks the units' sandbox (offline; nothing is started).
-TEST_PACKAGES=(postgresql chromium chromium-driver systemd)
+# driver matches Debian's browser; selenium would otherwise download one);
+# systemd: systemd-analyze checks the units' sandbox (offline; nothing is started);
+# mmdebstrap, for the clean Debian 12 root the package test installs into.
+TEST_PACKAGES=(postgresql chromium chromium-driver systemd mmdebstrap)
 
 missing_of() {
 	local p

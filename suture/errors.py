@@ -8,6 +8,9 @@ exits with :attr:`SutureError.exit_code`.
 
 Foreign errors (``OSError``, ``subprocess.CalledProcessError``, pyelftools'
 errors) are translated where they cross into Suture, with ``raise ... from``.
+Each class has a stable ``code`` (kebab-case): the ``error`` field of JSON
+output and of the agent's state and reports. Codes are a contract; class
+names are not.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ class SutureError(Exception):
 
     Attributes:
         hint: what to do about it, one sentence, or "" when nothing helps.
+        code: a stable name for this kind of error (``fetch``, ``preflight``), the
+            ``error`` of its JSON form; it never changes when a class is renamed.
         exit_code: the CLI's exit status for this error (see README).
     """
 
+    code = "error"
     exit_code = 10
 
     def __init__(self, message: str, *, hint: str = "") -> None:
@@ -33,12 +39,13 @@ class SutureError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         """The error as JSON-ready data, for ``--json`` output."""
-        return {"error": type(self).__name__, "message": self.message, "hint": self.hint}
+        return {"error": self.code, "message": self.message, "hint": self.hint}
 
 
 class UsageError(SutureError):
     """The command line or an input file is wrong."""
 
+    code = "usage"
     exit_code = 64  # EX_USAGE
 
 
@@ -49,6 +56,8 @@ class FormatError(SutureError):
         field: the JSON field that was refused (``kernel.build_id``, ``patches[2]``),
             or "" for the whole document.
     """
+
+    code = "format"
 
     def __init__(self, message: str, *, field: str = "", hint: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -65,15 +74,20 @@ class FormatError(SutureError):
 class LabError(SutureError):
     """Fetching a kernel or running a guest failed."""
 
+    code = "lab"
     exit_code = 20
 
 
 class KernelNotFoundError(LabError):
     """No package of that kernel release is in the package archive."""
 
+    code = "kernel-not-found"
+
 
 class DownloadError(LabError):
     """A package could not be downloaded or unpacked."""
+
+    code = "download"
 
 
 class SourceGoneError(DownloadError):
@@ -87,6 +101,8 @@ class SourceGoneError(DownloadError):
         package: the source package, e.g. ``linux-source-6.1``.
         version: the version that is missing, e.g. ``6.1.177-1``.
     """
+
+    code = "source-gone"
 
     def __init__(self, release: str, package: str = "", version: str = "") -> None:
         which = f"{release}, {package}={version}," if package else release
@@ -112,6 +128,8 @@ class SourceGoneError(DownloadError):
 class ToolMissingError(LabError):
     """A host program the lab needs (qemu, busybox, apt-get) is missing."""
 
+    code = "tool-missing"
+
 
 class GuestError(LabError):
     """The guest panicked, oopsed, timed out or failed to start.
@@ -119,6 +137,8 @@ class GuestError(LabError):
     Attributes:
         console_tail: the last lines the guest kernel printed.
     """
+
+    code = "guest"
 
     def __init__(self, message: str, *, hint: str = "", console_tail: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -132,6 +152,8 @@ class GuestError(LabError):
 class GuestTimeoutError(GuestError):
     """The guest command did not finish in time."""
 
+    code = "guest-timeout"
+
 
 # --- the builder --------------------------------------------------------------
 
@@ -139,20 +161,26 @@ class GuestTimeoutError(GuestError):
 class BuildError(SutureError):
     """Turning a source fix into a live patch failed."""
 
+    code = "build"
     exit_code = 40
 
 
 class KbuildError(BuildError):
     """kbuild failed to compile or link a module."""
 
+    code = "kbuild"
+
 
 class StaticKeyError(BuildError):
     """A module's changed code uses a static key its loader cannot resolve (retried as reads)."""
+
+    code = "static-key"
 
 
 class NoChangeError(BuildError):
     """The fix changes no code in this kernel build: nothing to patch (not a failure)."""
 
+    code = "no-change"
     exit_code = 3
 
 
@@ -162,6 +190,8 @@ class AlreadyFixedError(NoChangeError):
     Attributes:
         release: the kernel build that has the fix.
     """
+
+    code = "already-fixed"
 
     def __init__(self, message: str, *, release: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -180,6 +210,8 @@ class PortConflictError(BuildError):
         hunk: that hunk's text.
     """
 
+    code = "port-conflict"
+
     def __init__(self, message: str, *, file: str, hunk: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.file = file
@@ -196,6 +228,7 @@ class PortConflictError(BuildError):
 class BundleError(SutureError):
     """A patch bundle is malformed, incomplete or does not match its manifest."""
 
+    code = "bundle"
     exit_code = 50
 
 
@@ -205,11 +238,14 @@ class BundleError(SutureError):
 class KernelError(SutureError):
     """Talking to the running kernel failed."""
 
+    code = "kernel"
     exit_code = 30
 
 
 class ModuleFormatError(KernelError):
     """A file is not a kernel module Suture can read."""
+
+    code = "module-format"
 
 
 class PreflightError(KernelError):
@@ -219,6 +255,7 @@ class PreflightError(KernelError):
         check: the name of the check that refused (e.g. ``vermagic``).
     """
 
+    code = "preflight"
     exit_code = 31
 
     def __init__(self, message: str, *, check: str, hint: str = "") -> None:
@@ -230,22 +267,74 @@ class PreflightError(KernelError):
         return {**super().to_dict(), "check": self.check}
 
 
-class LoadError(KernelError):
-    """The kernel refused to load or remove a module."""
+class PrematchError(PreflightError):
+    """The patch's own check in the kernel found a function that is not the code it was built for.
 
+    The check runs in the patch module's pre-patch callback, before any
+    function is redirected: the kernel refuses the patch (at load, for
+    vmlinux) or the module that is loading (for a module's part).
+
+    Attributes:
+        object: ``vmlinux`` or the module whose function differs.
+        function: the function whose bytes are not the expected ones.
+    """
+
+    code = "pre-match"
+
+    def __init__(self, message: str, *, obj: str, function: str, hint: str = "") -> None:
+        super().__init__(message, check="pre-match", hint=hint)
+        self.object = obj
+        self.function = function
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the object and the function to the JSON form."""
+        return {**super().to_dict(), "object": self.object, "function": self.function}
+
+
+class LoadError(KernelError):
+    """The kernel refused to load or remove a module.
+
+    Attributes:
+        errno: the kernel's refusal (0 when not an errno).
+    """
+
+    code = "load"
     exit_code = 32
+    errno = 0
 
 
 class TransitionError(KernelError):
     """A livepatch transition did not finish and was backed out."""
 
+    code = "transition"
     exit_code = 33
 
 
 class NotLoadedError(KernelError):
     """The named live patch is not loaded."""
 
+    code = "not-loaded"
     exit_code = 34
+
+
+class SysfsError(KernelError):
+    """The kernel refused a write to one of its control files (livepatch sysfs, /proc).
+
+    Attributes:
+        path: the file that was written.
+        errno_name: the kernel's refusal, e.g. ``EBUSY`` ("" when not an errno).
+    """
+
+    code = "sysfs"
+
+    def __init__(self, message: str, *, path: str, errno_name: str = "", hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.errno_name = errno_name
+
+    def to_dict(self) -> dict[str, str]:
+        """Add the file and the errno to the JSON form."""
+        return {**super().to_dict(), "path": self.path, "errno": self.errno_name}
 
 
 # --- the repository: publishing bundles (suture.repo) -------------------------
@@ -254,15 +343,20 @@ class NotLoadedError(KernelError):
 class RepoError(SutureError):
     """A patch repository could not be created, read or changed."""
 
+    code = "repo"
     exit_code = 60
 
 
 class RepoExistsError(RepoError):
     """``repo init`` refused to overwrite a repository or a non-empty folder."""
 
+    code = "repo-exists"
+
 
 class NotARepoError(RepoError):
     """The folder is not a Suture repository, or its metadata cannot be read."""
+
+    code = "not-a-repo"
 
 
 class LevelError(RepoError):
@@ -273,6 +367,7 @@ class LevelError(RepoError):
         published: the highest level ever published there (yanked ones count).
     """
 
+    code = "level"
     exit_code = 61
 
     def __init__(self, message: str, *, level: int, published: int, hint: str = "") -> None:
@@ -288,9 +383,13 @@ class LevelError(RepoError):
 class NotPublishedError(RepoError):
     """No such level is published for that build and channel (nothing to yank)."""
 
+    code = "not-published"
+
 
 class SigningKeyError(RepoError):
     """A role's private keys are missing, unusable, or fewer than its threshold."""
+
+    code = "signing-key"
 
 
 class UntestedError(RepoError):
@@ -301,6 +400,7 @@ class UntestedError(RepoError):
             ``failed``, or ``other-build`` (a result for another kernel build).
     """
 
+    code = "untested"
     exit_code = 62
 
     def __init__(self, message: str, *, result: str, hint: str = "") -> None:
@@ -318,12 +418,14 @@ class UntestedError(RepoError):
 class PatchTestError(SutureError):
     """``suture test`` could not test a bundle: wrong build, unusable script, missing tool."""
 
+    code = "test"
     exit_code = 90
 
 
 class PatchTestFailedError(PatchTestError):
     """A bundle failed its test in the lab; the failed result is written into its manifest."""
 
+    code = "test-failed"
     exit_code = 91
 
 
@@ -333,6 +435,7 @@ class PatchTestFailedError(PatchTestError):
 class UserspaceError(SutureError):
     """Patching a running process failed; the process runs its old code, untouched."""
 
+    code = "userspace"
     exit_code = 35
 
 
@@ -345,6 +448,7 @@ class ProcessRefusedError(UserspaceError):
             ``seccomp``, ``gone``, ``shadow-stack``, ``permission``).
     """
 
+    code = "process-refused"
     exit_code = 36
 
     def __init__(self, message: str, *, pid: int, reason: str, hint: str = "") -> None:
@@ -360,18 +464,21 @@ class ProcessRefusedError(UserspaceError):
 class OldCodeMismatchError(UserspaceError):
     """The code a patch would replace is not the code it was built against (another build)."""
 
+    code = "old-code-mismatch"
     exit_code = 37
 
 
 class SwitchTimeoutError(UserspaceError):
     """A thread stayed inside (or returning into) a replaced function until the time limit."""
 
+    code = "switch-timeout"
     exit_code = 38
 
 
 class NoSuchUserPatchError(UserspaceError):
     """No process has a userspace patch of that name."""
 
+    code = "no-such-user-patch"
     exit_code = 34
 
 
@@ -382,6 +489,8 @@ class UserspaceBuildError(BuildError):
         reason: ``data-layout``, ``tls``, ``ifunc``, ``not-reproducible``,
             ``symbol``, ``relocation`` or ``source``.
     """
+
+    code = "userspace-build"
 
     def __init__(self, message: str, *, reason: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -398,12 +507,14 @@ class UserspaceBuildError(BuildError):
 class UpdateError(SutureError):
     """Finding or fetching a bundle in a repository failed; nothing was installed."""
 
+    code = "update"
     exit_code = 70
 
 
 class FetchError(UpdateError):
     """The repository could not be reached or did not serve a file (retry later)."""
 
+    code = "fetch"
     exit_code = 71
 
 
@@ -415,6 +526,7 @@ class VerificationError(UpdateError):
             ``integrity``, ``build``, ``metadata``, ``manifest``).
     """
 
+    code = "verification"
     exit_code = 72
     check = "metadata"
 
@@ -430,11 +542,15 @@ class VerificationError(UpdateError):
 class RollbackError(VerificationError):
     """A metadata version went backwards, or is not the one its signer pinned."""
 
+    code = "rollback"
+
     check = "rollback"
 
 
 class MetadataExpiredError(VerificationError):
     """Trusted metadata has expired: the repository is frozen or this host's clock is wrong."""
+
+    code = "metadata-expired"
 
     check = "expired"
 
@@ -442,11 +558,15 @@ class MetadataExpiredError(VerificationError):
 class SignatureError(VerificationError):
     """Metadata is not signed by a threshold of the keys this host's root trusts."""
 
+    code = "signature"
+
     check = "signature"
 
 
 class IntegrityError(VerificationError):
     """Bytes do not match the length and hashes signed for them (tampering, mix-and-match)."""
+
+    code = "integrity"
 
     check = "integrity"
 
@@ -458,6 +578,8 @@ class WrongBuildError(VerificationError):
         expected: ``release/build_id`` that was asked for.
         found: ``release/build_id`` the bundle or its metadata names.
     """
+
+    code = "wrong-build"
 
     check = "build"
 
@@ -477,15 +599,20 @@ class WrongBuildError(VerificationError):
 class ServerError(SutureError):
     """The patch server could not start, or its database failed."""
 
+    code = "server"
     exit_code = 80
 
 
 class ListenError(ServerError):
     """The server could not listen on the address asked for (in use, not local, bad form)."""
 
+    code = "listen"
+
 
 class DatabaseError(ServerError):
     """The server's database could not be opened, migrated, read or written."""
+
+    code = "database"
 
 
 class RefusedError(ServerError):
@@ -495,6 +622,8 @@ class RefusedError(ServerError):
         reason: a short code the HTTP layer answers with (``bad_key``, ``taken``,
             ``not_found``, ``forbidden``...).
     """
+
+    code = "refused"
 
     def __init__(self, message: str, *, reason: str, hint: str = "") -> None:
         super().__init__(message, hint=hint)
@@ -512,6 +641,8 @@ class RateLimitedError(RefusedError):
         retry_after: seconds until the limit lets it through.
     """
 
+    code = "rate-limited"
+
     def __init__(self, message: str, *, retry_after: float, hint: str = "") -> None:
         super().__init__(message, reason="rate_limited", hint=hint)
         self.retry_after = retry_after
@@ -520,12 +651,14 @@ class RateLimitedError(RefusedError):
 class CheckinError(FormatError):
     """An agent's check-in is malformed; the server answers 400 and stores nothing."""
 
+    code = "checkin"
     exit_code = 80
 
 
 class FleetError(SutureError):
     """A fleet API call failed: the server cannot be reached, or refused it."""
 
+    code = "fleet"
     exit_code = 81
 
 
@@ -539,6 +672,8 @@ class ConfigError(UsageError):
         key: the setting that was refused (``channel``), or "" for the whole file.
     """
 
+    code = "config"
+
     def __init__(self, message: str, *, key: str = "", hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.key = key
@@ -550,3 +685,11 @@ class ConfigError(UsageError):
 
 class AgentStateError(SutureError):
     """The agent's state file cannot be read or written."""
+
+    code = "agent-state"
+
+
+class InternalError(SutureError):
+    """Something Suture did not expect (a bug): recorded and reported like any error."""
+
+    code = "internal"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +37,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            # On the descriptor, never by name: in a folder another user can
+            # write, the name may already point elsewhere (a symlink to a file
+            # of root's), and chmod would follow it.
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        Path(tmp).chmod(mode)
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -48,6 +53,34 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def check_trusted_folder(folder: Path) -> None:
+    """Refuse a folder that a user other than root (and us) could change under a root process.
+
+    A process running as root that writes into such a folder can be made to
+    write, or rename, where that user wants (symlink races). Only checked
+    when running as root; the folder need not exist yet (its nearest existing
+    parent is checked then).
+
+    Raises:
+        PermissionError: the folder is owned by another user, or writable by
+            group or others without the sticky bit.
+    """
+    if os.geteuid() != 0:
+        return
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = probe.stat()
+    if st.st_uid not in (0, os.geteuid()):
+        raise PermissionError(
+            errno.EPERM, f"{probe} belongs to uid {st.st_uid}, not root", str(probe)
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        raise PermissionError(
+            errno.EPERM, f"{probe} is writable by its group or by others", str(probe)
+        )
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import os
 
-from suture.lab import sets
 from suture.lab.kallsyms import GuestKallsyms
+from suture.packages import sets
 
 # Where the builder reads the builds' symbol positions: a guest of each build.
 LAB = GuestKallsyms()
@@ -39,3 +39,9 @@ def other_release() -> str:
     if not others:
         raise RuntimeError(f"the archive has no older {flavour} build of {series.name} than {mine}")
     return others[-1]
+
+
+@functools.cache
+def newest(set_name: str) -> str:
+    """The newest build of a kernel set in the archive today."""
+    return sets.set_releases(set_name)[-1]

@@ -12,6 +12,38 @@ import pytest
 # The PostgreSQL server the tests may use; scripts/test.sh starts a private one
 # and sets this. Its role needs CREATEDB: each test gets a database of its own.
 PG_SERVER_ENV = "SUTURE_TEST_POSTGRES_URL"
+# The guest tests' kernel build when --release names none: resolved when the
+# fixture is first used (tests/builds.py), never at collection.
+CURRENT = "current"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--release",
+        action="append",
+        default=[],
+        metavar="RELEASE",
+        help="a kernel build the guest tests run on (repeatable: each test runs on each); "
+        "default: $SUTURE_TEST_BUILD_KERNEL, else the distribution's current build",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Guest tests take their build as the parameter ``kernel_release``."""
+    if "kernel_release" in metafunc.fixturenames:
+        given = metafunc.config.getoption("release") or [CURRENT]
+        metafunc.parametrize("kernel_release", given, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def kernel_release(request: pytest.FixtureRequest) -> str:
+    """The kernel build a guest test runs on (``--release``, or the current one)."""
+    given: str = request.param
+    if given != CURRENT:
+        return given
+    from tests.builds import build_release  # noqa: PLC0415 - asks apt: only when used
+
+    return build_release()
 
 
 @pytest.fixture

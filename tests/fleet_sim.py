@@ -35,6 +35,7 @@ from typing import Any
 from suture import bundle
 from suture.bundle import Manifest
 from suture.repo import create, publish
+from tests.support.repo import module_bytes
 
 ADMIN_TOKEN = "sat_fleet-simulation-admin-token"  # noqa: S105 - a test server's token
 AGENT_VERSION = "0.1.0"
@@ -194,7 +195,7 @@ def make_repo(repo: Path) -> None:
     built.mkdir(exist_ok=True)
     for k in KERNELS:
         for level, cves in enumerate(k.fixes, start=1):
-            module = f"fake module for {k.release}/{k.build_id}/{k.channel} L{level}".encode()
+            module = module_bytes(PATCH_NAME, k.release, k.build_id, note=f"{k.channel} L{level}")
             manifest = Manifest(
                 name=PATCH_NAME,
                 release=k.release,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from suture.builder.kbuild import build_module
 from suture.builder.source import toolchain_of
-from suture.lab.kernels import KernelTree
+from suture.packages.kernels import KernelTree
 
 FIXTURES = Path(__file__).parent / "fixtures" / "modules"
 

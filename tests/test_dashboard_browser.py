@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 
 from suture.server import Server
-from tests.unit.test_dashboard import simulated_fleet
-from tests.unit.test_fleet_rollout import ADMIN, admin
+from tests.support.server import ADMIN, admin, simulated_fleet
 
 CHROMIUM = "chromium"
 CHROMEDRIVER = "chromedriver"

@@ -15,12 +15,11 @@ import pytest
 
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
-from suture.lab import kernels
-from tests.builds import LAB, build_release
-from tests.test_guest_build import SHOW, make_fix
-from tests.test_guest_engine import require_qemu, run_guest_tests
-from tests.test_guest_userspace import userspace_bundles
-from tests.test_host_userspace import HERE
+from suture.packages import kernels
+from tests.builds import LAB
+from tests.support.fixes import SHOW, make_fix
+from tests.support.guest import require_qemu, run_guest_tests
+from tests.support.userspace import HERE, userspace_bundles
 
 pytestmark = pytest.mark.guest
 
@@ -28,9 +27,9 @@ pytestmark = pytest.mark.guest
 LEVELS = {1: "L1:", 2: "L2:"}
 
 
-def test_update_path_in_guest(tmp_path: Path) -> None:
+def test_update_path_in_guest(tmp_path: Path, kernel_release: str) -> None:
     require_qemu()
-    tree = source.prepare(build_release())
+    tree = source.prepare(kernel_release)
     out = tmp_path / "bundles"
     for level, prefix in LEVELS.items():
         fix = make_fix(
@@ -41,7 +40,7 @@ def test_update_path_in_guest(tmp_path: Path) -> None:
         )
         build(
             BuildRequest(
-                build_release(),
+                kernel_release,
                 fix,
                 out,
                 name=f"suture_cmdline_l{level}",
@@ -54,4 +53,4 @@ def test_update_path_in_guest(tmp_path: Path) -> None:
     userspace_bundles(out)
     subprocess.run(["gcc", "-O2", "-o", out / "ungetwc_loop", HERE / "ungetwc_loop.c"], check=True)
     env = {"SUTURE_TEST_BUNDLES": str(out)}
-    run_guest_tests(kernels.fetch(build_release()), "tests/kernel/test_agent.py", env)
+    run_guest_tests(kernels.fetch(kernel_release), "tests/kernel/test_agent.py", env)

@@ -20,7 +20,7 @@ import pytest
 from suture.builder import source
 from suture.builder.compile import compile_pair
 from suture.fsutil import cache_dir
-from suture.lab import apt, cache, sets, sources
+from suture.packages import apt, cache, sets, sources
 
 pytestmark = pytest.mark.guest
 

@@ -23,10 +23,10 @@ from suture import bundle
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError
-from suture.lab import kernels
-from tests.builds import LAB, build_release
-from tests.test_guest_build import make_fix
-from tests.test_guest_engine import require_qemu, run_guest_tests
+from suture.packages import kernels
+from tests.builds import LAB
+from tests.support.fixes import make_fix
+from tests.support.guest import require_qemu, run_guest_tests
 
 pytestmark = pytest.mark.guest
 
@@ -42,9 +42,9 @@ REDIRECTED = {"vfs_create", "vfs_link", "vfs_mkdir", "vfs_mknod", "vfs_mkobj", "
 
 
 @pytest.fixture(scope="module")
-def tree() -> source.SourceTree:
+def tree(kernel_release: str) -> source.SourceTree:
     require_qemu()
-    return source.prepare(build_release())
+    return source.prepare(kernel_release)
 
 
 WAIT4 = (
@@ -58,7 +58,9 @@ UUID = (
 )
 
 
-def test_exported_without_fentry_is_partial(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_exported_without_fentry_is_partial(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     # kernel/irq_work.c is built without ftrace and irq_work_sync() is exported.
     fix = make_fix(
         tree,
@@ -69,8 +71,8 @@ def test_exported_without_fentry_is_partial(tree: source.SourceTree, tmp_path: P
         out=tmp_path,
     )  # fmt: skip
     with pytest.raises(BuildError, match=r"irq_work_sync changed but .*exported"):
-        build(BuildRequest(build_release(), fix, tmp_path, complete=True), LAB)
-    report = build(BuildRequest(build_release(), fix, tmp_path / "out", name="suture_t_irq"), LAB)
+        build(BuildRequest(kernel_release, fix, tmp_path, complete=True), LAB)
+    report = build(BuildRequest(kernel_release, fix, tmp_path / "out", name="suture_t_irq"), LAB)
     assert report.carried == ["irq_work_sync"]
     # Callers in kernel/relay.c, kernel/events/core.c, kernel/bpf/ and the
     # scheduler (kernel/sched/build_utility.c includes cpufreq_schedutil.c).
@@ -85,10 +87,12 @@ def test_exported_without_fentry_is_partial(tree: source.SourceTree, tmp_path: P
     assert list(manifest.unpatched) == report.unpatched
 
 
-def test_callers_patched_in_guest(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_callers_patched_in_guest(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     out = tmp_path / "bundles"
     fix = make_fix(tree, "fs/namei.c", DENY, out=tmp_path)
-    report = build(BuildRequest(build_release(), fix, out, name="suture_t_callers"), LAB)
+    report = build(BuildRequest(kernel_release, fix, out, name="suture_t_callers"), LAB)
     assert report.carried == ["may_create"]
     assert report.unpatched == []  # every way in is a patched caller
     manifest = bundle.read_manifest(out / "suture_t_callers.bundle")
@@ -96,16 +100,16 @@ def test_callers_patched_in_guest(tree: source.SourceTree, tmp_path: Path) -> No
     # A syscall body: __do_sys_wait4 has no ftrace entry and its wrappers reach it
     # by a tail jump; they are patched with copies that call it.
     fix = make_fix(tree, "kernel/exit.c", WAIT4, out=tmp_path)
-    report = build(BuildRequest(build_release(), fix, out, name="suture_t_wait4"), LAB)
+    report = build(BuildRequest(kernel_release, fix, out, name="suture_t_wait4"), LAB)
     assert report.carried == ["__do_sys_wait4"]
     assert sorted(report.objects["vmlinux"]) == ["__ia32_sys_wait4", "__x64_sys_wait4"]
     assert report.unpatched == []
     fix = make_fix(tree, "lib/uuid.c", UUID, out=tmp_path)
-    report = build(BuildRequest(build_release(), fix, out, name="suture_t_uuid"), LAB)
+    report = build(BuildRequest(kernel_release, fix, out, name="suture_t_uuid"), LAB)
     assert report.carried == ["generate_random_uuid"]
     assert "proc_do_uuid" in report.objects["vmlinux"]
     run_guest_tests(
-        kernels.fetch(build_release()),
+        kernels.fetch(kernel_release),
         "tests/kernel/test_callers.py",
         {"SUTURE_TEST_BUNDLES": str(out)},
     )

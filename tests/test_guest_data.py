@@ -35,10 +35,10 @@ from suture.builder import source
 from suture.builder.kbuild import build_module
 from suture.builder.pipeline import BuildRequest, build
 from suture.errors import BuildError
-from suture.lab import kernels
-from tests.builds import LAB, build_release
-from tests.test_guest_build import SHOW, make_fix
-from tests.test_guest_engine import require_qemu, run_guest_tests
+from suture.packages import kernels
+from tests.builds import LAB
+from tests.support.fixes import SHOW, make_fix
+from tests.support.guest import require_qemu, run_guest_tests
 
 pytestmark = pytest.mark.guest
 
@@ -72,13 +72,13 @@ MAPS = (
 
 
 @pytest.fixture(scope="module")
-def tree() -> source.SourceTree:
+def tree(kernel_release: str) -> source.SourceTree:
     require_qemu()
-    return source.prepare(build_release())
+    return source.prepare(kernel_release)
 
 
-def _build(fix: Path, out: Path, name: str) -> dict[str, object]:
-    return build(BuildRequest(build_release(), fix, out, name=name), LAB).to_dict()
+def _build(tree: source.SourceTree, fix: Path, out: Path, name: str) -> dict[str, object]:
+    return build(BuildRequest(tree.release, fix, out, name=name), LAB).to_dict()
 
 
 def test_writable_data_is_still_refused(tree: source.SourceTree, tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_writable_data_is_still_refused(tree: source.SourceTree, tmp_path: Path)
     fix = make_fix(tree, NOP, ("\t.allow_instances = true,", "\t.allow_instances = false,"),
                    out=tmp_path)  # fmt: skip
     with pytest.raises(BuildError, match=r"changes existing data \(nop_trace\); it is writable"):
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(tree.release, fix, tmp_path), LAB)
 
 
 def test_a_pointer_in_read_only_data_is_refused_and_named(
@@ -98,42 +98,50 @@ def test_a_pointer_in_read_only_data_is_refused_and_named(
         tree, "kernel/trace/trace.c", (body, "\tif (!cnt)\n\t\treturn 0;\n" + body), out=tmp_path
     )
     with pytest.raises(BuildError, match=r"tracing_thresh_fops\+0x[0-9a-f]+ \(\.rodata") as e:
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(tree.release, fix, tmp_path), LAB)
     assert "it is read-only" in e.value.message
     assert "writable data" in e.value.hint
 
 
 def test_data_copies_and_slots_in_guest(tree: source.SourceTree, tmp_path: Path) -> None:
     out = tmp_path / "bundles"
-    report = _build(make_fix(tree, "fs/proc/array.c", STATES, out=tmp_path), out, "suture_t_states")
+    report = _build(
+        tree, make_fix(tree, "fs/proc/array.c", STATES, out=tmp_path), out, "suture_t_states"
+    )
     assert report["data_copies"] == ["task_state_array"]
     assert report["kept"] == []
     assert sorted(report["objects"]["vmlinux"]) == ["do_task_stat", "proc_pid_status"]  # type: ignore[index]
     fix = make_fix(tree, "mm/page_alloc.c", ('\t"Unmovable",', '\t"Unmovable*",'), out=tmp_path)
-    report = _build(fix, out, "suture_t_names")
+    report = _build(tree, fix, out, "suture_t_names")
     assert report["data_copies"] == ["migratetype_names"]
     assert report["objects"] == {"vmlinux": ["pagetypeinfo_show"]}  # in mm/vmstat.c
-    report = _build(make_fix(tree, "fs/proc/task_mmu.c", *MAPS, out=tmp_path), out, "suture_t_maps")
+    report = _build(
+        tree, make_fix(tree, "fs/proc/task_mmu.c", *MAPS, out=tmp_path), out, "suture_t_maps"
+    )
     assert report["data_copies"] == ["proc_pid_maps_op"]
     assert report["objects"] == {"vmlinux": ["pid_maps_open"]}
     assert "pid_maps_open hands out the address of the copy of proc_pid_maps_op" in report["kept"]  # type: ignore[operator]
     slot_fix = make_fix(tree, NOP, ACCEPT, out=tmp_path)
     for name in ("suture_t_slot", "suture_t_lvl1", "suture_t_poked"):
-        report = _build(slot_fix, out, name)
+        report = _build(tree, slot_fix, out, name)
         assert report["carried"] == ["nop_set_flag"]
         assert report["objects"] == {"vmlinux": []}
         assert [s.split("+")[0] for s in report["slots"]] == ["nop_trace"]  # type: ignore[union-attr]
         assert report["unpatched"] == []
-    _build(make_fix(tree, NOP, ACCEPT_L2, out=tmp_path), out, "suture_t_lvl2")
-    report = _build(make_fix(tree, "fs/proc/cmdline.c", (SHOW, '\tseq_puts(m, "l3:");\n' + SHOW),
-                             out=tmp_path), out, "suture_t_lvl3")  # fmt: skip
+    _build(tree, make_fix(tree, NOP, ACCEPT_L2, out=tmp_path), out, "suture_t_lvl2")
+    l3 = (SHOW, '\tseq_puts(m, "l3:");\n' + SHOW)
+    report = _build(
+        tree, make_fix(tree, "fs/proc/cmdline.c", l3, out=tmp_path), out, "suture_t_lvl3"
+    )
     assert report["slots"] == []
-    _build(make_fix(tree, NOP, *SLEEPY, out=tmp_path), out, "suture_t_sleepy")
-    report = _build(make_fix(tree, "lib/crc-t10dif.c", CRC, out=tmp_path), out, "suture_t_crc")
+    _build(tree, make_fix(tree, NOP, *SLEEPY, out=tmp_path), out, "suture_t_sleepy")
+    report = _build(
+        tree, make_fix(tree, "lib/crc-t10dif.c", CRC, out=tmp_path), out, "suture_t_crc"
+    )
     assert report["objects"] == {"crc_t10dif": []}
     assert report["slots"] == ["crc_t10dif_nb+0x0 (.data.crc_t10dif_nb) -> crc_t10dif_notify"]
     assert bundle.read_manifest(out / "suture_t_slot.bundle").unpatched == ()
-    image = kernels.fetch(build_release())
+    image = kernels.fetch(tree.release)
     build_module(image.headers_dir, ROOT / "tests/fixtures/modules/slot_poke.c",
                  "suture_slot_poke", out / "poke")  # fmt: skip
     run_guest_tests(image, "tests/kernel/test_data.py", {"SUTURE_TEST_BUNDLES": str(out)})

@@ -17,10 +17,10 @@ from suture.builder.pipeline import BuildRequest, build
 from suture.cli.main import main
 from suture.errors import BuildError, NoChangeError
 from suture.factory.release import ReleaseRequest, release
-from suture.lab import kernels
-from tests.builds import LAB, build_release
-from tests.test_guest_build import make_fix
-from tests.test_guest_engine import require_qemu, run_guest_tests
+from suture.packages import kernels
+from tests.builds import LAB
+from tests.support.fixes import make_fix
+from tests.support.guest import require_qemu, run_guest_tests
 
 pytestmark = pytest.mark.guest
 
@@ -36,9 +36,9 @@ BANNER = "\tseq_printf(m, linux_proc_banner,"
 
 
 @pytest.fixture(scope="module")
-def tree() -> source.SourceTree:
+def tree(kernel_release: str) -> source.SourceTree:
     require_qemu()
-    return source.prepare(build_release())
+    return source.prepare(kernel_release)
 
 
 def mbox(*commits: tuple[str, str]) -> str:
@@ -54,7 +54,9 @@ def mbox(*commits: tuple[str, str]) -> str:
     return "".join(mails)
 
 
-def test_header_layout_change_is_refused(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_header_layout_change_is_refused(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     fix = make_fix(
         tree,
         "include/linux/seq_file.h",
@@ -65,11 +67,13 @@ def test_header_layout_change_is_refused(tree: source.SourceTree, tmp_path: Path
         out=tmp_path,
     )
     with pytest.raises(BuildError, match=r"the layout of struct seq_file") as e:
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(kernel_release, fix, tmp_path), LAB)
     assert "shadow variables" in e.value.hint
 
 
-def test_header_change_nothing_uses_is_no_change(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_header_change_nothing_uses_is_no_change(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     fix = make_fix(
         tree,
         "include/linux/seq_file.h",
@@ -80,13 +84,15 @@ def test_header_change_nothing_uses_is_no_change(tree: source.SourceTree, tmp_pa
         out=tmp_path,
     )
     with pytest.raises(NoChangeError):
-        build(BuildRequest(build_release(), fix, tmp_path), LAB)
+        build(BuildRequest(kernel_release, fix, tmp_path), LAB)
 
 
-def test_factory_fixes_in_guest(tree: source.SourceTree, tmp_path: Path) -> None:
+def test_factory_fixes_in_guest(
+    tree: source.SourceTree, tmp_path: Path, kernel_release: str
+) -> None:
     out = tmp_path / "bundles"
     header = make_fix(tree, "include/linux/seq_file.h", HEADER_EDIT, out=tmp_path)
-    report = build(BuildRequest(build_release(), header, out, name="suture_t_header"), LAB)
+    report = build(BuildRequest(kernel_release, header, out, name="suture_t_header"), LAB)
     assert "cgroup1_show_options" in report.objects["vmlinux"]
     assert "ovl_show_options" in report.objects["overlay"]
     assert len(report.objects) >= 4, report.objects  # vmlinux and several filesystems
@@ -110,20 +116,20 @@ def test_factory_fixes_in_guest(tree: source.SourceTree, tmp_path: Path) -> None
             ("proc: mark version", second.read_text()),
         )
     )
-    report = build(BuildRequest(build_release(), series, out, name="suture_t_mbox"), LAB)
+    report = build(BuildRequest(kernel_release, series, out, name="suture_t_mbox"), LAB)
     manifest = bundle.read_manifest(out / "suture_t_mbox.bundle")
     assert manifest.cves == ("CVE-2026-90001",)
     assert manifest.description == "proc: mark cmdline (CVE-2026-90001); proc: mark version"
     assert sorted(manifest.functions) == ["cmdline_proc_show", "version_proc_show"]
-    release_levels(tree, tmp_path, out)
+    release_levels(tree, tmp_path, out, kernel_release)
     run_guest_tests(
-        kernels.fetch(build_release()),
+        kernels.fetch(kernel_release),
         "tests/kernel/test_factory.py",
         {"SUTURE_TEST_BUNDLES": str(out)},
     )
 
 
-def release_levels(tree: source.SourceTree, tmp_path: Path, out: Path) -> None:
+def release_levels(tree: source.SourceTree, tmp_path: Path, out: Path, kernel_release: str) -> None:
     """Three fixes released one after the other: levels 1, 2, 3, each holding the ones before."""
     repo = tmp_path / "repo"
     assert main(["repo", "init", str(repo)]) == 0
@@ -134,12 +140,12 @@ def release_levels(tree: source.SourceTree, tmp_path: Path, out: Path) -> None:
     ]
     fixes = [make_fix(tree, path, edit, out=tmp_path) for path, edit in edits]
     for level, fix in enumerate(fixes, 1):
-        report = release(ReleaseRequest((fix,), (build_release(),), repo, jobs=1))
+        report = release(ReleaseRequest((fix,), (kernel_release,), repo, jobs=1))
         (row,) = report.rows
         assert (row.status, row.level, row.tested) == ("published", level, "passed"), row
         manifest = bundle.read_manifest(Path(row.bundle))
         assert len(manifest.fixes) == level  # cumulative: every fix released so far
         (out / f"suture_t_level{level}.bundle").write_bytes(Path(row.bundle).read_bytes())
     # Run again with the same inputs: nothing left to do.
-    (row,) = release(ReleaseRequest((fixes[-1],), (build_release(),), repo, jobs=1)).rows
+    (row,) = release(ReleaseRequest((fixes[-1],), (kernel_release,), repo, jobs=1)).rows
     assert (row.status, row.level) == ("up to date", 3), row

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_guest_engine import require_qemu
+from tests.support.guest import require_qemu
 
 pytestmark = pytest.mark.guest
 SUTURE = [sys.executable, "-m", "suture.cli.main"]
@@ -38,7 +38,7 @@ def test_panic_is_an_error_with_the_console_tail() -> None:
     proc = lab_run("--json", "--", "sh", "-c", "echo c > /proc/sysrq-trigger")
     assert proc.returncode == 20, proc.stderr
     err = json.loads(proc.stdout)
-    assert err["error"] == "GuestError"
+    assert err["error"] == "guest"
     assert "Kernel panic" in err["console_tail"]
     assert "last lines of the guest console" in proc.stderr
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from suture.cli.main import main
-from suture.lab import sets
-from tests.test_guest_engine import require_qemu
+from suture.packages import sets
+from tests.support.guest import require_qemu
 
 pytestmark = pytest.mark.guest
 

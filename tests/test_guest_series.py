@@ -7,7 +7,6 @@ through Suture's private apt lists; the host's apt configuration is untouched.
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -19,18 +18,14 @@ from elftools.elf.sections import SymbolTableSection
 
 from suture.builder import compile as compile_mod
 from suture.builder import source
-from suture.lab import kernels, rootfs, sets
-from tests.test_guest_engine import require_qemu
+from suture.lab import rootfs
+from suture.packages import kernels
+from tests.builds import newest
+from tests.support.guest import require_qemu
 
 pytestmark = pytest.mark.guest
 SUTURE = [sys.executable, "-m", "suture.cli.main"]
 ENDBR64 = bytes.fromhex("f30f1efa")
-
-
-@functools.cache
-def newest(set_name: str) -> str:
-    """The newest build of a set in the archive today."""
-    return sets.set_releases(set_name)[-1]
 
 
 @pytest.mark.parametrize("set_name", ["debian13", "trixie-backports"])

@@ -17,11 +17,11 @@ import pytest
 
 from suture.builder import source
 from suture.builder.pipeline import BuildRequest, build
-from suture.lab import kernels
-from tests.builds import LAB
-from tests.test_guest_build import FEATURES, MRP_EDITS, MULTI_FILE, make_fix, make_multi_fix
-from tests.test_guest_engine import require_qemu, run_guest_tests
-from tests.test_guest_series import newest
+from suture.packages import kernels
+from tests.builds import LAB, newest
+from tests.support.features import FEATURES, MRP_EDITS, MULTI_FILE
+from tests.support.fixes import make_fix, make_multi_fix
+from tests.support.guest import require_qemu, run_guest_tests
 
 pytestmark = pytest.mark.guest
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from suture import bundle
-from suture.lab import kernels, vmlinux
-from tests.test_guest_engine import require_qemu
+from suture.packages import kernels, vmlinux
+from tests.support.guest import require_qemu
 
 pytestmark = pytest.mark.guest
 

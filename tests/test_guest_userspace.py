@@ -8,41 +8,19 @@ bundles already built (they take a few minutes the first time).
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from suture.lab import kernels
-from tests.builds import build_release
-from tests.test_guest_engine import require_qemu, run_guest_tests
-from tests.test_host_userspace import GLIBC_FIX, HERE, ROOT, SSL_FIX
+from suture.packages import kernels
+from tests.support.guest import require_qemu, run_guest_tests
+from tests.support.userspace import HERE, userspace_bundles
 
 pytestmark = pytest.mark.guest
 
 
-def userspace_bundles(out: Path) -> None:
-    """The two userspace bundles in ``out``: built, or copied from SUTURE_TEST_USERSPACE_BUNDLES."""
-    given = os.environ.get("SUTURE_TEST_USERSPACE_BUNDLES")
-    for fix, pkg in ((GLIBC_FIX, "glibc"), (SSL_FIX, "openssl")):
-        if given:
-            continue
-        r = subprocess.run(
-            [sys.executable, "-m", "suture.cli.main", "--json", "build", str(fix), "--package",
-             pkg, "-o", str(out)], capture_output=True, text=True, check=False, cwd=ROOT,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["reproducible"]
-    if given:
-        for bundle in Path(given).glob("*.bundle"):
-            shutil.copy(bundle, out)
-
-
-def test_userspace_in_guest(tmp_path: Path) -> None:
+def test_userspace_in_guest(tmp_path: Path, kernel_release: str) -> None:
     require_qemu()
     userspace_bundles(tmp_path)
     subprocess.run(["gcc", "-O2", "-o", tmp_path / "ungetwc_loop", HERE / "ungetwc_loop.c"],
@@ -52,4 +30,4 @@ def test_userspace_in_guest(tmp_path: Path) -> None:
     subprocess.run(["gcc", "-O2", "-o", tmp_path / "bn_loop", HERE / "bn_loop.c", "-lcrypto"],
                    check=True)  # fmt: skip
     env = {"SUTURE_TEST_USERSPACE": str(tmp_path), "SUTURE_TEST_PARK": "30"}
-    run_guest_tests(kernels.fetch(build_release()), "tests/kernel/test_userspace.py", env)
+    run_guest_tests(kernels.fetch(kernel_release), "tests/kernel/test_userspace.py", env)

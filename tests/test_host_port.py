@@ -31,9 +31,10 @@ from suture.builder.pipeline import BuildRequest, build
 from suture.builder.port import PortOutcome
 from suture.errors import AlreadyFixedError
 from suture.fsutil import cache_dir
-from suture.lab import apt
+from suture.packages import apt
 from tests.builds import LAB
-from tests.test_guest_engine import require_qemu
+from tests.support.fixes import SYSCALL_EDITS
+from tests.support.guest import require_qemu
 
 # Where a fix of one function is looked for, in this order (files built into vmlinux).
 SEARCHED = ("kernel", "mm", "fs", "net/ipv4", "net/core")
@@ -172,22 +173,6 @@ def test_a_real_fix_ports_to_the_older_build_and_is_in_the_newer(
 
 # A syscall fix written for kpatch-build: uname(2) says "Linux.suture"; a
 # KPATCH_PRINTK for a NULL buffer (never taken by a real uname).
-SYSCALL_EDITS = [
-    ('#include "uid16.h"\n', '#include "uid16.h"\n#include "kpatch-syscall.h"\n'),
-    (
-        "SYSCALL_DEFINE1(newuname, struct new_utsname __user *, name)\n{\n"
-        "\tstruct new_utsname tmp;\n\n\tdown_read(&uts_sem);\n"
-        "\tmemcpy(&tmp, utsname(), sizeof(tmp));\n",
-        "KPATCH_SYSCALL_DEFINE1(newuname, struct new_utsname __user *, name)\n{\n"
-        "\tstruct new_utsname tmp;\n\n\tdown_read(&uts_sem);\n"
-        "\tmemcpy(&tmp, utsname(), sizeof(tmp));\n"
-        "\tif (!name)\n"
-        '\t\tKPATCH_PRINTK(KERN_DEBUG "suture: newuname(NULL)\\n");\n'
-        '\tstrlcat(tmp.sysname, ".suture", sizeof(tmp.sysname));\n',
-    ),
-]
-
-
 def syscall_fix(tree: source.SourceTree, out: Path) -> Path:
     path = "kernel/sys.c"
     before = (tree.path / path).read_text()

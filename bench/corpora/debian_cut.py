@@ -9,7 +9,7 @@ commit's diff against the base as a ``git format-patch`` mail with the
 provenance lines in its text, and the manifest row bench/stable_dev.py reads.
 
 The trees come from Suture's own cache of unpacked ``linux-source-*``
-packages (``suture.lab.sources.ensure``: ``apt-get download`` through the
+packages (``suture.packages.sources.ensure``: ``apt-get download`` through the
 private apt configuration for suites the host does not list); they are read,
 never written.
 """
@@ -36,7 +36,7 @@ class Source:
     release: str  # 6.12.117+deb13-amd64 (linux-image-<release>)
 
     def tree(self) -> Path:
-        from suture.lab import sources
+        from suture.packages import sources
 
         return sources.ensure(self.package, self.version, self.release)
 

@@ -3,9 +3,10 @@
 A reboot drops every live patch. ``suture boot`` (the ``suture-boot``
 systemd unit, before the network is up) applies the bundle the agent
 cached when it last applied a level, if it was for exactly this kernel
-build. It needs no server: the bundle was verified when it was downloaded,
-and its sha256 is checked again against the state. Nothing here imports
-the TUF client.
+build, and not a level the agent saw withdrawn from the repository. It
+needs no server: the bundle was verified when it was downloaded, and its
+sha256 is checked again against the state. Nothing here imports the TUF
+client.
 """
 
 from __future__ import annotations
@@ -14,25 +15,14 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 from suture.agent import guard
 from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import HostKernel, Kernel
+from suture.agent.outcome import BootOutcome
 from suture.errors import AgentStateError, SutureError
-
-
-class BootOutcome(StrEnum):
-    """What ``suture boot`` found or did."""
-
-    REAPPLIED = "reapplied"  # the cached level is live again
-    LIVE = "live"  # it already was (the agent ran earlier in this boot)
-    NOTHING = "nothing"  # no level was applied before
-    OTHER_KERNEL = "other-kernel"  # the level was for another build (a new kernel was booted)
-    HELD = "held"  # the previous boot ended during its probation: not re-applied
-    UNSUPPORTED = "unsupported"  # no livepatch core or no build id
 
 
 @dataclass(frozen=True)
@@ -88,6 +78,10 @@ def reapply(  # noqa: PLR0911 - one return per outcome
             return result(BootOutcome.OTHER_KERNEL)
         if a.patch in kernel.live_patches():
             return result(BootOutcome.LIVE)
+        if current.is_withdrawn(a.release, a.build_id, a.level):
+            # The agent saw the repository yank it and could not leave it then
+            # (it was interrupted, or no level was left): never again.
+            return result(BootOutcome.WITHDRAWN, "the repository withdrew this level")
         held = guard.crashed(current, boot, now)
         if held is not None:
             agent_state.write(

@@ -177,9 +177,7 @@ def _level(key: str, value: object) -> int | None:
 
 
 def _path(key: str, value: object) -> Path:
-    if isinstance(value, Path):
-        return value
-    text = _text(key, value)
+    text = _text(key, str(value) if isinstance(value, Path) else value)
     if not text or not Path(text).is_absolute():
         raise _bad(key, value, "an absolute path")
     return Path(text)
@@ -243,16 +241,23 @@ def checked(config: AgentConfig, changes: Mapping[str, object]) -> AgentConfig:
     return replace(config, **parsed)
 
 
-def read_file(path: Path) -> dict[str, Any]:
-    """The settings of a TOML file, or none when it does not exist.
+def read_file(path: Path, *, required: bool = False) -> dict[str, Any]:
+    """The settings of a TOML file; none when it does not exist and is not ``required``.
 
     Raises:
-        ConfigError: the file cannot be read, is not TOML, or is of another format.
+        ConfigError: the file is required and missing, cannot be read, is not
+            TOML, or is of another format.
     """
     try:
         data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
+    except FileNotFoundError as e:
+        if not required:
+            return {}
+        raise ConfigError(
+            f"the agent configuration {path} does not exist",
+            hint="give the path of an existing agent.toml (packaging/agent.toml.example "
+            "documents every key), or leave the option out for /etc/suture/agent.toml",
+        ) from e
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read the agent configuration {path}: {e}") from e
     except tomllib.TOMLDecodeError as e:
@@ -279,6 +284,7 @@ def load(
 
     Args:
         path: the TOML file; default ``$SUTURE_AGENT_CONFIG`` or /etc/suture/agent.toml.
+            A file named by either must exist; the default one may be missing.
         environ: the environment (default ``os.environ``).
         overrides: settings from the command line; None values are ignored.
 
@@ -286,8 +292,11 @@ def load(
         ConfigError: an unknown setting or a bad value, naming where it came from.
     """
     environ = os.environ if environ is None else environ
-    path = path or Path(environ.get(CONFIG_ENV) or DEFAULT_PATH)
-    config = _from(AgentConfig(), read_file(path), str(path))
+    # A file named (the option, the variable) must exist: a typo must not
+    # silently mean the defaults. Only the default place may be empty.
+    named = path or (Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else None)
+    path = named or DEFAULT_PATH
+    config = _from(AgentConfig(), read_file(path, required=named is not None), str(path))
     from_env = {key: environ[var] for var, key in ENVIRONMENT.items() if environ.get(var)}
     config = _from(config, from_env, "the environment")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}

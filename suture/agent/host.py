@@ -32,10 +32,19 @@ class Kernel(Protocol):
     def uptime(self) -> int | None:
         """Seconds since boot, if known."""
 
+    def refused(self) -> tuple[str, ...]:
+        """``patch: object:function`` a live patch's pre-match check refused (a module's part)."""
+
     def apply(self, bundle: Path) -> list[str]:
         """Apply a verified bundle; return the patches it superseded.
 
         On failure the engine backs out and raises: the kernel runs as before.
+        """
+
+    def unload(self, patch: str) -> None:
+        """Disable and remove live patch ``patch`` (a level the repository withdrew).
+
+        On failure the patch stays whole and this raises.
         """
 
 
@@ -69,6 +78,16 @@ class HostKernel:
         }
         return tuple(sorted(found))
 
+    def refused(self) -> tuple[str, ...]:
+        """From /sys/module/<patch>/parameters/prematch."""
+        from suture.kernel.module import prematch_refused  # noqa: PLC0415 - a small module
+
+        return tuple(
+            f"{patch}: {entry}"
+            for patch in sorted(self.live_patches())
+            for entry in prematch_refused(patch, self.sysroot)
+        )
+
     def uptime(self) -> int | None:
         """From /proc/uptime."""
         try:
@@ -80,4 +99,10 @@ class HostKernel:
         """Apply through :func:`suture.agent.local.apply_file`."""
         from suture.agent.local import apply_file  # noqa: PLC0415 - needs root, loads the engine
 
-        return apply_file(bundle, self.policy).superseded
+        return apply_file(bundle, self.policy, sysroot=self.sysroot).superseded
+
+    def unload(self, patch: str) -> None:
+        """Through :func:`suture.kernel.engine.unload`."""
+        from suture.kernel import engine  # noqa: PLC0415 - loaded only to change the kernel
+
+        engine.unload(patch, self.policy, self.sysroot)

@@ -14,21 +14,19 @@ from pathlib import Path
 from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
+from suture.agent.outcome import ERROR, Outcome
 from suture.agent.state import AgentState
 from suture.errors import AgentStateError
-from suture.fsutil import atomic_write
+from suture.fsutil import atomic_write, check_trusted_folder
 from suture.kernel.identity import KernelIdentity
 
 # Every value of last_result, so that each appears (0 or 1) and a dashboard can sum them.
-RESULTS = ("up-to-date", "applied", "pending", "no-patches", "unsupported", "held", "error")
+RESULTS = (*(str(o) for o in Outcome), ERROR)
 
 
 def render(state: AgentState, ident: KernelIdentity, live: set[str]) -> str:
     """The textfile's content for this state and kernel."""
-    a = state.applied
-    level = state.level_for(ident.release, ident.build_id)
-    if not (a and a.patch in live):
-        level = 0  # what is live, not what was once applied
+    level = state.live_level(ident.release, ident.build_id, live)
     supported = ident.livepatch and bool(ident.build_id)
     reported = state.last_report is not None and not state.last_report_error
     kernel = _labels(release=ident.release, build_id=ident.build_id)
@@ -66,6 +64,14 @@ def write(config: AgentConfig, kernel: Kernel) -> bool:
         current = agent_state.read(config.state_dir)
     text = render(current, kernel.identity(), kernel.live_patches())
     path = Path(config.metrics_file)
+    try:
+        check_trusted_folder(path.parent)
+    except PermissionError as e:
+        raise AgentStateError(
+            f"not writing the metrics file {path}: {e.strerror}",
+            hint="the agent runs as root: give metrics_file a folder only root can write "
+            "(the node exporter only needs to read it)",
+        ) from e
     try:
         atomic_write(path, text.encode(), mode=0o644)
     except OSError as e:

@@ -23,9 +23,9 @@ change. The trusted root's expiry is still checked here.
 from __future__ import annotations
 
 import json
-import urllib.request
-from datetime import UTC, datetime
 
+from suture import timefmt
+from suture.agent import http
 from suture.agent.config import AgentConfig
 from suture.agent.state import AgentState, Offered
 from suture.kernel.identity import KernelIdentity
@@ -75,25 +75,14 @@ def unchanged(  # noqa: PLR0917 - each is one condition of the answer
 
 
 def _valid_until(metadata: bytes) -> float:
-    expires = json.loads(metadata)["signed"]["expires"]
-    return datetime.fromisoformat(expires.replace("Z", "+00:00")).astimezone(UTC).timestamp()
-
-
-def opener(config: AgentConfig) -> urllib.request.OpenerDirector:
-    """The standard library's client through the configured proxy (none: direct).
-
-    The agent's small requests (this probe, check-ins) use it rather than the
-    TUF client's urllib3, which a no-change cycle does not load.
-    """
-    handlers: list[urllib.request.BaseHandler] = []
-    if config.proxy:
-        handlers.append(urllib.request.ProxyHandler({"http": config.proxy, "https": config.proxy}))
-    return urllib.request.build_opener(*handlers)
+    return timefmt.parse(json.loads(metadata)["signed"]["expires"])
 
 
 def _fetch(config: AgentConfig, url: str) -> bytes:
-    with opener(config).open(url, timeout=config.timeout) as answer:
-        data: bytes = answer.read(MAX_TIMESTAMP + 1)
-    if len(data) > MAX_TIMESTAMP:
-        raise ValueError("timestamp.json is larger than any real one")
-    return data
+    try:
+        answer = http.request(
+            url, timeout=config.timeout, limit=MAX_TIMESTAMP, proxy=config.proxy, redirects=True
+        )
+    except http.RequestError as e:
+        raise OSError(str(e)) from e  # the full check says what is wrong
+    return answer.body

@@ -15,18 +15,16 @@ recorded in the state, and the last directive stays in force.
 from __future__ import annotations
 
 import json
-import os
+import re
 import socket
 import time
-import urllib.error
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from suture import __version__
-from suture.agent import quick
+from suture import __version__, jsontypes
+from suture.agent import http
 from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
@@ -34,12 +32,17 @@ from suture.agent.state import AgentState
 from suture.contract.checkin import MAX_ERROR, MAX_FUNCTIONS
 from suture.contract.directive import Directive, parse_directive
 from suture.contract.enrolment import CHECKIN_PATH, REGISTER_PATH
+from suture.errors import AgentStateError
+from suture.fsutil import atomic_write
 from suture.kernel.identity import KernelIdentity
 
 __all__ = ["CHECKIN_PATH", "REGISTER_PATH", "TOKEN_NAME", "Directive", "checkin", "exchange"]
 
 TOKEN_NAME = "host-token"  # noqa: S105 - a file name
 MACHINE_ID = Path("/etc/machine-id")
+MAX_ANSWER = 64 << 10  # bytes of a server's answer the agent reads
+# What a bearer token may hold (RFC 6750's b64token): never a space or a control character.
+TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
 MAX_LIBRARIES = 32  # userspace rows in one check-in (a host runs a handful of library builds)
 
 
@@ -61,18 +64,23 @@ def checkin(
     functions: tuple[str, ...] = (),
     uptime: int | None = None,
     host: str = "",
+    refused: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The check-in body for this host as ``state`` and the kernel now stand."""
-    level = state.level_for(ident.release, ident.build_id)
-    a = state.applied
+    """The check-in body for this host as ``state`` and the kernel now stand.
+
+    ``refused``: functions a live patch's pre-match check refused (a module
+    that loaded later was not the code the level was built for); the host
+    then reports ``failed`` with them as its error.
+    """
+    level = state.live_level(ident.release, ident.build_id, live)
     if not (ident.livepatch and ident.build_id):
         status = "unsupported"
-    elif state.last_result in ("error", "held"):
+    elif state.last_result in ("error", "held") or refused:
         status = "failed"
-    elif level and a and a.patch in live:
+    elif level:
         status = "patched"
     else:
-        status, level = "unpatched", 0
+        status = "unpatched"
     body: dict[str, Any] = {
         "format": 2,
         "host_id": host or host_id(),
@@ -88,7 +96,13 @@ def checkin(
     }
     if uptime is not None:
         body["uptime"] = uptime
-    if error := _error_text(state):
+    error = _error_text(state)
+    if refused:
+        error = (
+            f"pre-match: {', '.join(refused)}: not the code level {level} was built for, "
+            "refused (the module was not loaded)" + (f"; {error}" if error else "")
+        )
+    if error:
         body["last_error"] = error[:MAX_ERROR]
     return body
 
@@ -119,7 +133,8 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
     """Check in, keep the server's directive in the state; returns why it failed, or None.
 
     Raises:
-        AgentStateError: the state cannot be read or written.
+        AgentStateError: the state cannot be read (a record that cannot be
+            written afterwards is a failure returned, not raised).
     """
     if endpoint(config) is None:
         return None
@@ -133,6 +148,7 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
         functions=kernel.functions(),
         uptime=kernel.uptime(),
         host=config.host_id,
+        refused=kernel.refused(),
     )
     if config.userspace:
         from suture.agent import userlevels  # noqa: PLC0415 - a small module, no userspace import
@@ -140,14 +156,18 @@ def exchange(config: AgentConfig, kernel: Kernel, now: float) -> str | None:
         if user := userlevels.checkin_rows(config.state_dir):
             body = with_userspace(body, user)
     answer, failure = _checkin(config, body)
-    with agent_state.locked(config.state_dir):
-        current = replace(
-            agent_state.read(config.state_dir), last_report=now, last_report_error=failure
-        )
-        directive = _directive(answer)
-        if directive is not None:
-            current = replace(current, max_level=directive.max_level, unroll=directive.unroll)
-        agent_state.write(config.state_dir, current)
+    try:
+        with agent_state.locked(config.state_dir):
+            current = replace(
+                agent_state.read(config.state_dir), last_report=now, last_report_error=failure
+            )
+            directive = _directive(answer)
+            if directive is not None:
+                current = replace(current, max_level=directive.max_level, unroll=directive.unroll)
+            agent_state.write(config.state_dir, current)
+    except AgentStateError as e:
+        # The exchange happened; only its record is lost. Say both.
+        return f"{failure or 'checked in'}; the check-in could not be recorded: {e.message}"
     return failure
 
 
@@ -188,27 +208,38 @@ def _checkin(config: AgentConfig, body: dict[str, Any]) -> tuple[dict[str, Any] 
 
 
 def _token(config: AgentConfig) -> str:
+    """The saved host token; "" when there is none, or when it could not go into a header."""
     try:
-        return (config.state_dir / TOKEN_NAME).read_text().strip()
-    except OSError:
+        token = (config.state_dir / TOKEN_NAME).read_text().strip()
+    except (OSError, UnicodeDecodeError):
         return ""
+    return token if TOKEN.fullmatch(token) else ""
 
 
 def _enrol(config: AgentConfig) -> tuple[str, str | None]:
+    """Enrol with the registration key; the new token is saved (0600) before it is used."""
     body = {
         "format": 1,
         "registration_key": config.registration_key,
         "host_id": config.host_id or host_id(),
     }
     _, answer, failure = _post(config, REGISTER_PATH, body, "")
+    if failure:
+        return "", failure
     token = (answer or {}).get("host_token")
-    if failure or not isinstance(token, str):
-        return "", failure or "the fleet server's enrolment answer has no host token"
-    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = config.state_dir / TOKEN_NAME
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    if not isinstance(token, str):
+        return "", "the fleet server's enrolment answer has no host token"
+    if not TOKEN.fullmatch(token):
+        # It would be sent as a header: CR LF in it would inject headers, and a
+        # saved bad token would break every later run.
+        return "", "the fleet server's enrolment answer holds a malformed host token; not saved"
+    try:
+        atomic_write(config.state_dir / TOKEN_NAME, token.encode() + b"\n", mode=0o600)
+    except OSError as e:
+        return "", (
+            f"enrolled, but the host token cannot be saved in {config.state_dir}: "
+            f"{e.strerror or e}; the agent enrols again next time"
+        )
     return token, None
 
 
@@ -217,40 +248,45 @@ def _post(
 ) -> tuple[int, dict[str, Any] | None, str | None]:
     """POST JSON; (status, answer, failure). Gateway errors and dropped connections are retried.
 
-    The standard library's client, not urllib3: a no-change cycle should not
-    pay for loading an HTTP stack (the TUF client, which brings urllib3, is
-    not loaded then either). A check-in is idempotent (the server keeps the
-    last one per host), so trying again is safe.
+    The standard library's client (:mod:`suture.agent.http`), not urllib3: a
+    no-change cycle should not pay for loading an HTTP stack. Redirects are
+    refused (the token goes to the configured server only). A check-in is
+    idempotent (the server keeps the last one per host), so trying again is
+    safe.
     """
     url = config.server.rstrip("/") + path
-    client = quick.opener(config)
     headers = {"Content-Type": "application/json", "User-Agent": f"suture/{__version__}"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")  # noqa: S310 - http(s) only, see endpoint()
     failure = ""
     status = 0
     for attempt in range(3):
         if attempt:
             time.sleep(1.0)
         try:
-            with client.open(request, timeout=config.timeout) as answer:
-                return answer.status, _json(answer.read(64 << 10)), None
-        except urllib.error.HTTPError as e:
-            status = e.code
-            detail = e.read(300).decode(errors="replace")
-            failure = f"the server at {url} answered {e.code}: {detail}"
-            if e.code not in (502, 503, 504):
+            answer = http.request(
+                url,
+                method="POST",
+                data=data,
+                headers=headers,
+                timeout=config.timeout,
+                limit=MAX_ANSWER,
+                proxy=config.proxy,
+            )
+        except http.RequestError as e:
+            status, failure = e.status, f"the fleet server did not take the check-in: {e}"
+            if e.status and e.status not in (502, 503, 504):
                 break
-        except (urllib.error.URLError, OSError) as e:
-            failure = f"the server at {url} did not answer: {getattr(e, 'reason', e)}"
+            continue
+        return answer.status, _json(answer.body), None
     return status, None, failure
 
 
 def _json(raw: bytes) -> dict[str, Any] | None:
+    """The answer as a JSON object; None for anything else (too deep, not JSON, not an object)."""
     try:
-        data = json.loads(raw)
+        data = jsontypes.loads(raw)
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

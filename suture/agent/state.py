@@ -5,12 +5,12 @@ Format 1::
     {"format": 1,
      "applied": {"level": 2, "patch": "fix_x", "bundle": "/var/lib/suture/bundles/fix_x-L2.bundle",
                  "release": "6.1.0-56-amd64", "build_id": "<hex>",
-                 "applied_at": "2026-11-25T19:00:00+00:00", "boot_id": "<uuid>",
+                 "applied_at": "2026-11-25T19:00:00Z", "boot_id": "<uuid>",
                  "confirmed": false, "sha256": "<hex>", "cves": ["CVE-2026-0001"]},
      "in_progress": {"level": 3, "patch": "fix_x", "bundle": "...",
-                     "started_at": "2026-11-25T20:00:00+00:00"},
-     "seen": {"level": 3, "at": "2026-11-25T20:00:00+00:00"},
-     "last_check": {"at": "2026-11-25T20:00:00+00:00", "result": "applied",
+                     "started_at": "2026-11-25T20:00:00Z"},
+     "seen": {"level": 3, "at": "2026-11-25T20:00:00Z"},
+     "last_check": {"at": "2026-11-25T20:00:00Z", "result": "applied",
                     "error": {"error": "FetchError", "message": "...", "hint": "..."}},
      "held": {"level": 2, "patch": "fix_x", "release": "...", "build_id": "...",
               "reason": "...", "at": "..."},
@@ -18,7 +18,8 @@ Format 1::
      "last_report": {"at": "...", "error": null},
      "attempted_level": 3, "directive": {"max_level": 3, "unroll": false},
      "offered": {"key": ["<server>", "stable", "None", "<release>", "<build id>"],
-                 "level": 2, "name": "fix_x", "cves": ["CVE-2026-0001"], "tested": "passed"}}
+                 "level": 2, "name": "fix_x", "cves": ["CVE-2026-0001"], "tested": "passed"},
+     "withdrawn": [{"release": "...", "build_id": "...", "level": 3}]}
 
 ``applied`` is null until a level was applied, ``in_progress`` is set only
 while the engine is applying (a leftover one means that run was killed),
@@ -26,7 +27,10 @@ while the engine is applying (a leftover one means that run was killed),
 ``error`` is null when the last check succeeded. ``confirmed``, ``held`` and
 ``clean_shutdown_boot`` belong to the crash-loop guard (:mod:`suture.agent.guard`);
 ``offered`` lets a no-change check skip the TUF client (:mod:`suture.agent.quick`);
-``held`` is null unless a level is kept from being applied. Keys added after
+``held`` is null unless a level is kept from being applied. ``withdrawn``
+lists the levels the agent saw yanked from the repository (newest last, at
+most :data:`MAX_WITHDRAWN`): it never applies them again, not even at boot.
+Keys added after
 the first release of format 1 are optional when read. One agent at a time:
 every read-modify-write holds :func:`locked`.
 """
@@ -37,10 +41,10 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from suture import jsontypes, timefmt
 from suture.errors import AgentStateError
 from suture.fsutil import atomic_write
 from suture.fsutil import locked as _flock
@@ -50,6 +54,7 @@ FORMAT_VERSION = 1
 STATE_NAME = "state.json"
 LOCK_NAME = ".lock"
 BUNDLES = "bundles"
+MAX_WITHDRAWN = 64  # yanked levels remembered; older ones belong to kernels long gone
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,15 @@ class Held:
 
 
 @dataclass(frozen=True)
+class Withdrawn:
+    """A level the repository withdrew (``suture repo yank``) while the agent watched."""
+
+    release: str
+    build_id: str
+    level: int
+
+
+@dataclass(frozen=True)
 class InProgress:
     """A level the engine was applying when the state was last written."""
 
@@ -125,11 +139,32 @@ class AgentState:
     attempted_level: int = 0  # the level the last cycle set out to apply (reported to the server)
     max_level: int | None = None  # the fleet server's cap for this host (None: no cap)
     unroll: bool = False  # the server sends hosts back to max_level (a downgrade)
+    withdrawn: tuple[Withdrawn, ...] = ()  # yanked levels seen; never applied again
 
     def level_for(self, release: str, build_id: str) -> int:
         """The level applied on exactly this kernel build (0: none, or another kernel)."""
         a = self.applied
         return a.level if a and (a.release, a.build_id) == (release, build_id) else 0
+
+    def live_level(self, release: str, build_id: str, live: set[str]) -> int:
+        """The level live in memory: applied on exactly this build, its patch still enabled.
+
+        The one rule for "the live level" (reports, metrics, status, uname,
+        the update cycle): after a reboot or ``suture unload`` the record
+        stays, but nothing is live.
+
+        Args:
+            release: the running kernel's release.
+            build_id: its build id.
+            live: the names of the enabled live patches.
+        """
+        a = self.applied
+        level = self.level_for(release, build_id)
+        return level if level and a and a.patch in live else 0
+
+    def is_withdrawn(self, release: str, build_id: str, level: int) -> bool:
+        """True when the agent saw this level of this build yanked."""
+        return Withdrawn(release, build_id, level) in self.withdrawn
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (format 1)."""
@@ -183,6 +218,10 @@ class AgentState:
                 "cves": list(self.offered.cves),
                 "tested": self.offered.tested,
             },
+            "withdrawn": [
+                {"release": w.release, "build_id": w.build_id, "level": w.level}
+                for w in self.withdrawn
+            ],
         }
 
     @classmethod
@@ -252,6 +291,10 @@ class AgentState:
                     cves=tuple(as_str(c) for c in o["cves"]),
                     tested=as_str(o.get("tested", "")),
                 ),
+                withdrawn=tuple(
+                    Withdrawn(as_str(w["release"]), as_str(w["build_id"]), as_int(w["level"]))
+                    for w in data.get("withdrawn", [])
+                ),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"malformed agent state: {e!r}") from e
@@ -274,7 +317,7 @@ def read(state_dir: Path) -> AgentState:
             hint="run the agent as root, or point --state-dir at a folder it can read",
         ) from e
     try:
-        return AgentState.from_dict(_object(json.loads(raw)))
+        return AgentState.from_dict(_object(jsontypes.loads(raw)))
     except (ValueError, TypeError) as e:
         raise AgentStateError(
             f"the agent state {path} is damaged: {e}",
@@ -323,17 +366,16 @@ def effective_release(release: str, build_id: str, state: AgentState, live: set[
     (``live``: names of enabled live patches), so after a reboot, or an
     ``unload``, this is the plain release again.
     """
-    a = state.applied
-    level = state.level_for(release, build_id)
-    return f"{release}+suture.L{level}" if level and a and a.patch in live else release
+    level = state.live_level(release, build_id, live)
+    return f"{release}+suture.L{level}" if level else release
 
 
 def _iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat()
+    return None if t is None else timefmt.utc(t)
 
 
 def _time(value: Any) -> float | None:
-    return None if value is None else datetime.fromisoformat(as_str(value)).timestamp()
+    return None if value is None else timefmt.parse(as_str(value))
 
 
 def _object(value: Any) -> dict[str, Any]:

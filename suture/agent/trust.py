@@ -12,16 +12,19 @@ trusted (do not apply, alert). Network I/O goes through python-tuf's
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from tuf.api import exceptions as tuf_errors
-from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig, Urllib3Fetcher
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from suture import __version__
+from suture.agent import http
 from suture.errors import (
     FetchError,
     IntegrityError,
@@ -32,7 +35,8 @@ from suture.errors import (
     VerificationError,
 )
 
-CHUNK = 64 << 10  # bytes per read from a file:// mirror
+CHUNK = 64 << 10  # bytes per read (a file:// mirror, or at most one socket read)
+MAX_BARE_FETCH = 1 << 20  # bytes of a fetch() that names no length (python-tuf never does)
 
 
 @dataclass(frozen=True)
@@ -85,17 +89,137 @@ def _chunks(f: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-def default_fetcher(url: str, timeout: int = 30) -> FetcherInterface:
-    """:class:`FileFetcher` for ``file://`` URLs, python-tuf's urllib3 fetcher otherwise.
+class HttpFetcher(FetcherInterface):
+    """``http(s)://`` through urllib3, every download bounded in time, failures that say why.
+
+    python-tuf's own urllib3 fetcher bounds each read by its timeout, not the
+    download: a mirror that drips a byte just inside it holds the cycle (and
+    the state lock) for hours. Here a file of at most ``max_length`` bytes
+    must arrive within :func:`suture.agent.http.deadline` (twice the timeout,
+    plus the length at 16 KiB/s), checked between reads of at most one
+    socket read each, and enforced by a timer for the request as a whole.
+    A failure names the URL and the cause (refused, DNS, TLS, timeout, HTTP
+    status), which python-tuf's errors lose.
+    """
+
+    def __init__(
+        self,
+        timeout: float = 30,
+        proxy: str = "",
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        import urllib3  # noqa: PLC0415 - loaded only when the TUF client is
+
+        self._urllib3 = urllib3
+        headers = {"User-Agent": f"suture/{__version__}"}
+        self._pool = (
+            urllib3.ProxyManager(proxy, headers=headers)
+            if proxy
+            else urllib3.PoolManager(headers=headers)
+        )
+        self.timeout = timeout
+        self.progress = progress
+        # Redirects are followed (mirrors, CDNs); a failed connection is tried once
+        # more; everything else fails at once, and the agent's cycle retries.
+        self._retries = urllib3.Retry(total=7, connect=1, read=0, redirect=5, status=0, other=0)
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        # download_file() is the way in; this serves a bare fetch() with a default bound.
+        return iter([self._download(url, MAX_BARE_FETCH)])
+
+    @contextlib.contextmanager
+    def download_file(self, url: str, max_length: int) -> Iterator[IO[bytes]]:
+        """Download ``url`` (at most ``max_length`` bytes) into a temporary file, in time."""
+        with tempfile.TemporaryFile() as f:
+            f.write(self._download(url, max_length))
+            f.seek(0)
+            yield f
+
+    def download_bytes(self, url: str, max_length: int) -> bytes:
+        """Download ``url`` (at most ``max_length`` bytes), in time."""
+        return self._download(url, max_length)
+
+    def _download(self, url: str, max_length: int) -> bytes:
+        seconds = http.deadline(self.timeout, max_length)
+        try:
+            with http.bounded(seconds + 1, url):
+                return self._read(url, max_length, time.monotonic() + seconds)
+        except http.DeadlineError as e:
+            raise tuf_errors.SlowRetrievalError(f"{url}: {e}") from e
+
+    def _read(self, url: str, max_length: int, end: float) -> bytes:
+        u3 = self._urllib3
+        try:
+            response = self._pool.request(
+                "GET",
+                url,
+                preload_content=False,
+                timeout=u3.Timeout(connect=self.timeout, read=self.timeout),
+                retries=self._retries,
+            )
+        except (u3.exceptions.HTTPError, OSError) as e:
+            raise tuf_errors.DownloadError(f"{url}: {http.describe(e)}") from e
+        complete = False
+        try:
+            if response.status >= 400:
+                raise tuf_errors.DownloadHTTPError(
+                    f"{url}: HTTP {response.status}", response.status
+                )
+            data = self._body(url, response, max_length, end)
+            complete = True
+        except (u3.exceptions.HTTPError, OSError) as e:
+            raise tuf_errors.DownloadError(f"{url}: {http.describe(e)}") from e
+        else:
+            return data
+        finally:
+            # A connection with an answer left unread (an error, a deadline)
+            # must not serve the next request: that would read the rest.
+            if complete:
+                response.release_conn()
+            else:
+                response.close()
+
+    def _body(self, url: str, response: Any, max_length: int, end: float) -> bytes:
+        chunks: list[bytes] = []
+        size, shown = 0, time.monotonic()
+        total = int(response.headers.get("Content-Length") or 0)
+        while chunk := response.read1(CHUNK):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_length:
+                raise tuf_errors.DownloadLengthMismatchError(
+                    f"{url}: more than the {max_length} bytes allowed"
+                )
+            now = time.monotonic()
+            if now > end:
+                allowed = http.deadline(self.timeout, max_length)
+                raise tuf_errors.SlowRetrievalError(
+                    f"{url}: only {size} bytes in {allowed:.0f} s, the whole-download deadline"
+                )
+            if self.progress is not None and now - shown >= 1.0:
+                self.progress(url, size, total)
+                shown = now
+        return b"".join(chunks)
+
+
+def default_fetcher(
+    url: str,
+    timeout: float = 30,
+    proxy: str = "",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> FetcherInterface:
+    """:class:`FileFetcher` for ``file://`` URLs, :class:`HttpFetcher` otherwise.
 
     Args:
         url: the repository's base URL.
-        timeout: s to connect, and between two received bytes; a slower server
-            fails the download (and the cycle retries).
+        timeout: s to connect, and between two received bytes; a whole
+            download is bounded too (:func:`suture.agent.http.deadline`).
+        proxy: an http(s) proxy URL ("": direct).
+        progress: called with (url, bytes so far, total or 0) about once a second.
     """
     if url.startswith("file://"):
         return FileFetcher()
-    return Urllib3Fetcher(socket_timeout=timeout, app_user_agent=f"suture/{__version__}")
+    return HttpFetcher(timeout, proxy, progress)
 
 
 def open_updater(
@@ -140,15 +264,26 @@ def translated(doing: str, target: str | None = None) -> Iterator[None]:
             f"{doing}: the repository sent more bytes for {what} than its signed length ({e})",
             hint="a mirror or proxy may be feeding endless data; nothing was kept",
         ) from e
+    except tuf_errors.SlowRetrievalError as e:
+        raise FetchError(
+            f"{doing}: {e or 'the repository is too slow'}",
+            hint="the repository or a proxy on the way is too slow; the agent retries later",
+        ) from e
     except tuf_errors.DownloadError as e:
         raise FetchError(
-            f"{doing}: the repository did not serve a file: {e}",
+            f"{doing}: {_why(e)}",
             hint="check the repository URL and the network; the agent retries later",
         ) from e
     except OSError as e:
         raise UpdateError(
             f"{doing}: {e}", hint="check that the agent's state folder is writable"
         ) from e
+
+
+def _why(e: BaseException) -> str:
+    """The error's own words (ours name the URL), and the cause when they do not say it."""
+    text, cause = str(e), http.describe(e)
+    return text if cause in text else f"{text}: {cause}" if text else cause
 
 
 def _verification_error(

@@ -96,7 +96,14 @@ def session(
     except OSError as e:
         raise UpdateError(f"cannot create the state folder {state_dir}: {e.strerror}") from e
     # python-tuf does not support two Updaters on one metadata folder at once.
-    with locked(state_dir / "update.lock"):
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(state_dir / "update.lock"))
+        except OSError as e:
+            raise UpdateError(
+                f"cannot lock the trusted metadata in {state_dir}: {e.strerror or e}",
+                hint="check that the agent's state folder is writable and its disk not full",
+            ) from e
         current = UpdateSession(trust.open_updater(remote, state_dir, fetcher))
         try:
             yield current
@@ -110,6 +117,7 @@ class UpdateSession:
     def __init__(self, updater: Updater) -> None:
         self._updater = updater
         self._refreshed = False
+        self._indexes: dict[tuple[str, str, str], BuildIndex | None] = {}
         self._failed: SutureError | None = None
         self.closed = False
 
@@ -144,6 +152,15 @@ class UpdateSession:
                 hint="the repository is inconsistent; tell its operators",
             )
         return self._offer(target, release, build_id, channel, index.yanked)
+
+    def yanked(self, release: str, build_id: str, channel: str) -> tuple[int, ...]:
+        """The levels withdrawn from this build and channel (none when it has no index).
+
+        Raises:
+            FetchError, VerificationError: as :meth:`find_latest`.
+        """
+        index = self._index(release, build_id, channel)
+        return index.yanked if index else ()
 
     def download(self, offer: Offer, dest_dir: Path) -> Path:
         """Fetch ``offer``'s bundle into ``dest_dir``, verified, and return its path.
@@ -206,6 +223,12 @@ class UpdateSession:
             raise
 
     def _index(self, release: str, build_id: str, channel: str) -> BuildIndex | None:
+        key = (release, build_id, channel)
+        if key not in self._indexes:
+            self._indexes[key] = self._read_index(release, build_id, channel)
+        return self._indexes[key]
+
+    def _read_index(self, release: str, build_id: str, channel: str) -> BuildIndex | None:
         path = layout.index_path(release, build_id, channel)
         target = self._lookup(path)
         if target is None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -39,14 +40,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from suture import timefmt
 from suture.agent import quick
 from suture.agent.config import AgentConfig
-from suture.errors import SutureError
+from suture.errors import AgentStateError, SutureError
 from suture.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from suture.agent import update as agent_update
     from suture.userspace.patch import UserPatch
+
+_log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STATE_NAME = "userspace.json"
@@ -109,10 +113,20 @@ def read(state_dir: Path) -> dict[str, UserLevel]:
 
 
 def write(state_dir: Path, levels: dict[str, UserLevel]) -> None:
-    """Record the levels, atomically."""
+    """Record the levels, atomically.
+
+    Raises:
+        AgentStateError: the file cannot be written.
+    """
     body = {"format": FORMAT_VERSION, "libraries": {k: v.to_dict() for k, v in levels.items()}}
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    atomic_write(state_dir / STATE_NAME, (json.dumps(body, indent=1) + "\n").encode())
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(state_dir / STATE_NAME, (json.dumps(body, indent=1) + "\n").encode())
+    except OSError as e:
+        raise AgentStateError(
+            f"cannot write the userspace levels in {state_dir}: {e.strerror or e}",
+            hint="check that the state folder is writable and its disk not full",
+        ) from e
 
 
 def library_builds() -> dict[str, str]:
@@ -137,7 +151,7 @@ def library_builds() -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc()
 
 
 def _sha256(path: Path) -> str:
@@ -188,7 +202,10 @@ def _remember(config: AgentConfig, builds: dict[str, str]) -> None:
     except OSError:
         return
     memo = {"key": _checked_key(config, builds), "timestamp": _digest(trusted)}
-    atomic_write(config.state_dir / CHECKED_NAME, json.dumps(memo).encode())
+    try:
+        atomic_write(config.state_dir / CHECKED_NAME, json.dumps(memo).encode())
+    except OSError as e:  # a shortcut only: without it, the next cycle checks again
+        _log.warning("cannot write %s: %s", config.state_dir / CHECKED_NAME, e.strerror or e)
 
 
 def _digest(data: bytes) -> str:
@@ -202,7 +219,7 @@ def update(
 ) -> list[dict[str, Any]]:
     """One userspace cycle: newer levels fetched and applied, every process brought to them.
 
-    ``session`` opens the cycle's update session (:meth:`suture.agent.cycle._Run.session`);
+    ``session`` opens the cycle's update session (:meth:`suture.agent.run.UpdateRun.session`);
     it is not opened when the repository and the library builds are as at the
     last check. Returns one row per library build that has a level (see
     :func:`rows`). A failure with one build is in its row; the others go on.
@@ -224,7 +241,7 @@ def update(
                     levels[build_id] = _take(s, offer, current, config.state_dir, log)
                     fresh.add(build_id)
                 except SutureError as e:
-                    errors[build_id] = f"{type(e).__name__}: {e.message}"
+                    errors[build_id] = f"{e.code}: {e.message}"
                     log(f"userspace level for {soname} ({build_id[:12]}): {e.message}")
         if not errors:
             _remember(config, builds)

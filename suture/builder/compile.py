@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from suture import progress
 from suture.builder.elfobj import ObjectFile
 from suture.builder.fix import Fix
 from suture.builder.source import SourceTree
@@ -76,9 +77,10 @@ def _make_objects(tree: SourceTree, sources: list[str], flags: str) -> dict[str,
     objs = _objects(sources)
     for obj in objs:
         (tree.path / obj).unlink(missing_ok=True)  # make must compile, whatever mtimes say
-    together = subprocess.run(
-        tree.make_argv("-k", flags, *objs), capture_output=True, text=True, check=False
-    )
+    with progress.heartbeat(f"compiling {len(objs)} file(s)"):
+        together = subprocess.run(
+            tree.make_argv("-k", flags, *objs), capture_output=True, text=True, check=False
+        )
     failed = {}
     for src, obj in zip(sources, objs, strict=True):
         if not (tree.path / obj).exists():

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from suture.errors import KbuildError, ToolMissingError
-from suture.lab.toolchain import Toolchain
+from suture.packages.toolchain import Toolchain
 
 BUILD_JOBS = str(os.cpu_count() or 1)
 

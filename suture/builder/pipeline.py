@@ -18,7 +18,6 @@ module, which has one ``klp_object`` per patched object.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import re
 import shutil
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture import __version__, bundle
+from suture import __version__, bundle, timefmt
 from suture.builder import (
     callers,
     data_copies,
@@ -35,6 +34,7 @@ from suture.builder import (
     module,
     patch_runtime,
     port,
+    prematch,
     same_names,
     shared,
     slots,
@@ -43,7 +43,7 @@ from suture.builder import (
 from suture.builder import units as units_mod
 from suture.builder.compile import ObjectPair, compile_pair
 from suture.builder.differ import FunctionChange, diff_objects
-from suture.builder.elfobj import ObjectFile, Rela, RelocType, Section, SymType
+from suture.builder.elfobj import ObjectFile, Rela, SymType
 from suture.builder.extract import PatchObject, extract
 from suture.builder.extract import new_symbol_name as extract_new_name
 from suture.builder.fix import Fix, require_c_files
@@ -167,15 +167,6 @@ def _function_named(obj: ObjectFile, rela: Rela) -> str:
     return sym.name
 
 
-def _old_sha256(sec: Section) -> str:
-    """The hash of a function's code as the kernel has it: padding left out, relocations zeroed."""
-    data = bytearray(sec.data)
-    for r in sec.relas:
-        width = 8 if r.type in (RelocType.R_64, RelocType.PC64) else 4
-        data[r.offset : r.offset + width] = bytes(width)
-    return hashlib.sha256(data[sec.start :]).hexdigest()
-
-
 @dataclass
 class _UnitPatch:
     """What one unit puts into the livepatch module."""
@@ -188,6 +179,8 @@ class _UnitPatch:
     callbacks: dict[str, str]  # kind -> new code's symbol
     carried: list[str]
     slots: list[tuple[slots.Slot, str]] = field(default_factory=list)  # (slot, carried function)
+    # Beside redirected/klp_funcs: each function's expected old bytes (pre-match), or None.
+    expected: list[prematch.Expected | None] = field(default_factory=list)
 
 
 def with_fix_about(req: BuildRequest, fix: Fix) -> BuildRequest:
@@ -386,10 +379,17 @@ def _extract_unit(
         module.PatchedFunction(c.name, patch_obj.functions[c.name], positions.sympos(c.name))
         for c in redirected
     ]
+    # The old code as the running kernel has it: what the patch checks before it redirects.
+    running = unit.running or orig
+    old_code = running.functions()
+    expected = [
+        prematch.expected(running, old_code[c.name], c.name) if c.name in old_code else None
+        for c in redirected
+    ]
     return _UnitPatch(
         unit, patch_obj, redirected, klp_funcs, klp_syms,
         {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()}, plan.carried,
-        plan.slots,
+        plan.slots, expected,
     )  # fmt: skip
 
 
@@ -542,7 +542,8 @@ def _klp_objects(parts: list[_UnitPatch]) -> list[module.KlpObject]:
                         "(vmlinux or a module): call the others from it",
                     )
                 callbacks[kind] = sym
-        objects.append(module.KlpObject(objname, funcs, callbacks))
+        expected = [e for p in mine for e in p.expected]
+        objects.append(module.KlpObject(objname, funcs, callbacks, expected))
     return objects
 
 
@@ -568,12 +569,9 @@ def _manifest(
     module_bytes = ko.read_bytes()
     objects: dict[str, list[bundle.Function]] = {}
     for part in parts:
-        funcs = (part.unit.running or part.unit.orig).functions()
         objects.setdefault(part.unit.objname, []).extend(
-            bundle.Function(
-                c.name, 0, c.size, _old_sha256(funcs[c.name]) if c.name in funcs else ""
-            )
-            for c in part.redirected
+            bundle.Function(c.name, 0, c.size, e.sha256 if e else "")
+            for c, e in zip(part.redirected, part.expected, strict=True)
         )
     order = sorted(objects, key=lambda n: (n != "vmlinux", n))  # as in the klp_patch
     return bundle.Manifest(
@@ -589,7 +587,7 @@ def _manifest(
         description=req.description,
         fix_sha256=hashlib.sha256(req.fix.read_bytes()).hexdigest(),
         builder=f"suture {__version__}",
-        created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        created=timefmt.utc(),
         unpatched=tuple(unpatched),
         fixes=req.fixes,
     )

@@ -5,7 +5,7 @@ image's package version. With the image's config, ``olddefconfig`` and
 ``modules_prepare``, compiling one file reproduces the shipped code (DESIGN).
 
 The source package is unpacked once per version and shared read-only
-(suture.lab.sources); the tree of a build is a farm of hard links to it plus
+(suture.packages.sources); the tree of a build is a farm of hard links to it plus
 what configuring adds (.config, include/generated, scripts' programs).
 Layout under ``<cache>/trees/<release>/``: ``tree.json`` (written last: the
 tree is complete; it names the shared source) and ``linux/`` (the prepared
@@ -13,27 +13,28 @@ tree). Whatever changes a file of the tree replaces it rather than writing
 into it (compile.py), so the shared source stays as Debian ships it.
 
 Every kbuild run in the tree goes through the build's :class:`Toolchain`
-(suture.lab.toolchain): the host's compiler when it is exactly the one the
+(suture.packages.toolchain): the host's compiler when it is exactly the one the
 config names, else a build root of the build's own distro release, chosen by
-the build's series (suture.lab.sets).
+the build's series (suture.packages.sets).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from suture import progress
 from suture.errors import BuildError, SourceGoneError, ToolMissingError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import cache, kernels, sets, sources
-from suture.lab import toolchain as toolchain_mod
-from suture.lab.toolchain import Toolchain
+from suture.packages import cache, kernels, sets, sources
+from suture.packages import toolchain as toolchain_mod
+from suture.packages.toolchain import Toolchain
 
 FORMAT_VERSION = 1
 JOBS = str(os.cpu_count() or 1)
@@ -77,7 +78,7 @@ required_compiler = toolchain_mod.required_compiler
 
 def _check_tools(chain: Toolchain) -> None:
     if not chain.on_host:
-        return  # the build root has them all (suture.lab.buildroot)
+        return  # the build root has them all (suture.packages.buildroot)
     for tool, package in _TOOLS.items():
         if shutil.which(tool) is None:
             raise ToolMissingError(f"{tool} is not installed", hint=f"apt-get install {package}")
@@ -180,7 +181,7 @@ def _prepare_locked(image: kernels.KernelTree, shared: Path, tree: SourceTree) -
         "blanking the signing keys",
     )  # fmt: skip
     _run(tree, tree.make_argv("olddefconfig"), "olddefconfig")
-    print("suture: preparing the tree (modules_prepare)", file=sys.stderr)
+    logging.getLogger("suture.builder").info("preparing the tree (modules_prepare)")
     _run(tree, tree.make_argv("modules_prepare"), "modules_prepare")
     written = sources.touched(tree.path, since)
     if written:
@@ -196,7 +197,8 @@ def _prepare_locked(image: kernels.KernelTree, shared: Path, tree: SourceTree) -
 
 
 def _run(tree: SourceTree, argv: list[str], what: str) -> None:
-    proc = subprocess.run(argv, cwd=tree.path, capture_output=True, text=True, check=False)
+    with progress.heartbeat(what):
+        proc = subprocess.run(argv, cwd=tree.path, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BuildError(
             f"{what} failed in {tree.path}:\n{(proc.stderr or proc.stdout).strip()[-3000:]}",

@@ -20,7 +20,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from suture.errors import BuildError
 from suture.kernel.modinfo import module_bytes
-from suture.lab import kernels
+from suture.packages import kernels
 
 
 def export_owners(tree: kernels.KernelTree) -> dict[str, str]:

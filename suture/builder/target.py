@@ -23,7 +23,7 @@ from suture.builder.elfobj import ObjectFile
 from suture.builder.image_refs import ImageIndex
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
-from suture.lab import kernels, vmlinux
+from suture.packages import kernels, vmlinux
 
 
 class SymbolPositions(Protocol):

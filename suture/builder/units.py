@@ -10,9 +10,9 @@ keys its loader cannot resolve is compiled again with key reads.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +26,8 @@ from suture.errors import BuildError, StaticKeyError
 
 
 def progress(text: str) -> None:
-    """A step of the build, on stderr."""
-    print(f"suture: {text}", file=sys.stderr)
+    """A step of the build, logged (stderr, or the journal)."""
+    logging.getLogger("suture.builder").info("%s", text)
 
 
 def refuse_unpatchable(pair: ObjectPair, diff: DiffResult, orig: ObjectFile) -> None:

@@ -12,6 +12,7 @@ from suture.bundle.archive import (
     opened,
     read_manifest,
     record_test,
+    unpack,
     write,
 )
 from suture.bundle.labtest import LabStep, LabTest
@@ -30,5 +31,6 @@ __all__ = [
     "opened",
     "read_manifest",
     "record_test",
+    "unpack",
     "write",
 ]

@@ -62,6 +62,11 @@ def manifest_of(data: bytes, name: str) -> Manifest:
     return _members(Path(name), io.BytesIO(data))[0]
 
 
+def unpack(data: bytes, name: str) -> tuple[Manifest, bytes]:
+    """The verified manifest and the module of a bundle held in memory (``name``: for errors)."""
+    return _members(Path(name), io.BytesIO(data))
+
+
 def members(path: Path) -> tuple[Manifest, bytes]:
     """The verified manifest and the patch file (module or patch object) of a bundle."""
     return _members(path)

@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 PASSED, FAILED, UNTESTED = "passed", "failed", "untested"
 RESULTS = (PASSED, FAILED)
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")  # matched whole
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class LabTest:
             problems.append(f"result {self.result!r} is not one of {', '.join(RESULTS)}")
         if not self.release or not self.build_id:
             problems.append("it names no kernel build")
-        if self.kernel_log_sha256 and not _HEX64.match(self.kernel_log_sha256):
+        if self.kernel_log_sha256 and not _HEX64.fullmatch(self.kernel_log_sha256):
             problems.append("the kernel log's sha256 is not 64 hex digits")
         if self.passed and (self.reason or not all(s.ok for s in self.steps)):
             problems.append("it says passed, but a step failed")

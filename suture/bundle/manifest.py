@@ -48,13 +48,20 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from suture import jsontypes
 from suture.bundle import labtest
 from suture.errors import BundleError
+from suture.jsontypes import as_int, as_str
 
 FORMAT_VERSION = 1
+MAX_LEVEL = 1_000_000  # as the fleet server's check-ins; no real level comes near
+MAX_SIZE = 1 << 30  # bytes: any size field above is a lie
 
-_NAME = re.compile(r"^[a-z0-9_]{1,55}$")  # a module name the kernel accepts (MODULE_NAME_LEN)
-_HEX = re.compile(r"^[0-9a-f]*$")
+# Every pattern is matched whole (fullmatch): "$" alone lets a trailing newline through.
+_NAME = re.compile(r"[a-z0-9_]{1,55}")  # a module name the kernel accepts (MODULE_NAME_LEN)
+_HEX = re.compile(r"[0-9a-f]*")
+_BUILD_ID = re.compile(r"[0-9a-f]{16,128}")  # GNU build ids: md5 to sha512 lengths
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+~_-]{0,99}")  # as suture.repo.layout
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,9 @@ class FixRecord:
     def from_dict(cls, data: dict[str, Any]) -> FixRecord:
         """Parse one entry of ``fixes``."""
         return cls(
-            str(data["sha256"]), str(data.get("subject", "")), tuple(map(str, data.get("cves", [])))
+            as_str(data["sha256"]),
+            as_str(data.get("subject", "")),
+            tuple(as_str(c) for c in data.get("cves", [])),
         )
 
 
@@ -142,6 +151,11 @@ class Manifest:
     def functions(self) -> tuple[str, ...]:
         """Every replaced function's name, for the ftrace pre-flight."""
         return tuple(f.name for o in self.objects for f in o.functions)
+
+    @property
+    def all_functions(self) -> tuple[Function, ...]:
+        """Every replaced function, of every object."""
+        return tuple(f for o in self.objects for f in o.functions)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (format 1)."""
@@ -195,9 +209,9 @@ class Manifest:
             BundleError: not JSON, another format version, or a field is missing or wrong.
         """
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BundleError(f"the manifest is not JSON: {e}") from e
+            data = jsontypes.loads(raw)
+        except ValueError as e:
+            raise BundleError(f"the manifest is not (strict) JSON: {e}") from e
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             got = data.get("format") if isinstance(data, dict) else None
             raise BundleError(
@@ -206,47 +220,48 @@ class Manifest:
             )
         try:
             manifest = cls._from_dict(data)
-        except (KeyError, TypeError, ValueError) as e:
-            raise BundleError(f"the manifest is incomplete or malformed: {e!r}") from e
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise BundleError(f"the manifest is incomplete or malformed: {str(e)[:200]}") from e
         manifest.validate()
         return manifest
 
     @classmethod
     def _from_dict(cls, data: dict[str, Any]) -> Manifest:
-        kernel, module = data["kernel"], data["module"]
+        # Strict types: 7.9 is not level 7, and "8" is not level 8.
+        kernel, module = _object(data["kernel"]), _object(data["module"])
         return cls(
-            name=str(data["name"]),
-            release=str(kernel["release"]),
-            build_id=str(kernel["build_id"]),
-            level=int(data["level"]),
-            replace=bool(data.get("replace", True)),
-            module_file=str(module["file"]),
-            module_sha256=str(module["sha256"]),
-            module_size=int(module["size"]),
+            name=as_str(data["name"]),
+            release=as_str(kernel["release"]),
+            build_id=as_str(kernel["build_id"]),
+            level=as_int(data["level"], 1, MAX_LEVEL),
+            replace=_bool(data.get("replace", True)),
+            module_file=as_str(module["file"]),
+            module_sha256=as_str(module["sha256"]),
+            module_size=as_int(module["size"], 0, MAX_SIZE),
             objects=tuple(
                 PatchedObject(
-                    name=str(o["name"]),
+                    name=as_str(o["name"]),
                     functions=tuple(
                         Function(
-                            name=str(f["name"]),
-                            sympos=int(f.get("sympos", 0)),
-                            size=int(f.get("size", 0)),
-                            old_sha256=str(f.get("old_sha256", "")),
+                            name=as_str(f["name"]),
+                            sympos=as_int(f.get("sympos", 0), 0, MAX_SIZE),
+                            size=as_int(f.get("size", 0), 0, MAX_SIZE),
+                            old_sha256=as_str(f.get("old_sha256", "")),
                         )
-                        for f in o["functions"]
+                        for f in map(_object, _list(o["functions"]))
                     ),
                 )
-                for o in data.get("objects", [])
+                for o in map(_object, _list(data.get("objects", [])))
             ),
-            cves=tuple(str(c) for c in data.get("cves", [])),
-            description=str(data.get("description", "")),
-            fix_sha256=str(data.get("fix_sha256", "")),
-            builder=str(data.get("builder", "")),
-            created=str(data.get("created", "")),
-            unpatched=tuple(str(u) for u in data.get("unpatched", [])),
-            fixes=tuple(FixRecord.from_dict(f) for f in data.get("fixes", [])),
+            cves=tuple(as_str(c) for c in _list(data.get("cves", []))),
+            description=as_str(data.get("description", "")),
+            fix_sha256=as_str(data.get("fix_sha256", "")),
+            builder=as_str(data.get("builder", "")),
+            created=as_str(data.get("created", "")),
+            unpatched=tuple(as_str(u) for u in _list(data.get("unpatched", []))),
+            fixes=tuple(FixRecord.from_dict(_object(f)) for f in _list(data.get("fixes", []))),
             test=labtest.parse(data.get("test")),
-            extra=dict(data.get("extra", {})),
+            extra=dict(_object(data.get("extra", {}))),
             **_userspace_fields(data),
         )
 
@@ -257,25 +272,21 @@ class Manifest:
             BundleError: naming the first field that is wrong.
         """
         problems = []
-        if not _NAME.match(self.name):
+        if not _NAME.fullmatch(self.name):
             problems.append(f"name {self.name!r} is not a kernel module name")
-        suffix = ".o" if self.kind == "userspace" else ".ko"
-        if self.kind not in ("kernel", "userspace"):
-            problems.append(f"kind {self.kind!r} is not kernel or userspace")
-        if self.module_file != f"{self.name}{suffix}":
-            problems.append(f"module file {self.module_file!r} is not {self.name}{suffix}")
-        if self.kind == "userspace" and not (self.build_id and self.userspace_functions):
-            problems.append("a userspace patch names no library build id or no function")
-        if len(self.module_sha256) != 64 or not _HEX.match(self.module_sha256):
+        problems += self._kind_problems()
+        if len(self.module_sha256) != 64 or not _HEX.fullmatch(self.module_sha256):
             problems.append("module sha256 is not 64 hex digits")
-        if not _HEX.match(self.build_id):
-            problems.append("build id is not hex")
-        if self.level < 1:
-            problems.append(f"level {self.level} is below 1")
-        if not self.release:
-            problems.append("kernel release is empty")
-        if any(len(f.sha256) != 64 or not _HEX.match(f.sha256) for f in self.fixes):
+        if self.build_id and not _BUILD_ID.fullmatch(self.build_id):
+            problems.append(f"build id {self.build_id[:140]!r} is not 16 to 128 hex digits")
+        if not 1 <= self.level <= MAX_LEVEL:
+            problems.append(f"level {self.level} is not from 1 to {MAX_LEVEL}")
+        if not _RELEASE.fullmatch(self.release):
+            problems.append(f"kernel release {self.release[:110]!r} is not a release name")
+        if any(len(f.sha256) != 64 or not _HEX.fullmatch(f.sha256) for f in self.fixes):
             problems.append("a fix's sha256 is not 64 hex digits")
+        if any(f.old_sha256 and not _HEX.fullmatch(f.old_sha256) for f in self.all_functions):
+            problems.append("a function's old_sha256 is not hex")
         names = [o.name for o in self.objects]
         if len(set(names)) != len(names):
             problems.append(f"objects {names} list one twice")
@@ -284,27 +295,59 @@ class Manifest:
         if self.test is not None:
             self.test.validate()
 
+    def _kind_problems(self) -> list[str]:
+        """What is wrong with the kind and the file it names (a kernel .ko, a userspace .o)."""
+        problems = []
+        suffix = ".o" if self.kind == "userspace" else ".ko"
+        if self.kind not in ("kernel", "userspace"):
+            problems.append(f"kind {self.kind[:40]!r} is not kernel or userspace")
+        if self.module_file != f"{self.name}{suffix}":
+            problems.append(f"module file {self.module_file!r} is not {self.name}{suffix}")
+        if self.kind == "userspace" and not (self.build_id and self.userspace_functions):
+            problems.append("a userspace patch names no library build id or no function")
+        return problems
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {str(value)[:40]!r}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a JSON list, got {str(value)[:40]!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {str(value)[:40]!r}")
+    return value
+
 
 def _userspace_fields(data: dict[str, Any]) -> dict[str, Any]:
     """The userspace part of a manifest's JSON, as keyword arguments (none for a kernel patch)."""
-    if data.get("kind", "kernel") != "userspace":
-        return {"kind": str(data.get("kind", "kernel"))}
-    user = data["userspace"]
+    kind = as_str(data.get("kind", "kernel"))
+    if kind != "userspace":
+        return {"kind": kind}
+    user = _object(data["userspace"])
+    symbols = _object(user.get("symbols", {}))
     return {
         "kind": "userspace",
-        "package": str(user.get("package", "")),
-        "version": str(user.get("version", "")),
+        "package": as_str(user.get("package", "")),
+        "version": as_str(user.get("version", "")),
         "userspace_functions": tuple(
             UserFunction(
-                str(f["name"]),
-                int(f["offset"]),
-                int(f["size"]),
-                str(f["old_sha256"]),
-                str(f["symbol"]),
+                as_str(f["name"]),
+                as_int(f["offset"], 0),
+                as_int(f["size"], 0, MAX_SIZE),
+                as_str(f["old_sha256"]),
+                as_str(f["symbol"]),
             )
-            for f in user["functions"]
+            for f in map(_object, _list(user["functions"]))
         ),
         "userspace_symbols": {
-            str(k): (str(v[0]), int(v[1])) for k, v in dict(user.get("symbols", {})).items()
+            as_str(k): (as_str(_list(v)[0]), as_int(_list(v)[1], 0)) for k, v in symbols.items()
         },
     }

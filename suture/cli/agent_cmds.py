@@ -1,16 +1,8 @@
-"""The agent on this host: ``update``, ``info``, ``uname``, ``daemon``, ``boot``.
+"""The agent on this host: ``update``, ``daemon``, ``boot``, ``info``, ``uname``.
 
-Exit codes of ``update``, ``info`` and ``status`` (errors keep their own, see main.py):
-    0   up to date, or the newest level was applied
-    1   the repository has no live patch for this kernel build and channel
-    2   a newer level is offered but not applied (``info``; ``update`` within
-        the configured update delay)
-    3   this kernel cannot be live patched (no livepatch core or no build id)
-    4   the crash-loop guard holds the newest level (``status``: or the last
-        check failed; its error is shown)
-
-``suture boot`` exits 0 when the cached level is live again (or there was
-nothing to re-apply), 4 when the guard held it, 3 on an unsupported kernel.
+``update`` and the daemon run the same cycle (:func:`suture.agent.cycle.run_cycle`).
+``update``, ``info``, ``status`` and ``boot`` exit by their outcome through one
+table (:func:`suture.agent.outcome.exit_code`); an error exits with its own code.
 
 ``suture uname`` prints what ``uname`` prints, with the release as
 ``<release>+suture.L<level>`` while a level applied by the agent is enabled on
@@ -25,31 +17,46 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from suture.cli.helptext import command
 from suture.cli.output import Output
+from suture.errors import UsageError
 from suture.repo.layout import CHANNELS
 
 if TYPE_CHECKING:
     from suture.agent.config import AgentConfig
-    from suture.agent.cycle import UpdateResult
+    from suture.agent.run import UpdateResult
 
 # The TUF client and the engine are imported inside the handlers: `suture apply`
 # and `suture uname` should not load them.
 
-EXIT_CODES = {
-    "up-to-date": 0,
-    "applied": 0,
-    "no-patches": 1,
-    "pending": 2,
-    "unsupported": 3,
-    "held": 4,
-    "error": 4,
-}
+_AGENT_EXITS = (0, 1, 2, 3, 4, 30, 31, 32, 33, 50, 70, 71, 72)
 
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``update``, ``info`` and ``uname``."""
-    p = subs.add_parser(
-        "update", parents=[common], help="apply the newest live patch level for this kernel"
+    """Add ``update``, ``daemon``, ``boot``, ``info`` and ``uname``."""
+    p = command(
+        subs,
+        "update",
+        common,
+        summary="apply the newest live patch level for this kernel build",
+        description="One agent cycle: check in with the fleet server (its directive caps "
+        "the level), refresh the repository's signed metadata, find the newest level for "
+        "exactly this kernel build and channel, download and verify it, apply it, record "
+        "it, check in again, and refresh the metrics file. A level the repository withdrew "
+        "is left for the newest one still offered. An unreachable server is retried with a "
+        "doubling wait.\n\nSettings come from /etc/suture/agent.toml, then the environment, "
+        "then these options.",
+        examples=[
+            ("suture update", "apply what the configuration allows (honours update_delay_hours)"),
+            ("suture update --now", "apply the newest level now, without the update delay"),
+            (
+                "suture update --server https://patches.example.com/repo "
+                "--trusted-root /etc/suture/root.json",
+                "a first run without a configuration file",
+            ),
+            ("suture update --clear-hold", "apply a level the crash-loop guard holds back"),
+        ],
+        exits=_AGENT_EXITS,
     )
     _config_options(p)
     p.add_argument("--now", action="store_true", help="do not wait for the configured update delay")
@@ -60,27 +67,63 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_update)
 
-    p = subs.add_parser(
-        "daemon", parents=[common], help="check in periodically and apply (systemd: Type=notify)"
+    p = command(
+        subs,
+        "daemon",
+        common,
+        summary="the agent's loop: a cycle every check_interval (systemd: Type=notify)",
+        description="Run the update cycle every check_interval seconds plus a random jitter "
+        "(auto_update = false: only check and report). It tells systemd READY, a STATUS per "
+        "cycle and STOPPING; SIGTERM ends it after the cycle under way. No failure of a cycle "
+        "ends it: errors are recorded, reported and retried with a backoff. Normally run by "
+        "suture-agent.service.",
+        examples=[
+            ("systemctl enable --now suture-agent", "the usual way: the packaged unit"),
+            ("suture daemon --verbose", "in the foreground, with details"),
+        ],
+        exits=(0,),
     )
     _config_options(p)
     p.set_defaults(handler=cmd_daemon)
 
-    p = subs.add_parser(
-        "boot", parents=[common], help="re-apply the cached level after boot (crash-loop guarded)"
+    p = command(
+        subs,
+        "boot",
+        common,
+        summary="re-apply the cached level after boot (crash-loop guarded, no network)",
+        description="Early in boot (suture-boot.service), apply the level the agent last "
+        "applied, from its cached and verified bundle, if it was for exactly this kernel "
+        "build. A level during whose probation the previous boot ended is held instead, "
+        "and a level the agent saw withdrawn is never applied again.",
+        examples=[("suture boot", "what suture-boot.service runs")],
+        exits=(0, 3, 4, 30, 31, 32, 33),
     )
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="the agent's state folder")
-    p.add_argument("--config", type=Path, metavar="FILE", help="agent.toml to read")
+    p.add_argument("--config", type=Path, metavar="FILE", help="agent.toml to read (must exist)")
     p.set_defaults(handler=cmd_boot)
 
-    p = subs.add_parser(
-        "info", parents=[common], help="what the repository offers this kernel (applies nothing)"
+    p = command(
+        subs,
+        "info",
+        common,
+        summary="what the repository offers this kernel build (applies nothing)",
+        description="Check in, refresh the signed metadata, and say which level the "
+        "repository offers this exact kernel build on the channel, what it fixes, whether it "
+        "passed its lab test, and whether it is live.",
+        examples=[("suture info --json", "the offer as JSON")],
+        exits=(0, 1, 2, 3, 70, 71, 72),
     )
     _config_options(p)
     p.set_defaults(handler=cmd_info)
 
-    p = subs.add_parser(
-        "uname", parents=[common], help="uname, with the live patch level in the release"
+    p = command(
+        subs,
+        "uname",
+        common,
+        summary="uname, with the live patch level in the release",
+        description="Print what uname prints; the release reads RELEASE+suture.LN while level "
+        "N, applied by the agent, is live on exactly this kernel build.",
+        examples=[("suture uname -r", "e.g. 6.1.0-57-amd64+suture.L3")],
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument("-r", "--kernel-release", action="store_true", help="the release only")
@@ -93,8 +136,10 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", metavar="URL", help="repository base URL (serves metadata/)")
     p.add_argument("--trusted-root", type=Path, metavar="FILE", help="the repository's root.json")
     p.add_argument("--channel", choices=CHANNELS, help="stable or testing")
-    p.add_argument("--state-dir", type=Path, metavar="DIR", help="the agent's state folder")
-    p.add_argument("--config", type=Path, metavar="FILE", help="agent.toml to read")
+    p.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="the agent's state folder (absolute)"
+    )
+    p.add_argument("--config", type=Path, metavar="FILE", help="agent.toml to read (must exist)")
     p.add_argument(
         "--retries", metavar="N", help="more tries when the server cannot be reached (config: 3)"
     )
@@ -103,63 +148,33 @@ def _config_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _config(args: argparse.Namespace) -> AgentConfig:
+def agent_config(args: argparse.Namespace) -> AgentConfig:
+    """The agent's configuration: the file, the environment, then the command line.
+
+    Raises:
+        ConfigError: a bad setting (64), naming where it came from.
+    """
     from suture.agent import config
 
     options = ("server", "trusted_root", "channel", "state_dir", "retries", "registration_key")
     overrides = {k: getattr(args, k, None) for k in options}
-    if isinstance(overrides["state_dir"], Path):
-        overrides["state_dir"] = overrides["state_dir"].absolute()
     if isinstance(overrides["trusted_root"], Path):
+        # A file read now: relative to where the command runs. The state
+        # folder is not made absolute: it must be given so (config checks).
         overrides["trusted_root"] = overrides["trusted_root"].absolute()
     return config.load(getattr(args, "config", None), overrides=overrides)
 
 
 def cmd_update(args: argparse.Namespace, out: Output) -> int:
-    """Run one update cycle."""
+    """Run one agent cycle."""
     from suture.agent import cycle
+    from suture.agent.outcome import exit_code
 
-    cfg = _config(args)
-    out.message(f"checking {cfg.server} ({cfg.channel})")
-    _report(cfg, out)  # brings the fleet server's directive for this host
-    changed = True
-    try:
-        result = cycle.run_update(cfg, honour_delay=not args.now, clear_hold=args.clear_hold)
-        changed = result.outcome in (cycle.Outcome.APPLIED, cycle.Outcome.HELD)
-    finally:
-        if changed:
-            _report(cfg, out)  # and says what came of it
-        _write_metrics(cfg, out)
+    cfg = agent_config(args)
+    out.message(f"checking {cfg.server or '(no server)'} ({cfg.channel})")
+    result = cycle.run_cycle(cfg, honour_delay=not args.now, clear_hold=args.clear_hold).unwrap()
     out.result({"ok": True, **result.to_dict()}, _describe(result))
-    return EXIT_CODES[result.outcome]
-
-
-def _report(cfg: AgentConfig, out: Output) -> None:
-    """Check in with the server; a failure is a warning, never the command's outcome."""
-    import time
-
-    from suture.agent import report
-    from suture.agent.host import HostKernel
-    from suture.errors import SutureError
-
-    try:
-        failure = report.exchange(cfg, HostKernel(), time.time())
-    except SutureError as e:
-        failure = e.message
-    if failure:
-        out.message(f"warning: {failure}")
-
-
-def _write_metrics(cfg: AgentConfig, out: Output) -> None:
-    """Refresh the node exporter textfile (metrics_file); a failure is a warning."""
-    from suture.agent import metrics
-    from suture.agent.host import HostKernel
-    from suture.errors import SutureError
-
-    try:
-        metrics.write(cfg, HostKernel())
-    except SutureError as e:
-        out.message(f"warning: {e.message}")
+    return exit_code(result.outcome)
 
 
 def cmd_daemon(args: argparse.Namespace, out: Output) -> int:
@@ -168,8 +183,8 @@ def cmd_daemon(args: argparse.Namespace, out: Output) -> int:
 
     from suture.agent.daemon import Daemon
 
-    cfg = _config(args)
-    daemon = Daemon(cfg, log=out.message)
+    cfg = agent_config(args)
+    daemon = Daemon(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: daemon.stop())
     daemon.run()
@@ -180,8 +195,9 @@ def cmd_daemon(args: argparse.Namespace, out: Output) -> int:
 def cmd_boot(args: argparse.Namespace, out: Output) -> int:
     """Re-apply the cached level if it belongs on this kernel build."""
     from suture.agent import boot
+    from suture.agent.outcome import exit_code
 
-    cfg = _config(args)
+    cfg = agent_config(args)
     r = boot.reapply(cfg)
     kernel = f"{r.release} ({r.build_id[:12] or 'no build id'})"
     text = {
@@ -190,23 +206,25 @@ def cmd_boot(args: argparse.Namespace, out: Output) -> int:
         "nothing": "no level was applied before; nothing to re-apply",
         "other-kernel": f"level {r.level} was for another kernel build; {kernel} starts "
         "unpatched (the agent looks for its patches)",
+        "withdrawn": f"level {r.level} NOT re-applied: the repository withdrew it; the agent "
+        "looks for the newest level still offered",
         "held": f"level {r.level} NOT re-applied: {r.reason}. Check the host's logs, then "
         "'suture update --clear-hold' applies it again",
         "unsupported": f"{kernel} cannot be live patched",
     }[r.outcome]
     out.result({"ok": r.outcome != "held", **r.to_dict()}, text)
-    return {"held": 4, "unsupported": 3}.get(r.outcome, 0)
+    return exit_code(r.outcome)
 
 
 def cmd_info(args: argparse.Namespace, out: Output) -> int:
     """Say what the repository offers, and whether it is applied."""
     from suture.agent import cycle
+    from suture.agent.outcome import exit_code
 
-    cfg = _config(args)
-    _report(cfg, out)  # the fleet server's current word on this host's level
-    result = cycle.check(cfg)
+    cfg = agent_config(args)
+    result = cycle.run_cycle(cfg, apply=False).unwrap()
     out.result({"ok": True, **result.to_dict()}, _describe(result))
-    return EXIT_CODES[result.outcome]
+    return exit_code(result.outcome)
 
 
 def _describe(r: UpdateResult) -> str:
@@ -214,11 +232,14 @@ def _describe(r: UpdateResult) -> str:
     offered = f"level {r.available} of {r.name}" if r.available else ""
     fixes = f"\nfixes:   {', '.join(r.cves)}" if r.cves else ""
     sticky = f" (sticky level {r.sticky_level})" if r.sticky_level is not None else ""
+    gone = f"level {r.withdrawn} was withdrawn from the repository; " if r.withdrawn else ""
     text = {
         "up-to-date": f"up to date: level {r.level} is live on {kernel}{sticky}",
-        "applied": f"applied {offered} on {kernel} (was level {r.previous})"
+        "applied": f"{gone}applied {offered} on {kernel} (was level {r.previous})"
         + (f"; replaced {', '.join(r.superseded)}" if r.superseded else ""),
-        "pending": f"{offered} is available on {r.channel}{sticky}; level {r.level} is live",
+        "removed": f"{gone}no level is left to go to: removed it, {kernel} runs unpatched",
+        "pending": f"{gone}{offered or 'no level'} is available on {r.channel}{sticky}; "
+        f"level {r.level} is live",
         "no-patches": f"no live patches for {kernel} on {r.channel}",
         "unsupported": f"{kernel} cannot be live patched (no livepatch core or no build id)",
         "held": f"level {r.available} is held by the crash-loop guard (the host went down "
@@ -244,13 +265,15 @@ def cmd_uname(args: argparse.Namespace, out: Output) -> int:
     from suture.kernel.identity import read_identity
     from suture.kernel.livepatch import LivepatchSysfs
 
-    state_dir = args.state_dir or _config(argparse.Namespace()).state_dir
+    if args.state_dir is not None and not args.state_dir.is_absolute():
+        raise UsageError(f"--state-dir {args.state_dir} is not an absolute path")
+    state_dir = args.state_dir or agent_config(argparse.Namespace()).state_dir
     ident = read_identity()
     live = {s.name for s in LivepatchSysfs().states() if s.enabled}
     try:
         current = state.read(state_dir)
     except AgentStateError as e:
-        out.message(f"{e.message}; showing the plain release")
+        out.warning(f"{e.message}; showing the plain release")
         current = state.AgentState()
     release = state.effective_release(ident.release, ident.build_id, current, live)
     u = os.uname()
@@ -258,14 +281,13 @@ def cmd_uname(args: argparse.Namespace, out: Output) -> int:
         text = f"{u.sysname} {u.nodename} {release} {u.version} {u.machine} GNU/Linux"
     else:
         text = release if args.kernel_release else u.sysname
-    level = current.level_for(ident.release, ident.build_id) if release != ident.release else 0
     data = {
         "format": 1,
         "sysname": u.sysname,
         "nodename": u.nodename,
         "release": ident.release,
         "effective_release": release,
-        "level": level,
+        "level": current.live_level(ident.release, ident.build_id, live),
         "version": u.version,
         "machine": u.machine,
     }

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from suture.cli.helptext import command
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -14,9 +15,23 @@ EXIT_SOME_FAILED = 42  # several builds: some failed (the table says which); as 
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``build``."""
-    p = subs.add_parser(
-        "build", parents=[common], help="build a live patch bundle from a source fix"
-    )
+    p = command(
+        subs,
+        "build",
+        common,
+        summary="build a live patch bundle from a source fix",
+        description="Port the fix to the build's exact Debian source, compile the files it "
+        "touches before and after, diff the objects function by function, carry the changed "
+        "code into a livepatch module (klp relocations, x86 special sections, each replaced "
+        "function's expected old bytes for the pre-match check), and write NAME.bundle. "
+        "Several builds are built side by side, one folder each.",
+        examples=[
+            ("suture build fix.patch --cve CVE-2026-1234", "for the running distribution's "
+             "current build"),
+            ("suture build series.mbox --kernels debian12 -o out/", "every Debian 12 build"),
+        ],
+        exits=(0, 3, 20, 40, 42),
+    )  # fmt: skip
     p.add_argument(
         "fix",
         type=Path,
@@ -42,6 +57,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         "--output",
         type=Path,
         default=Path(),
+        metavar="DIR",
         help="folder for the bundle (several builds: one subfolder per build)",
     )
     p.add_argument(
@@ -62,7 +78,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--description", default="", help="what the fix does (default: its commits' subjects)"
     )
-    p.add_argument("--level", type=int, default=1, help="cumulative patch level (1)")
+    p.add_argument("--level", type=int, default=1, metavar="N", help="cumulative patch level (1)")
     p.add_argument(
         "--complete",
         action="store_true",
@@ -108,7 +124,7 @@ def _build_userspace(args: argparse.Namespace, out: Output) -> int:
 
 def _build_several(args: argparse.Namespace, out: Output) -> int:
     from suture.factory.release import build_many, table
-    from suture.lab import sets
+    from suture.packages import sets
 
     releases = sets.resolve_kernels(args.kernel, args.kernels)
     out.message(f"building {args.fix} for {len(releases)} build(s), side by side")

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from suture import timefmt
+from suture.cli.helptext import command, group
 from suture.cli.output import Output
 from suture.errors import UsageError
 from suture.repo.layout import CHANNELS
@@ -24,10 +26,23 @@ from suture.repo.layout import CHANNELS
 # The client is imported inside the handlers, like every command's library.
 
 
+_FLEET = (0, 81)
+_SERVER_NOTE = (
+    "It calls the fleet server's API with the admin token: --server URL (or "
+    "$SUTURE_FLEET_SERVER) and --admin-token-file FILE (or $SUTURE_ADMIN_TOKEN)."
+)
+
+
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``fleet`` and its sub-commands."""
-    fleet = subs.add_parser("fleet", parents=[common], help="see and steer the fleet (admin)")
-    fleet_subs = fleet.add_subparsers(dest="fleet_command", required=True, metavar="COMMAND")
+    _, fleet_subs = group(
+        subs,
+        "fleet",
+        common,
+        summary="see and steer the fleet (admin)",
+        description="The operator's view of every host and the rollout controls, through "
+        "the fleet server's API. " + _SERVER_NOTE,
+    )
     server = argparse.ArgumentParser(add_help=False)
     server.add_argument("--server", metavar="URL", help="the fleet server ($SUTURE_FLEET_SERVER)")
     server.add_argument(
@@ -36,106 +51,282 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the admin token ($SUTURE_ADMIN_TOKEN)",
     )
-    parents = [common, server]
+    parents = [server]
 
-    _register_keys_hosts(fleet_subs, parents)
+    _register_keys_hosts(fleet_subs, common, parents)
 
-    ro = fleet_subs.add_parser("rollout", parents=parents, help="rollout control of a channel")
-    ro_subs = ro.add_subparsers(dest="rollout_command", required=True, metavar="COMMAND")
+    _, ro_subs = group(
+        fleet_subs,
+        "rollout",
+        common,
+        summary="rollout control of a channel",
+        description="The rollout policy of a channel: a delay after publishing, canaries "
+        "first, sticky levels per tag, an automatic halt when too many hosts fail a level, "
+        "and halt, resume, promote and unroll by hand.",
+    )
     channel = argparse.ArgumentParser(add_help=False)
-    channel.add_argument("--channel", choices=CHANNELS, default="stable", help="(stable)")
-    p = ro_subs.add_parser("show", parents=[*parents, channel], help="the policy")
+    channel.add_argument(
+        "--channel", choices=CHANNELS, default="stable", help="the channel (stable)"
+    )
+    ro = [*parents, channel]
+    p = command(
+        ro_subs, "show", common, parents=ro, summary="the policy",
+        description="The channel's rollout policy, and its halt if there is one.",
+        examples=[("suture fleet rollout show --channel testing", "")], exits=_FLEET,
+    )  # fmt: skip
     p.set_defaults(handler=cmd_rollout_show)
-    p = ro_subs.add_parser("set", parents=[*parents, channel], help="change policy settings")
-    p.add_argument("--delay-hours", type=float, help="a level waits this long after publishing")
-    p.add_argument("--canary-tag", action="append", metavar="TAG", help="canary hosts' tag")
-    p.add_argument("--canary-percent", type=int, help="share of other hosts that are canaries")
-    p.add_argument("--canary-hours", type=float, help="then everyone, after this long")
-    p.add_argument("--sticky", action="append", metavar="TAG=LEVEL", help="cap a tag's level")
-    p.add_argument("--failure-threshold", type=float, help="halt at this failed share (0.2)")
-    p.add_argument("--min-attempts", type=int, help="...once this many hosts tried (5)")
+    p = command(
+        ro_subs, "set", common, parents=ro, summary="change policy settings",
+        description="Change the settings given; the others stay as they are.",
+        examples=[
+            ("suture fleet rollout set --delay-hours 24 --canary-tag ring:0 --canary-hours 12",
+             "a day's wait, then canaries for 12 h, then everyone"),
+            ("suture fleet rollout set --sticky env:prod=3", "hosts tagged env:prod stay at 3"),
+        ],
+        exits=(*_FLEET, 64),
+    )  # fmt: skip
+    p.add_argument(
+        "--delay-hours", type=float, metavar="H", help="a level waits this long after publishing"
+    )
+    p.add_argument(
+        "--canary-tag", action="append", metavar="TAG",
+        help="hosts with this tag get new levels first (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--canary-percent", type=int, metavar="N", help="share of other hosts that are canaries"
+    )
+    p.add_argument(
+        "--canary-hours", type=float, metavar="H", help="everyone else gets a level after this"
+    )
+    p.add_argument(
+        "--sticky", action="append", metavar="TAG=LEVEL",
+        help="cap the level of hosts with TAG (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--failure-threshold", type=float, metavar="SHARE",
+        help="halt a level once this share of the hosts that tried it failed (0.2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-attempts", type=int, metavar="N",
+        help="...but only once this many hosts tried it (5)",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_rollout_set)
     build = argparse.ArgumentParser(add_help=False)
     build.add_argument("--release", help="only this kernel build: its release...")
     build.add_argument("--build-id", help="...and its build id")
-    p = ro_subs.add_parser(
-        "halt", parents=[*parents, channel, build], help="stop a level's rollout"
-    )
-    p.add_argument("--level", type=int, required=True)
-    p.add_argument("--reason", default="")
+    p = command(
+        ro_subs, "halt", common, parents=[*ro, build], summary="stop a level's rollout",
+        description="No host goes above the level below LEVEL until 'resume'; with --release "
+        "and --build-id, only hosts of that kernel build. The level must be published on the "
+        "channel.",
+        examples=[("suture fleet rollout halt --level 4 --reason 'oops on canaries'", "")],
+        exits=(*_FLEET, 64),
+    )  # fmt: skip
+    p.add_argument("--level", type=int, required=True, help="the published level to halt")
+    p.add_argument("--reason", default="", help="why (shown with the policy)")
     p.set_defaults(handler=cmd_rollout_action, action="halt")
-    p = ro_subs.add_parser("resume", parents=[*parents, channel, build], help="lift halts")
+    p = command(
+        ro_subs, "resume", common, parents=[*ro, build], summary="lift halts",
+        description="Lift the halts (or the one of a kernel build); the halted level is not "
+        "halted again automatically.",
+        examples=[("suture fleet rollout resume", "")], exits=(*_FLEET, 64),
+    )  # fmt: skip
     p.set_defaults(handler=cmd_rollout_action, action="resume")
-    p = ro_subs.add_parser("promote", parents=[*parents, channel], help="release to every host")
-    p.add_argument("--level", type=int, required=True)
+    p = command(
+        ro_subs, "promote", common, parents=ro, summary="release a level to every host now",
+        description="Every host may have LEVEL now, canary phase or not. The level must be "
+        "published on the channel.",
+        examples=[("suture fleet rollout promote --level 4", "")], exits=(*_FLEET, 64),
+    )  # fmt: skip
+    p.add_argument("--level", type=int, required=True, help="the published level to release")
     p.set_defaults(handler=cmd_rollout_action, action="promote")
-    p = ro_subs.add_parser("unroll", parents=[*parents, channel], help="back to an earlier level")
+    p = command(
+        ro_subs, "unroll", common, parents=ro, summary="send hosts back to an earlier level",
+        description="Hosts above LEVEL go down to it (agents apply it as a cumulative level); "
+        "--end lets them climb again.",
+        examples=[
+            ("suture fleet rollout unroll --level 3", "back to level 3"),
+            ("suture fleet rollout unroll --end", "end the unroll"),
+        ],
+        exits=(*_FLEET, 64),
+    )  # fmt: skip
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--level", type=int)
+    which.add_argument("--level", type=int, help="the published level to go back to")
     which.add_argument("--end", action="store_true", help="end the unroll")
     p.set_defaults(handler=cmd_rollout_action, action="unroll")
-    _register_queries(fleet_subs, parents)
+    _register_queries(fleet_subs, common, parents)
 
 
-def _register_keys_hosts(fleet_subs: Any, parents: list[argparse.ArgumentParser]) -> None:
+def _register_keys_hosts(
+    fleet_subs: Any, common: argparse.ArgumentParser, parents: list[argparse.ArgumentParser]
+) -> None:
     """``key create|list|revoke`` and ``host show|revoke|delete``."""
-    key = fleet_subs.add_parser("key", parents=parents, help="registration keys hosts enrol with")
-    key_subs = key.add_subparsers(dest="key_command", required=True, metavar="COMMAND")
-    p = key_subs.add_parser("create", parents=parents, help="a new key (printed once)")
-    p.add_argument("--tag", action="append", default=[], metavar="TAG", help="e.g. env:prod")
-    p.add_argument("--note", default="", help="what the key is for")
+    _, key_subs = group(
+        fleet_subs,
+        "key",
+        common,
+        summary="registration keys hosts enrol with",
+        description="A host enrols once with a registration key (registration_key in its "
+        "agent.toml) and gets its own token; the key's tags go to every host enrolled with it.",
+    )
+    p = command(
+        key_subs, "create", common, parents=parents,
+        summary="a new key (printed once)",
+        description="Create a registration key. The secret is printed once and stored only as "
+        "its hash. A key may be limited to a number of hosts and to a time.",
+        examples=[("suture fleet key create --tag env:prod --note 'web tier'", "a tagged key"),
+                  ("suture fleet key create --max-hosts 20 --expires-in 7d",
+                   "for one rack, this week only")],
+        exits=(*_FLEET, 64),
+    )  # fmt: skip
+    p.add_argument(
+        "--tag", action="append", default=[], metavar="TAG",
+        help="a tag for the hosts that enrol with it, e.g. env:prod (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--note", default="", help="what the key is for (shown in the list)")
     p.add_argument("--max-hosts", type=int, metavar="N", help="enrol at most N hosts")
-    p.add_argument("--expires-in", metavar="TIME", help="e.g. 12h, 7d: no enrolment after")
+    p.add_argument(
+        "--expires-in", metavar="TIME", help="no enrolment after this long, e.g. 30m, 12h, 7d"
+    )
     p.set_defaults(handler=cmd_key_create)
-    p = key_subs.add_parser("list", parents=parents, help="the keys (never their secrets)")
+    p = command(
+        key_subs, "list", common, parents=parents,
+        summary="the keys (never their secrets)",
+        description="Every registration key: its id, when it was made, revoked, expired or "
+        "active, the hosts enrolled with it (of at most how many), its tags and note.",
+        examples=[("suture fleet key list", "")],
+        exits=_FLEET,
+    )  # fmt: skip
     p.set_defaults(handler=cmd_key_list)
-    p = key_subs.add_parser("revoke", parents=parents, help="stop a key from enrolling hosts")
-    p.add_argument("key_id")
+    p = command(
+        key_subs, "revoke", common, parents=parents,
+        summary="stop a key from enrolling hosts",
+        description="Revoke a registration key; hosts already enrolled with it keep their "
+        "tokens, unless --hosts revokes those too.",
+        examples=[("suture fleet key revoke k_12ab", ""),
+                  ("suture fleet key revoke k_12ab --hosts", "a leaked key: its hosts too")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("key_id", help="the key's id (suture fleet key list)")
     p.add_argument("--hosts", action="store_true", help="revoke its hosts' tokens too")
     p.set_defaults(handler=cmd_key_revoke)
 
-    host = fleet_subs.add_parser("host", parents=parents, help="one host: show, revoke, delete")
-    host_subs = host.add_subparsers(dest="host_command", required=True, metavar="COMMAND")
-    p = host_subs.add_parser("show", parents=parents, help="its last report and history")
-    p.add_argument("host_id")
+    _, host_subs = group(
+        fleet_subs,
+        "host",
+        common,
+        summary="one host: show, revoke, delete",
+        description="One host the server knows: its last report and history, revoking its "
+        "token, or forgetting it.",
+    )
+    p = command(
+        host_subs, "show", common, parents=parents,
+        summary="its last report and history",
+        description="The host's last check-in (kernel build, channel, level, state, token, "
+        "last seen) and its history, newest first, a page at a time.",
+        examples=[("suture fleet host show web-1", ""),
+                  ("suture fleet host show web-1 --cursor CURSOR", "older history")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("host_id", help="the host's id (suture fleet hosts)")
     p.add_argument("--cursor", help="the next page of its history (from the last answer)")
-    p.add_argument("--limit", type=int, help="events in a page (200)")
+    p.add_argument("--limit", type=int, metavar="N", help="events in a page (200)")
     p.set_defaults(handler=cmd_host_show)
-    p = host_subs.add_parser("revoke", parents=parents, help="revoke its token")
-    p.add_argument("host_id")
+    p = command(
+        host_subs, "revoke", common, parents=parents,
+        summary="revoke its token",
+        description="Revoke the host's token: its check-ins are refused from now on. Its id "
+        "may not enrol again unless --allow-reenrol.",
+        examples=[("suture fleet host revoke web-1", "a host that was compromised"),
+                  ("suture fleet host revoke web-1 --allow-reenrol", "it enrols again")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("host_id", help="the host's id (suture fleet hosts)")
     p.add_argument("--allow-reenrol", action="store_true", help="its id may enrol again")
     p.set_defaults(handler=cmd_host_revoke)
-    p = host_subs.add_parser("delete", parents=parents, help="forget it (report, history, token)")
-    p.add_argument("host_id")
+    p = command(
+        host_subs, "delete", common, parents=parents,
+        summary="forget it (report, history, token)",
+        description="Forget the host: its last report, its history and its token.",
+        examples=[("suture fleet host delete old-web-9", "a host that was retired")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("host_id", help="the host's id (suture fleet hosts)")
     p.set_defaults(handler=cmd_host_delete)
 
 
-def _register_queries(fleet_subs: Any, parents: list[argparse.ArgumentParser]) -> None:
+def _register_queries(
+    fleet_subs: Any, common: argparse.ArgumentParser, parents: list[argparse.ArgumentParser]
+) -> None:
     """``hosts``, ``exposed``, ``summary``, ``export``, ``vex``: what the fleet runs and lacks."""
-    p = fleet_subs.add_parser("hosts", parents=parents, help="hosts, with filters")
+    p = command(
+        fleet_subs, "hosts", common, parents=parents, summary="hosts, with filters",
+        description="Every host the server knows, with its kernel build, channel, level and "
+        "state; the filters combine.",
+        examples=[
+            ("suture fleet hosts --state failed", "the hosts whose last cycle failed"),
+            ("suture --json fleet hosts --cve CVE-2026-1234 | jq -r '.hosts[].host_id'",
+             "the hosts still exposed to a CVE, for a script"),
+        ],
+        exits=_FLEET,
+    )  # fmt: skip
     p.add_argument("--release", help="kernel release (uname -r)")
     p.add_argument("--build-id", help="kernel build id")
     p.add_argument("--level", type=int, help="the level reported")
-    p.add_argument("--state", choices=("patched", "unpatched", "failed", "unsupported"))
+    p.add_argument(
+        "--state", choices=("patched", "unpatched", "failed", "unsupported"),
+        help="the state reported",
+    )  # fmt: skip
     p.add_argument("--status", help="a state, or inactive")
     p.add_argument("--tag", help="e.g. env:prod")
-    p.add_argument("--channel", choices=CHANNELS)
+    p.add_argument("--channel", choices=CHANNELS, help="the host's channel")
     p.add_argument("--cve", metavar="CVE-ID", help="only hosts exposed to it")
-    p.add_argument("--inactive-after", type=int, metavar="S", help="s of silence (10800)")
+    p.add_argument(
+        "--inactive-after", type=int, metavar="S", help="s of silence before inactive (10800)"
+    )
     _paging(p)
     p.set_defaults(handler=cmd_hosts)
-    p = fleet_subs.add_parser("exposed", parents=parents, help="hosts exposed to a CVE now")
-    p.add_argument("cve", metavar="CVE-ID")
+    p = command(
+        fleet_subs, "exposed", common, parents=parents, summary="hosts exposed to a CVE now",
+        description="Hosts exposed to CVE-ID although a fix is published for their build, "
+        "hosts with no fix published for their build, and hosts fixed in memory.",
+        examples=[("suture fleet exposed CVE-2026-1234", ""),
+                  ("suture --json fleet exposed CVE-2026-1234 --all", "every exposed host")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("cve", metavar="CVE-ID", help="e.g. CVE-2026-1234")
     p.add_argument("--all", action="store_true", help="every exposed host (every page)")
     p.set_defaults(handler=cmd_exposed)
-    p = fleet_subs.add_parser("summary", parents=parents, help="hosts per build, level, state")
+    p = command(
+        fleet_subs, "summary", common, parents=parents, summary="hosts per build, level, state",
+        description="Counts per kernel build, level and state, and the hosts that failed.",
+        examples=[("suture fleet summary", "")], exits=_FLEET,
+    )  # fmt: skip
     p.set_defaults(handler=cmd_summary)
-    p = fleet_subs.add_parser("export", parents=parents, help="every host, CSV or JSON")
-    p.add_argument("--format", choices=("csv", "json"), default="csv", dest="export_format")
+    p = command(
+        fleet_subs, "export", common, parents=parents, summary="every host, as CSV or JSON",
+        description="Every host, to a file or standard output. With --json the export is "
+        "JSON (standard output then holds one JSON document); CSV needs -o FILE then.",
+        examples=[
+            ("suture fleet export --format csv -o hosts.csv", "a spreadsheet"),
+            ("suture --json fleet export | jq '.hosts | length'", "JSON on standard output"),
+        ],
+        exits=(*_FLEET, 64),
+    )  # fmt: skip
+    p.add_argument(
+        "--format", choices=("csv", "json"), default=None, dest="export_format",
+        help="csv (the default) or json (the default under --json)",
+    )  # fmt: skip
     p.add_argument("-o", "--output", type=Path, metavar="FILE", help="(standard output)")
     p.set_defaults(handler=cmd_export)
-    p = fleet_subs.add_parser("vex", parents=parents, help="a host's signed OpenVEX document")
-    p.add_argument("host_id")
+    p = command(
+        fleet_subs, "vex", common, parents=parents, summary="a host's signed OpenVEX document",
+        description="The CVEs fixed in memory on one host, as an OpenVEX document signed with "
+        "the server's Ed25519 key (/api/v1/vex-key).",
+        examples=[("suture fleet vex web-1 -o web-1.vex.json", "the document and .sig beside it")],
+        exits=_FLEET,
+    )  # fmt: skip
+    p.add_argument("host_id", help="the host's id (suture fleet hosts)")
     p.add_argument(
         "-o", "--output", type=Path, metavar="FILE", help="the document as signed; FILE.sig beside"
     )
@@ -174,7 +365,6 @@ def _client(args: argparse.Namespace) -> Any:
 def cmd_key_create(args: argparse.Namespace, out: Output) -> int:
     """Create a registration key."""
     import time
-    from datetime import UTC, datetime
 
     body: dict[str, Any] = {"tags": args.tag, "note": args.note}
     if args.max_hosts is not None:
@@ -183,7 +373,7 @@ def cmd_key_create(args: argparse.Namespace, out: Output) -> int:
         body["max_hosts"] = args.max_hosts
     if args.expires_in is not None:
         when = time.time() + _duration(args.expires_in)
-        body["expires_at"] = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body["expires_at"] = timefmt.utc(when)
     data = _client(args).call("POST", "/api/v1/registration-keys", body)
     limits = [f"at most {data['max_hosts']} hosts"] if data.get("max_hosts") else []
     limits += [f"until {data['expires_at']}"] if data.get("expires_at") else []
@@ -315,6 +505,10 @@ def cmd_rollout_set(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_rollout_action(args: argparse.Namespace, out: Output) -> int:
     """halt, resume, promote or unroll."""
+    client = _client(args)
+    level = getattr(args, "level", None)
+    if level is not None:
+        _require_published(client, args.channel, level)
     body: dict[str, Any] = {}
     if args.action in ("halt", "promote"):
         body["level"] = args.level
@@ -326,9 +520,26 @@ def cmd_rollout_action(args: argparse.Namespace, out: Output) -> int:
         body.update(release=args.release, build_id=args.build_id)
     if args.action == "unroll":
         body["level"] = None if args.end else args.level
-    data = _client(args).call("POST", f"/api/v1/rollouts/{args.channel}/{args.action}", body)
+    data = client.call("POST", f"/api/v1/rollouts/{args.channel}/{args.action}", body)
     out.result(data, _policy_text(args.channel, data["policy"]))
     return 0
+
+
+def _require_published(client: Any, channel: str, level: int) -> None:
+    """Refuse a level that was never published on ``channel`` (any build): a typo, not a plan.
+
+    Raises:
+        UsageError: no build has that level on the channel.
+    """
+    levels = client.call("GET", "/api/v1/levels")["levels"]
+    published = sorted({lv["level"] for lv in levels if lv.get("channel") == channel})
+    if level not in published:
+        raise UsageError(
+            f"level {level} was never published on {channel}",
+            hint="published there: "
+            + (", ".join(map(str, published)) or "none")
+            + " (suture fleet rollout show)",
+        )
 
 
 # --- queries ----------------------------------------------------------------------------
@@ -487,9 +698,16 @@ def cmd_summary(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
     """Every host, as CSV or JSON, to a file or standard output (every page)."""
-    raw = _client(args).export(args.export_format)
+    fmt = args.export_format or ("json" if out.json_mode else "csv")
+    if out.json_mode and fmt == "csv" and args.output is None:
+        raise UsageError(
+            "--json prints JSON on standard output, not CSV",
+            hint="give -o FILE for the CSV, or leave out --json",
+        )
+    raw = _client(args).export(fmt)
     if args.output is None:
         sys.stdout.write(raw.decode())
+        sys.stdout.flush()
         return 0
     _write(args.output, raw)
     out.result({"format": 1, "ok": True, "output": str(args.output)}, f"wrote {args.output}")

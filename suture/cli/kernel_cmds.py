@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from suture.cli.helptext import command
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -19,7 +20,28 @@ if TYPE_CHECKING:
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add the engine's sub-commands."""
-    p = subs.add_parser("apply", parents=[common], help="apply a live patch to this kernel")
+    p = command(
+        subs,
+        "apply",
+        common,
+        summary="apply a live patch (a bundle or a .ko) to this kernel",
+        description="Pre-flight (livepatch present, built for this exact build, signature "
+        "policy, not loaded already, no kprobe or IPMODIFY tracer on a replaced function), "
+        "load, and wait for the transition; back out when it does not finish in time. Inside "
+        "the kernel the patch first checks that each function it replaces is the code it was "
+        "built against (pre-match), and refuses otherwise. A cumulative patch retires the ones "
+        "it supersedes.\n\n"
+        "A userspace bundle (a glibc or OpenSSL fix) is applied in the running processes that "
+        "map its library build instead: each one is stopped for a moment (ptrace), its old "
+        "code checked, and its functions redirected; a process that cannot be patched safely "
+        "is left as it was and listed.",
+        examples=[
+            ("suture apply fix.bundle", "a bundle from 'suture build' (its manifest is checked)"),
+            ("suture apply livepatch.ko --timeout 60", "a bare module, a longer transition"),
+            ("suture apply glibc-fix.bundle --pid 1234", "a userspace bundle, one process"),
+        ],
+        exits=(0, 30, 31, 32, 33, 35, 36, 37, 38, 39, 50),
+    )
     p.add_argument("module", type=Path, help="a bundle from 'suture build', or a livepatch .ko")
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
     p.add_argument(
@@ -40,13 +62,40 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_apply)
 
-    p = subs.add_parser(
-        "status", parents=[common], help="the kernel, its live patches and the agent's level"
+    p = command(
+        subs,
+        "status",
+        common,
+        summary="the kernel, its live patches and the agent's level",
+        description="The running kernel (release, build id, lockdown, taint), each live patch "
+        "with its objects and functions (and any function its pre-match check refused), the "
+        "level the agent applied, the CVEs it fixes in memory, and the agent's last cycle. It "
+        "exits as 'suture info' would after that cycle.",
+        examples=[
+            ("suture status", "for people"),
+            ("suture status --json | jq .agent.level", "the live level, for scripts"),
+        ],
+        exits=(0, 1, 2, 3, 4, 30),
     )
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="the agent's state folder")
     p.set_defaults(handler=cmd_status)
 
-    p = subs.add_parser("unload", parents=[common], help="disable and remove live patches")
+    p = command(
+        subs,
+        "unload",
+        common,
+        summary="disable and remove live patches",
+        description="Disable the live patch, wait for the transition, and remove its module. "
+        "A disable that cannot finish is reversed, so the patch stays whole, never half. A "
+        "module the kernel may still point into (a carried copy a stored pointer led to) stays "
+        "loaded and is reported kept. The name of a userspace patch takes it out of the "
+        "processes that run it.",
+        examples=[
+            ("suture unload suture_fix_1", "one patch (names: suture status)"),
+            ("suture unload --all", "every live patch, newest first"),
+        ],
+        exits=(0, 30, 32, 33, 34, 35, 36, 38, 39),
+    )
     p.add_argument("name", nargs="?", help="the live patch to remove")
     p.add_argument("--all", action="store_true", help="remove every live patch")
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
@@ -156,6 +205,11 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         for obj in p["objects"]:
             funcs = ", ".join(f["name"] for f in obj["functions"])
             lines.append(f"  {obj['name']}{'' if obj['patched'] else ' (not loaded)'}: {funcs}")
+        for entry in p.get("prematch_refused", []):
+            lines.append(
+                f"  REFUSED by pre-match: {entry} is not the code the patch was built for "
+                "(that module was not loaded)"
+            )
     lines += _agent_lines(agent)
     lines += [_userspace_line(row) for row in user]
     out.result(data, "\n".join(lines))
@@ -201,22 +255,21 @@ def _userspace_line(row: dict[str, Any]) -> str:
     )
 
 
-# The agent's last check -> the exit code of `suture status` (see agent_cmds).
-_STATUS_CODES = {"no-patches": 1, "pending": 2, "unsupported": 3, "held": 4, "error": 4}
-
-
 def _agent(
     args: argparse.Namespace, kernel: dict[str, Any], live: set[str]
 ) -> tuple[dict[str, Any], int]:
     """The agent's part of the status: level, CVEs fixed in memory, last check; and the code."""
-    from suture.agent import config, state
+    from suture.agent import state
+    from suture.agent.outcome import exit_code
+    from suture.cli.agent_cmds import agent_config
 
-    state_dir = args.state_dir or config.load().state_dir
+    if args.state_dir is not None and not args.state_dir.is_absolute():
+        raise UsageError(f"--state-dir {args.state_dir} is not an absolute path")
+    state_dir = args.state_dir or agent_config(argparse.Namespace()).state_dir
     current = state.read(state_dir)
     release, build_id = kernel["release"], kernel["build_id"] or ""
-    level = current.level_for(release, build_id)
+    live_level = current.live_level(release, build_id, live)
     a = current.applied
-    live_level = level if a and a.patch in live else 0
     data = {
         "state_dir": str(state_dir),
         "level": live_level,
@@ -227,8 +280,8 @@ def _agent(
         "confirmed": bool(a and a.confirmed) if live_level else None,
     }
     if not (kernel["livepatch"] and build_id):
-        return data, 3
-    return data, _STATUS_CODES.get(current.last_result, 0)
+        return data, exit_code("unsupported")
+    return data, exit_code(current.last_result) if current.last_result else 0
 
 
 def _agent_lines(agent: dict[str, Any]) -> list[str]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from suture import timefmt
+from suture.cli.helptext import command, group
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -17,10 +18,24 @@ from suture.errors import UsageError
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``lab`` and its sub-commands."""
-    lab = subs.add_parser("lab", parents=[common], help="fetch and boot distro kernels in QEMU")
-    lab_subs = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+    _, lab_subs = group(
+        subs,
+        "lab",
+        common,
+        summary="fetch Debian kernels and boot them in QEMU",
+        description="The development and CI lab: Debian kernel builds from the package "
+        "archive (downloaded with apt, unpacked into $SUTURE_CACHE, never installed), and a "
+        "QEMU guest (software emulation) that boots one with this machine's files visible.",
+    )
 
-    p = lab_subs.add_parser("list", parents=[common], help="the builds of kernel sets")
+    p = command(
+        lab_subs, "list", common,
+        summary="the builds of kernel sets, and what of them is cached",
+        description="Each build of the sets as apt lists them now: release, image version, "
+        "its exact source package or 'source gone', and what of it is cached.",
+        examples=[("suture lab list --kernels debian12", "")],
+        exits=(0, 20),
+    )  # fmt: skip
     p.add_argument(
         "--kernels",
         action="append",
@@ -30,18 +45,38 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_list)
 
-    p = lab_subs.add_parser(
-        "update", parents=[common], help="refresh Suture's private package lists now"
-    )
+    p = command(
+        lab_subs, "update", common,
+        summary="refresh Suture's private package lists now",
+        description="Refresh the package lists Suture keeps of its own for the series the "
+        "host's apt does not list (Debian 13, backports), under <cache>/apt/; they are "
+        "otherwise refreshed when older than a day. The host's apt is never touched.",
+        examples=[("suture lab update", "before 'suture lab list' of a newer series")],
+        exits=(0, 20),
+    )  # fmt: skip
     p.set_defaults(handler=cmd_update)
 
-    p = lab_subs.add_parser("fetch", parents=[common], help="download kernels into the cache")
+    p = command(
+        lab_subs, "fetch", common,
+        summary="download kernels into the cache",
+        description="Download linux-image and linux-headers (with common and kbuild) of each "
+        "build with apt, unpack them into the cache and extract vmlinux; never install.",
+        examples=[("suture lab fetch", "the distribution's current build"),
+                  ("suture lab fetch --kernel 6.1.0-57-amd64 --kernels debian12-cloud", ""),
+                  ("suture lab fetch --kernel 6.12.118+deb13-amd64", "a Debian 13 build")],
+        exits=(0, 20),
+    )  # fmt: skip
     _kernel_options(p)
     p.set_defaults(handler=cmd_fetch)
 
-    p = lab_subs.add_parser(
-        "cache", parents=[common], help="what the cache holds; evict to its size limit"
-    )
+    p = command(
+        lab_subs, "cache", common,
+        summary="what the cache holds; evict to its size limit",
+        description="The cache's entries with their own and shared disk use and last use. "
+        "--prune evicts least recently used entries (never one in use) until it fits.",
+        examples=[("suture lab cache --prune --max 20G", "")],
+        exits=(0, 20),
+    )  # fmt: skip
     p.add_argument(
         "--prune",
         action="store_true",
@@ -52,14 +87,29 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_cache)
 
-    p = lab_subs.add_parser(
-        "run", parents=[common], help="boot a kernel and run a command in it as root"
+    p = command(
+        lab_subs, "run", common,
+        summary="boot a kernel and run a command in it as root",
+        description="Boot the build under QEMU (software emulation) with this machine's root "
+        "file system visible (writes stay in the guest), run the command as root, stream its "
+        "output, and exit with its status. A panic, oops or timeout is an error with the "
+        "console's last lines.",
+        examples=[("suture lab run -- uname -r", ""),
+                  ("suture lab run --kernel 6.1.0-57-amd64 --memory 2048 -- bash -c 'dmesg | tail'",
+                   ""),
+                  ("suture lab run --kernel 6.12.118+deb13-amd64 --root debian13 -- suture status",
+                   "a Debian 13 build on a Debian 13 root, with this checkout's Suture")],
+        exits=(0, 20),
+    )  # fmt: skip
+    p.add_argument(
+        "--kernel", metavar="RELEASE", help="e.g. 6.1.0-47-amd64 (default: the current build)"
     )
-    p.add_argument("--kernel", metavar="RELEASE", help="e.g. 6.1.0-47-amd64 (default: current)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds in all (300)")
     p.add_argument("--memory", type=int, default=1024, help="guest RAM in MiB (1024)")
     p.add_argument("--cpus", type=int, default=2, help="virtual CPUs (2)")
-    p.add_argument("--env", action="append", default=[], metavar="K=V", help="guest variable")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="a guest variable (repeatable)"
+    )
     p.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
     p.add_argument(
         "--root",
@@ -99,7 +149,7 @@ def _kernel_options(p: argparse.ArgumentParser) -> None:
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
     """Each build of the sets: image version, exact source or "source gone", what is cached."""
     from suture.builder import source as builder_source
-    from suture.lab import kernels, sets, sources
+    from suture.packages import kernels, sets, sources
 
     names = args.kernels or sorted(sets.SETS)
     rows: list[dict[str, object]] = []
@@ -118,9 +168,21 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _releases(given: list[str]) -> list[str]:
+    """The --kernel values, each a release name ("" would silently mean the default)."""
+    for release in given:
+        if not release.strip():
+            raise UsageError(
+                "--kernel needs a release, e.g. 6.1.0-57-amd64",
+                hint="leave --kernel out for the distribution's current build",
+            )
+    return given
+
+
 def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
     """Download and unpack kernels: one (the default shape), or several (a list)."""
-    from suture.lab import kernels, sets
+    _releases(args.kernel)
+    from suture.packages import kernels, sets
 
     if len(args.kernel) <= 1 and not args.kernels:
         tree = kernels.fetch(args.kernel[0] if args.kernel else None)
@@ -139,7 +201,7 @@ def cmd_fetch(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_update(args: argparse.Namespace, out: Output) -> int:
     """Refresh the private package lists of every series that reads them."""
-    from suture.lab import sets
+    from suture.packages import sets
 
     names = sets.refresh()
     out.result(
@@ -152,7 +214,7 @@ def cmd_update(args: argparse.Namespace, out: Output) -> int:
 def cmd_cache(args: argparse.Namespace, out: Output) -> int:
     """Entries with their size and last use; with --prune, evict to the limit first."""
     from suture.fsutil import cache_dir
-    from suture.lab import cache
+    from suture.packages import cache
 
     bound = cache.limit() if args.max is None else cache.parse_size(args.max)
     pruned = cache.prune(bound) if args.prune else None
@@ -166,7 +228,7 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
             "name": e.name,
             "own_bytes": usage.own[e.key],
             "shared_bytes": usage.shared[e.key],
-            "last_used": _iso(e.last_used),
+            "last_used": timefmt.utc(e.last_used),
             "in_use": e.key in busy,
             "source": e.source,
             "paths": [str(p) for p in e.paths],
@@ -185,7 +247,7 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
     lines = [f"{'ENTRY':<44} {'OWN':>7} {'SHARED':>7}  {'LAST USED':<20}  IN USE"]
     lines += [
         f"{e.key:<44} {cache.human(usage.own[e.key]):>7} {cache.human(usage.shared[e.key]):>7}"
-        f"  {_iso(e.last_used):<20}  {'yes' if e.key in busy else ''}"
+        f"  {timefmt.utc(e.last_used):<20}  {'yes' if e.key in busy else ''}"
         for e in found
     ]
     lines.append(
@@ -204,10 +266,6 @@ def cmd_cache(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _env(pairs: list[str]) -> dict[str, str]:
     env = {}
     for pair in pairs:
@@ -220,8 +278,10 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace, out: Output) -> int:
     """Boot and run; exit with the guest command's status."""
-    from suture.lab import guest, kernels, rootfs
+    from suture.lab import guest, rootfs
+    from suture.packages import kernels
 
+    _releases([args.kernel] if args.kernel is not None else [])
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise UsageError("no command given", hint="suture lab run -- COMMAND [ARG...]")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from suture.cli.helptext import command
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -14,13 +15,18 @@ EXIT_SOME_FAILED = 42
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``release``."""
-    p = subs.add_parser(
+    p = command(
+        subs,
         "release",
-        parents=[common],
-        help="port, build, test and publish fixes for every kernel build asked for",
+        common,
+        summary="port, build, test and publish fixes for every kernel build asked for",
         description="Each build gets a new cumulative level: every fix already released for "
         "it on the channel plus the new ones, built together, tested in a guest of that "
         "build, and published. Run again with the same inputs, it skips the work done.",
+        examples=[
+            ("suture release fix.mbox --kernels debian12 --repo /srv/repo --test check.sh", ""),
+        ],
+        exits=(0, 20, 42, 60),
     )
     p.add_argument("fixes", nargs="+", type=Path, metavar="FIX",
                    help="a unified diff or git format-patch/mbox series")  # fmt: skip
@@ -28,20 +34,24 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
                    help="a kernel build (repeatable)")  # fmt: skip
     p.add_argument("--kernels", action="append", default=[], metavar="SET",
                    help="a named set of builds, resolved from the archive: debian12")  # fmt: skip
-    p.add_argument("--repo", type=Path, required=True, help="the repository to publish into")
+    p.add_argument(
+        "--repo", type=Path, required=True, metavar="DIR", help="the repository to publish into"
+    )
     p.add_argument("--channel", default="stable", help="stable (default) or testing")
     p.add_argument("--cve", action="append", default=[], metavar="ID",
                    help="a CVE the new fixes fix (added to those their commits name)")  # fmt: skip
     p.add_argument("--test", type=Path, metavar="SCRIPT",
                    help="the fix's test: fails before the patch, passes with it")  # fmt: skip
-    p.add_argument("--jobs", type=int, default=0, help="builds side by side (default: the cores)")
+    p.add_argument(
+        "--jobs", type=int, default=0, metavar="N", help="builds side by side (default: the cores)"
+    )
     p.set_defaults(handler=cmd_release)
 
 
 def cmd_release(args: argparse.Namespace, out: Output) -> int:
     """Run the release; exit 42 when some build failed (the table says which)."""
     from suture.factory.release import ReleaseRequest, release, table
-    from suture.lab import sets
+    from suture.packages import sets
     from suture.repo.layout import CHANNELS
 
     if not args.kernel and not args.kernels:

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from suture import timefmt
+from suture.cli.helptext import command, group
 from suture.cli.output import Output
 from suture.repo.layout import CHANNELS, ONLINE_ROLES
 
@@ -20,7 +22,24 @@ UNTESTED_ENV = "SUTURE_PUBLISH_UNTESTED"
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``publish`` and ``repo`` with its sub-commands."""
-    p = subs.add_parser("publish", parents=[common], help="sign a bundle into a repository")
+    p = command(
+        subs,
+        "publish",
+        common,
+        summary="sign a bundle into a repository as the next level of its build",
+        description="Check the bundle (its manifest, and that its module is a live patch ELF "
+        "for the manifest's release, build id and name), require a passing 'suture test' on "
+        "its own build unless --untested, and sign it in as a cumulative level of its kernel "
+        "build and channel: the level must be above every level ever published there.",
+        examples=[
+            ("suture publish out/suture_fix.bundle --repo /srv/repo", "on stable"),
+            (
+                "suture publish fix.bundle --repo /srv/repo --channel testing --untested",
+                "an emergency level without a lab test (the metadata says so)",
+            ),
+        ],
+        exits=(0, 50, 60, 61, 62),
+    )
     p.add_argument(
         "bundle", type=Path, help="a bundle from 'suture build', tested by 'suture test'"
     )
@@ -35,17 +54,41 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(handler=cmd_publish)
 
-    repo = subs.add_parser("repo", parents=[common], help="create and maintain a repository")
-    repo_subs = repo.add_subparsers(dest="repo_command", required=True, metavar="COMMAND")
-
-    p = repo_subs.add_parser("init", parents=[common], help="create a repository with new keys")
+    _, repo_subs = group(
+        subs,
+        "repo",
+        common,
+        summary="create and maintain a repository",
+        description="A TUF repository of static files: metadata/ and targets/ are served "
+        "(suture serve, or any web server or CDN); keys/ (online) and keys-offline/ (root) "
+        "are not.",
+    )
+    p = command(
+        repo_subs, "init", common,
+        summary="create a repository with new keys",
+        description="Create the keys (root apart in keys-offline/), the first signed "
+        "metadata and the folders. Install metadata/1.root.json on every agent as its "
+        "trusted root.",
+        examples=[("suture repo init /srv/repo", ""),
+                  ("suture repo init /srv/repo --root-threshold 2", "two root keys, both needed")],
+        exits=(0, 60),
+    )  # fmt: skip
     p.add_argument("dir", type=Path, help="a new or empty folder")
     p.add_argument(
         "--root-threshold", type=int, default=1, metavar="N", help="root keys to make, all needed"
     )
     p.set_defaults(handler=cmd_init)
 
-    p = repo_subs.add_parser("yank", parents=[common], help="withdraw a published level")
+    p = command(
+        repo_subs, "yank", common,
+        summary="withdraw a published level",
+        description="Agents stop finding the level; hosts running it go down to the newest "
+        "level still offered (or remove it when none is left), and never apply it again. "
+        "Its number is never reused.",
+        examples=[("suture repo yank --repo /srv/repo --kernel 6.1.0-57-amd64 --build-id "
+                   "0123...ef --level 4", "")],
+        exits=(0, 60),
+    )  # fmt: skip
     _repo_option(p)
     p.add_argument("--kernel", required=True, metavar="RELEASE", help="e.g. 6.1.0-56-amd64")
     p.add_argument("--build-id", required=True, metavar="ID", help="the kernel's GNU build id")
@@ -53,11 +96,26 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     _channel_option(p)
     p.set_defaults(handler=cmd_yank)
 
-    p = repo_subs.add_parser("refresh", parents=[common], help="re-sign snapshot and timestamp")
+    p = command(
+        repo_subs, "refresh", common,
+        summary="re-sign snapshot and timestamp before they expire",
+        description="Renew the expiry of snapshot and timestamp (one day). Run it from cron "
+        "more often than that, or agents stop with 'metadata expired'.",
+        examples=[("suture repo refresh --repo /srv/repo", "hourly, from cron")],
+        exits=(0, 60),
+    )  # fmt: skip
     _repo_option(p)
     p.set_defaults(handler=cmd_refresh)
 
-    p = repo_subs.add_parser("rotate-key", parents=[common], help="replace an online role's key")
+    p = command(
+        repo_subs, "rotate-key", common,
+        summary="replace an online role's key",
+        description="Write root N+1 (signed with the offline root keys) naming a new key for "
+        "the role, and re-sign the role with both keys, so agents on root N and N+1 verify it.",
+        examples=[("suture repo rotate-key timestamp --repo /srv/repo "
+                   "--offline-keys /media/usb/keys-offline", "")],
+        exits=(0, 60),
+    )  # fmt: skip
     _repo_option(p)
     p.add_argument("role", choices=ONLINE_ROLES, help="the role whose key is replaced")
     p.add_argument("--offline-keys", type=Path, metavar="DIR", help="root keys (REPO/keys-offline)")
@@ -69,7 +127,7 @@ def _repo_option(p: argparse.ArgumentParser) -> None:
 
 
 def _channel_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--channel", choices=CHANNELS, default="stable", help="(stable)")
+    p.add_argument("--channel", choices=CHANNELS, default="stable", help="the channel (stable)")
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
@@ -128,7 +186,7 @@ def cmd_refresh(args: argparse.Namespace, out: Output) -> int:
     for warning in result.warnings:
         out.message(f"warning: {warning}")
     stamp = result.expires["timestamp"]
-    text = f"timestamp v{result.versions['timestamp']} is valid until {stamp:%Y-%m-%d %H:%M} UTC"
+    text = f"timestamp v{result.versions['timestamp']} is valid until {timefmt.utc(stamp)}"
     out.result({"format": 1, "ok": True, **result.to_dict()}, text)
     return 0
 

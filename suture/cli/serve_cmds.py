@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from suture.cli.helptext import command
 from suture.cli.output import Output
 
 # suture.server is imported inside the handler: `suture apply` must not load it.
@@ -17,12 +18,34 @@ from suture.cli.output import Output
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``serve``."""
-    p = subs.add_parser(
-        "serve", parents=[common], help="serve a repository and take agents' check-ins"
+    p = command(
+        subs,
+        "serve",
+        common,
+        summary="serve a repository, take agents' check-ins, run the fleet API and dashboard",
+        description="Serve the repository's metadata/ and targets/ (metadata no-cache, "
+        "hashed targets immutable), agents' enrolment and check-ins, the fleet API for "
+        "operators (/openapi.json describes it), the dashboard (/) and Prometheus metrics "
+        "(/metrics), on uvicorn with one or more worker processes. SQLite by default, "
+        "PostgreSQL by URL. Settings come from a TOML file (--config), and the options "
+        "below override it. SIGTERM stops it once the requests under way are answered.",
+        examples=[
+            ("suture serve --repo /srv/repo --admin-token-file /etc/suture/admin.token", ""),
+            ("suture serve --config /etc/suture/server.toml --admin-token-file "
+             "/var/lib/suture-server/admin-token",
+             "as packaging/systemd/suture-server.service runs it"),
+            ("suture serve --repo /srv/repo --listen 0.0.0.0:8470 --db postgresql://suture@db/fleet",
+             "for a fleet: behind TLS (a reverse proxy, or --tls-cert/--tls-key), PostgreSQL"),
+        ],
+        exits=(0, 60, 80),
+    )  # fmt: skip
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="a server configuration (TOML; see README)"
     )
-    p.add_argument("--config", type=Path, metavar="FILE", help="a server configuration (TOML)")
     p.add_argument("--repo", type=Path, metavar="DIR", help="the repository folder")
-    p.add_argument("--listen", metavar="HOST:PORT", help="(127.0.0.1:8470)")
+    p.add_argument(
+        "--listen", metavar="HOST:PORT", help="the address to listen on (127.0.0.1:8470)"
+    )
     p.add_argument(
         "--db",
         metavar="URL",

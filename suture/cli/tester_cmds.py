@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from suture.cli.helptext import command
 from suture.cli.output import Output
 from suture.errors import UsageError
 
@@ -24,10 +25,17 @@ if TYPE_CHECKING:
 
 def register(subs: Any, common: argparse.ArgumentParser) -> None:
     """Add ``test``."""
-    p = subs.add_parser(
+    p = command(
+        subs,
         "test",
-        parents=[common],
-        help="test bundles in a guest of their kernel build under load; record the result",
+        common,
+        summary="test bundles in a guest of their kernel build under load; record the result",
+        description="Boot each bundle's own build in the lab, start a load (stress-ng, a "
+        "module load loop), run SCRIPT (must fail), apply the bundle, keep it live, run SCRIPT "
+        "(must pass), unload, run SCRIPT (must fail), and judge the kernel log and taint. The "
+        "result goes into the bundle's manifest; publish requires a pass.",
+        examples=[("suture test out/suture_fix.bundle --test examples/proc-cmdline.test.sh", "")],
+        exits=(0, 20, 50, 90, 91),
     )
     p.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE", help="from 'suture build'")
     p.add_argument(

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
+from suture import jsontypes
+from suture.contract.checkin import MAX_LEVEL
 from suture.jsontypes import as_int, as_str
 
 FORMAT_VERSION = 1
@@ -91,7 +93,7 @@ class BuildIndex:
         Raises:
             ValueError: not JSON, another format, or a field is missing or of the wrong type.
         """
-        data = json.loads(raw)
+        data = jsontypes.loads(raw)
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise ValueError(f"not a level index of format {FORMAT_VERSION}")
         try:
@@ -99,8 +101,11 @@ class BuildIndex:
                 release=as_str(data["release"]),
                 build_id=as_str(data["build_id"]),
                 channel=as_str(data["channel"]),
-                levels=tuple(Level(as_int(e["level"]), as_str(e["path"])) for e in data["levels"]),
-                yanked=tuple(as_int(v) for v in data["yanked"]),
+                levels=tuple(
+                    Level(as_int(e["level"], 1, MAX_LEVEL), as_str(e["path"]))
+                    for e in data["levels"]
+                ),
+                yanked=tuple(as_int(v, 1, MAX_LEVEL) for v in data["yanked"]),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"malformed level index: {e!r}") from e

@@ -5,6 +5,7 @@ The standard library's client is enough for an operator's few requests.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
+from suture.agent.http import describe
 from suture.errors import FleetError, UsageError
 
 SERVER_ENV = "SUTURE_FLEET_SERVER"
@@ -122,9 +124,9 @@ class FleetClient:
                 return payload, answer.headers.get("X-Next-Cursor", "")
         except urllib.error.HTTPError as e:
             raise _refused(e) from e
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
             raise FleetError(
-                f"cannot reach the fleet server {self.server}: {getattr(e, 'reason', e)}",
+                f"cannot reach the fleet server at {url}: {describe(e)}",
                 hint="check --server and that 'suture serve' runs there",
             ) from e
 

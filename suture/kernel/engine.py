@@ -13,18 +13,30 @@ removing it is then skipped and reported as *kept* (docs/adr/0010).
 
 from __future__ import annotations
 
+import errno
+import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suture.errors import KernelError, NotLoadedError, TransitionError
-from suture.kernel import module, preflight
+from suture.errors import (
+    KernelError,
+    LoadError,
+    NotLoadedError,
+    PrematchError,
+    SysfsError,
+    TransitionError,
+)
+from suture.kernel import kmsg, module, preflight
 from suture.kernel.identity import read_identity
 from suture.kernel.livepatch import LivepatchSysfs
 from suture.kernel.modinfo import read_modinfo
 from suture.kernel.preflight import PatchCandidate
 
 POLL_SECONDS = 0.005  # the core re-checks blocked tasks every second; we just watch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,7 +86,10 @@ def _wait_transition(
         if elapsed >= timeout:
             return False, signalled
         if signal_at is not None and not signalled and elapsed >= signal_at:
-            signalled = lp.signal(name)
+            try:
+                signalled = lp.signal(name)
+            except SysfsError as e:  # a nudge only: the transition goes on without it
+                log.warning("%s", e.message)
             signal_at = None
         time.sleep(POLL_SECONDS)
     return True, signalled
@@ -108,6 +123,8 @@ def apply(
 
     Raises:
         PreflightError: a check refused; nothing was loaded.
+        PrematchError: the patch's own check in the kernel found a function that
+            is not the code it was built for; nothing was redirected or loaded.
         LoadError: the kernel refused the module; nothing was loaded.
         TransitionError: the transition did not finish and was backed out.
     """
@@ -118,14 +135,27 @@ def apply(
     before = set(lp.names())
 
     start = time.monotonic()
-    module.load(path)
+    with kmsg.watching(sysroot) as kernel_log:
+        try:
+            module.load(path)
+        except LoadError as e:
+            if e.errno == errno.EILSEQ:
+                raise _prematch_refusal(cand.name, kernel_log.lines()) from e
+            raise
     name = cand.name
     finished, signalled = _wait_transition(
         lp, name, policy.timeout, policy.timeout * policy.signal_after
     )
     if not finished:
         blockers = _blockers(lp, target_patched=True)
-        _back_out(lp, name, policy)
+        try:
+            _back_out(lp, name, policy)
+        except SysfsError as e:
+            raise TransitionError(
+                f"the transition to {name} did not finish within {policy.timeout:g} s"
+                f"{blockers}, and reversing it failed: {e.message}",
+                hint="the kernel goes on with the transition; watch 'suture status'",
+            ) from e
         raise TransitionError(
             f"the transition to {name} did not finish within {policy.timeout:g} s{blockers}; "
             "it was reversed and the module removed, the kernel runs as before",
@@ -149,6 +179,26 @@ def _remove(lp: LivepatchSysfs, name: str, sysroot: Path) -> bool:
         return False
     module.unload(name)
     return True
+
+
+# The line a Suture patch's pre-match check writes (suture/builder/module.py).
+_PREMATCH = re.compile(r"suture: pre-match: (\S+): (\S+):(\S+) is not the code")
+
+
+def _prematch_refusal(name: str, lines: list[str]) -> PrematchError:
+    """The patch refused itself: a function in the kernel is not the code it was built for."""
+    found = [m for line in lines if (m := _PREMATCH.search(line)) and m.group(1) == name]
+    obj, function = (found[0].group(2), found[0].group(3)) if found else ("", "")
+    what = f"{obj}:{function}" if found else "a function it replaces (see dmesg)"
+    return PrematchError(
+        f"{name} refused itself: {what} is not the code the patch was built for; nothing "
+        "was redirected and the module is not loaded",
+        obj=obj,
+        function=function,
+        hint="this host runs other code than the patch's kernel build (a modified or "
+        "foreign kernel or module, or code changed in memory): do not force it; tell the "
+        "patch's publisher",
+    )
 
 
 def _back_out(lp: LivepatchSysfs, name: str, policy: TransitionPolicy) -> None:
@@ -189,6 +239,7 @@ def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Pa
 
     Raises:
         NotLoadedError: no such live patch.
+        SysfsError: the kernel refused to disable it; it is still applied.
         TransitionError: the disable was reversed; the patch is still applied.
     """
     policy = policy or TransitionPolicy()
@@ -206,7 +257,14 @@ def unload(name: str, policy: TransitionPolicy | None = None, sysroot: Path = Pa
     finished, _ = _wait_transition(lp, name, policy.timeout, policy.timeout * policy.signal_after)
     if not finished:
         blockers = _blockers(lp, target_patched=False)
-        lp.set_enabled(name, True)  # reverse: back to fully patched
+        try:
+            lp.set_enabled(name, True)  # reverse: back to fully patched
+        except SysfsError as e:
+            raise TransitionError(
+                f"disabling {name} did not finish within {policy.timeout:g} s{blockers}, and "
+                f"reversing it failed: {e.message}",
+                hint="the kernel goes on disabling it; watch 'suture status'",
+            ) from e
         reversed_, _ = _wait_transition(lp, name, policy.backout_timeout, None)
         outcome = (
             "it was reversed and the patch stays applied"
@@ -240,5 +298,8 @@ def status(sysroot: Path = Path("/")) -> dict[str, object]:
     return {
         "format": 1,
         "kernel": ident.to_dict(),
-        "patches": [s.to_dict() for s in lp.states()],
+        "patches": [
+            {**s.to_dict(), "prematch_refused": list(module.prematch_refused(s.name, sysroot))}
+            for s in lp.states()
+        ],
     }

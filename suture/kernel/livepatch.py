@@ -15,8 +15,11 @@ task is on (-1: none running, 0: unpatched, 1: patched).
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
+
+from suture.errors import KernelError, SysfsError
 
 LIVEPATCH = "sys/kernel/livepatch"
 
@@ -95,10 +98,19 @@ class LivepatchSysfs:
         return self.base.is_dir()
 
     def names(self) -> list[str]:
-        """Names of the patches the core knows, sorted."""
+        """Names of the patches the core knows, sorted.
+
+        Raises:
+            KernelError: the folder cannot be read.
+        """
         if not self.available():
             return []
-        return sorted(p.name for p in self.base.iterdir() if p.is_dir())
+        try:
+            return sorted(p.name for p in self.base.iterdir() if p.is_dir())
+        except OSError as e:
+            raise KernelError(
+                f"cannot read {self.base}: {e.strerror or e}", hint="run as root"
+            ) from e
 
     def exists(self, name: str) -> bool:
         """True while the core knows patch ``name``."""
@@ -140,8 +152,12 @@ class LivepatchSysfs:
         return bool(_flag(self.base / name / "transition"))
 
     def set_enabled(self, name: str, enabled: bool) -> None:
-        """Write ``enabled``: 0 disables, or reverses a running transition."""
-        (self.base / name / "enabled").write_text("1" if enabled else "0")
+        """Write ``enabled``: 0 disables, or reverses a running transition.
+
+        Raises:
+            SysfsError: the kernel refused the write (named, with its errno).
+        """
+        write(self.base / name / "enabled", "1" if enabled else "0")
 
     def signal(self, name: str) -> bool:
         """Write ``signal`` to wake the tasks that block the transition; False where absent.
@@ -155,7 +171,7 @@ class LivepatchSysfs:
         path = self.base / name / "signal"
         if not path.exists():
             return False
-        path.write_text("1")
+        write(path, "1")
         return True
 
     def blocking_tasks(self, target_patched: bool) -> list[BlockingTask]:
@@ -172,6 +188,36 @@ class LivepatchSysfs:
                 tid = int(state_file.parent.name)
                 found.append(BlockingTask(tid, comm, _stack(state_file.parent)))
         return found
+
+
+# What a refused write to a livepatch control file means (kernel/livepatch/core.c).
+_WRITE_HINTS = {
+    errno.EPERM: "run as root (writing the livepatch sysfs needs CAP_SYS_ADMIN)",
+    errno.EACCES: "run as root (writing the livepatch sysfs needs CAP_SYS_ADMIN)",
+    errno.EBUSY: "a transition is under way: wait for it ('suture status'), then try again",
+    errno.EINVAL: "the kernel refused the value in this state: see 'suture status' and dmesg",
+    errno.ENOENT: "the live patch went away meanwhile: see 'suture status'",
+    errno.EROFS: "sysfs is read-only here (a container?): run the agent on the host",
+    errno.ENOSPC: "the kernel is out of a resource it needs: see dmesg",
+}
+
+
+def write(path: Path, text: str) -> None:
+    """Write ``text`` to a kernel control file; a refusal becomes a :class:`SysfsError`.
+
+    Raises:
+        SysfsError: the kernel (or the file system) refused, with the file and its errno.
+    """
+    try:
+        path.write_text(text)
+    except OSError as e:
+        name = errno.errorcode.get(e.errno or 0, "")
+        raise SysfsError(
+            f"the kernel refused to write {text!r} to {path}: {e.strerror or e}",
+            path=str(path),
+            errno_name=name,
+            hint=_WRITE_HINTS.get(e.errno or 0, "see dmesg for the kernel's reason"),
+        ) from e
 
 
 @dataclass(frozen=True)

@@ -118,9 +118,14 @@ def read_modinfo(path: Path) -> ModInfo:
             f"{path}: no .modinfo section, so not a kernel module",
             hint="pass a .ko file built with kbuild",
         )
+    return ModInfo(path=path, fields=parse_modinfo(raw))
+
+
+def parse_modinfo(raw: bytes) -> dict[str, list[str]]:
+    """``key=value`` entries of a ``.modinfo`` section; a key may repeat (``alias``)."""
     fields: dict[str, list[str]] = {}
     for entry in raw.split(b"\0"):
         key, sep, value = entry.decode("utf-8", "replace").partition("=")
         if sep:
             fields.setdefault(key, []).append(value)
-    return ModInfo(path=path, fields=fields)
+    return fields

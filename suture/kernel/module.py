@@ -31,6 +31,8 @@ _LOAD_HINTS = {
     errno.EBUSY: "another ftrace user (kprobe, tracer, live patch) holds a patched function",
     errno.EINVAL: "the kernel refused the live patch: see 'dmesg' for its reason",
     errno.ENOENT: "a symbol the patch needs is not in this kernel: see 'dmesg'",
+    # A Suture patch's pre-match check: a function is not the code it was built for.
+    errno.EILSEQ: "a function to replace is not the code the patch was built for: see 'dmesg'",
 }
 
 
@@ -57,10 +59,12 @@ def load(path: Path, params: str = "") -> None:
     try:
         _syscall("finit_module", fd, params.encode(), 0)
     except OSError as e:
-        raise LoadError(
+        refused = LoadError(
             f"the kernel refused to load {path.name}: {e.strerror}",
             hint=_LOAD_HINTS.get(e.errno or 0, "see 'dmesg' for the kernel's reason"),
-        ) from e
+        )
+        refused.errno = e.errno or 0
+        raise refused from e
     finally:
         os.close(fd)
 
@@ -115,3 +119,20 @@ def taint(name: str, sysroot: Path = Path("/")) -> str:
         return (sysroot / "sys/module" / name / "taint").read_text().strip()
     except OSError:
         return ""
+
+
+PREMATCH_PARAMETER = "prematch"  # written by a Suture patch's pre-match check
+
+
+def prematch_refused(name: str, sysroot: Path = Path("/")) -> tuple[str, ...]:
+    """``object:function`` entries a loaded Suture patch refused as not its code (none: ``()``).
+
+    A patch whose check refused a module as it loaded stays loaded for the
+    rest; the module was not loaded. The patch says which function in
+    ``/sys/module/<name>/parameters/prematch``.
+    """
+    try:
+        text = (sysroot / "sys/module" / name / "parameters" / PREMATCH_PARAMETER).read_text()
+    except OSError:
+        return ()
+    return tuple(text.split())

@@ -27,8 +27,9 @@ from typing import IO
 
 from suture.errors import GuestError, GuestTimeoutError, LabError, ToolMissingError, UsageError
 from suture.fsutil import cache_dir
-from suture.lab import initramfs, kernels, vmlinux
-from suture.lab.kernels import KernelTree
+from suture.lab import initramfs
+from suture.packages import kernels, vmlinux
+from suture.packages.kernels import KernelTree
 
 QEMU = "qemu-system-x86_64"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from suture.errors import LabError, ToolMissingError
 from suture.fsutil import atomic_write
 from suture.kernel.modinfo import module_bytes, read_modinfo
-from suture.lab.kernels import KernelTree
+from suture.packages.kernels import KernelTree
 
 # What the guest init mounts: virtio PCI transport, 9p over virtio, overlayfs.
 NEEDED_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")

@@ -16,7 +16,7 @@ from pathlib import Path
 from suture.errors import LabError
 from suture.fsutil import atomic_write, cache_dir
 from suture.lab import guest
-from suture.lab.kernels import KernelTree
+from suture.packages.kernels import KernelTree
 
 
 def cache_path(release: str) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -28,8 +29,10 @@ from pathlib import Path
 
 from suture.errors import DownloadError, UsageError
 from suture.fsutil import atomic_write, cache_dir, locked
-from suture.lab import buildroot, cache
-from suture.lab.toolchain import Toolchain
+from suture.packages import buildroot, cache
+from suture.packages.toolchain import Toolchain
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 # Where the wheel is installed in the root, and so what the guest's PATH starts with.
@@ -139,7 +142,7 @@ def ensure(name: str) -> Path:
 
 
 def _make(root_spec: RootSpec, final: Path) -> None:
-    print(f"suture: making the root file system {root_spec.name} once", file=sys.stderr)
+    log.info("making the root file system %s once", root_spec.name)
     bootstrap = buildroot.BuildRootSpec(
         root_spec.name, root_spec.suite, root_spec.sources, root_spec.packages[0]
     )
@@ -186,7 +189,7 @@ def _pip(argv: list[str], what: str) -> None:
 
 def _install_wheel(root_spec: RootSpec, root: Path) -> None:
     """Build this checkout's wheel, fetch its dependencies for the root's Python, install both."""
-    print(f"suture: installing this checkout's wheel into {root_spec.name}", file=sys.stderr)
+    log.info("installing this checkout's wheel into %s", root_spec.name)
     wheels = root / "var" / "cache" / "suture-wheels"
     if wheels.exists():
         subprocess.run(["rm", "-rf", str(wheels)], check=False)

@@ -10,7 +10,7 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 
-from suture.errors import RepoExistsError, UsageError
+from suture.errors import RepoError, RepoExistsError, UsageError
 from suture.repo.keys import Keyring
 from suture.repo.layout import ONLINE_ROLES, Layout
 from suture.repo.metadata import (
@@ -57,6 +57,7 @@ def init(directory: Path, *, root_threshold: int = 1, expiry: Expiry | None = No
 
     Raises:
         RepoExistsError: ``directory`` holds anything already.
+        RepoError: the folder cannot be written (a read-only or pseudo file system).
         UsageError: ``root_threshold`` is below 1.
     """
     if root_threshold < 1:
@@ -67,8 +68,14 @@ def init(directory: Path, *, root_threshold: int = 1, expiry: Expiry | None = No
             f"{directory} exists and is not empty: a repository is never overwritten",
             hint="choose a new folder; to change keys, use 'suture repo rotate-key'",
         )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init-", dir=directory.parent))
+    except OSError as e:
+        raise RepoError(
+            f"cannot create a repository in {directory}: {e.strerror or e}",
+            hint="choose a folder on a writable file system (not /proc or /sys)",
+        ) from e
     try:
         _create(Layout(staging), root_threshold, expiry or Expiry())
         staging.chmod(0o755)  # mkdtemp's 0700 would hide metadata/ from the web server
@@ -80,6 +87,12 @@ def init(directory: Path, *, root_threshold: int = 1, expiry: Expiry | None = No
                 f"{directory} was filled while the repository was made: {e}",
                 hint="choose a new folder",
             ) from e
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RepoError(
+            f"cannot create a repository in {directory}: {e.strerror or e}",
+            hint="check the folder's file system: writable, and not full",
+        ) from e
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

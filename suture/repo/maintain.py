@@ -9,6 +9,7 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, Root
 
+from suture import timefmt
 from suture.errors import SigningKeyError, UsageError
 from suture.fsutil import locked
 from suture.repo.keys import Keyring
@@ -39,7 +40,7 @@ class RefreshResult:
         """The JSON form."""
         return {
             "versions": self.versions,
-            "expires": {r: d.isoformat() for r, d in self.expires.items()},
+            "expires": {r: timefmt.utc(d) for r, d in self.expires.items()},
             "warnings": list(self.warnings),
         }
 
@@ -84,8 +85,9 @@ def refresh(directory: Path, *, keys: Keyring | None = None) -> RefreshResult:
     warnings = []
     if state.root.signed.expires <= datetime.now(UTC) + ROOT_WARNING:
         warnings.append(
-            f"root v{state.root.signed.version} expires on {state.root.signed.expires:%Y-%m-%d}: "
-            "agents stop updating then; sign a new root with the offline key"
+            f"root v{state.root.signed.version} expires at "
+            f"{timefmt.utc(state.root.signed.expires)}: agents stop updating then; "
+            "sign a new root with the offline key"
         )
     return RefreshResult(
         versions={r: state.role(r).signed.version for r in ("root", *CHAIN)},

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tuf.api.exceptions import LengthOrHashMismatchError
 from tuf.api.metadata import TargetFile, Targets
 
-from suture import bundle
+from suture import bundle, timefmt
 from suture.bundle import Manifest, labtest
+from suture.bundle import module as bundle_module
 from suture.errors import LevelError, NotARepoError, NotPublishedError, UntestedError, UsageError
 from suture.fsutil import atomic_write, locked
 from suture.repo import layout as paths
@@ -100,7 +99,9 @@ def publish(
     for a failed result on this build, ``untested`` otherwise.
 
     Raises:
-        BundleError: the bundle is malformed or its module does not match its manifest.
+        BundleError: the bundle is malformed, its module does not match its manifest,
+            or the module is not a live patch ELF for the manifest's release, build id
+            and name.
         UsageError: the channel is unknown, the manifest names no build id, or a
             fix it names is neither given nor in the repository.
         UntestedError: no passing test on this build, and ``untested`` is not set.
@@ -140,7 +141,7 @@ def publish(
             "name": manifest.name,
             "cves": list(manifest.cves),
             # when the level was signed in: the fleet server's rollout delay counts from it
-            "published": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "published": timefmt.utc(),
         }
         if manifest.kind != "kernel":  # a library build's level: release is its soname
             custom["kind"] = manifest.kind
@@ -254,10 +255,9 @@ def _read_bundle(bundle_path: Path) -> tuple[bytes, Manifest]:
         data = bundle_path.read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read {bundle_path}: {e.strerror}") from e
-    with tempfile.NamedTemporaryFile(prefix="suture-publish-", suffix=".bundle") as f:
-        f.write(data)
-        f.flush()
-        return data, bundle.read_manifest(Path(f.name))
+    manifest, module = bundle.unpack(data, str(bundle_path))
+    bundle_module.check(manifest, module)
+    return data, manifest
 
 
 def _read_index(

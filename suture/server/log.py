@@ -16,8 +16,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
+
+from suture import timefmt
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 FORMATS = ("text", "json")
@@ -76,7 +77,7 @@ class ServerLog:
             return
         rid = request_id.get()
         if self._json:
-            when = datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="milliseconds")
+            when = timefmt.precise(self._clock())
             record = {"time": when, "level": level, "message": message, **fields}
             if rid:
                 record["request_id"] = rid

@@ -28,10 +28,9 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from suture import __version__, bundle
+from suture import __version__, bundle, timefmt
 from suture.agent.local import apply_file
 from suture.bundle.labtest import FAILED, PASSED, LabStep, LabTest
 from suture.errors import SutureError
@@ -96,7 +95,7 @@ def test_bundle(
     manifest = bundle.read_manifest(path)
     steps = _Steps(manifest.name)
     clear_kernel_log()
-    at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = timefmt.utc()
     start = time.monotonic()
     with running(plan) as load:
         try:

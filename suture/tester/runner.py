@@ -19,11 +19,10 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from suture import __version__, bundle
+from suture import __version__, bundle, timefmt
 from suture.bundle import LabStep, LabTest, Manifest
 from suture.bundle.labtest import FAILED
 from suture.errors import (
@@ -34,8 +33,9 @@ from suture.errors import (
     UsageError,
 )
 from suture.fsutil import atomic_write, sha256_file
-from suture.lab import guest, kernels, vmlinux
-from suture.lab.kernels import KernelTree
+from suture.lab import guest
+from suture.packages import kernels, vmlinux
+from suture.packages.kernels import KernelTree
 from suture.tester import kernel_log
 from suture.tester.load import STRESS_NG, LoadPlan
 
@@ -263,7 +263,7 @@ def _died(tree: KernelTree, manifest: Manifest, script: Path | None, e: GuestErr
         result=FAILED,
         release=tree.release,
         build_id=manifest.build_id,  # checked to be the tree's before the boot
-        at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        at=timefmt.utc(),
         tester=f"suture {__version__}",
         steps=(LabStep("guest", ok=False, detail=e.message),),
         script=script.name if script else "",

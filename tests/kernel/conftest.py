@@ -6,10 +6,8 @@ them loudly instead of letting them pass or skip.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +15,7 @@ import pytest
 
 from suture.kernel import engine
 from suture.kernel.livepatch import LivepatchSysfs
-
-IN_GUEST = os.environ.get("SUTURE_IN_GUEST") == "1"
-SUTURE = [sys.executable, "-m", "suture.cli.main"]
+from tests.support.inguest import IN_GUEST
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,10 +37,6 @@ def modules() -> Path:
     return path
 
 
-def ko(modules: Path, name: str) -> Path:
-    return modules / name / f"{name}.ko"
-
-
 @pytest.fixture(autouse=True)
 def clean_kernel() -> Iterator[None]:
     """Every test starts and ends with no live patch, and the kernel log stays clean."""
@@ -54,16 +46,3 @@ def clean_kernel() -> Iterator[None]:
     log = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
     assert "Call Trace" not in log, log
     assert "WARNING" not in log, log
-
-
-def suture(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*SUTURE, *args], capture_output=True, text=True, check=False)
-    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def status() -> dict[str, object]:
-    # A state folder of its own: the exit code follows the agent's last check.
-    shown = suture("status", "--json", "--state-dir", "/tmp/suture-no-agent")
-    data: dict[str, object] = json.loads(shown.stdout)
-    return data

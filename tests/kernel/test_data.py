@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from tests.kernel.conftest import IN_GUEST, status, suture
+from tests.support.inguest import IN_GUEST, status, suture
 
 BUNDLES = Path(os.environ.get("SUTURE_TEST_BUNDLES", "/nonexistent"))
 TRACING = Path("/sys/kernel/tracing")

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from suture.kernel import module
-from tests.kernel.conftest import ko, status, suture
+from tests.support.inguest import ko, status, suture
 
 
 def cmdline() -> str:

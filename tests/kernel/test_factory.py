@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.conftest import IN_GUEST, status, suture
+from tests.support.inguest import IN_GUEST, status, suture
 
 BUNDLES = Path(os.environ.get("SUTURE_TEST_BUNDLES", "/nonexistent"))
 

@@ -9,13 +9,13 @@ no inline style, no frame, forms only to itself).
 from __future__ import annotations
 
 import functools
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import jinja2
 
+from suture import timefmt
 from suture.server.http.replies import Reply
 
 CSS_PATH = "/ui/dashboard.css"
@@ -48,7 +48,7 @@ def when(unix: float | None) -> str:
     """Unix time as ISO 8601 (UTC), "" for none."""
     if unix is None:
         return ""
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc(unix)
 
 
 @functools.cache

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
+from suture import timefmt
 from suture.contract.checkin import Checkin, Library
 from suture.server.db.pool import Row, Store, Tx
 
@@ -35,7 +35,7 @@ MAX_IN = 500  # host ids in one IN (...) list
 
 def stamp(when: float) -> str:
     """Unix time as the store's ISO 8601 text (UTC, seconds), which sorts as time does."""
-    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timefmt.utc(when)
 
 
 @dataclass(frozen=True)

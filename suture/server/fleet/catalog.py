@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from suture import timefmt
 from suture.bundle.labtest import signed_result
 from suture.contract.index import BuildIndex
 from suture.contract.targets import INDEX_NAME
@@ -155,6 +155,6 @@ def _time(value: object) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return timefmt.parse(value)
     except ValueError:
         return None

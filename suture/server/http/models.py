@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import math
 import re
-from datetime import datetime
 from typing import Annotated, Any, Literal, Optional, get_args, get_origin, is_typeddict
 
 from pydantic import (
@@ -33,6 +32,7 @@ from pydantic import (
     create_model,
 )
 
+from suture import timefmt
 from suture.contract import checkin, directive, enrolment
 from suture.contract.fields import Items, Text, Whole, optional_of, shape, unwrap
 from suture.contract.targets import CHANNELS, RELEASE
@@ -112,13 +112,13 @@ Release = Annotated[str, StringConstraints(pattern=RELEASE, max_length=100)]
 
 
 def _when(text: str) -> str:
-    datetime.fromisoformat(text.replace("Z", "+00:00"))  # a ValueError refuses it
+    timefmt.parse(text)  # a ValueError refuses it
     return text
 
 
 def unix_time(text: str) -> float:
     """A time of :data:`TIME` form as unix time."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return timefmt.parse(text)
 
 
 class KeyRequest(BaseModel):

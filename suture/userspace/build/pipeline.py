@@ -19,11 +19,10 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from suture import __version__
+from suture import __version__, timefmt
 from suture.builder.differ import DiffResult, diff_objects
 from suture.builder.elfobj import ObjectFile
 from suture.builder.extract import extract, new_symbol_name
@@ -112,7 +111,7 @@ def build(
             Function(f.name, size=f.size, old_sha256=f.old_sha256) for f in functions)),),
         cves=cves or fix.cves, description=fix.description,
         fix_sha256=hashlib.sha256(text.encode()).hexdigest(), builder=f"suture {__version__}",
-        created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), kind="userspace",
+        created=timefmt.utc(), kind="userspace",
         package=row.source, version=version, userspace_functions=tuple(functions),
         userspace_symbols=places,
     )  # fmt: skip
