@@ -44,22 +44,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("module", type=Path, help="a bundle from 'suture build', or a livepatch .ko")
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
-    p.add_argument(
-        "--pid",
-        type=int,
-        action="append",
-        default=[],
-        metavar="PID",
-        help="userspace bundle: only these processes (default: every one mapping the library)",
-    )
-    p.add_argument("--allow-init", action="store_true", help="userspace bundle: patch PID 1 too")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=min(2, os.cpu_count() or 1),
-        metavar="N",
-        help="userspace bundle: processes patched by N forked workers at once (CPUs, at most 2)",
-    )
+    _userspace_options(p, "only these processes (default: every one mapping the library)")
     p.set_defaults(handler=cmd_apply)
 
     p = command(
@@ -99,22 +84,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="the live patch to remove")
     p.add_argument("--all", action="store_true", help="remove every live patch")
     p.add_argument("--timeout", type=float, default=30.0, help="transition limit in s (30)")
-    p.add_argument(
-        "--pid",
-        type=int,
-        action="append",
-        default=[],
-        metavar="PID",
-        help="a userspace patch: only from these processes",
-    )
-    p.add_argument("--allow-init", action="store_true", help="userspace: PID 1 too")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=min(2, os.cpu_count() or 1),
-        metavar="N",
-        help="userspace: processes handled by N forked workers at once",
-    )
+    _userspace_options(p, "only from these processes")
     p.set_defaults(handler=cmd_unload)
 
 
@@ -340,3 +310,18 @@ def _userspace_name(name: str, pids: list[int]) -> bool:
     from suture.userspace import patcher, procfs
 
     return any(a.name == name for pid in procfs.pids() for a in patcher.applied_patches(pid))
+
+
+def _userspace_options(p: argparse.ArgumentParser, pids: str) -> None:
+    """The options of ``apply`` and ``unload`` that only userspace patches take."""
+    p.add_argument(
+        "--pid", type=int, action="append", default=[], metavar="PID", help=f"userspace: {pids}"
+    )
+    p.add_argument("--allow-init", action="store_true", help="userspace: PID 1 too")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="userspace: processes handled by N forked workers at once (CPUs, at most 2)",
+    )
