@@ -383,14 +383,56 @@ def _extract_unit(
     running = unit.running or orig
     old_code = running.functions()
     expected = [
-        prematch.expected(running, old_code[c.name], c.name) if c.name in old_code else None
-        for c in redirected
+        _as_shipped(target, objname, f, prematch.expected(running, old_code[c.name], c.name))
+        if c.name in old_code
+        else None
+        for c, f in zip(redirected, klp_funcs, strict=True)
     ]
     return _UnitPatch(
         unit, patch_obj, redirected, klp_funcs, klp_syms,
         {kind: patch_obj.functions[fn] for kind, fn in callbacks.items()}, plan.carried,
         plan.slots, expected,
     )  # fmt: skip
+
+
+def _as_shipped(
+    target: Target, objname: str, func: module.PatchedFunction, e: prematch.Expected
+) -> prematch.Expected | None:
+    """``e`` when the build ships exactly that code; None (not checked in the kernel) otherwise."""
+    shipped = _shipped_code(target, objname, func.name, func.sympos, len(e.code))
+    if shipped is not None and prematch.matches(e, shipped):
+        return e
+    units_mod.progress(
+        f"pre-match: {objname}:{func.name} compiles to other bytes than the build ships "
+        "(its layout follows its place in the linked code): not checked in the kernel"
+    )
+    return None
+
+
+def _shipped_code(target: Target, objname: str, name: str, sympos: int, size: int) -> bytes | None:
+    """``size`` bytes of the function as the build ships it: in the image, or the module file."""
+    if objname == "vmlinux":
+        ksyms = target.kallsyms
+        found = ksyms.by_name.get(name, [])
+        if not found or sympos > len(found):
+            return None
+        address = found[sympos - 1 if sympos else 0][0]
+        index = target.image_index
+        text = next((s.address for s in index.sections if s.name == ".text"), None)
+        start = ksyms.by_name.get("_text", [])
+        if text is not None and len(start) == 1:
+            address += text - start[0][0]  # positions read with a KASLR slide
+        return index.code(address, size)
+    ko = target.module_file(objname)
+    syms = [s for s in ko.symbols if s.name == name and s.type == SymType.FUNC and s.shndx]
+    if not syms or sympos > len(syms):
+        return None
+    sym = syms[sympos - 1 if sympos else 0]
+    home = ko.symbol_section(sym)
+    if home is None:
+        return None
+    data = bytes(home.data[sym.value : sym.value + size])
+    return data if len(data) == size else None
 
 
 def _klp_symbol(

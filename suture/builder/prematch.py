@@ -127,6 +127,19 @@ def expected(obj: ObjectFile, sec: Section, name: str) -> Expected:
     return Expected(name, code, bytes(mask))
 
 
+def matches(e: Expected, shipped: bytes) -> bool:
+    """The build's own code (``shipped``: the image's or the module file's) is what ``e`` expects.
+
+    Only then may the kernel check it: a function compiled alone can be laid
+    out otherwise than the linked one (the alignment of a loop inside it
+    follows the function's place in the linked text, 6.12 and 7.x), and
+    checking it would refuse a sound patch.
+    """
+    return len(shipped) == len(e.code) and all(
+        not m or a == b for a, b, m in zip(e.code, shipped, e.mask, strict=True)
+    )
+
+
 def _entry_size(table: Section, size: int) -> int:
     """The entry size of ``table`` in this build: two relocations an entry for alternatives."""
     if table.name != ".altinstructions" or not table.relas or len(table.relas) % 2:
