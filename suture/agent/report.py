@@ -29,7 +29,7 @@ from suture.agent import state as agent_state
 from suture.agent.config import AgentConfig
 from suture.agent.host import Kernel
 from suture.agent.state import AgentState
-from suture.contract.checkin import MAX_ERROR, MAX_FUNCTIONS
+from suture.contract.checkin import MAX_ERROR, MAX_FUNCTIONS, MAX_LIBRARIES
 from suture.contract.directive import Directive, parse_directive
 from suture.contract.enrolment import CHECKIN_PATH, REGISTER_PATH
 from suture.errors import AgentStateError
@@ -43,7 +43,6 @@ MACHINE_ID = Path("/etc/machine-id")
 MAX_ANSWER = 64 << 10  # bytes of a server's answer the agent reads
 # What a bearer token may hold (RFC 6750's b64token): never a space or a control character.
 TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
-MAX_LIBRARIES = 32  # userspace rows in one check-in (a host runs a handful of library builds)
 
 
 def host_id(machine_id: Path = MACHINE_ID) -> str:
