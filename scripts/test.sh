@@ -36,4 +36,4 @@ fi
 
 echo "== pytest (unit and guest)" >&2
 # Not exec: the trap above must run after pytest.
-.venv/bin/python -m pytest -ra "$@"
+.venv/bin/python -m pytest -ra --durations=30 "$@"

@@ -104,7 +104,14 @@ def _qemu_argv(kernel: Path, initrd: Path, exchange: Path, cfg: GuestConfig) -> 
             cfg.extra_cmdline,
         ]
     ).strip()
-    accel = "kvm" if cfg.accel == "kvm" else "tcg,thread=multi"
+    # One host thread for all vCPUs: QEMU 7.2's multi-threaded TCG can go on
+    # running a translation of code another vCPU has just rewritten. A guest
+    # that toggles a static key in hot code then takes an int3 the kernel no
+    # longer expects (7.3.4 oopses in __schedule within 20 s of toggling the
+    # sched_switch tracepoint, and 7.x toggles a key there on every livepatch
+    # transition); round-robin did 300 toggles cleanly. The vCPUs still
+    # interleave, so the guest stays SMP.
+    accel = "kvm" if cfg.accel == "kvm" else "tcg,thread=single"
     # The host's root, when the guest boots another one: the host folders it sees.
     host = [] if cfg.root is None else [
         "-fsdev",

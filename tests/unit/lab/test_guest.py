@@ -123,7 +123,7 @@ def test_qemu_argv_shape(tmp_path: Path) -> None:
     assert "-no-reboot" in argv
     assert argv[argv.index("-m") + 1] == "512"
     assert argv[argv.index("-smp") + 1] == "1"
-    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
     cmdline = argv[argv.index("-append") + 1]
     assert "panic=-1" in cmdline
     assert "oops=panic" in cmdline
