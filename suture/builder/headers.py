@@ -97,6 +97,34 @@ def compare(path: str, old: str, new: str) -> HeaderChange:
     return change
 
 
+def refuse_unit_layouts(texts: dict[str, tuple[str, str]]) -> None:
+    """Refuse a fix that changes a struct or union a C file defines for itself.
+
+    Instances of such a type live in the running kernel (allocated by the
+    file's code, often from its own slab cache), so a new field is the same
+    change as in a header, only private. A new type is fine.
+
+    Args:
+        texts: each C file of the fix, before and after it.
+
+    Raises:
+        BuildError: such a layout changes (each one listed).
+    """
+    refused = []
+    for path, (old, new) in texts.items():
+        before, after = _by_key(cscan.scan(old)), _by_key(cscan.scan(new))
+        for kind, name in sorted(set(before) & set(after), key=lambda k: (k[0].value, k[1])):
+            layout = kind in (Kind.STRUCT, Kind.UNION) and name
+            if layout and sorted(before[kind, name]) != sorted(after[kind, name]):
+                refused.append(f"{_WHAT[kind]} {name} ({path}, changed)")
+    if refused:
+        raise BuildError(
+            "the fix changes definitions of data the running kernel already has: "
+            + "; ".join(refused),
+            hint=_SHADOW_HINT,
+        )
+
+
 @dataclass
 class Reach:
     """The units a header change reaches, and why the others were left out."""

@@ -62,12 +62,14 @@ def reached_by_headers(fix_path: Path, fix: Fix, target: Target, work: Path) -> 
     """The units of the build whose code the fix's header changes can alter (none: no header).
 
     Raises:
-        BuildError: a header change alters data the kernel has (listed), or reaches too far.
+        BuildError: a header change, or a C file's change to a type it defines for
+            itself, alters data the kernel has (listed); or a header reaches too far.
     """
+    texts = _fix_texts(target, fix_path, fix, work)
+    headers.refuse_unit_layouts({src: texts[src] for src in fix.sources})
     if not fix.headers:
         return []
-    changes = {h: headers.compare(h, old, new) for h, (old, new) in
-               _header_texts(target, fix_path, fix, work).items()}  # fmt: skip
+    changes = {h: headers.compare(h, *texts[h]) for h in fix.headers}
     for change in changes.values():
         for line in change.changed:
             progress(f"header change: {line}")
@@ -84,10 +86,8 @@ def reached_by_headers(fix_path: Path, fix: Fix, target: Target, work: Path) -> 
     return found.units
 
 
-def _header_texts(
-    target: Target, fix_path: Path, fix: Fix, work: Path
-) -> dict[str, tuple[str, str]]:
-    """Each header of the fix before and after it (applied to copies of the fix's files)."""
+def _fix_texts(target: Target, fix_path: Path, fix: Fix, work: Path) -> dict[str, tuple[str, str]]:
+    """Each C file and header of the fix before and after it (applied to copies)."""
     copy = work / "headers"
     for rel in fix.files:
         src = target.tree.path / rel
@@ -106,7 +106,7 @@ def _header_texts(
             hint=f"rebase the fix on Debian's linux-source at {target.tree.version}",
         )
     texts = {}
-    for rel in fix.headers:
+    for rel in (*fix.headers, *fix.sources):
         old = target.tree.path / rel
         texts[rel] = (
             old.read_text(errors="replace") if old.exists() else "",

@@ -204,3 +204,36 @@ def test_a_field_named_like_a_function_like_macro_is_no_use(tmp_path: Path) -> N
     assert change.called == {"signalled"}
     found = headers.reach(tmp_path, cat, graph, {"include/linux/a.h": change})
     assert found.units == []  # struct s only has a field of that name: nothing refused
+
+
+UNIT = """\
+struct ctx {
+\tstruct super *sb;
+\tunsigned int pages;
+};
+static const struct ops table = { .open = ctx_open };
+static int ctx_open(struct ctx *c) { return c->pages; }
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "refused"),
+    [
+        # A field added to a type the file defines for itself: its instances live on.
+        (UNIT, UNIT.replace("\tunsigned int pages;", "\tvoid *copy;\n\tunsigned int pages;"),
+         "the layout of struct ctx (drivers/x.c, changed)"),
+        # Code, a const table, a comment and a new type are no layout change.
+        (UNIT, UNIT.replace("return c->pages;", "return c->pages + 1;"), ""),
+        (UNIT, UNIT.replace(".open = ctx_open", ".open = NULL"), ""),
+        (UNIT, UNIT.replace("struct super *sb;", "struct super *sb; /* the superblock */"), ""),
+        (UNIT, "struct more { int x; };\n" + UNIT, ""),
+    ],
+)  # fmt: skip
+def test_a_c_files_own_types(old: str, new: str, refused: str) -> None:
+    if not refused:
+        headers.refuse_unit_layouts({"drivers/x.c": (old, new)})
+        return
+    with pytest.raises(BuildError) as e:
+        headers.refuse_unit_layouts({"drivers/x.c": (old, new)})
+    assert refused in e.value.message
+    assert "shadow variables" in (e.value.hint or "")
