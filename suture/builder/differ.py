@@ -385,8 +385,39 @@ def _unbundled_data(obj: ObjectFile) -> dict[str, tuple[Section, Symbol]]:
     return found
 
 
+def _data_pairs(
+    a: _Side, b: _Side, orig: dict[str, Section], patched: dict[str, Section]
+) -> Iterator[tuple[str, Section | None, Section | None]]:
+    """Data objects correlated by content where GCC's numbering moved, else by name.
+
+    A fix that adds an ``NL_SET_ERR_MSG`` adds a ``__msg`` static, and every
+    ``__msg.N`` after it in the file is numbered one higher: by name the
+    fix would change them all (and the one whose number it takes could not
+    be carried). A numbered local whose bytes changed under its name goes to
+    the patched one of the same bytes instead, when there is one.
+    """
+
+    def same(x: Section, y: Section) -> bool:
+        return _compare_code(a, _Code(x.data, x.relas), b, _Code(y.data, y.relas), data=True) in (
+            "",
+            "line",
+        )
+
+    left, right = dict(orig), dict(patched)
+    moved = [n for n in left if mangle(n) != n and not (n in right and same(left[n], right[n]))]
+    spare = [n for n in right if mangle(n) != n and not (n in left and same(left[n], right[n]))]
+    for name in moved:
+        match = next(
+            (m for m in spare if mangle(m) == mangle(name) and same(left[name], right[m])), None
+        )
+        if match is not None:
+            spare.remove(match)
+            yield name, left.pop(name), right.pop(match)
+    yield from _pairs(left, right)
+
+
 def _compare_data(a: _Side, b: _Side, result: DiffResult) -> None:
-    for name, da, db in _pairs(_data_objects(a.obj), _data_objects(b.obj)):
+    for name, da, db in _data_pairs(a, b, _data_objects(a.obj), _data_objects(b.obj)):
         _note_rename(result, da, db)
         if da is None:
             result.new_data.append(name)

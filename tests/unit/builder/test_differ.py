@@ -216,3 +216,34 @@ def test_a_line_moved_in_existing_data_is_no_change(tmp_path: Path) -> None:
     assert result.no_change
     changed_kind = _diff(tmp_path / "k", before, before.replace("__LINE__, 7", "__LINE__, 8"))
     assert changed_kind.changed_data == ["here"]
+
+
+# Netlink's error messages: each use defines a static string (__msg.N, in order).
+MESSAGES = """\
+extern void set_msg(const char *m);
+#define SET_MSG(s) do { static const char __msg[] = s; set_msg(__msg); } while (0)
+
+int check(int a, int b)
+{
+	if (a < 0) {
+		SET_MSG("negative a");
+		return -1;
+	}
+	if (b < 0) {
+		SET_MSG("negative b");
+		return -2;
+	}
+	return 0;
+}
+"""
+
+
+def test_a_new_numbered_static_does_not_change_the_ones_after_it(tmp_path: Path) -> None:
+    same = '\tif (a == b) {\n\t\tSET_MSG("same");\n\t\treturn -3;\n\t}\n'
+    after = MESSAGES.replace("\tif (b < 0) {", same + "\tif (b < 0) {")
+    result = _diff(tmp_path, MESSAGES, after)
+    assert changed(result) == ["check"]
+    # "negative b" moved from __msg.1 to __msg.2: the same object, renamed.
+    assert result.changed_data == []
+    assert result.new_data == ["__msg.1"]
+    assert result.renames["__msg.2"] == "__msg.1"
