@@ -137,7 +137,9 @@ class _Side:
         if sec is None:
             return ("sec", sym.name, rela.addend)
         if sec.symbol is not None:
-            return ("sym", mangle(sec.symbol.name), rela.addend)
+            # Through the section symbol: on 6.2+ a function starts after its
+            # padding (16 bytes into its section), so the addend counts it.
+            return ("sym", mangle(sec.symbol.name), rela.addend - sec.symbol.value)
         inner = self.obj.symbol_at(sec, offset)
         if inner is not None:
             return ("sym", mangle(inner.name), rela.addend - inner.value)
@@ -242,13 +244,19 @@ def _compare_code(
     return f"{'data' if data else 'code'} differs at +{diffs[0]:#x}"
 
 
+# A call or jump to a local goes through its section (PC32), to a global through
+# the PLT (PLT32): the kernel links both to the same displacement.
+_LINKED_AS: dict[int, int] = {RelocType.PLT32: RelocType.PC32}
+
+
 def _compare_refs(a: _Side, a_relas: list[Rela], b: _Side, b_relas: list[Rela], depth: int) -> str:
     """Compare relocations in order: "" or "line" when they point at the same things."""
     if len(a_relas) != len(b_relas):
         return "different references"
     verdict = ""
     for ra, rb in zip(a_relas, b_relas, strict=True):
-        if ra.offset != rb.offset or ra.type != rb.type or a.target(ra) != b.target(rb):
+        same_type = _LINKED_AS.get(ra.type, ra.type) == _LINKED_AS.get(rb.type, rb.type)
+        if ra.offset != rb.offset or not same_type or a.target(ra) != b.target(rb):
             return f"reference at +{ra.offset:#x} differs"
         site = _compare_site(a, ra, b, rb, depth)
         if site not in ("", "line"):
@@ -310,7 +318,14 @@ def _function_result(
             FunctionChange(name, "new", sb.name, sb.code_size, has_fentry=True, reason="new")
         )
         return
-    verdict = _compare_code(a, _Code(sa.data, sa.relas), b, _Code(sb.data, sb.relas))
+    code_a, code_b = _Code(sa.data, sa.relas), _Code(sb.data, sb.relas)
+    if a.has_fentry(sa.relas, sa.start) != b.has_fentry(sb.relas, sb.start):
+        # The kernel's ``inline`` is notrace: a static inline GCC emitted out
+        # of line, that the fix makes a plain function (to call it from
+        # another file), gains an ftrace entry (and an endbr64) and nothing
+        # else. Its code is the same without them.
+        code_a, code_b = _without_entry(a, sa), _without_entry(b, sb)
+    verdict = _compare_code(a, code_a, b, code_b)
     if verdict == "line":
         result.line_only.append(name)
     elif verdict:
@@ -324,6 +339,24 @@ def _function_result(
                 reason=verdict,
             )
         )
+
+
+_ENDBR64 = bytes.fromhex("f30f1efa")
+_CALL_SIZE = 5
+
+
+def _without_entry(side: _Side, sec: Section) -> _Code:
+    """A function's section without its entry's endbr64 and ftrace call, where it has them."""
+    cut = sec.start + (len(_ENDBR64) if sec.data[sec.start :].startswith(_ENDBR64) else 0)
+    fentry = [r for r in sec.relas if r.offset == cut + 1 and side.target_name(r) == "__fentry__"]
+    end = cut + _CALL_SIZE if fentry else cut
+    size = end - sec.start
+    relas = [
+        r if r.offset < sec.start else Rela(r.offset - size, r.type, r.sym, r.addend)
+        for r in sec.relas
+        if not sec.start <= r.offset < end
+    ]
+    return _Code(sec.data[: sec.start] + sec.data[end:], relas)
 
 
 def _unbundled_functions(obj: ObjectFile) -> dict[str, tuple[Section, Symbol]]:

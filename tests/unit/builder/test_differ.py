@@ -60,13 +60,15 @@ int __init setup(void)
 """
 
 
-def _diff(tmp_path: Path, before: str, after: str) -> DiffResult:
+def _diff(tmp_path: Path, before: str, after: str, *flags: str) -> DiffResult:
     objs = []
     for name, text in (("orig", before), ("patched", after)):
         src = tmp_path / name / "x.c"
         src.parent.mkdir(parents=True)
         src.write_text(text)
-        subprocess.run(["gcc", *CFLAGS, str(src), "-o", str(src.with_suffix(".o"))], check=True)
+        subprocess.run(
+            ["gcc", *CFLAGS, *flags, str(src), "-o", str(src.with_suffix(".o"))], check=True
+        )
         objs.append(ObjectFile.load(src.with_suffix(".o")))
     udiff = "".join(
         difflib.unified_diff(before.splitlines(True), after.splitlines(True), "a/x.c", "b/x.c", n=3)
@@ -247,3 +249,34 @@ def test_a_new_numbered_static_does_not_change_the_ones_after_it(tmp_path: Path)
     assert result.changed_data == []
     assert result.new_data == ["__msg.1"]
     assert result.renames["__msg.2"] == "__msg.1"
+
+
+# The kernel's ``inline`` is notrace; GCC may still emit the function out of line.
+INLINE = """\
+extern void put(void *p);
+static inline __attribute__((no_instrument_function, noinline)) void release(void **p)
+{
+\tput(p[0]);
+\tput(p[1]);
+}
+
+void drop(void **p, int last)
+{
+\tif (last)
+\t\trelease(p);
+}
+"""
+
+
+@pytest.mark.parametrize("padding", [False, True], ids=["6.1", "call-padding"])
+def test_a_static_inline_made_a_plain_function_is_no_change(tmp_path: Path, padding: bool) -> None:
+    # The fix exports it to another file: it gains an ftrace entry, and its
+    # callers reach it by name (PLT32) rather than through its section (PC32).
+    # With 6.2+'s call padding the function starts 16 bytes into its section.
+    after = INLINE.replace(
+        "static inline __attribute__((no_instrument_function, noinline)) void",
+        "__attribute__((noinline)) void",
+    )
+    flags = ["-fpatchable-function-entry=16,16"] if padding else []
+    result = _diff(tmp_path, INLINE, after, *flags)
+    assert result.changed == [] and result.new == []
