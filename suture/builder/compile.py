@@ -33,12 +33,16 @@ from suture.fsutil import locked
 # One section per function and object, and the author API headers (suture_livepatch.h,
 # kpatch-macros.h) on the include path. The same flags for both compiles.
 INCLUDE_DIR = Path(__file__).parent / "include"
-SECTION_FLAGS = f"KCFLAGS=-ffunction-sections -fdata-sections -I{INCLUDE_DIR}"
+# Each is a tuple of kbuild variables given to make.
+SECTION_FLAGS = (f"KCFLAGS=-ffunction-sections -fdata-sections -I{INCLUDE_DIR}",)
 # Calls where GCC would jump (a tail call): for callers of carried code (callers.py).
-NO_SIBLING_CALL_FLAGS = f"{SECTION_FLAGS} -fno-optimize-sibling-calls"
+NO_SIBLING_CALL_FLAGS = (f"{SECTION_FLAGS[0]} -fno-optimize-sibling-calls",)
 # Static branches as reads of their keys, for a module's code whose keys the
-# loader cannot resolve (include/suture_static_keys.h says why).
-KEY_READ_FLAGS = f"{SECTION_FLAGS} -include {INCLUDE_DIR / 'suture_static_keys.h'}"
+# loader cannot resolve (include/suture_static_keys.h says why). Module objects
+# only (CFLAGS_MODULE): KCFLAGS also reach the tree's prepared files, and on
+# 7.x the forced header pulls in asm-offsets.h while asm-offsets.c is compiled
+# again, which then writes "#define 64 64" for every offset and breaks the tree.
+KEY_READ_FLAGS = (*SECTION_FLAGS, f"CFLAGS_MODULE=-include {INCLUDE_DIR / 'suture_static_keys.h'}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def _objects(sources: list[str]) -> list[str]:
     return [s.removesuffix(".c") + ".o" for s in sources]
 
 
-def _make_objects(tree: SourceTree, sources: list[str], flags: str) -> dict[str, str]:
+def _make_objects(tree: SourceTree, sources: list[str], flags: tuple[str, ...]) -> dict[str, str]:
     """Compile ``sources`` in the tree with one ``make`` (side by side, up to the cores).
 
     Returns the compiler's messages of each file that failed (empty: all compiled).
@@ -79,13 +83,15 @@ def _make_objects(tree: SourceTree, sources: list[str], flags: str) -> dict[str,
         (tree.path / obj).unlink(missing_ok=True)  # make must compile, whatever mtimes say
     with progress.heartbeat(f"compiling {len(objs)} file(s)"):
         together = subprocess.run(
-            tree.make_argv("-k", flags, *objs), capture_output=True, text=True, check=False
+            tree.make_argv("-k", *flags, *objs), capture_output=True, text=True, check=False
         )
     failed = {}
     for src, obj in zip(sources, objs, strict=True):
         if not (tree.path / obj).exists():
             mine = [line for line in together.stderr.splitlines() if src in line or obj in line]
-            failed[src] = "\n".join(mine[-40:]) or together.stderr.strip()[-3000:]
+            # An error in a header the file includes names the header, not the file.
+            said = any("error:" in line for line in mine) and "\n".join(mine[-40:])
+            failed[src] = said or together.stderr.strip()[-3000:]
     return failed
 
 
@@ -95,7 +101,7 @@ def _take(tree: SourceTree, source: str, dest: Path) -> None:
     shutil.move(tree.path / _objects([source])[0], dest)
 
 
-def _originals(tree: SourceTree, sources: list[str], work: Path, flags: str) -> None:
+def _originals(tree: SourceTree, sources: list[str], work: Path, flags: tuple[str, ...]) -> None:
     """The objects of the pristine ``sources`` into ``work/orig``: from the build's cache or made.
 
     A build's tree only ever changes under the build lock and is put back
@@ -103,7 +109,9 @@ def _originals(tree: SourceTree, sources: list[str], work: Path, flags: str) -> 
     the same object: it is compiled once per build (a header fix reaching
     dozens of units compiles only their patched side when run again).
     """
-    cache = tree.path.parent / "objects" / hashlib.sha256(flags.encode()).hexdigest()[:16]
+    cache = (
+        tree.path.parent / "objects" / hashlib.sha256("\0".join(flags).encode()).hexdigest()[:16]
+    )
     missing = [s for s in sources if not (cache / (s + ".o")).exists()]
     if missing:
         failed = _make_objects(tree, missing, flags)
@@ -174,7 +182,7 @@ def compile_pair(
     fix: Path,
     work: Path,
     *,
-    flags: str = SECTION_FLAGS,
+    flags: tuple[str, ...] = SECTION_FLAGS,
     sources: list[str] | None = None,
 ) -> list[ObjectPair]:
     """Compile units before and after ``fix`` into ``work``: the fix's .c files by default.

@@ -129,3 +129,24 @@ def test_even_a_patch_that_writes_in_place_cannot_reach_the_shared_file(
     assert pair.original.read_bytes() != pair.patched.read_bytes()  # it did patch
     assert (shared / "fs" / "a.c").read_text() == ORIGINAL
     assert (tree.path / "fs" / "a.c").samefile(shared / "fs" / "a.c")
+
+
+def test_an_error_in_an_included_header_is_shown(
+    farm: tuple[Path, SourceTree], tmp_path: Path
+) -> None:
+    _, tree = farm
+    (tree.path / "fs" / "bad.h").write_text("#error this header is broken\n")
+    fix = FIX.replace(" int answer(void)", '+#include "bad.h"\n int answer(void)', 1)
+    fix = fix.replace("@@ -1,4 +1,4 @@", "@@ -1,4 +1,5 @@")
+    with pytest.raises(BuildError) as e:
+        compile_mod.compile_pair(tree, fix_file(tmp_path, fix), tmp_path / "work")
+    assert "bad.h:1" in e.value.message and "error:" in e.value.message
+
+
+def test_key_reads_reach_module_objects_only() -> None:
+    # KCFLAGS also compile the tree's prepared files (asm-offsets.c), which
+    # the forced header must not reach.
+    (kcflags,) = (f for f in compile_mod.KEY_READ_FLAGS if f.startswith("KCFLAGS="))
+    (module,) = (f for f in compile_mod.KEY_READ_FLAGS if f.startswith("CFLAGS_MODULE="))
+    assert "-include" not in kcflags
+    assert module.endswith("suture_static_keys.h")
