@@ -201,7 +201,7 @@ def _install_wheel(root_spec: RootSpec, root: Path) -> None:
             "download", "--only-binary=:all:", "--python-version", root_spec.python,
             "--implementation", "cp", "--platform", "manylinux_2_28_x86_64",
             "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-            "--platform", "any", "-d", str(wheels), str(wheel),
+            "--platform", "any", "-d", str(wheels), f"{wheel}[server]",
         ],
         f"fetching the wheel's dependencies for Python {root_spec.python}",
     )  # fmt: skip
@@ -211,9 +211,11 @@ def _install_wheel(root_spec: RootSpec, root: Path) -> None:
     pip = f"{venv}/pip install -q --no-index --disable-pip-version-check"
     found = "/var/cache/suture-wheels"
     # The dependencies once; the wheel itself again each time (its version stays 0.1.0).
+    # With the server's: the guest has no network, so a test of the agent on this
+    # userland serves its repository on the guest's loopback.
     script = (
         f"set -e; [ -x {venv}/python ] || python3 -m venv {VENV}; "
-        f"{pip} --find-links {found} {found}/{wheel.name}; "
+        f"{pip} --find-links {found} '{found}/{wheel.name}[server]'; "
         f"{pip} --no-deps --force-reinstall {found}/{wheel.name}"
     )
     proc = inside.run(["sh", "-c", script], cwd=Path("/"))
