@@ -41,6 +41,9 @@ SPECIAL_STATIC = re.compile(
 _MAX_LINE = 1 << 20
 _LINE_IN_STRING = re.compile(r"(\.[ch]):\d+")
 _LINE_NAMED = re.compile(r"^(__UNIQUE_ID_\w*?|__BTF_ID__\w*?__)\d+$")
+# The section of a compiler label's data (-fdata-sections): UBSAN's per-check
+# descriptors, ``.data..Lubsan_data263``, numbered in the file's order.
+_LABEL_SECTION = re.compile(r"^(\S*\.L[A-Za-z_]+?)\d+$")
 _INIT_SECTIONS = (".init.text", ".exit.text", ".head.text")
 # The ftrace call's displacement is 1 byte into a function, or 5 after an endbr64 (IBT).
 FENTRY_REACH = 9
@@ -58,12 +61,13 @@ def mangle(name: str) -> str:
     """The name with compiler counters removed, for correlation.
 
     ``foo.isra.0`` -> ``foo.isra``; ``__key.264`` -> ``__key``;
-    ``__UNIQUE_ID_ddebug372`` -> ``__UNIQUE_ID_ddebug``.
+    ``__UNIQUE_ID_ddebug372`` -> ``__UNIQUE_ID_ddebug``;
+    ``.data..Lubsan_data263`` -> ``.data..Lubsan_data``.
     """
     # GCC's ".N" suffixes first: a descriptor is ``__UNIQUE_ID_ddebug473.50``,
     # and its counter only ends the name once they are gone.
     name = re.sub(r"\.\d+", "", name)
-    return _LINE_NAMED.sub(r"\1", name)
+    return _LABEL_SECTION.sub(r"\1", _LINE_NAMED.sub(r"\1", name))
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,10 @@ class _Side:
         sec = self.obj.symbol_section(sym)
         if sec is None or sec.is_strings:
             return None
+        if sym.type == SymType.SECTION and sec.symbol is None and _LABEL_SECTION.match(sec.name):
+            # A label's own data section (a UBSAN check's descriptor: the
+            # source place and the types): by its contents, as numbers move.
+            return sym, _Code(sec.data, sec.relas)
         if sym.type == SymType.SECTION:
             named = sec.symbol or self.obj.symbol_at(sec, target_offset(rela))
         else:

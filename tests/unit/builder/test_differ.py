@@ -66,9 +66,8 @@ def _diff(tmp_path: Path, before: str, after: str, *flags: str) -> DiffResult:
         src = tmp_path / name / "x.c"
         src.parent.mkdir(parents=True)
         src.write_text(text)
-        subprocess.run(
-            ["gcc", *CFLAGS, *flags, str(src), "-o", str(src.with_suffix(".o"))], check=True
-        )
+        # As kbuild does: the same relative path on both sides (__FILE__, UBSAN's places).
+        subprocess.run(["gcc", *CFLAGS, *flags, "x.c", "-o", "x.o"], check=True, cwd=src.parent)
         objs.append(ObjectFile.load(src.with_suffix(".o")))
     udiff = "".join(
         difflib.unified_diff(before.splitlines(True), after.splitlines(True), "a/x.c", "b/x.c", n=3)
@@ -280,3 +279,29 @@ def test_a_static_inline_made_a_plain_function_is_no_change(tmp_path: Path, padd
     flags = ["-fpatchable-function-entry=16,16"] if padding else []
     result = _diff(tmp_path, INLINE, after, *flags)
     assert result.changed == [] and result.new == []
+
+
+# UBSAN's bounds checks (7.x): each check has a descriptor, .data..Lubsan_data<N>.
+BOUNDS = """\
+struct table { int v[8]; int n; };
+
+int first(struct table *t, int i)
+{
+\treturn t->v[i];
+}
+
+int second(struct table *t, int i)
+{
+\treturn t->v[i + 1];
+}
+"""
+
+
+def test_a_new_bounds_check_does_not_change_the_checks_after_it(tmp_path: Path) -> None:
+    after = BOUNDS.replace("return t->v[i];", "return t->v[i] + t->v[t->n];")
+    result = _diff(tmp_path, BOUNDS, after, "-fsanitize=bounds")
+    assert changed(result) == ["first"]
+    # A check that only moved down keeps its descriptor but for the line.
+    moved = BOUNDS.replace("return t->v[i];", "int j = t->v[i];\n\treturn j;")
+    result = _diff(tmp_path / "moved", BOUNDS, moved, "-fsanitize=bounds")
+    assert changed(result) == []
