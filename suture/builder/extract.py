@@ -14,6 +14,7 @@ relocations, written after the final link) when not.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from suture.builder import elfwrite as ew
@@ -21,6 +22,10 @@ from suture.builder.differ import SPECIAL_STATIC
 from suture.builder.elfobj import ObjectFile, Rela, Section, SymBind, Symbol, SymType, target_offset
 from suture.builder.sections import ENTRY_TABLES, WHOLE, EntryTable
 from suture.errors import BuildError, StaticKeyError
+
+# A string's bytes (NUL included) and alignment -> where the kernel holds them:
+# a symbol and an offset from it (image_refs.KernelStrings.find); None: nowhere.
+StringLookup = Callable[[bytes, int], tuple[str, int] | None]
 
 NEW_PREFIX = "__suture_new_"
 KLP_PREFIX = "__suture_klp_"
@@ -60,8 +65,10 @@ class _Extractor:
         redirects: dict[str, str],
         shared_data: set[str],
         objtool_at_link: bool,
+        kernel_strings: StringLookup | None,
     ) -> None:
         self.obj = obj
+        self.kernel_strings = kernel_strings
         self.redirects = redirects
         self.objtool_at_link = objtool_at_link
         self.shared_data = shared_data  # carried objects other patch objects use: named globally
@@ -229,8 +236,9 @@ class _Extractor:
     def _collect_externals(self) -> list[ew.OutSymbol]:
         for idx in sorted(self.included):
             for rela in self._relas_of(idx):
+                in_kernel = self._kernel_string(rela)
                 external = self._external(rela)
-                target = external[0] if external else ""
+                target = in_kernel[0] if in_kernel else external[0] if external else ""
                 if target in self.redirects:
                     # Carried by another file's patch object: linked within the module.
                     self._external_syms.setdefault(
@@ -255,6 +263,20 @@ class _Extractor:
                     else:
                         self.klp[name] = target
         return list(self._external_syms.values())
+
+    def _kernel_string(self, rela: Rela) -> tuple[str, int] | None:
+        """Where the image holds the string a relocation points at (anchor, offset); None."""
+        if self.kernel_strings is None:
+            return None
+        sym = self.obj.symbols[rela.sym]
+        sec = self.obj.symbol_section(sym)
+        if sec is None or not sec.is_strings:
+            return None
+        start = target_offset(rela) + (0 if sym.type == SymType.SECTION else sym.value)
+        end = sec.data.find(b"\0", start)
+        if start < 0 or end < 0:
+            return None
+        return self.kernel_strings(sec.data[start : end + 1], sec.addralign)
 
     def _relas_of(self, idx: int) -> list[Rela]:
         return self._kept_relas.get(idx, self.obj.sections[idx].relas)
@@ -288,6 +310,13 @@ class _Extractor:
         for rela in self._relas_of(idx):
             sym = self.obj.symbols[rela.sym]
             sec = self.obj.symbol_section(sym)
+            in_kernel = self._kernel_string(rela)
+            if in_kernel is not None:
+                anchor, offset = in_kernel
+                bias = rela.addend - target_offset(rela)  # a PC-relative field's -4
+                ext = self._external_syms[anchor]
+                out.append(ew.OutRela(rela.offset, rela.type, slot[id(ext)], offset + bias))
+                continue
             if sec is not None and sec.index in self.included:
                 target = self._section_syms[sec.index]
                 addend = rela.addend + (0 if sym.type == SymType.SECTION else sym.value)
@@ -435,6 +464,7 @@ def extract(
     redirects: dict[str, str] | None = None,
     shared_data: set[str] | None = None,
     objtool_at_link: bool = False,
+    kernel_strings: StringLookup | None = None,
 ) -> PatchObject:
     """Build the patch object from ``obj``.
 
@@ -456,6 +486,8 @@ def extract(
             module-wide name (``new_symbol_name``), as new code is.
         objtool_at_link: objtool runs on the linked module (the build's
             ``Target.objtool_at_link``): the tables it writes are left out.
+        kernel_strings: for vmlinux, where the image already holds a string
+            (``image_refs.KernelStrings.find``): uses of it refer there.
     """
     ex = _Extractor(
         obj,
@@ -468,6 +500,7 @@ def extract(
         redirects=redirects or {},
         shared_data=shared_data or set(),
         objtool_at_link=objtool_at_link,
+        kernel_strings=kernel_strings,
     )
     ex.run()
     data = ex.build()

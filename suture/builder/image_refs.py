@@ -233,3 +233,42 @@ def _text_kind(data: bytes, p: int) -> RefKind | None:
     if op & _MODRM_RIP_MASK == _MODRM_RIP:
         return RefKind.ADDRESS
     return None
+
+
+class KernelStrings:
+    """The strings of the build's read-only data, found by their bytes.
+
+    A string literal the patched code uses is carried into the patch module,
+    which is not the kernel's read-only data. Code that stores a literal and
+    later frees it with kfree_const() (which frees anything outside the
+    kernel's .rodata: tracing's hist fields do) would then kfree() the
+    module's copy. Where the image holds the same bytes, the patch refers to
+    them instead, as the old code did; only a string the kernel lacks is
+    carried.
+    """
+
+    ANCHOR = "__start_rodata"  # a reference is this symbol plus an offset
+
+    def __init__(self, index: ImageIndex, ksyms: Kallsyms) -> None:
+        found = ksyms.by_name.get(self.ANCHOR, [])
+        self._anchor = found[0][0] if len(found) == 1 else None
+        self._rodata = next((s for s in index.sections if s.name == ".rodata"), None)
+        self._seen: dict[tuple[bytes, int], tuple[str, int] | None] = {}
+
+    def find(self, text: bytes, align: int) -> tuple[str, int] | None:
+        """The anchor and offset of ``text`` (its NUL included) in .rodata at ``align``; None."""
+        key = (text, max(align, 1))
+        if key not in self._seen:
+            self._seen[key] = self._search(*key)
+        return self._seen[key]
+
+    def _search(self, text: bytes, align: int) -> tuple[str, int] | None:
+        if self._anchor is None or self._rodata is None or self._rodata.address < self._anchor:
+            return None
+        data, start = self._rodata.data, 0
+        while (pos := data.find(text, start)) >= 0:
+            address = self._rodata.address + pos
+            if address % align == 0:
+                return self.ANCHOR, address - self._anchor
+            start = pos + 1
+        return None

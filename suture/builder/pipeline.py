@@ -366,6 +366,7 @@ def _extract_unit(
         patched, functions, renames=diff.renames, exported=target.exported,
         new_data=set(diff.new_data), objname=objname, tag=tag, redirects=redirects,
         shared_data=exports, objtool_at_link=target.objtool_at_link,
+        kernel_strings=target.kernel_strings.find if objname == "vmlinux" else None,
     )  # fmt: skip
     units_mod.progress(
         f"resolving {len(patch_obj.klp_symbols)} symbols of {objname} "

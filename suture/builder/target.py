@@ -20,7 +20,7 @@ from typing import Protocol
 from suture.builder import catalog as catalog_mod
 from suture.builder import includes, source, symbols
 from suture.builder.elfobj import ObjectFile
-from suture.builder.image_refs import ImageIndex
+from suture.builder.image_refs import ImageIndex, KernelStrings
 from suture.kernel.identity import parse_build_id
 from suture.kernel.modinfo import section_data
 from suture.packages import kernels, vmlinux
@@ -83,6 +83,11 @@ class Target:
     def image_index(self) -> ImageIndex:
         """The image's loaded sections, indexed by kallsyms: who refers to what."""
         return ImageIndex.load(self.vmlinux, self.kallsyms)
+
+    @functools.cached_property
+    def kernel_strings(self) -> KernelStrings:
+        """The image's read-only strings, for the patch to use instead of copies."""
+        return KernelStrings(self.image_index, self.kallsyms)
 
     @functools.cached_property
     def build_id(self) -> str:
