@@ -18,8 +18,8 @@ boot fill in or rewrite (x86-64, Linux 6.1, 6.12 and 7.x):
 - alternatives, paravirt sites, retpoline and return-thunk sites, static
   calls, jump labels and lock prefixes (their tables name each site; where
   objtool runs at link time, as on 6.12 and 7.x with IBT, the object has no
-  return or retpoline table, and the calls and jumps to the thunks are
-  found by their relocations);
+  return, retpoline or static call table, and the calls and jumps to the
+  thunks and trampolines are found by their relocations);
 - an ``endbr64`` at the entry, which IBT may seal.
 
 ``old_sha256`` in the manifest is the sha256 of the code with the masked
@@ -57,7 +57,14 @@ _WIDTH: dict[int, int] = {RelocType.R_64: 8, RelocType.PC64: 8}
 # Thunks the kernel rewrites calls and jumps to at boot (return thunks, retpolines).
 # Builds that run objtool at link time (6.12, 7.x: IBT) list those sites in
 # vmlinux's tables only, none in the object: the relocations name them instead.
-_THUNKS = ("__x86_return_thunk", "__x86_indirect_thunk_", "__x86_indirect_jump_thunk_")
+# A static call's trampoline (__SCT__) too: its call sites become a direct call,
+# a NOP or a RET at boot (7.x's might_resched() is a NOP under lazy preemption).
+_THUNKS = (
+    "__x86_return_thunk",
+    "__x86_indirect_thunk_",
+    "__x86_indirect_jump_thunk_",
+    "__SCT__",
+)
 _OBJTOOL_SITES = (".return_sites", ".retpoline_sites")
 
 

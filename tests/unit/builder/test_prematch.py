@@ -142,3 +142,27 @@ def test_on_6_12_the_padding_thunks_and_14_byte_alternatives_are_left_out(
     assert thunks
     for r in thunks:
         assert set(range(r.offset - 1 - 16, r.offset + 4 - 16)) <= hidden  # jmp and rel32
+
+
+def test_a_static_call_site_without_its_table_is_left_out(tmp_path: Path) -> None:
+    # 7.x: might_resched() is a static call (its trampoline __SCT__might_resched)
+    # that the kernel turns into a NOP at boot under lazy preemption; objtool
+    # lists the site in vmlinux's table only.
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (tmp_path / "f.c").write_text(
+        "extern void __SCT__might_resched(void);\n"
+        "int counter;\n"
+        "int patched(int x)\n{\n\t__SCT__might_resched();\n\treturn counter + x;\n}\n"
+    )
+    subprocess.run(
+        ["gcc", "-O2", "-fno-pie", "-ffunction-sections", "-fpatchable-function-entry=16,16",
+         "-c", str(tmp_path / "f.c"), "-o", str(tmp_path / "f.o")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    obj = ObjectFile.load(tmp_path / "f.o")
+    sec = obj.functions()["patched"]
+    e = prematch.expected(obj, sec, "patched")
+    hidden = {i for i, m in enumerate(e.mask) if not m}
+    [site] = [r for r in sec.relas if obj.symbols[r.sym].name == "__SCT__might_resched"]
+    assert set(range(site.offset - 1 - 16, site.offset + 4 - 16)) <= hidden  # call and rel32
