@@ -43,7 +43,7 @@ def bare_initrd(dest: Path) -> Path:
 def bare_boot(kernel: Path, initrd: Path) -> float:
     argv = [
         guest.QEMU, "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "1024",
+        "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "1024",
         "-kernel", str(kernel), "-initrd", str(initrd),
         "-append", "console=ttyS0 rdinit=/init panic=-1 quiet",
     ]  # fmt: skip

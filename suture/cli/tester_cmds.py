@@ -45,9 +45,7 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
         help="an executable run in the guest before the patch (must fail), with it (must "
         "pass) and after it is removed (must fail)",
     )
-    p.add_argument(
-        "--timeout", type=float, default=300.0, help="seconds allowed per bundle in the guest (300)"
-    )
+    p.add_argument("--timeout", type=float, help="seconds allowed per bundle in the guest (600)")
     p.set_defaults(handler=cmd_test)
 
 
@@ -55,14 +53,15 @@ def cmd_test(args: argparse.Namespace, out: Output) -> int:
     """Test the bundles; exit 91 when one failed."""
     from suture.tester import runner
 
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive", hint="give seconds, e.g. --timeout 300")
+    timeout = runner.BUNDLE_SECONDS if args.timeout is None else args.timeout
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive", hint="give seconds, e.g. --timeout 600")
     sys.stdout.flush()
     # The guest's progress goes to stderr: stdout holds the result only.
     report = runner.run(
         args.bundles,
         args.test,
-        seconds_per_bundle=args.timeout,
+        seconds_per_bundle=timeout,
         stdout=sys.stderr.buffer,
         log=out.message,
     )

@@ -15,7 +15,9 @@ a timeout into a :class:`GuestError` with the console tail.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -62,6 +64,8 @@ class GuestConfig:
             (suture.lab.rootfs.ensure); None: the host's.
         host_paths: with ``root``, host folders the guest also sees (read-only,
             at the same paths), besides the working folder and the modules.
+        tcg_threads: ``multi`` (a host thread per vCPU) or ``single`` (round
+            robin); "" chooses by the kernel (:func:`tcg_threads`).
     """
 
     memory_mb: int = 1024
@@ -73,6 +77,29 @@ class GuestConfig:
     output_dir: Path | None = None
     root: Path | None = None
     host_paths: tuple[Path, ...] = ()
+    tcg_threads: str = ""
+
+
+# From 6.15 the livepatch core toggles a static key in __schedule at the start
+# and end of every transition (klp_sched_try_switch_key).
+_KEY_IN_SCHEDULE = (6, 15)
+
+
+def tcg_threads(release: str) -> str:
+    """How TCG runs a guest of ``release``: round robin where the scheduler's code is rewritten.
+
+    QEMU 7.2's multi-threaded TCG can go on running a translation of code
+    another vCPU has just rewritten: a guest that toggles a static key in hot
+    code then takes an int3 the kernel no longer expects. 7.3.4 oopsed in
+    __schedule within 20 s of toggling the sched_switch tracepoint, and 7.x
+    toggles a key there on every transition (ADR 21); round robin ran 300
+    toggles cleanly. Older kernels keep a host thread per vCPU: under
+    stress-ng a `suture test` of 6.1 took 314 s with it and did not finish
+    in 420 s without.
+    """
+    match = re.match(r"(\d+)\.(\d+)", release)
+    series = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    return "single" if series >= _KEY_IN_SCHEDULE else "multi"
 
 
 @dataclass(frozen=True)
@@ -104,14 +131,7 @@ def _qemu_argv(kernel: Path, initrd: Path, exchange: Path, cfg: GuestConfig) -> 
             cfg.extra_cmdline,
         ]
     ).strip()
-    # One host thread for all vCPUs: QEMU 7.2's multi-threaded TCG can go on
-    # running a translation of code another vCPU has just rewritten. A guest
-    # that toggles a static key in hot code then takes an int3 the kernel no
-    # longer expects (7.3.4 oopses in __schedule within 20 s of toggling the
-    # sched_switch tracepoint, and 7.x toggles a key there on every livepatch
-    # transition); round-robin did 300 toggles cleanly. The vCPUs still
-    # interleave, so the guest stays SMP.
-    accel = "kvm" if cfg.accel == "kvm" else "tcg,thread=single"
+    accel = "kvm" if cfg.accel == "kvm" else f"tcg,thread={cfg.tcg_threads or 'multi'}"
     # The host's root, when the guest boots another one: the host folders it sees.
     host = [] if cfg.root is None else [
         "-fsdev",
@@ -260,6 +280,8 @@ def run(
                 "".join(f"{p}\n" for p in host_paths([cwd, tree.modules_dir, *cfg.host_paths]))
             )
         start = time.monotonic()
+        if not cfg.tcg_threads:
+            cfg = dataclasses.replace(cfg, tcg_threads=tcg_threads(tree.release))
         proc = subprocess.Popen(
             _qemu_argv(_bootable(tree), initrd, exchange, cfg),
             stdin=subprocess.DEVNULL,

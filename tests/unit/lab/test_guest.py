@@ -123,7 +123,7 @@ def test_qemu_argv_shape(tmp_path: Path) -> None:
     assert "-no-reboot" in argv
     assert argv[argv.index("-m") + 1] == "512"
     assert argv[argv.index("-smp") + 1] == "1"
-    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=multi"
     cmdline = argv[argv.index("-append") + 1]
     assert "panic=-1" in cmdline
     assert "oops=panic" in cmdline
@@ -135,3 +135,14 @@ def test_qemu_argv_shape(tmp_path: Path) -> None:
 def test_run_without_command_is_a_usage_error() -> None:
     with pytest.raises(UsageError):
         guest.run(None, [])  # type: ignore[arg-type]
+
+
+def test_round_robin_tcg_for_kernels_that_rewrite_the_scheduler() -> None:
+    # 6.15+ toggles a static key in __schedule on each transition (ADR 21).
+    assert guest.tcg_threads("7.3.4+deb13-amd64") == "single"
+    assert guest.tcg_threads("7.2.9+deb13-amd64") == "single"
+    assert guest.tcg_threads("6.12.118+deb13-amd64") == "multi"
+    assert guest.tcg_threads("6.1.0-57-amd64") == "multi"
+    cfg = GuestConfig(tcg_threads="single")
+    argv = guest._qemu_argv(Path("k"), Path("i"), Path("x"), cfg)
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"

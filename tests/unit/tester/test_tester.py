@@ -366,7 +366,7 @@ class FakeLab:
         paths = argv[5:] if argv[3] == "--script" else argv[3:]
         self.boots.append((tree.release, [Path(p).name for p in paths]))
         assert cfg.output_dir is not None
-        assert cfg.timeout == runner.BOOT_SECONDS + 300.0 * len(paths)
+        assert cfg.timeout == runner.BOOT_SECONDS + runner.BUNDLE_SECONDS * len(paths)
         for i, path in enumerate([] if self.silent else paths):
             what = self.plan.get(Path(path).name, "pass")
             if what == "die":
