@@ -211,14 +211,18 @@ def load_all(bundles: list[str], release: str, out: Path) -> dict[str, dict[str,
     """Each bundle loaded in a guest of ``release``; a guest that dies fails the bundle it was on.
 
     The rest go on in a fresh guest, so one panic does not cost the others their result.
+    A guest that died of QEMU's stale-code fault is not the bundle's: it is loaded
+    again, with round-robin TCG from then on (ADR 21), and the retry is recorded.
     """
-    from suture.errors import GuestError
+    from suture.errors import EmulatorFaultError, GuestError
     from suture.lab import guest
     from suture.packages import kernels
 
     loads: dict[str, dict[str, object]] = {}
     left = list(bundles)
-    for attempt in range(len(bundles)):
+    threads = ""
+    retried: dict[str, str] = {}
+    for attempt in range(2 * len(bundles)):
         if not left:
             break
         log = out / f"guest-{attempt}.log"
@@ -228,7 +232,7 @@ def load_all(bundles: list[str], release: str, out: Path) -> dict[str, dict[str,
                 guest.run(
                     kernels.fetch(release),
                     [sys.executable, str(Path(__file__).resolve()), "--inside", *left],
-                    guest.GuestConfig(timeout=3000),
+                    guest.GuestConfig(timeout=3000, tcg_threads=threads),
                     cwd=ROOT,
                     stdout=sink,
                 )
@@ -241,13 +245,21 @@ def load_all(bundles: list[str], release: str, out: Path) -> dict[str, dict[str,
         left = [b for b in left if b not in loads]
         if died is None or not left:
             break
-        culprit = left.pop(0)  # the one that was running when the guest died
+        culprit = left[0]  # the one that was running when the guest died
+        if isinstance(died, EmulatorFaultError) and culprit not in retried:
+            retried[culprit] = died.message
+            threads = "single"
+            print(f"{Path(culprit).stem}: {died.message}; again, round robin", file=sys.stderr)
+            continue
+        left.pop(0)
         loads[culprit] = {
             "loaded": False,
             "error": f"the guest died: {died.message}",
             "console_tail": died.console_tail[-3000:],
         }
         print(f"{Path(culprit).stem}: the guest died ({died.message})", file=sys.stderr)
+    for culprit, message in retried.items():
+        loads.setdefault(culprit, {})["emulator_fault_retried"] = message
     return loads
 
 
@@ -297,6 +309,7 @@ def main() -> None:
         "errors": sum(1 for r in results if r["status"] == "error"),
         "partial": sum(1 for r in results if r.get("unpatched")),
         "exercised": sum(1 for r in results if r.get("workload") == "ran"),
+        "emulator_faults_retried": sum(1 for r in results if "emulator_fault_retried" in r),
         "by_expected": {
             kind: {
                 "fixes": sum(1 for r in results if r.get("expected") == kind),

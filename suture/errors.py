@@ -155,6 +155,15 @@ class GuestTimeoutError(GuestError):
     code = "guest-timeout"
 
 
+class EmulatorFaultError(GuestError):
+    """The guest died of a fault of QEMU, not of its kernel: it ran code already rewritten.
+
+    A run again with round-robin TCG does not meet it (ADR 21).
+    """
+
+    code = "guest-emulator-fault"
+
+
 # --- the builder --------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from suture import __version__, bundle, timefmt
 from suture.bundle import LabStep, LabTest, Manifest
 from suture.bundle.labtest import FAILED
 from suture.errors import (
+    EmulatorFaultError,
     GuestError,
     PatchTestError,
     PatchTestFailedError,
@@ -214,8 +215,14 @@ def _run_group(
     stdout: IO[bytes] | int | None,
     say: Callable[[str], None],
 ) -> Iterator[tuple[Path, Manifest, LabTest, str]]:
-    """Each member's result and kernel log; a new boot after one that left the kernel unclean."""
+    """Each member's result and kernel log; a new boot after one that left the kernel unclean.
+
+    A guest that dies of QEMU's stale-code fault tests its bundle once more,
+    and the rest of the group, with round-robin TCG, which does not have it.
+    """
     remaining = members
+    threads = ""  # the lab's choice for the release
+    retried: set[Path] = set()
     while remaining:
         argv = [sys.executable, "-m", "suture.tester.inside"]
         argv += ["--script", str(script)] if script else []
@@ -224,7 +231,7 @@ def _run_group(
         with tempfile.TemporaryDirectory(prefix="suture-test-") as tmp:
             out = Path(tmp)
             limit = BOOT_SECONDS + seconds * len(remaining)
-            cfg = guest.GuestConfig(timeout=limit, output_dir=out)
+            cfg = guest.GuestConfig(timeout=limit, output_dir=out, tcg_threads=threads)
             try:
                 ran = guest.run(tree, argv, cfg, stdout=stdout)
                 code = ran.returncode
@@ -236,8 +243,13 @@ def _run_group(
         n = len(done)
         if died is not None and n < len(remaining):
             path, manifest = remaining[n]
-            yield path, manifest, _died(tree, manifest, script, died), died.console_tail
-            n += 1
+            if isinstance(died, EmulatorFaultError) and path not in retried:
+                retried.add(path)
+                threads = "single"
+                say(f"{path.name}: {died.message}; testing it again with round-robin TCG")
+            else:
+                yield path, manifest, _died(tree, manifest, script, died), died.console_tail
+                n += 1
         elif n == 0:
             raise PatchTestError(
                 f"the test runner in the guest ended (exit {code}) before it tested "

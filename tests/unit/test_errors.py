@@ -22,6 +22,7 @@ CODES = {
     "ToolMissingError": "tool-missing",
     "GuestError": "guest",
     "GuestTimeoutError": "guest-timeout",
+    "EmulatorFaultError": "guest-emulator-fault",
     "BuildError": "build",
     "KbuildError": "kbuild",
     "StaticKeyError": "static-key",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from suture.errors import GuestError, LabError, UsageError
+from suture.errors import EmulatorFaultError, GuestError, LabError, UsageError
 from suture.lab import guest
 from suture.lab.guest import GuestConfig
 
@@ -146,3 +146,38 @@ def test_round_robin_tcg_for_kernels_that_rewrite_the_scheduler() -> None:
     cfg = GuestConfig(tcg_threads="single")
     argv = guest._qemu_argv(Path("k"), Path("i"), Path("x"), cfg)
     assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
+
+
+ORIGINAL = "0f 1f 44 00 00 0f 1f 44 00 00 0f <1f> 44 00 00 49 8d 85 40 0f 00 00"
+OOPS = (
+    "[  249.95] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n"
+    "[  249.95] RIP: 0010:__schedule+0x411/0xbe0\n"
+    "[  249.95] Code: 48 29 c1 49 01 8c 24 98 08 00 00 {code}\n"
+    "[  249.95] Kernel panic - not syncing: Fatal exception in interrupt\n"
+)
+
+
+def test_an_int3_no_longer_in_the_code_is_an_emulator_fault() -> None:
+    # 6.12.117, trixie-dev 318: the byte before the faulting address is the
+    # original again, so the kernel had finished its text poke (ADR 21).
+    console = OOPS.format(code=ORIGINAL)
+    assert guest.stale_int3(console) == "__schedule+0x411/0xbe0"
+    with pytest.raises(EmulatorFaultError) as e:
+        guest._result(0, "", console, "0", 2.0)
+    assert "__schedule+0x411/0xbe0" in e.value.message and "emulator" in e.value.message
+    assert e.value.code == "guest-emulator-fault" and isinstance(e.value, GuestError)
+
+
+@pytest.mark.parametrize(
+    "console",
+    [
+        OOPS.format(code=ORIGINAL.replace("0f <1f>", "cc <1f>")),  # the int3 is there
+        OOPS.replace("Oops: int3", "Oops: general protection fault").format(code=ORIGINAL),
+        OOPS.format(code="Unable to access opcode bytes at 0xffffffff81000000."),
+    ],
+)
+def test_other_oopses_stay_the_kernels(console: str) -> None:
+    assert guest.stale_int3(console) is None
+    with pytest.raises(GuestError) as e:
+        guest._result(0, "", console, "0", 2.0)
+    assert not isinstance(e.value, EmulatorFaultError)

@@ -22,6 +22,7 @@ from suture import bundle
 from suture.bundle import LabStep
 from suture.cli.main import main
 from suture.errors import (
+    EmulatorFaultError,
     GuestError,
     GuestTimeoutError,
     PatchTestError,
@@ -343,13 +344,16 @@ class FakeLab:
     """Kernel trees and a guest whose runner does what ``plan`` says for each bundle.
 
     ``plan`` maps a bundle's file name to ``pass``, ``fail``, ``unclean`` (failed,
-    and the runner stops), ``die`` (the guest panics) or ``hang`` (it times out).
+    and the runner stops), ``die`` (the guest panics), ``hang`` (it times out),
+    ``stale`` (QEMU's stale-code fault, which round robin does not have) or
+    ``stale-always``.
     """
 
     tmp_path: Path
     plan: dict[str, str] = field(default_factory=dict)
     build_ids: dict[str, str] = field(default_factory=lambda: {RELEASE: BUILD_A})
     boots: list[tuple[str, list[str]]] = field(default_factory=list)
+    threads: list[str] = field(default_factory=list)  # each boot's TCG choice
     silent: bool = False  # the runner ends without writing anything
 
     def fetch(self, release: str | None) -> KernelTree:
@@ -365,6 +369,7 @@ class FakeLab:
         assert argv[:3] == [sys.executable, "-m", "suture.tester.inside"]
         paths = argv[5:] if argv[3] == "--script" else argv[3:]
         self.boots.append((tree.release, [Path(p).name for p in paths]))
+        self.threads.append(cfg.tcg_threads)
         assert cfg.output_dir is not None
         assert cfg.timeout == runner.BOOT_SECONDS + runner.BUNDLE_SECONDS * len(paths)
         for i, path in enumerate([] if self.silent else paths):
@@ -374,12 +379,18 @@ class FakeLab:
                     "the guest kernel failed (Kernel panic)",
                     console_tail="Kernel panic - not syncing: Fatal exception",
                 )
+            if what == "stale-always" or (what == "stale" and cfg.tcg_threads != "single"):
+                raise EmulatorFaultError(
+                    "the guest took an int3 at __schedule+0x411/0xbe0 that its code no "
+                    "longer holds",
+                    console_tail="Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+                )
             if what == "hang":
                 raise GuestTimeoutError(
                     "the guest command did not finish within 420 s", console_tail=""
                 )
             manifest = bundle.read_manifest(Path(path))
-            result = "passed" if what == "pass" else "failed"
+            result = "passed" if what in ("pass", "stale") else "failed"
             test = lab_test(tree.release, manifest.build_id, result)
             record = {"format": 1, "test": test.to_dict(), "clean": what != "unclean"}
             (cfg.output_dir / f"{i}.json").write_text(json.dumps(record))
@@ -444,6 +455,30 @@ def test_a_guest_that_dies_fails_the_bundle_under_test_and_boots_again(
     assert b.with_suffix(".kernel.log").read_text().startswith("Kernel panic")
     failure = report.failure()
     assert failure is not None and failure.exit_code == 91 and b.name in failure.message
+
+
+def test_an_emulator_fault_tests_the_bundle_again_with_round_robin(
+    lab: FakeLab, tmp_path: Path
+) -> None:
+    a, b, c = bundles(tmp_path, 3)
+    lab.plan = {b.name: "stale"}
+    said: list[str] = []
+    report = runner.run([a, b, c], log=said.append)
+    assert lab.boots == [(RELEASE, [a.name, b.name, c.name]), (RELEASE, [b.name, c.name])]
+    assert lab.threads == ["", "single"]  # the lab's choice first, then round robin
+    assert [t.test.result for t in report.bundles] == ["passed", "passed", "passed"]
+    assert report.passed
+    assert any(b.name in line and "round-robin" in line for line in said)
+
+
+def test_a_second_emulator_fault_fails_the_bundle(lab: FakeLab, tmp_path: Path) -> None:
+    a, b = bundles(tmp_path, 2)
+    lab.plan = {a.name: "stale-always"}
+    report = runner.run([a, b])
+    assert lab.boots == [(RELEASE, [a.name, b.name])] * 2 + [(RELEASE, [b.name])]
+    assert [t.test.result for t in report.bundles] == ["failed", "passed"]
+    died = bundle.read_manifest(a).test
+    assert died is not None and "int3" in died.reason
 
 
 def test_a_hung_guest_fails_the_bundle_under_test(lab: FakeLab, tmp_path: Path) -> None:
