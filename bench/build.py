@@ -11,7 +11,8 @@ Disk: the cache folder after the cold run.
     .venv/bin/python bench/build.py [--kernel RELEASE]... [--runs 3] [--skip-cold]
 
 Without --kernel: the newest build of each series today (debian12's 6.1,
-debian13's 6.12, trixie-backports' 7.x), resolved from the archive.
+debian13's 6.12, bookworm-backports' 6.12 built with gcc-12, trixie-backports'
+7.x), resolved from the archive.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def du(path: Path) -> int:
 
 
 def newest_builds() -> list[str]:
-    return [sets.set_releases(name)[-1] for name in ("debian12", "debian13", "trixie-backports")]
+    series = ("debian12", "debian13", "bookworm-backports", "trixie-backports")
+    return [sets.set_releases(name)[-1] for name in series]
 
 
 def main() -> None:
