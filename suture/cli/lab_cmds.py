@@ -108,6 +108,13 @@ def register(subs: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", type=int, default=1024, help="guest RAM in MiB (1024)")
     p.add_argument("--cpus", type=int, default=2, help="virtual CPUs (2)")
     p.add_argument(
+        "--tcg-threads",
+        choices=("auto", "multi", "single"),
+        default="auto",
+        help="a host thread per vCPU, or all in one (round robin); auto: round robin "
+        "for 6.15 and later (ADR 21)",
+    )
+    p.add_argument(
         "--env", action="append", default=[], metavar="K=V", help="a guest variable (repeatable)"
     )
     p.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
@@ -293,6 +300,7 @@ def cmd_run(args: argparse.Namespace, out: Output) -> int:
         host_paths=tuple(args.host_path),
         memory_mb=args.memory,
         cpus=args.cpus,
+        tcg_threads="" if args.tcg_threads == "auto" else args.tcg_threads,
         timeout=args.timeout,
         extra_cmdline=args.append,
         env=_env(args.env),

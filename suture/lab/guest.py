@@ -364,7 +364,8 @@ def _result(qemu_rc: int, qemu_err: str, console: str, rc_text: str, seconds: fl
             f"the guest took an int3 at {where} that its code no longer holds: QEMU ran "
             "a stale translation of code the kernel had just rewritten (an emulator fault, "
             "not the kernel's or the patch's)",
-            hint="run it again; round-robin TCG (GuestConfig.tcg_threads='single') avoids it",
+            hint="run it again: 'suture test' does so by itself; 'suture lab run "
+            "--tcg-threads single' avoids it",
             console_tail=_tail(console),
         )
     if fatal is not None:

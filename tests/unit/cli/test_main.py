@@ -94,14 +94,15 @@ def test_lab_run_passes_env_and_returncode(
     tree = kernels.KernelTree("6.1.0-56-amd64", "6.1.192-2", tmp_path)
 
     def fake_run(tree_: object, cmd: list[str], cfg: guest.GuestConfig, **kw: object) -> object:
-        seen.update(cmd=cmd, env=cfg.env, timeout=cfg.timeout)
+        seen.update(cmd=cmd, env=cfg.env, timeout=cfg.timeout, threads=cfg.tcg_threads)
         return guest.GuestResult(returncode=3, seconds=1.25, console="")
 
     monkeypatch.setattr(kernels, "fetch", lambda release: tree)
     monkeypatch.setattr(guest, "run", fake_run)
     argv = ["lab", "run", "--json", "--env", "A=b=c", "--timeout", "9", "--", "sh", "-c", "exit 3"]
     assert main(argv) == 3
-    assert seen == {"cmd": ["sh", "-c", "exit 3"], "env": {"A": "b=c"}, "timeout": 9.0}
+    want = {"cmd": ["sh", "-c", "exit 3"], "env": {"A": "b=c"}, "timeout": 9.0, "threads": ""}
+    assert seen == want  # "": the lab chooses by the kernel
     data = json.loads(capsys.readouterr().out)
     assert data == {
         "format": 1,
@@ -111,6 +112,8 @@ def test_lab_run_passes_env_and_returncode(
         "returncode": 3,
         "seconds": 1.25,
     }
+    assert main(["lab", "run", "--tcg-threads", "single", "--", "true"]) == 3
+    assert seen["threads"] == "single"
 
 
 def test_status_text(
