@@ -13,9 +13,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from elftools.elf.elffile import ELFFile
+
 from suture.errors import LabError
 from suture.fsutil import atomic_write, cache_dir
 from suture.lab import guest
+from suture.packages import vmlinux
 from suture.packages.kernels import KernelTree
 
 
@@ -34,9 +37,13 @@ class GuestKallsyms:
             LabError: the guest could not be booted or did not give the file.
         """
         path = cache_path(image.release)
+        if path.exists() and not at_link_address(path.read_text(), image):
+            path.unlink()  # read from a boot that KASLR moved: its addresses are not the image's
         if not path.exists():
             with tempfile.TemporaryDirectory() as tmp:
-                cfg = guest.GuestConfig(timeout=300, output_dir=Path(tmp))
+                # The builder looks symbols up in the image by these addresses. The
+                # lab's PVH boot is not randomised, but its bzImage fallback is.
+                cfg = guest.GuestConfig(timeout=300, output_dir=Path(tmp), extra_cmdline="nokaslr")
                 result = guest.run(
                     image,
                     ["sh", "-c", 'cat /proc/kallsyms > "$SUTURE_OUT/kallsyms"'],
@@ -50,5 +57,29 @@ class GuestKallsyms:
                         hint="check that the build boots: suture lab run --kernel "
                         f"{image.release} -- true",
                     )
-                atomic_write(path, out.read_bytes())
+                text = out.read_text()
+                if not at_link_address(text, image):
+                    raise LabError(
+                        f"the {image.release} guest's /proc/kallsyms is not at the image's "
+                        "addresses, though it booted with nokaslr",
+                        hint="look at the build's kernel command line handling: "
+                        f"suture lab run --kernel {image.release} -- cat /proc/cmdline",
+                    )
+                atomic_write(path, text.encode())
         return path.read_text()
+
+
+def text_address(kallsyms: str) -> int | None:
+    """Where ``_text`` (the start of the kernel's code) is in a kallsyms text, or None."""
+    for line in kallsyms.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[2] == "_text":
+            return int(fields[0], 16)
+    return None
+
+
+def at_link_address(kallsyms: str, image: KernelTree) -> bool:
+    """Whether the kallsyms text has the image's own addresses (read from a boot without KASLR)."""
+    with vmlinux.ensure(image.vmlinuz, image.vmlinux).open("rb") as f:
+        text = ELFFile(f).get_section_by_name(".text")
+    return text is not None and text_address(kallsyms) == text["sh_addr"]
