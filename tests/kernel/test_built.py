@@ -29,6 +29,16 @@ def apply(name: str) -> None:
     suture("apply", str(BUNDLES / f"suture_t_{name}.bundle"))
 
 
+def needs(name: str, why: str) -> None:
+    """Skip unless the harness built this bundle (some series lack its code)."""
+    if not (BUNDLES / f"suture_t_{name}.bundle").exists():
+        pytest.skip(why)
+
+
+# 7.x builds no legacy ebtables (CONFIG_BRIDGE_NF_EBTABLES_LEGACY), so no ebtable_filter.
+NO_EBTABLE_FILTER = "this build has no ebtable_filter module"
+
+
 def test_string_change() -> None:
     original = cmdline()
     apply("string")
@@ -95,6 +105,7 @@ def ebtables_filter_info() -> int:
 def test_module_patch_uses_another_modules_export() -> None:
     # Before the fix, a klp symbol of ebtables was looked up in ebtable_filter
     # and the core refused to load the module at all.
+    needs("ebt", NO_EBTABLE_FILTER)
     apply("ebt")
     subprocess.run(["modprobe", "ebtable_filter"], check=True)
     try:
@@ -148,6 +159,7 @@ def stack_labels() -> tuple[bool, bool]:
 
 
 def test_inlined_static_function_is_patched_in_its_callers() -> None:
+    needs("inline", "6.1's is_stack() only: later series have no such code (features.py)")
     assert stack_labels() == (True, True)
     apply("inline")
     (patch,) = status()["patches"]  # type: ignore[misc]
@@ -307,6 +319,7 @@ def test_new_code_of_one_file_used_by_another_file_of_vmlinux() -> None:
 
 
 def test_new_code_of_vmlinux_used_by_a_module() -> None:
+    needs("shared_module", NO_EBTABLE_FILTER)
     original = cmdline()
     apply("shared_module")
     assert cmdline() == "s0:" + original

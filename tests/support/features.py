@@ -7,6 +7,7 @@ checks are tests/kernel/test_built.py.
 
 from __future__ import annotations
 
+from suture.builder import source
 from tests.support.fixes import SHOW, SYSCALL_EDITS
 
 FEATURES = {
@@ -73,7 +74,8 @@ FEATURES = {
             ),
         ],
     ),
-    # is_stack() is inlined into both its callers: the patch replaces the callers.
+    # is_stack() is inlined into both its callers: the patch replaces the callers
+    # (6.1 only: from 6.5 it is mm.h's vma_is_initial_stack()).
     "inline": (
         "fs/proc/task_mmu.c",
         [
@@ -119,6 +121,16 @@ FEATURES = {
         ],
     ),
 }
+# Features of code only some series have; the rest must apply on every series.
+SERIES_ONLY = frozenset({"inline"})
+
+
+def applies(tree: source.SourceTree, path: str, edits: list[tuple[str, str]]) -> bool:
+    """Whether each edit's text is in the build's ``path`` (in order, as make_fix needs it)."""
+    text = (tree.path / path).read_text()
+    return all(old in text for old, _ in edits)
+
+
 # A hardening of mrp's vector attribute parser: code built into a module (mrp).
 MRP_EDITS = [
     (
@@ -158,9 +170,9 @@ ACPI_EDITS = [
 # once per file that uses it, with the same bytes: the module's relocations tell.
 EXT4_INLINE_EDITS = [
     (
-        "\tint dotdot_offset, dotdot_size, extra_offset, extra_size;\n\n",
-        "\tint dotdot_offset, dotdot_size, extra_offset, extra_size;\n\n"
-        '\tpr_info_once("suture-ext4-inline: dir type %u\\n", ext4_filetype_table[EXT4_FT_DIR]);\n',
+        "\textra_offset = dotdot_size - EXT4_INLINE_DOTDOT_SIZE;\n",
+        '\tpr_info_once("suture-ext4-inline: dir type %u\\n", ext4_filetype_table[EXT4_FT_DIR]);\n'
+        "\textra_offset = dotdot_size - EXT4_INLINE_DOTDOT_SIZE;\n",
     )
 ]
 # New code one file adds and another file of the same fix uses: a new global
