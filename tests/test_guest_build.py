@@ -132,7 +132,7 @@ def test_data_change_is_refused(
 ) -> None:
     # devinfo_ops is const, so it could be carried as a copy (ADR 14), but only
     # proc_devices_init (boot code) uses it: the copy would reach nothing.
-    # (/proc/interrupts' int_seq_ops was the example; 7.x builds its own instead.)
+    # (It was /proc/interrupts' int_seq_ops: 7.x shows interrupts from kernel/irq instead.)
     fix = make_fix(tree, "fs/proc/devices.c", ("\t.stop  = devinfo_stop,\n", ""), out=tmp_path)
     with pytest.raises(BuildError, match=r"changes devinfo_ops, read-only data .*boot code") as e:
         build(BuildRequest(kernel_release, fix, tmp_path), LAB)
