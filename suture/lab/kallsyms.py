@@ -37,36 +37,38 @@ class GuestKallsyms:
             LabError: the guest could not be booted or did not give the file.
         """
         path = cache_path(image.release)
-        if path.exists() and not at_link_address(path.read_text(), image):
+        if path.exists():
+            text = path.read_text()
+            if at_link_address(text, image):
+                return text
             path.unlink()  # read from a boot that KASLR moved: its addresses are not the image's
-        if not path.exists():
-            with tempfile.TemporaryDirectory() as tmp:
-                # The builder looks symbols up in the image by these addresses. The
-                # lab's PVH boot is not randomised, but its bzImage fallback is.
-                cfg = guest.GuestConfig(timeout=300, output_dir=Path(tmp), extra_cmdline="nokaslr")
-                result = guest.run(
-                    image,
-                    ["sh", "-c", 'cat /proc/kallsyms > "$SUTURE_OUT/kallsyms"'],
-                    cfg,
-                    cwd=Path("/"),
+        with tempfile.TemporaryDirectory() as tmp:
+            # The builder looks symbols up in the image by these addresses. The
+            # lab's PVH boot is not randomised, but its bzImage fallback is.
+            cfg = guest.GuestConfig(timeout=300, output_dir=Path(tmp), extra_cmdline="nokaslr")
+            result = guest.run(
+                image,
+                ["sh", "-c", 'cat /proc/kallsyms > "$SUTURE_OUT/kallsyms"'],
+                cfg,
+                cwd=Path("/"),
+            )
+            out = Path(tmp) / "kallsyms"
+            if result.returncode != 0 or not out.exists():
+                raise LabError(
+                    f"reading /proc/kallsyms in the {image.release} guest failed",
+                    hint="check that the build boots: suture lab run --kernel "
+                    f"{image.release} -- true",
                 )
-                out = Path(tmp) / "kallsyms"
-                if result.returncode != 0 or not out.exists():
-                    raise LabError(
-                        f"reading /proc/kallsyms in the {image.release} guest failed",
-                        hint="check that the build boots: suture lab run --kernel "
-                        f"{image.release} -- true",
-                    )
-                text = out.read_text()
-                if not at_link_address(text, image):
-                    raise LabError(
-                        f"the {image.release} guest's /proc/kallsyms is not at the image's "
-                        "addresses, though it booted with nokaslr",
-                        hint="look at the build's kernel command line handling: "
-                        f"suture lab run --kernel {image.release} -- cat /proc/cmdline",
-                    )
-                atomic_write(path, text.encode())
-        return path.read_text()
+            text = out.read_text()
+            if not at_link_address(text, image):
+                raise LabError(
+                    f"the {image.release} guest's /proc/kallsyms is not at the image's "
+                    "addresses, though it booted with nokaslr",
+                    hint="look at the build's kernel command line handling: "
+                    f"suture lab run --kernel {image.release} -- cat /proc/cmdline",
+                )
+            atomic_write(path, text.encode())
+        return text
 
 
 def text_address(kallsyms: str) -> int | None:

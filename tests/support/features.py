@@ -126,7 +126,7 @@ SERIES_ONLY = frozenset({"inline"})
 
 
 def applies(tree: source.SourceTree, path: str, edits: list[tuple[str, str]]) -> bool:
-    """Whether each edit's text is in the build's ``path`` (in order, as make_fix needs it)."""
+    """Whether each edit's text is in the build's ``path``."""
     text = (tree.path / path).read_text()
     return all(old in text for old, _ in edits)
 
